@@ -1,0 +1,1 @@
+"""Capture: hooks and batched on-device statistics (needs torch)."""

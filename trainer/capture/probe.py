@@ -1,0 +1,302 @@
+"""Hooks a model and records per-layer statistics at every `every`-th optimizer step.
+
+A step is one `optimizer.step()` of the first torch optimizer seen stepping the watched
+parameters (global optimizer hooks: no change to the user's loop). On a logged step:
+- forward hooks accumulate activation statistics (grad-enabled passes only, so validation under
+  `torch.no_grad()` is not mixed in);
+- the optimizer pre-step hook measures gradients as the optimizer sees them (after AMP
+  unscaling and after any clipping the user did) and snapshots the weights;
+- the post-step hook measures the new weights and the update-to-weight ratio, bins every
+  histogram in one pass, and hands one packed tensor to the writer, copied to the host once.
+On other steps the hooks only count. The writer thread unpacks records, never the training thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.optim.optimizer as optim_hooks
+from torch import nn
+
+from ..runlog import schema
+from ..runlog.writer import LayerRecord, RunWriter
+from . import tensor_stats
+from .activation_stats import ActivationAccumulator
+
+
+@dataclass
+class WatchedParam:
+    name: str  # 'encoder.fc1.weight'
+    layer: str  # 'encoder.fc1'
+    param: str  # 'weight'
+    module_type: str
+    tensor: nn.Parameter
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The user's module inside DDP / DataParallel / torch.compile wrappers, so names carry no
+    'module.' or '_orig_mod.' prefix and match across wrappers."""
+    while True:
+        inner = getattr(model, "module", None)
+        if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+            model = inner
+            continue
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+            continue
+        return model
+
+
+def collect_params(model: nn.Module) -> list[WatchedParam]:
+    """Every parameter once (shared ones under their first module path), registration order."""
+    seen: set[int] = set()
+    found = []
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            layer = module_name or type(module).__name__
+            found.append(WatchedParam(f"{layer}.{param_name}", layer, param_name, type(module).__name__, param))
+    return found
+
+
+def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose outputs we measure: leaves, and any module holding parameters directly."""
+    chosen = []
+    for name, module in model.named_modules():
+        is_leaf = next(module.children(), None) is None
+        has_own = next(module.parameters(recurse=False), None) is not None
+        if is_leaf or has_own:
+            chosen.append((name or type(module).__name__, module))
+    return chosen
+
+
+class Probe:
+    """Statistics capture for one model; create through `Run.watch`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        writer: RunWriter,
+        *,
+        every: int = 10,
+        histograms: bool = True,
+        activations: bool = True,
+        update_ratio: bool = True,
+        sample_size: int = schema.HIST_SAMPLE_SIZE,
+    ):
+        self.model = unwrap_model(model)
+        self.writer = writer
+        self.every = every
+        self.histograms = histograms
+        self.activations = activations
+        self.update_ratio = update_ratio
+        self.params = collect_params(self.model)
+        if not self.params:
+            raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
+        self._param_ids = {id(p.tensor) for p in self.params}
+        self._sampler = tensor_stats.SampleIndex(sample_size)
+        self.step = 0  # optimizer steps completed
+        self._optimizer_ref = None  # the optimizer whose steps are counted
+        self._order: dict[str, int] = {}
+        self._acts: dict[str, ActivationAccumulator] = {}
+        self._tensor_ids: dict[str, int] = {}
+        self._pending = None  # gradient results of the step in progress
+        self._snapshot: list[torch.Tensor] | None = None
+        self._last_record_clock: float | None = None
+        self._last_record_step = 0
+        self._handles = [
+            optim_hooks.register_optimizer_step_pre_hook(self._before_step),
+            optim_hooks.register_optimizer_step_post_hook(self._after_step),
+        ]
+        for name, module in hooked_modules(self.model):
+            self._handles.append(module.register_forward_hook(self._forward_hook(name, type(module).__name__)))
+
+    # ---- state ----------------------------------------------------------------------------
+    @property
+    def logging_now(self) -> bool:
+        """Whether the optimizer step in progress (index self.step) is recorded."""
+        return self.step % self.every == 0
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._snapshot = None
+
+    def _counts(self, optimizer) -> bool:
+        """Only the first optimizer that steps our parameters advances the step count."""
+        if self._optimizer_ref is None:
+            if not any(id(p) in self._param_ids for g in optimizer.param_groups for p in g["params"]):
+                return False
+            self._optimizer_ref = optimizer
+        return optimizer is self._optimizer_ref
+
+    # ---- hooks ----------------------------------------------------------------------------
+    def _forward_hook(self, name: str, module_type: str):
+        def hook(module, inputs, output):
+            if name not in self._order:
+                self._order[name] = len(self._order)
+            if self.activations and self.step % self.every == 0 and torch.is_grad_enabled():
+                acc = self._acts.get(name)
+                if acc is None:
+                    acc = self._acts[name] = ActivationAccumulator(module_type)
+                acc.add(output)
+
+        return hook
+
+    @torch.no_grad()
+    def _before_step(self, optimizer, args, kwargs) -> None:
+        if not self._counts(optimizer) or not self.logging_now:
+            return
+        present = [p for p in self.params if p.tensor.grad is not None]
+        grads = [_dense(p.tensor.grad) for p in present]
+        if grads:
+            moments = tensor_stats.moment_stats(grads)
+            nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
+            samples = [self._sampler.sample(g.reshape(-1)) for g in grads] if self.histograms else []
+            self._pending = (present, moments, nonfinite, samples)
+        else:
+            self._pending = ([], None, None, [])
+        if self.update_ratio:
+            trainable = [p.tensor.detach() for p in self.params if p.tensor.requires_grad]
+            if self._snapshot is None or len(self._snapshot) != len(trainable):
+                self._snapshot = [t.clone() for t in trainable]
+            else:
+                torch._foreach_copy_(self._snapshot, trainable)
+
+    @torch.no_grad()
+    def _after_step(self, optimizer, args, kwargs) -> None:
+        if not self._counts(optimizer):
+            return
+        if self.logging_now and self._pending is not None:
+            self._record()
+        self.step += 1
+        self._acts = {}
+        self._pending = None
+
+    # ---- recording ------------------------------------------------------------------------
+    def _register_tensors(self, act_names: list[str]) -> None:
+        """Send tensor descriptions for names not seen before, ordered by first forward call."""
+        late = len(self._order) + 1000
+        new = []
+        for p in self.params:
+            if p.name not in self._tensor_ids:
+                new.append(dict(
+                    name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
+                    shape=list(p.tensor.shape), numel=p.tensor.numel(),
+                    ord=self._order.get(p.layer, late), trainable=p.tensor.requires_grad,
+                ))
+        for name in act_names:
+            if name not in self._tensor_ids:
+                new.append(dict(
+                    name=name, layer=name, param="", role="output", module_type=self._acts[name].module_type,
+                    shape=[], numel=0, ord=self._order.get(name, late), trainable=False,
+                ))
+        if not new:
+            return
+        for t in new:
+            t["id"] = len(self._tensor_ids) + 1
+            self._tensor_ids[t["name"]] = t["id"]
+        self.writer.add_tensors(new)
+
+    def _record(self) -> None:
+        present, grad_moments, grad_nonfinite, grad_samples = self._pending
+        weights = [p.tensor.detach() for p in self.params]
+        device = weights[0].device
+        w_moments = tensor_stats.moment_stats(weights)
+        w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
+        ratios = torch.full((len(weights),), float("nan"), device=device)
+        if self.update_ratio and self._snapshot is not None:
+            trainable_idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            if trainable_idx:
+                trainable = [weights[i] for i in trainable_idx]
+                torch._foreach_sub_(self._snapshot, trainable)  # snapshot now holds -delta w
+                deltas = torch.stack(torch._foreach_norm(self._snapshot)).float().to(device)
+                index = torch.tensor(trainable_idx, device=device)
+                ratios[index] = deltas / w_moments[index, 0].clamp(min=1e-30)
+        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights] if self.histograms else []
+        hist = None
+        if self.histograms:
+            hist = tensor_stats.batched_histograms([s.to(device) for s in grad_samples] + w_samples).float()
+        act_names = [name for name, acc in self._acts.items() if acc.sums is not None]
+        act_rows = [self._acts[name].result().to(device) for name in act_names]
+        self._register_tensors(act_names)
+
+        n_grad, n_weight = len(present), len(weights)
+        parts = []
+        if n_grad:
+            parts += [grad_moments.to(device).flatten(), grad_nonfinite.to(device).flatten()]
+        parts += [w_moments.flatten(), w_nonfinite.flatten(), ratios]
+        if hist is not None:
+            parts.append(hist.flatten())
+        if act_rows:
+            parts.append(torch.stack(act_rows).float().flatten())
+        packed = torch.cat(parts)
+        event = None
+        if packed.device.type == "cuda":
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = packed if packed.device.type == "cpu" else packed.cpu()
+
+        grad_ids = [self._tensor_ids[p.name] for p in present]
+        weight_ids = [self._tensor_ids[p.name] for p in self.params]
+        act_ids = [self._tensor_ids[name] for name in act_names]
+        sampled_g = [s.numel() for s in grad_samples]
+        sampled_w = [s.numel() for s in w_samples]
+        has_hist = hist is not None
+
+        def resolve():
+            if event is not None:
+                event.synchronize()
+            flat = host.numpy()
+            pos = 0
+
+            def take(n, width):
+                nonlocal pos
+                block = flat[pos: pos + n * width].reshape(n, width)
+                pos += n * width
+                return block
+
+            g_mom = take(n_grad, 5) if n_grad else None
+            g_nf = take(n_grad, 2) if n_grad else None
+            w_mom, w_nf, w_ratio = take(n_weight, 5), take(n_weight, 2), take(n_weight, 1)[:, 0]
+            counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
+            acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
+            rows = []
+            if n_grad:
+                g_hist = counts[:n_grad] if has_hist else None
+                stats = tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g)
+                rows += [
+                    (tid, schema.KIND_GRAD, s, None if g_hist is None else g_hist[i])
+                    for i, (tid, s) in enumerate(zip(grad_ids, stats))
+                ]
+            w_hist = counts[n_grad:] if has_hist else None
+            stats = tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio)
+            rows += [
+                (tid, schema.KIND_WEIGHT, s, None if w_hist is None else w_hist[i])
+                for i, (tid, s) in enumerate(zip(weight_ids, stats))
+            ]
+            if acts is not None:
+                rows += [(tid, schema.KIND_ACTIVATION, tuple(float(v) for v in acts[i]), None)
+                         for i, tid in enumerate(act_ids)]
+            return rows
+
+        now = time.perf_counter()
+        step_time = None
+        if self._last_record_clock is not None and self.step > self._last_record_step:
+            step_time = (now - self._last_record_clock) / (self.step - self._last_record_step)
+        self._last_record_clock, self._last_record_step = now, self.step
+        self.writer.add_layer_record(LayerRecord(self.step, time.time(), step_time, resolve=resolve))
+
+
+def _dense(grad: torch.Tensor) -> torch.Tensor:
+    """Sparse gradients (sparse embeddings) are measured on their stored values."""
+    return grad.coalesce().values() if grad.is_sparse else grad.detach()

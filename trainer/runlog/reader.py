@@ -1,0 +1,379 @@
+"""Reads run folders, also while they are being written: metadata, and records by cursor.
+
+Every query that can grow takes `after_seq` and returns the new cursor, so a poller gets each
+record exactly once. Torch-free: the dashboard and the CLI use this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+
+# A "running" run on another host whose heartbeat is older than this is reported stale.
+STALE_AFTER_S = 120.0
+
+
+class RunLogError(Exception):
+    """A run folder cannot be read; the message names the folder and the problem."""
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """One entry of a log directory: a readable run (meta) or an unreadable one (error)."""
+
+    run_id: str
+    path: Path
+    meta: dict | None
+    status: str | None
+    error: str | None
+
+
+def resolve_run_dir(logdir: str | os.PathLike, run_id: str) -> Path:
+    """The folder of `run_id` inside `logdir`, refusing ids that could escape it (ids come from URLs)."""
+    if not schema.is_valid_run_id(run_id):
+        raise RunLogError(
+            f"invalid run id {run_id!r}: use letters, digits, '.', '_' or '-' (no path separators)"
+        )
+    root = Path(logdir).resolve()
+    path = (root / run_id).resolve()
+    if path.parent != root:
+        raise RunLogError(f"run id {run_id!r} does not name a folder inside {root}")
+    return path
+
+
+def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
+    """Every run folder under `logdir`, newest first; unreadable ones carry an error, never raise."""
+    root = Path(logdir)
+    if not root.is_dir():
+        raise RunLogError(f"log directory {str(root)!r} does not exist or is not a directory")
+    entries = []
+    for child in root.iterdir():
+        if child.name.startswith("."):
+            continue
+        if not schema.is_valid_run_id(child.name):
+            entries.append(RunEntry(child.name, child, None, None, "name is not a valid run id"))
+            continue
+        try:
+            with RunReader(child) as reader:
+                entries.append(RunEntry(child.name, child, reader.meta, reader.status(), None))
+        except RunLogError as exc:
+            entries.append(RunEntry(child.name, child, None, None, str(exc)))
+    entries.sort(key=lambda e: (e.meta or {}).get("started", 0) or 0, reverse=True)
+    return entries
+
+
+def _process_alive(pid: int, start_ticks: int | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if start_ticks is None:
+        return True
+    # Guard against pid reuse: the process must have started at the recorded clock tick.
+    return _process_start_ticks(pid) in (None, start_ticks)
+
+
+def _process_start_ticks(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime) counted after the ")" that closes the command name.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def current_process_identity() -> dict:
+    """What a writer records so readers can tell whether it is still alive."""
+    return {
+        "pid": os.getpid(),
+        "pid_start_ticks": _process_start_ticks(os.getpid()),
+        "host": socket.gethostname(),
+    }
+
+
+def _decode_meta(rows) -> dict:
+    meta = {}
+    for key, value in rows:
+        try:
+            meta[key] = json.loads(value)
+        except (TypeError, json.JSONDecodeError):
+            meta[key] = value
+    return meta
+
+
+class RunReader:
+    """Read-only view of one run folder. Cheap to open; safe beside a live writer."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.run_id = self.run_dir.name
+        db = self.run_dir / schema.DB_FILENAME
+        if not self.run_dir.is_dir():
+            raise RunLogError(f"{str(self.run_dir)!r} is not a run folder (not a directory)")
+        if not db.is_file():
+            raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
+        self.db_path = db
+        try:
+            self._conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            self.meta = self._read_meta()
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
+        version = self.meta.get("schema_version")
+        if version not in schema.READABLE_VERSIONS:
+            raise RunLogError(
+                f"run {self.run_id!r}: log schema version {version!r} is not readable by this gradwatch "
+                f"(reads {sorted(schema.READABLE_VERSIONS)}); upgrade gradwatch"
+            )
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def _read_meta(self) -> dict:
+        try:
+            rows = self._conn.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.OperationalError as exc:
+            raise RunLogError(f"run {self.run_id!r}: not a gradwatch log ({exc})") from exc
+        return _decode_meta(rows)
+
+    def refresh_meta(self) -> dict:
+        self.meta = self._read_meta()
+        return self.meta
+
+    def _query(self, sql: str, params=()) -> list:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot read records ({exc})") from exc
+
+    # ---- status ---------------------------------------------------------------------------
+    def status(self) -> str:
+        """running / finished / failed / stopped, or stale for a running run whose writer died."""
+        status = self.meta.get("status", "running")
+        if status != "running":
+            return status
+        if self.meta.get("host") == socket.gethostname() and self.meta.get("pid"):
+            if not _process_alive(int(self.meta["pid"]), self.meta.get("pid_start_ticks")):
+                return "stale"
+            return "running"
+        heartbeat = self.meta.get("heartbeat") or self.meta.get("started") or 0
+        return "stale" if time.time() - float(heartbeat) > STALE_AFTER_S else "running"
+
+    # ---- tensors --------------------------------------------------------------------------
+    def tensors(self) -> pd.DataFrame:
+        """One row per recorded parameter or module output, in forward order."""
+        rows = self._query(
+            "SELECT id, name, layer, param, role, module_type, shape, numel, ord, trainable"
+            " FROM tensors ORDER BY ord, id"
+        )
+        df = pd.DataFrame(
+            rows,
+            columns=["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"],
+        )
+        df["shape"] = df["shape"].map(json.loads)
+        df["trainable"] = df["trainable"].astype(bool)
+        return df
+
+    def layer_order(self) -> list[str]:
+        """Layer (module path) names in forward order."""
+        tensors = self.tensors()
+        return list(dict.fromkeys(tensors["layer"]))
+
+    # ---- scalars --------------------------------------------------------------------------
+    def scalars(
+        self, after_seq: int = 0, names: list[str] | None = None, rank: int | None = 0
+    ) -> tuple[pd.DataFrame, int]:
+        """Scalar records with seq > after_seq: columns seq, step, name, value, wall, rank.
+
+        Returns (records, cursor): pass the cursor back to get only newer records.
+        rank=None returns every rank's scalars.
+        """
+        sql = "SELECT seq, step, name, value, wall, rank FROM scalars WHERE seq > ?"
+        params: list[Any] = [after_seq]
+        if names:
+            sql += f" AND name IN ({','.join('?' * len(names))})"
+            params += list(names)
+        if rank is not None:
+            sql += " AND rank = ?"
+            params.append(rank)
+        rows = self._query(sql + " ORDER BY seq", params)
+        df = pd.DataFrame(rows, columns=["seq", "step", "name", "value", "wall", "rank"])
+        df["value"] = df["value"].astype(float)  # NULL -> NaN
+        cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
+        return df, cursor
+
+    def scalar_names(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT name FROM scalars ORDER BY name")]
+
+    def scalar_series(self, name: str, rank: int = 0) -> pd.DataFrame:
+        """One scalar over steps (columns step, value, wall); a later record for a step wins."""
+        rows = self._query(
+            "SELECT step, value, wall FROM scalars WHERE name = ? AND rank = ? ORDER BY seq", (name, rank)
+        )
+        df = pd.DataFrame(rows, columns=["step", "value", "wall"])
+        df["value"] = df["value"].astype(float)
+        return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
+
+    # ---- layer statistics -----------------------------------------------------------------
+    def layer_stats(
+        self,
+        after_seq: int = 0,
+        kinds: tuple[str, ...] | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
+        names: list[str] | None = None,
+    ) -> tuple[pd.DataFrame, int]:
+        """Per-tensor statistics with seq > after_seq, joined with tensor names.
+
+        Columns: seq, step, tensor_id, name, layer, param, kind ('grad'|'weight'|'activation'),
+        norm, mean, std, min, max, nan_count, inf_count, zero_frac, update_ratio (weights),
+        saturated_frac and dead_frac (activations). NaN where a statistic does not apply.
+        """
+        sql = (
+            "SELECT s.seq, s.step, s.tensor_id, t.name, t.layer, t.param, s.kind, s.norm, s.mean,"
+            " s.std, s.min, s.max, s.nan_count, s.inf_count, s.zero_frac, s.extra, s.dead_frac"
+            " FROM stats s JOIN tensors t ON t.id = s.tensor_id WHERE s.seq > ?"
+        )
+        params: list[Any] = [after_seq]
+        if kinds:
+            codes = [schema.KIND_CODES[k] for k in kinds]
+            sql += f" AND s.kind IN ({','.join('?' * len(codes))})"
+            params += codes
+        if step_min is not None:
+            sql += " AND s.step >= ?"
+            params.append(int(step_min))
+        if step_max is not None:
+            sql += " AND s.step <= ?"
+            params.append(int(step_max))
+        if names:
+            sql += f" AND t.name IN ({','.join('?' * len(names))})"
+            params += list(names)
+        rows = self._query(sql + " ORDER BY s.seq", params)
+        cols = [
+            "seq", "step", "tensor_id", "name", "layer", "param", "kind", "norm", "mean", "std",
+            "min", "max", "nan_count", "inf_count", "zero_frac", "extra", "dead_frac",
+        ]
+        df = pd.DataFrame(rows, columns=cols)
+        for col in ("norm", "mean", "std", "min", "max", "zero_frac", "extra", "dead_frac"):
+            df[col] = df[col].astype(float)
+        df["kind"] = df["kind"].map(schema.KIND_NAMES)
+        is_weight = df["kind"] == "weight"
+        is_act = df["kind"] == "activation"
+        df["update_ratio"] = df["extra"].where(is_weight)
+        df["saturated_frac"] = df["extra"].where(is_act)
+        df = df.drop(columns=["extra"])
+        cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
+        return df, cursor
+
+    def steps(self, after_seq: int = 0) -> tuple[pd.DataFrame, int]:
+        """Logged optimizer steps (columns seq, step, wall, step_time) with seq > after_seq."""
+        rows = self._query("SELECT seq, step, wall, step_time FROM steps WHERE seq > ? ORDER BY seq", (after_seq,))
+        df = pd.DataFrame(rows, columns=["seq", "step", "wall", "step_time"])
+        cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
+        return df, cursor
+
+    def logged_steps(self) -> np.ndarray:
+        return np.array([r[0] for r in self._query("SELECT DISTINCT step FROM steps ORDER BY step")], dtype=np.int64)
+
+    def histograms(
+        self,
+        name: str,
+        kind: str = "grad",
+        step_min: int | None = None,
+        step_max: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, counts[len(steps), HIST_LEN]) of one tensor, steps ascending; rows with a
+        dropped histogram are left out."""
+        sql = (
+            "SELECT s.step, s.hist FROM stats s JOIN tensors t ON t.id = s.tensor_id"
+            " WHERE t.name = ? AND s.kind = ? AND s.hist IS NOT NULL"
+        )
+        params: list[Any] = [name, schema.KIND_CODES[kind]]
+        if step_min is not None:
+            sql += " AND s.step >= ?"
+            params.append(int(step_min))
+        if step_max is not None:
+            sql += " AND s.step <= ?"
+            params.append(int(step_max))
+        rows = self._query(sql + " ORDER BY s.step, s.seq", params)
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros((0, schema.HIST_LEN), dtype=np.int64)
+        steps = np.array([r[0] for r in rows], dtype=np.int64)
+        counts = np.stack([schema.decode_hist(r[1]) for r in rows])
+        return steps, counts
+
+    # ---- flags and notes ------------------------------------------------------------------
+    def flags(self, after_seq: int = 0) -> tuple[list[dict], int]:
+        rows = self._query("SELECT seq, raised_step, wall, body FROM flags WHERE seq > ? ORDER BY seq", (after_seq,))
+        flags = []
+        for seq, raised_step, wall, body in rows:
+            flag = json.loads(body)
+            flag.update(seq=seq, raised_step=raised_step, raised_wall=wall)
+            flags.append(flag)
+        return flags, (rows[-1][0] if rows else after_seq)
+
+    def notes(self, after_seq: int = 0) -> tuple[list[dict], int]:
+        rows = self._query(
+            "SELECT seq, wall, author, step, layer, text FROM notes WHERE seq > ? ORDER BY seq", (after_seq,)
+        )
+        notes = [dict(zip(("seq", "wall", "author", "step", "layer", "text"), r)) for r in rows]
+        return notes, (rows[-1][0] if rows else after_seq)
+
+    # ---- summaries ------------------------------------------------------------------------
+    def counts(self) -> dict:
+        """Cheap totals for listings: steps logged, last step, scalar count."""
+        (steps_logged, last_step), = self._query("SELECT COUNT(*), MAX(step) FROM steps")
+        (scalar_last,), = self._query("SELECT MAX(step) FROM scalars")
+        return {
+            "steps_logged": int(steps_logged),
+            "last_step": None if last_step is None and scalar_last is None else max(
+                x for x in (last_step, scalar_last) if x is not None
+            ),
+        }
+
+
+def add_note(run_dir: str | os.PathLike, text: str, *, author: str = "anonymous", step: int | None = None,
+             layer: str | None = None) -> int:
+    """Append a team note to a run folder; returns its seq. Validates lengths, stores text as given."""
+    text = (text or "").strip()
+    author = (author or "anonymous").strip() or "anonymous"
+    if not text:
+        raise ValueError("a note needs some text")
+    if len(text) > schema.NOTE_MAX_CHARS:
+        raise ValueError(f"a note is at most {schema.NOTE_MAX_CHARS} characters, got {len(text)}")
+    if len(author) > schema.NOTE_AUTHOR_MAX_CHARS:
+        raise ValueError(f"an author name is at most {schema.NOTE_AUTHOR_MAX_CHARS} characters")
+    if step is not None and (not isinstance(step, int) or step < 0):
+        raise ValueError(f"a note's step must be a non-negative integer, got {step!r}")
+    RunReader(run_dir).close()  # validates the folder first
+    from .writer import connect
+
+    conn = connect(Path(run_dir) / schema.DB_FILENAME)
+    try:
+        cur = conn.execute(
+            "INSERT INTO notes(wall, author, step, layer, text) VALUES (?,?,?,?,?)",
+            (time.time(), author, step, layer, text),
+        )
+        conn.commit()
+        return int(cur.lastrowid)
+    finally:
+        conn.close()

@@ -1,0 +1,196 @@
+"""The run-folder format: the one contract between the writer (trainer) and every reader.
+
+Torch-free on purpose: the dashboard imports this module. Any change to tables, columns,
+statistic order or histogram bins bumps SCHEMA_VERSION; readers refuse versions they do not know.
+docs/log-format.md documents everything defined here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+DB_FILENAME = "run.sqlite"
+# Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
+READABLE_VERSIONS = frozenset({1})
+
+STATUSES = ("running", "finished", "failed", "stopped")
+# "stale" is never written: readers derive it for a "running" run whose process is gone.
+DERIVED_STATUSES = ("stale",)
+
+# Kinds of layer record. A "tensor" row names one parameter (role "param") or one module output
+# (role "output"); a stats row holds one kind of statistic of one tensor at one step.
+KIND_GRAD = 0
+KIND_WEIGHT = 1
+KIND_ACTIVATION = 2
+KIND_NAMES = {KIND_GRAD: "grad", KIND_WEIGHT: "weight", KIND_ACTIVATION: "activation"}
+KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
+
+# Order of the per-tensor statistics in the probe's stacked tensor and in the `stats` table.
+# extra: update-to-weight ratio for weights, |g_clipped|/|g| is not stored per tensor;
+#        saturated fraction for activations; NULL for gradients.
+# dead_frac: activations only - fraction of units (last dimension) that are zero for the whole batch.
+STAT_FIELDS = (
+    "norm",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "nan_count",
+    "inf_count",
+    "zero_frac",
+    "extra",
+    "dead_frac",
+)
+
+# --- Histogram bins -------------------------------------------------------------------------
+# Fixed, global bins over log10|x| so every layer and step shares one axis: 1e-9 and 1e+3
+# show in one picture, and a heatmap over time needs no re-binning.
+# Per sign: HIST_BINS_PER_SIGN bins of width 1/HIST_BINS_PER_DECADE decades from 10**HIST_LOG_MIN
+# to 10**HIST_LOG_MAX; |x| below the range lands in the first bin, above it in the last.
+# Counts layout (length HIST_LEN): [negative bins from large |x| to small |x|] [zero] [positive
+# bins from small to large] - so the vector reads left to right like a number line.
+HIST_LOG_MIN = -12.0
+HIST_LOG_MAX = 4.0
+HIST_BINS_PER_DECADE = 4
+HIST_BINS_PER_SIGN = int((HIST_LOG_MAX - HIST_LOG_MIN) * HIST_BINS_PER_DECADE)  # 64
+HIST_LEN = 2 * HIST_BINS_PER_SIGN + 1  # 129
+HIST_ZERO_INDEX = HIST_BINS_PER_SIGN
+# Tensors larger than this are histogrammed from an evenly strided sample of this many elements;
+# norm, mean, std, min, max and NaN/Inf counts always use every element.
+HIST_SAMPLE_SIZE = 4096
+HIST_DTYPE = np.uint32
+
+
+def hist_magnitude_edges() -> np.ndarray:
+    """Edges of the per-sign bins in log10|x| (length HIST_BINS_PER_SIGN + 1)."""
+    return np.linspace(HIST_LOG_MIN, HIST_LOG_MAX, HIST_BINS_PER_SIGN + 1)
+
+
+def hist_bin_labels() -> list[str]:
+    """Human-readable label for each of the HIST_LEN bins, in storage order."""
+    edges = hist_magnitude_edges()
+    lows = edges[:-1]
+    negative = [f"-1e{lo:+.2f}" for lo in lows[::-1]]
+    positive = [f"+1e{lo:+.2f}" for lo in lows]
+    return negative + ["0"] + positive
+
+
+def hist_bin_log_magnitudes() -> np.ndarray:
+    """Signed bin centres on a log-magnitude axis (negative side mirrored), NaN for the zero bin.
+
+    Used by figures: position -k means "negative values around 10**(k)" is awkward, so we return
+    the centre log10|x| of each bin and let figures choose how to show sign.
+    """
+    edges = hist_magnitude_edges()
+    centres = (edges[:-1] + edges[1:]) / 2
+    return np.concatenate([centres[::-1], [np.nan], centres])
+
+
+def encode_hist(counts: np.ndarray) -> bytes:
+    """Histogram counts -> compact blob (zlib of little-endian uint32)."""
+    import zlib
+
+    arr = np.asarray(counts, dtype="<u4")
+    if arr.shape != (HIST_LEN,):
+        raise ValueError(f"histogram must have {HIST_LEN} counts, got shape {arr.shape}")
+    return zlib.compress(arr.tobytes(), 6)
+
+
+def decode_hist(blob: bytes) -> np.ndarray:
+    import zlib
+
+    arr = np.frombuffer(zlib.decompress(blob), dtype="<u4")
+    if arr.shape != (HIST_LEN,):
+        raise ValueError(f"corrupt histogram blob: {arr.size} counts, expected {HIST_LEN}")
+    return arr.astype(np.int64)
+
+
+# --- Run ids -----------------------------------------------------------------------------------
+# A run id is a folder name under the log directory. Ids come from URLs, so they are validated
+# strictly: no separators, no dots at the start, nothing a shell or a path would interpret.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def is_valid_run_id(run_id: str) -> bool:
+    return (
+        isinstance(run_id, str)
+        and bool(RUN_ID_PATTERN.match(run_id))
+        and ".." not in run_id
+    )
+
+
+# --- Tables ------------------------------------------------------------------------------------
+# seq columns are INTEGER PRIMARY KEY: monotonic in commit order because SQLite serialises
+# writers, so "seq > cursor" returns exactly the records a reader has not seen yet.
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL               -- JSON
+);
+CREATE TABLE IF NOT EXISTS tensors (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE, -- 'encoder.fc1.weight' (param) or 'encoder.act1' (output)
+    layer       TEXT NOT NULL,        -- module path, 'encoder.fc1'
+    param       TEXT NOT NULL,        -- 'weight', 'bias', ... ; '' for module outputs
+    role        TEXT NOT NULL,        -- 'param' | 'output'
+    module_type TEXT NOT NULL,        -- 'Linear', 'Sigmoid', ...
+    shape       TEXT NOT NULL,        -- JSON list
+    numel       INTEGER NOT NULL,
+    ord         INTEGER NOT NULL,     -- forward order (first call of its module)
+    trainable   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS steps (
+    seq       INTEGER PRIMARY KEY,
+    step      INTEGER NOT NULL,       -- optimizer step (0-based) this record describes
+    wall      REAL NOT NULL,          -- unix time when the record was taken
+    step_time REAL                    -- mean seconds per optimizer step since the last record
+);
+CREATE INDEX IF NOT EXISTS steps_step ON steps(step);
+CREATE TABLE IF NOT EXISTS stats (
+    seq       INTEGER PRIMARY KEY,
+    step      INTEGER NOT NULL,
+    tensor_id INTEGER NOT NULL REFERENCES tensors(id),
+    kind      INTEGER NOT NULL,       -- 0 grad, 1 weight, 2 activation
+    norm REAL, mean REAL, std REAL, min REAL, max REAL,
+    nan_count INTEGER, inf_count INTEGER,
+    zero_frac REAL,
+    extra     REAL,                   -- weight: update-to-weight ratio; activation: saturated fraction
+    dead_frac REAL,                   -- activation: fraction of units zero for the whole batch
+    hist      BLOB                    -- encode_hist() or NULL (activations; dropped under load)
+);
+CREATE INDEX IF NOT EXISTS stats_tensor_step ON stats(tensor_id, kind, step);
+CREATE INDEX IF NOT EXISTS stats_step ON stats(step);
+CREATE TABLE IF NOT EXISTS scalars (
+    seq   INTEGER PRIMARY KEY,
+    step  INTEGER NOT NULL,           -- as given to run.log
+    name  TEXT NOT NULL,
+    value REAL,                       -- NULL stands for NaN (SQLite has no NaN)
+    wall  REAL NOT NULL,
+    rank  INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS scalars_name_step ON scalars(name, step);
+CREATE TABLE IF NOT EXISTS flags (
+    seq         INTEGER PRIMARY KEY,
+    raised_step INTEGER NOT NULL,     -- step at which the live trainer raised it
+    wall        REAL NOT NULL,
+    rule        TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    body        TEXT NOT NULL          -- JSON: the whole flag (layers, steps, evidence, ...)
+);
+CREATE TABLE IF NOT EXISTS notes (
+    seq    INTEGER PRIMARY KEY,
+    wall   REAL NOT NULL,
+    author TEXT NOT NULL,
+    step   INTEGER,
+    layer  TEXT,
+    text   TEXT NOT NULL
+);
+"""
+
+# Notes are team text, kept short so the run folder stays a log, not a wiki.
+NOTE_MAX_CHARS = 2000
+NOTE_AUTHOR_MAX_CHARS = 64

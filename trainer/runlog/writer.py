@@ -1,0 +1,276 @@
+"""Writes one run folder: a background thread drains a bounded queue into SQLite (WAL).
+
+The training thread only enqueues; it never waits on disk. When the disk falls behind, histograms
+are dropped first (counted in meta "dropped_histograms"), statistics next (counted in
+"dropped_records"), so memory stays bounded and training never stalls. Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import schema
+
+# How often the writer commits: the bound on what kill -9 can lose, and on live latency.
+DEFAULT_FLUSH_INTERVAL_S = 0.2
+# Layer records (one per logged step) held in memory before histograms are dropped.
+DEFAULT_MAX_PENDING_RECORDS = 64
+# Beyond this many pending layer records even statistics are dropped (still counted).
+HARD_PENDING_FACTOR = 16
+
+
+def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection configured the same way by the writer and every reader."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a committed transaction survives a process crash (kill -9);
+        # only an OS crash can lose the last commits. fsync per commit would slow logging.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@dataclass
+class LayerRecord:
+    """Everything the probe measured at one logged optimizer step, already on the host.
+
+    rows: (tensor_id, kind, stats tuple in schema.STAT_FIELDS order, hist counts or None).
+    A `resolve` callable, if given, is run on the writer thread to turn device results into rows
+    (so the training thread never waits for a device-to-host copy).
+    """
+
+    step: int
+    wall: float
+    step_time: float | None
+    rows: list = field(default_factory=list)
+    resolve: Any = None
+    drop_histograms: bool = False
+
+
+class RunWriter:
+    """Owns the SQLite database of one run folder; all writes go through its thread."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS,
+        create: bool = True,
+    ):
+        self.run_dir = Path(run_dir)
+        self.db_path = self.run_dir / schema.DB_FILENAME
+        self.flush_interval_s = flush_interval_s
+        self.max_pending_records = max_pending_records
+        conn = connect(self.db_path)
+        if create:
+            conn.executescript(schema.DDL)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+                (json.dumps(schema.SCHEMA_VERSION),),
+            )
+            conn.commit()
+        self._conn = conn
+        self._queue: queue.Queue = queue.Queue()
+        self._pending_records = 0
+        self._pending_lock = threading.Lock()
+        self.dropped_histograms = 0
+        self.dropped_records = 0
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="gradwatch-writer", daemon=True)
+        self._thread.start()
+
+    # ---- called from the training thread ------------------------------------------------
+    def set_meta(self, **items: Any) -> None:
+        self._queue.put(("meta", items))
+
+    def set_meta_now(self, **items: Any) -> None:
+        """Write metadata synchronously (run start and end, where ordering matters)."""
+        self.flush()
+        self._write_meta(self._conn, items)
+        self._conn.commit()
+
+    def add_tensors(self, tensors: list[dict]) -> None:
+        self._queue.put(("tensors", tensors))
+
+    def add_scalars(self, step: int, values: dict[str, float], wall: float, rank: int = 0) -> None:
+        self._queue.put(("scalars", (step, values, wall, rank)))
+
+    def add_flag(self, raised_step: int, flag: dict) -> None:
+        self._queue.put(("flag", (raised_step, time.time(), flag)))
+
+    def add_layer_record(self, record: LayerRecord) -> None:
+        with self._pending_lock:
+            pending = self._pending_records
+            if pending >= self.max_pending_records * HARD_PENDING_FACTOR:
+                self.dropped_records += 1
+                return
+            if pending >= self.max_pending_records:
+                record.drop_histograms = True
+            self._pending_records += 1
+        self._queue.put(("layers", record))
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Block until everything queued so far is committed."""
+        done = threading.Event()
+        self._queue.put(("flush", done))
+        if not done.wait(timeout):
+            raise TimeoutError(f"run writer did not flush within {timeout}s ({self.db_path})")
+        if self._error is not None:
+            raise RuntimeError(f"run writer failed for {self.db_path}: {self._error}") from self._error
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(("stop", None))
+            self._thread.join(timeout=120)
+        self._conn.close()
+
+    # ---- the writer thread --------------------------------------------------------------
+    def _loop(self) -> None:
+        conn = self._conn
+        last_heartbeat = 0.0
+        while True:
+            try:
+                first = self._queue.get(timeout=self.flush_interval_s)
+            except queue.Empty:
+                first = None
+            items = [] if first is None else [first]
+            # Gather everything that arrived, up to the flush interval, into one transaction.
+            deadline = time.monotonic() + self.flush_interval_s
+            while items and items[-1][0] not in ("flush", "stop") and time.monotonic() < deadline:
+                try:
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            waiters, stop = [], False
+            try:
+                for kind, payload in items:
+                    if kind == "flush":
+                        waiters.append(payload)
+                    elif kind == "stop":
+                        stop = True
+                    else:
+                        self._apply(conn, kind, payload)
+                now = time.time()
+                if now - last_heartbeat > 1.0 or stop:
+                    self._write_meta(
+                        conn,
+                        {
+                            "heartbeat": now,
+                            "dropped_histograms": self.dropped_histograms,
+                            "dropped_records": self.dropped_records,
+                        },
+                    )
+                    last_heartbeat = now
+                conn.commit()
+            except BaseException as exc:  # keep the thread alive; surface at flush/close
+                self._error = exc
+                try:
+                    conn.rollback()
+                except sqlite3.Error:
+                    pass
+            for waiter in waiters:
+                waiter.set()
+            if stop:
+                return
+
+    def _apply(self, conn: sqlite3.Connection, kind: str, payload: Any) -> None:
+        if kind == "meta":
+            self._write_meta(conn, payload)
+        elif kind == "tensors":
+            conn.executemany(
+                "INSERT OR REPLACE INTO tensors(id, name, layer, param, role, module_type, shape,"
+                " numel, ord, trainable) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        t["id"], t["name"], t["layer"], t["param"], t["role"], t["module_type"],
+                        json.dumps(list(t["shape"])), int(t["numel"]), int(t["ord"]), int(t["trainable"]),
+                    )
+                    for t in payload
+                ],
+            )
+        elif kind == "scalars":
+            step, values, wall, rank = payload
+            conn.executemany(
+                "INSERT INTO scalars(step, name, value, wall, rank) VALUES (?,?,?,?,?)",
+                [(int(step), name, _scalar_value(v), wall, rank) for name, v in values.items()],
+            )
+        elif kind == "flag":
+            raised_step, wall, flag = payload
+            conn.execute(
+                "INSERT INTO flags(raised_step, wall, rule, severity, body) VALUES (?,?,?,?,?)",
+                (int(raised_step), wall, flag["rule"], flag["severity"], json.dumps(flag, default=float)),
+            )
+        elif kind == "layers":
+            self._write_layer_record(conn, payload)
+
+    def _write_layer_record(self, conn: sqlite3.Connection, record: LayerRecord) -> None:
+        with self._pending_lock:
+            self._pending_records -= 1
+        rows = record.resolve() if record.resolve is not None else record.rows
+        drop_hist = record.drop_histograms
+        out = []
+        for tensor_id, kind, stats, hist in rows:
+            if hist is not None and drop_hist:
+                self.dropped_histograms += 1
+                hist = None
+            norm, mean, std, lo, hi, nan_count, inf_count, zero_frac, extra, dead = stats
+            out.append(
+                (
+                    record.step, tensor_id, kind,
+                    _real(norm), _real(mean), _real(std), _real(lo), _real(hi),
+                    int(nan_count), int(inf_count), _real(zero_frac), _real(extra), _real(dead),
+                    None if hist is None else schema.encode_hist(hist),
+                )
+            )
+        conn.executemany(
+            "INSERT INTO stats(step, tensor_id, kind, norm, mean, std, min, max, nan_count,"
+            " inf_count, zero_frac, extra, dead_frac, hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            out,
+        )
+        conn.execute(
+            "INSERT INTO steps(step, wall, step_time) VALUES (?,?,?)",
+            (record.step, record.wall, record.step_time),
+        )
+
+    @staticmethod
+    def _write_meta(conn: sqlite3.Connection, items: dict) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [(key, json.dumps(value, default=str)) for key, value in items.items()],
+        )
+
+
+def _real(value) -> float | None:
+    """A float for SQLite: NaN becomes NULL; +/-inf are kept (SQLite stores them)."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _scalar_value(value) -> float | None:
+    try:
+        return _real(value)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"scalar values must be numbers, got {value!r}") from exc
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write a JSON file so readers see the old or the new content, never half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
