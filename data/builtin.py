@@ -29,6 +29,8 @@ AIRLINES = {
     "@VirginAmerica": "Virgin America",
 }
 
+# Phrase tables read better as paragraphs than one phrase per line.
+# fmt: off
 SLOTS = {
     "subject": (
         "my flight", "the flight", "the crew", "the gate agent", "the pilot", "customer service",
@@ -114,6 +116,7 @@ ENDINGS = {
     "neutral": ("", "?", "??", ".", " thanks", "!"),
     "positive": ("", "!", "!!", " :)", " <3", "."),
 }
+# fmt: on
 
 
 def generate_builtin_tweets(

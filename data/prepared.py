@@ -53,17 +53,16 @@ class DatasetDescriptor:
 
     def summary(self) -> str:
         """One line for a log, a CLI or a dashboard header."""
-        origin = (
-            f"{self.source}, sha256 {self.sha256[:12]}" if self.sha256 else self.source
-        )
+        origin = f"{self.source}, sha256 {self.sha256[:12]}" if self.sha256 else self.source
         classes = " / ".join(f"{name} {self.class_counts[name]:,}" for name in self.class_names)
         splits = "/".join(f"{count:,}" for count in self.split_counts.values())
-        duplicates = (
-            f" ({self.n_duplicates_removed:,} duplicates removed)" if self.n_duplicates_removed else ""
-        )
-        subset = f", stratified subset of {self.limit:,}" if self.limit is not None else ""
+        duplicates = ""
+        if self.n_duplicates_removed:
+            duplicates = f" ({self.n_duplicates_removed:,} duplicates removed)"
+        n_unique = self.n_rows_raw - self.n_duplicates_removed
+        subset = f", a stratified subset of {n_unique:,}" if self.n_rows < n_unique else ""
         return (
-            f"{self.name} ({origin}): {self.n_rows:,} rows{duplicates}{subset}: {classes}; "
+            f"{self.name} ({origin}): {self.n_rows:,} rows{subset}{duplicates}: {classes}; "
             f"train/validation/test {splits}; seed {self.seed}"
         )
 

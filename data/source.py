@@ -1,4 +1,4 @@
-"""Where the tweets come from: a Tweets.csv file or the built-in generator, with identifying facts."""
+"""Where the tweets come from - a Tweets.csv file or the built-in generator - and its identity."""
 
 from dataclasses import dataclass
 from pathlib import Path
@@ -6,7 +6,12 @@ from typing import Any
 
 import pandas as pd
 
-from data.builtin import DEFAULT_ROWS, DEFAULT_SEED, generate_builtin_tweets, generator_settings
+from data.builtin import (
+    DEFAULT_ROWS,
+    DEFAULT_SEED,
+    generate_builtin_tweets,
+    generator_settings,
+)
 from data.prepared import BUILTIN_AIRLINE, BUILTIN_SOURCE, TWEETS_CSV
 from data.tweets import DEFAULT_TWEETS_PATH, read_tweets
 

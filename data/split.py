@@ -33,7 +33,7 @@ def stratified_split(
     parts: list[list[np.ndarray]] = [[], [], []]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        # Cutting at rounded cumulative fractions makes the three pieces add up to the class exactly.
+        # Cutting at rounded cumulative fractions makes the pieces add up to the class exactly.
         cuts = np.rint(np.cumsum(fractions)[:2] * len(members)).astype(int)
         for part, piece in zip(parts, np.split(members, cuts), strict=True):
             part.append(piece)

@@ -16,7 +16,7 @@ USER_TOKEN = "<user>"
 URL_TOKEN = "<url>"
 SPECIAL_TOKENS = frozenset({USER_TOKEN, URL_TOKEN})
 
-# reduce_len caps letter runs at three ("sooooo" -> "sooo") so elongations share one vocabulary entry.
+# reduce_len caps letter runs at three ("sooooo" -> "sooo"): elongations share one vocabulary id.
 _TOKENIZER = TweetTokenizer(preserve_case=False, reduce_len=True, strip_handles=False)
 _URL = re.compile(r"^(?:https?://|www\.)", re.IGNORECASE)
 # Typographic apostrophes would make "can’t" a different word from "can't" and hide the negation.
@@ -48,4 +48,4 @@ def _normalise_token(token: str) -> str:
         return USER_TOKEN
     if _URL.match(token):
         return URL_TOKEN
-    return token  # already lower-cased by the tokenizer, which keeps emoticons such as ":D" as typed
+    return token  # lower-cased by the tokenizer, which keeps emoticons such as ":D" as typed

@@ -1,4 +1,4 @@
-"""Reads and checks the Kaggle "Twitter US Airline Sentiment" Tweets.csv, and removes its duplicates.
+"""Reads and checks Kaggle's "Twitter US Airline Sentiment" Tweets.csv and removes its duplicates.
 
 The loader's output is a small, fixed frame (TWEET_COLUMNS) that the built-in dataset reproduces,
 so everything downstream works the same on either source.
@@ -100,8 +100,8 @@ def _parse_csv(text: str, path: Path) -> pd.DataFrame:
         # All columns as text: no float ids, and a tweet reading "NA" stays a tweet.
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DatasetError(f"dataset file is not valid CSV: {str(path)!r}: {first_line}") from error
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DatasetError(f"dataset file is not valid CSV: {str(path)!r}: {reason}") from error
     frame.columns = [str(column).strip() for column in frame.columns]
     return frame
 

@@ -67,7 +67,7 @@ def documents_to_sequences(
         if not ids:
             continue
         if padding == "pre":
-            sequences[row, max_len - len(ids):] = ids
+            sequences[row, max_len - len(ids) :] = ids
         else:
             sequences[row, : len(ids)] = ids
     return sequences

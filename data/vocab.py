@@ -45,7 +45,7 @@ class Vocabulary:
     @property
     def words(self) -> tuple[str, ...]:
         """The learned tokens, without the reserved <pad> and <unk>."""
-        return self.tokens[len(RESERVED_TOKENS):]
+        return self.tokens[len(RESERVED_TOKENS) :]
 
 
 def build_vocabulary(
