@@ -39,6 +39,15 @@ def unit_dim(y: torch.Tensor) -> int:
     return 1 if y.dim() >= 3 and y.dim() <= 5 and y.shape[1] != y.shape[-1] else y.dim() - 1
 
 
+# Module types whose outputs are activations worth measuring. When a model has none (it calls
+# torch.nn.functional in forward), every leaf module's output is measured instead.
+ACTIVATION_TYPES = frozenset(
+    {"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish",
+     "Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Hardswish", "Softplus", "Softsign", "LogSigmoid",
+     "Threshold", "LSTM", "GRU", "RNN"}
+)
+
+
 class ActivationAccumulator:
     """Running sums for one module's outputs within one optimizer step."""
 
@@ -55,23 +64,30 @@ class ActivationAccumulator:
         if y is None or not y.is_floating_point() or y.numel() == 0:
             return
         y = y.detach()
+        n = float(y.numel())
         total = y.sum()
         sumsq = torch.linalg.vector_norm(y).square()
-        zeros = (y == 0).sum()
+        nonzero = y.sign().abs_().sum()
         bounds = SATURATION_BOUNDS.get(self.module_type)
         if bounds is not None:
-            saturated = ((y <= bounds[0]) | (y >= bounds[1])).sum()
+            centre, half = (bounds[0] + bounds[1]) / 2, (bounds[1] - bounds[0]) / 2
+            saturated = (y - centre).abs_().sub_(half).relu_().sign_().sum()
         else:
             saturated = torch.zeros((), device=y.device)
         lo, hi = torch.aminmax(y)
-        counts = tensor_stats.nonfinite_counts([y], sumsq.reshape(1))
+        if y.device.type == "cpu":
+            # A finite sum of squares proves there is no NaN/Inf: skip the scan (no sync on CPU).
+            nonfinite = torch.zeros((), device=y.device) if torch.isfinite(sumsq).item() else (~torch.isfinite(y)).sum()
+        else:
+            nonfinite = (~torch.isfinite(y)).sum()
         vec = torch.stack(
-            [total.float(), sumsq.float(), zeros.float(), saturated.float(),
-             torch.tensor(float(y.numel()), device=y.device), lo.float(), hi.float(), counts.sum()]
+            [total.float(), sumsq.float(), (n - nonzero).float(), saturated.float(),
+             torch.full((), n, device=y.device), lo.float(), hi.float(), nonfinite.float()]
         )
         if self.module_type in DEAD_UNIT_TYPES and y.dim() >= 1:
             dim = unit_dim(y)
-            alive = (y > 0).movedim(dim, -1).reshape(-1, y.shape[dim]).any(dim=0)
+            # A unit is alive if it is positive for some example: its max over the batch > 0.
+            alive = y.movedim(dim, -1).reshape(-1, y.shape[dim]).amax(dim=0) > 0
             same = self.alive is not None and self.alive.shape == alive.shape
             self.alive = (self.alive | alive) if same else alive
         if self.sums is None:
@@ -84,21 +100,32 @@ class ActivationAccumulator:
             )
         self.count += 1
 
-    def result(self) -> torch.Tensor | None:
-        """[STAT_FIELDS] float32 on the device, or None if nothing was seen this step.
+    @property
+    def has_data(self) -> bool:
+        return self.sums is not None
 
-        NaN/Inf are reported together in nan_count (inf_count 0): activations only need to say
-        "non-finite here", and one count saves a pass per module.
-        """
-        if self.sums is None:
-            return None
-        s = self.sums
-        n = s[4].clamp(min=1)
-        mean = s[0] / n
-        var = ((s[1] - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
-        nan = torch.tensor(float("nan"), device=s.device)
-        saturated = s[3] / n if self.module_type in SATURATION_BOUNDS else nan
-        dead = (1.0 - self.alive.float().mean()) if self.alive is not None else nan
-        return torch.stack(
-            [s[1].sqrt(), mean, var.sqrt(), s[5], s[6], s[7], torch.zeros_like(s[7]), s[2] / n, saturated, dead]
-        )
+
+def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tensor:
+    """[len(accumulators), STAT_FIELDS] float32 for modules that saw data this step, in one
+    batch of tensor ops rather than a dozen small ops per module.
+
+    NaN/Inf are reported together in nan_count (inf_count 0): activations only need to say
+    "non-finite here", and one count saves a pass per module.
+    """
+    sums = torch.stack([acc.sums for acc in accumulators])
+    device = sums.device
+    n = sums[:, 4].clamp(min=1)
+    mean = sums[:, 0] / n
+    var = ((sums[:, 1] - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
+    nan = float("nan")
+    has_rails = torch.tensor([acc.module_type in SATURATION_BOUNDS for acc in accumulators], device=device)
+    saturated = torch.where(has_rails, sums[:, 3] / n, torch.full_like(n, nan))
+    dead = torch.stack(
+        [(1.0 - acc.alive.float().mean()) if acc.alive is not None else torch.tensor(nan, device=device)
+         for acc in accumulators]
+    )
+    return torch.stack(
+        [sums[:, 1].sqrt(), mean, var.sqrt(), sums[:, 5], sums[:, 6], sums[:, 7], torch.zeros_like(n),
+         sums[:, 2] / n, saturated, dead.to(device)],
+        dim=1,
+    )

@@ -23,7 +23,7 @@ from torch import nn
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter
 from . import tensor_stats
-from .activation_stats import ActivationAccumulator
+from .activation_stats import ACTIVATION_TYPES, ActivationAccumulator, finish_activations
 
 
 @dataclass
@@ -64,8 +64,8 @@ def collect_params(model: nn.Module) -> list[WatchedParam]:
     return found
 
 
-def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules whose outputs we measure: leaves, and any module holding parameters directly."""
+def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules that define layer order: leaves, and any module holding parameters directly."""
     chosen = []
     for name, module in model.named_modules():
         is_leaf = next(module.children(), None) is None
@@ -73,6 +73,14 @@ def hooked_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if is_leaf or has_own:
             chosen.append((name or type(module).__name__, module))
     return chosen
+
+
+def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Modules whose outputs are measured: activation and recurrent modules; if the model has
+    none (functional activations), every leaf module, so some output statistics always exist."""
+    candidates = ordered_modules(model)
+    chosen = [(n, m) for n, m in candidates if type(m).__name__ in ACTIVATION_TYPES]
+    return chosen or candidates
 
 
 class Probe:
@@ -106,14 +114,21 @@ class Probe:
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
         self._pending = None  # gradient results of the step in progress
-        self._snapshot: list[torch.Tensor] | None = None
+        self._old_samples: list[torch.Tensor] | None = None
         self._last_record_clock: float | None = None
         self._last_record_step = 0
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
         ]
-        for name, module in hooked_modules(self.model):
+        self._hist = tensor_stats.HistogramBatcher()
+        # Order hooks learn the forward order during the first forward pass, then remove
+        # themselves; activation hooks stay but only compute on logged steps.
+        self._order_handles = [
+            module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
+        ]
+        self._order_handles.append(self.model.register_forward_hook(self._order_done))
+        for name, module in activation_modules(self.model):
             self._handles.append(module.register_forward_hook(self._forward_hook(name, type(module).__name__)))
 
     # ---- state ----------------------------------------------------------------------------
@@ -123,10 +138,10 @@ class Probe:
         return self.step % self.every == 0
 
     def close(self) -> None:
-        for handle in self._handles:
+        for handle in self._handles + self._order_handles:
             handle.remove()
-        self._handles = []
-        self._snapshot = None
+        self._handles = self._order_handles = []
+        self._old_samples = None
 
     def _counts(self, optimizer) -> bool:
         """Only the first optimizer that steps our parameters advances the step count."""
@@ -137,10 +152,20 @@ class Probe:
         return optimizer is self._optimizer_ref
 
     # ---- hooks ----------------------------------------------------------------------------
-    def _forward_hook(self, name: str, module_type: str):
-        def hook(module, inputs, output):
+    def _order_hook(self, name: str):
+        def hook(module, inputs):
             if name not in self._order:
                 self._order[name] = len(self._order)
+
+        return hook
+
+    def _order_done(self, module, inputs, output) -> None:
+        for handle in self._order_handles:
+            handle.remove()
+        self._order_handles = []
+
+    def _forward_hook(self, name: str, module_type: str):
+        def hook(module, inputs, output):
             if self.activations and self.step % self.every == 0 and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
@@ -163,11 +188,12 @@ class Probe:
         else:
             self._pending = ([], None, None, [])
         if self.update_ratio:
-            trainable = [p.tensor.detach() for p in self.params if p.tensor.requires_grad]
-            if self._snapshot is None or len(self._snapshot) != len(trainable):
-                self._snapshot = [t.clone() for t in trainable]
-            else:
-                torch._foreach_copy_(self._snapshot, trainable)
+            # The update-to-weight ratio needs the weights before the step. Keeping only the
+            # histogram sample of each tensor (a copy of at most sample_size elements) instead
+            # of the whole model saves a full copy, subtraction and norm pass per logged step.
+            self._old_samples = [
+                self._sampler.sample(p.tensor.detach().reshape(-1)).clone() for p in self.params if p.tensor.requires_grad
+            ]
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -178,6 +204,7 @@ class Probe:
         self.step += 1
         self._acts = {}
         self._pending = None
+        self._old_samples = None
 
     # ---- recording ------------------------------------------------------------------------
     def _register_tensors(self, act_names: list[str]) -> None:
@@ -210,21 +237,25 @@ class Probe:
         device = weights[0].device
         w_moments = tensor_stats.moment_stats(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
+        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         ratios = torch.full((len(weights),), float("nan"), device=device)
-        if self.update_ratio and self._snapshot is not None:
+        if self.update_ratio and self._old_samples is not None:
             trainable_idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
-            if trainable_idx:
-                trainable = [weights[i] for i in trainable_idx]
-                torch._foreach_sub_(self._snapshot, trainable)  # snapshot now holds -delta w
-                deltas = torch.stack(torch._foreach_norm(self._snapshot)).float().to(device)
+            if trainable_idx and len(trainable_idx) == len(self._old_samples):
+                new = [w_samples[i] for i in trainable_idx]
+                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, self._old_samples))).float()
+                # Scale the sample's norm to the whole tensor: exact when the sample is the whole
+                # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
+                scale = torch.tensor(
+                    [(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in trainable_idx], device=device
+                )
                 index = torch.tensor(trainable_idx, device=device)
-                ratios[index] = deltas / w_moments[index, 0].clamp(min=1e-30)
-        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights] if self.histograms else []
+                ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
         hist = None
         if self.histograms:
-            hist = tensor_stats.batched_histograms([s.to(device) for s in grad_samples] + w_samples).float()
-        act_names = [name for name, acc in self._acts.items() if acc.sums is not None]
-        act_rows = [self._acts[name].result().to(device) for name in act_names]
+            hist = self._hist.counts([s.to(device) for s in grad_samples] + w_samples)
+        act_names = [name for name, acc in self._acts.items() if acc.has_data]
+        act_rows = finish_activations([self._acts[n] for n in act_names]).to(device) if act_names else None
         self._register_tensors(act_names)
 
         n_grad, n_weight = len(present), len(weights)
@@ -234,8 +265,8 @@ class Probe:
         parts += [w_moments.flatten(), w_nonfinite.flatten(), ratios]
         if hist is not None:
             parts.append(hist.flatten())
-        if act_rows:
-            parts.append(torch.stack(act_rows).float().flatten())
+        if act_rows is not None:
+            parts.append(act_rows.float().flatten())
         packed = torch.cat(parts)
         event = None
         if packed.device.type == "cuda":
@@ -250,7 +281,7 @@ class Probe:
         weight_ids = [self._tensor_ids[p.name] for p in self.params]
         act_ids = [self._tensor_ids[name] for name in act_names]
         sampled_g = [s.numel() for s in grad_samples]
-        sampled_w = [s.numel() for s in w_samples]
+        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
         has_hist = hist is not None
 
         def resolve():
