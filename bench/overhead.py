@@ -98,6 +98,13 @@ class Variant:
                     self.tb.add_histogram(f"weights/{pname}", p, self.step)
                     self.tb.add_histogram(f"grads/{pname}", p.grad, self.step)
                 self.tb.add_scalar("loss", loss.item(), self.step)
+            elif self.kind == "naive" and self.step % self.every == 0:
+                parts = []
+                for p in self.model.parameters():
+                    for t in (p.detach(), p.grad):
+                        lo, hi = torch.aminmax(t)
+                        parts += [torch.histc(t, bins=64), torch.stack([lo, hi, t.norm()])]
+                torch.cat(parts).cpu()  # one host copy
             elif self.kind == "wandb":
                 self.wandb_run.log({f"{self.name}/loss": loss.item()})
             else:
@@ -149,11 +156,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--skip-anchors", action="store_true", help="only gradwatch vs baseline")
+    parser.add_argument("--anchors", default="naive,tensorboard,wandb", help="comma-separated anchors to compare")
     args = parser.parse_args()
+    anchors = set() if args.skip_anchors else {a.strip() for a in args.anchors.split(",") if a.strip()}
+    for anchor in sorted(anchors):
+        try:
+            if anchor != "naive":
+                __import__("torch.utils.tensorboard" if anchor == "tensorboard" else anchor)
+        except ImportError:
+            print(f"anchor {anchor} is not installed here; left out", file=sys.stderr)
+            anchors.discard(anchor)
     torch.set_num_threads(2)
     tmp = tempfile.mkdtemp(prefix="gw-bench-")
     wandb_run = None
-    if not args.skip_anchors:
+    if "wandb" in anchors:
         os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
@@ -164,9 +180,12 @@ def main() -> None:
             variants = [Variant("baseline", model_key, args.optimizer, tmp)]
             for every in (1, 10):
                 variants.append(Variant(f"{model_key}_every{every}", model_key, args.optimizer, tmp, every, "gradwatch"))
-            if not args.skip_anchors:
-                for every in (1, 10):
+            for every in (1, 10):
+                if "naive" in anchors:
+                    variants.append(Variant(f"naive_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "naive"))
+                if "tensorboard" in anchors:
                     variants.append(Variant(f"tb_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "tensorboard"))
+                if "wandb" in anchors:
                     variants.append(Variant(f"wandb_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "wandb", wandb_run))
             for v in variants:
                 v.train(5)  # warm-up: allocator, first-call costs, histogram index caches

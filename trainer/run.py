@@ -33,10 +33,10 @@ class RunSetupError(ValueError):
 
 
 def _validate_name(name: str) -> str:
-    if not isinstance(name, str) or not schema.RUN_NAME_PATTERN.match(name):
+    if not schema.is_valid_run_name(name):
         raise RunSetupError(
             f"invalid run name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit (no path separators or spaces)"
+            "letter or digit (no path separators, spaces or '..')"
         )
     return name
 
@@ -102,18 +102,17 @@ class Run:
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
         self.path = root / run_id
-        if self.rank == 0:
-            self.path.mkdir()
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
-        self._writer = RunWriter(self.path, create=self.rank == 0, **kwargs) if self.rank == 0 else None
-        self._barrier()
-        if self._writer is None:
-            self._writer = RunWriter(self.path, create=False, **kwargs)
         self._probe = None
         self._closed = False
         self.started = time.time()
         if self.rank == 0:
-            self._writer.set_meta_now(
+            # Built in a hidden folder (readers skip dot-entries) and renamed when its metadata
+            # is complete, so a listing never sees a half-made run.
+            building = root / f".building-{run_id}"
+            building.mkdir()
+            writer = RunWriter(building, create=True, **kwargs)
+            writer.set_meta_now(
                 run_id=run_id,
                 name=name,
                 config=config,
@@ -131,6 +130,12 @@ class Run:
                 heartbeat=self.started,
                 **current_process_identity(),
             )
+            writer.close()
+            os.rename(building, self.path)
+            self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
+        self._barrier()
+        if self.rank != 0:
+            self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
 
     # ---- distributed plumbing -------------------------------------------------------------
     def _agree_on_run_id(self, proposed: str) -> str:
@@ -186,8 +191,13 @@ class Run:
         )
         return self._probe
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError(f"run {self.id} is finished; nothing more can be recorded")
+
     def log(self, step: int, **scalars: float) -> None:
         """Record scalars (any names) at `step`; NaN and +/-Inf are kept as such."""
+        self._check_open()
         if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
             raise ValueError(f"step must be a non-negative integer, got {step!r}")
         values = {}
@@ -202,11 +212,13 @@ class Run:
 
     def set_meta(self, **items: Any) -> None:
         """Store extra metadata (results, dataset, model summary) with the run."""
+        self._check_open()
         if self.rank == 0:
             self._writer.set_meta(**json.loads(json.dumps(items, default=_json_default)))
 
     def add_flag(self, step: int, flag: dict) -> None:
         """Store a diagnosis flag raised live at `step`."""
+        self._check_open()
         if self.rank == 0:
             self._writer.add_flag(step, json.loads(json.dumps(flag, default=_json_default)))
 
@@ -215,6 +227,9 @@ class Run:
         return self._probe
 
     def flush(self) -> None:
+        """Block until everything recorded so far is on disk (and visible to readers)."""
+        if self._probe is not None:
+            self._probe.finish_pending()
         self._writer.flush()
 
     def finish(self, status: str = "finished", error: str | None = None) -> None:

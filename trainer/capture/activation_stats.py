@@ -34,9 +34,12 @@ def first_tensor(output):
     return None
 
 
-def unit_dim(y: torch.Tensor) -> int:
-    """The dimension that indexes units: channels for conv maps (N, C, ...), else the last one."""
-    return 1 if y.dim() >= 3 and y.dim() <= 5 and y.shape[1] != y.shape[-1] else y.dim() - 1
+def unit_dim(y: torch.Tensor, channels_first: bool = False) -> int:
+    """The dimension that indexes units: channels (dim 1) for 4-D/5-D conv maps and for 3-D
+    outputs that follow a Conv1d (N, C, L); otherwise the last one ((N, F) or (N, T, F))."""
+    if y.dim() >= 4 or (y.dim() == 3 and channels_first):
+        return 1
+    return y.dim() - 1
 
 
 # Module types whose outputs are activations worth measuring. When a model has none (it calls
@@ -51,11 +54,15 @@ ACTIVATION_TYPES = frozenset(
 class ActivationAccumulator:
     """Running sums for one module's outputs within one optimizer step."""
 
-    __slots__ = ("module_type", "sums", "alive", "count")
+    __slots__ = ("module_type", "channels_first", "sums", "alive", "count")
 
-    def __init__(self, module_type: str):
+    def __init__(self, module_type: str, channels_first: bool = False):
         self.module_type = module_type
-        self.sums = None  # tensor [8]: sum, sumsq, zeros, saturated, numel, min, max, nonfinite
+        self.channels_first = channels_first
+        # tensor [8]: sum, M2 (sum of squared deviations from the mean), zeros, saturated,
+        # numel, min, max, non-finite count. M2 rather than the sum of squares: the std of
+        # outputs far from zero (sigmoid near 0.5) would cancel away in float32.
+        self.sums = None
         self.alive = None
         self.count = 0
 
@@ -66,7 +73,7 @@ class ActivationAccumulator:
         y = y.detach()
         n = float(y.numel())
         total = y.sum()
-        sumsq = torch.linalg.vector_norm(y).square()
+        m2 = torch.linalg.vector_norm(y - total / n).square()
         nonzero = y.sign().abs_().sum()
         bounds = SATURATION_BOUNDS.get(self.module_type)
         if bounds is not None:
@@ -77,15 +84,15 @@ class ActivationAccumulator:
         lo, hi = torch.aminmax(y)
         if y.device.type == "cpu":
             # A finite sum of squares proves there is no NaN/Inf: skip the scan (no sync on CPU).
-            nonfinite = torch.zeros((), device=y.device) if torch.isfinite(sumsq).item() else (~torch.isfinite(y)).sum()
+            nonfinite = torch.zeros((), device=y.device) if torch.isfinite(m2).item() else (~torch.isfinite(y)).sum()
         else:
             nonfinite = (~torch.isfinite(y)).sum()
         vec = torch.stack(
-            [total.float(), sumsq.float(), (n - nonzero).float(), saturated.float(),
+            [total.float(), m2.float(), (n - nonzero).float(), saturated.float(),
              torch.full((), n, device=y.device), lo.float(), hi.float(), nonfinite.float()]
         )
         if self.module_type in DEAD_UNIT_TYPES and y.dim() >= 1:
-            dim = unit_dim(y)
+            dim = unit_dim(y, self.channels_first)
             # A unit is alive if it is positive for some example: its max over the batch > 0.
             alive = y.movedim(dim, -1).reshape(-1, y.shape[dim]).amax(dim=0) > 0
             same = self.alive is not None and self.alive.shape == alive.shape
@@ -94,9 +101,13 @@ class ActivationAccumulator:
             self.sums = vec
         else:
             prev = self.sums
+            # Chan et al.'s pairwise update of M2 for two batches.
+            n_a, n_b = prev[4], vec[4]
+            delta = vec[0] / n_b - prev[0] / n_a
+            m2 = prev[1] + vec[1] + delta * delta * n_a * n_b / (n_a + n_b)
             self.sums = torch.cat(
-                [prev[:5] + vec[:5], torch.minimum(prev[5:6], vec[5:6]), torch.maximum(prev[6:7], vec[6:7]),
-                 prev[7:] + vec[7:]]
+                [prev[0:1] + vec[0:1], m2.reshape(1), prev[2:5] + vec[2:5], torch.minimum(prev[5:6], vec[5:6]),
+                 torch.maximum(prev[6:7], vec[6:7]), prev[7:] + vec[7:]]
             )
         self.count += 1
 
@@ -116,7 +127,8 @@ def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tenso
     device = sums.device
     n = sums[:, 4].clamp(min=1)
     mean = sums[:, 0] / n
-    var = ((sums[:, 1] - n * mean * mean) / (n - 1).clamp(min=1)).clamp(min=0)
+    var = sums[:, 1] / (n - 1).clamp(min=1)
+    norm = (sums[:, 1] + n * mean * mean).sqrt()
     nan = float("nan")
     has_rails = torch.tensor([acc.module_type in SATURATION_BOUNDS for acc in accumulators], device=device)
     saturated = torch.where(has_rails, sums[:, 3] / n, torch.full_like(n, nan))
@@ -125,7 +137,7 @@ def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tenso
          for acc in accumulators]
     )
     return torch.stack(
-        [sums[:, 1].sqrt(), mean, var.sqrt(), sums[:, 5], sums[:, 6], sums[:, 7], torch.zeros_like(n),
+        [norm, mean, var.sqrt(), sums[:, 5], sums[:, 6], sums[:, 7], torch.zeros_like(n),
          sums[:, 2] / n, saturated, dead.to(device)],
         dim=1,
     )

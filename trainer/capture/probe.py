@@ -75,12 +75,24 @@ def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return chosen
 
 
-def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules whose outputs are measured: activation and recurrent modules; if the model has
-    none (functional activations), every leaf module, so some output statistics always exist."""
-    candidates = ordered_modules(model)
-    chosen = [(n, m) for n, m in candidates if type(m).__name__ in ACTIVATION_TYPES]
-    return chosen or candidates
+def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
+    """Modules whose outputs are measured, with whether their outputs are channels-first.
+
+    Activation and recurrent modules; if the model has none (functional activations), every
+    leaf module, so some output statistics always exist. An activation registered after a
+    convolution (the usual Sequential layout) is taken to see channels-first maps.
+    """
+    chosen, fallback = [], []
+    previous_param_type = ""
+    for name, module in ordered_modules(model):
+        kind = type(module).__name__
+        channels_first = previous_param_type.startswith("Conv")
+        if kind in ACTIVATION_TYPES:
+            chosen.append((name, module, channels_first))
+        fallback.append((name, module, channels_first))
+        if next(module.parameters(recurse=False), None) is not None:
+            previous_param_type = kind
+    return chosen or fallback
 
 
 class Probe:
@@ -117,9 +129,14 @@ class Probe:
         self._old_samples: list[torch.Tensor] | None = None
         self._last_record_clock: float | None = None
         self._last_record_step = 0
+        # A logged step's measurements wait here until every optimizer has stepped: the record
+        # is finished at the next forward pass (or step, or close), so a second optimizer
+        # stepping other parameters after the first is seen in the weights and update ratios.
+        self._unfinished = None
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
+            self.model.register_forward_pre_hook(self._start_of_forward),
         ]
         self._hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass, then remove
@@ -128,8 +145,9 @@ class Probe:
             module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
         ]
         self._order_handles.append(self.model.register_forward_hook(self._order_done))
-        for name, module in activation_modules(self.model):
-            self._handles.append(module.register_forward_hook(self._forward_hook(name, type(module).__name__)))
+        for name, module, channels_first in activation_modules(self.model):
+            hook = self._forward_hook(name, type(module).__name__, channels_first)
+            self._handles.append(module.register_forward_hook(hook))
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -138,6 +156,8 @@ class Probe:
         return self.step % self.every == 0
 
     def close(self) -> None:
+        """Finish a pending record and remove every hook; idempotent."""
+        self.finish_pending()
         for handle in self._handles + self._order_handles:
             handle.remove()
         self._handles = self._order_handles = []
@@ -164,19 +184,35 @@ class Probe:
             handle.remove()
         self._order_handles = []
 
-    def _forward_hook(self, name: str, module_type: str):
+    def _forward_hook(self, name: str, module_type: str, channels_first: bool):
         def hook(module, inputs, output):
             if self.activations and self.step % self.every == 0 and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
-                    acc = self._acts[name] = ActivationAccumulator(module_type)
+                    acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
                 acc.add(output)
 
         return hook
 
+    def _start_of_forward(self, module, inputs) -> None:
+        if self._unfinished is not None:
+            self.finish_pending()
+
+    @torch.no_grad()
+    def finish_pending(self) -> None:
+        """Measure the weights of the last logged step and hand its record to the writer."""
+        if self._unfinished is None:
+            return
+        state, self._unfinished = self._unfinished, None
+        self._record(*state)
+
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs) -> None:
-        if not self._counts(optimizer) or not self.logging_now:
+        if not self._counts(optimizer):
+            return
+        if self._unfinished is not None:  # two steps without a forward pass in between
+            self.finish_pending()
+        if not self.logging_now:
             return
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
@@ -200,14 +236,14 @@ class Probe:
         if not self._counts(optimizer):
             return
         if self.logging_now and self._pending is not None:
-            self._record()
+            self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
         self.step += 1
         self._acts = {}
         self._pending = None
         self._old_samples = None
 
     # ---- recording ------------------------------------------------------------------------
-    def _register_tensors(self, act_names: list[str]) -> None:
+    def _register_tensors(self, act_names: list[str], acts: dict) -> None:
         """Send tensor descriptions for names not seen before, ordered by first forward call."""
         late = len(self._order) + 1000
         new = []
@@ -221,7 +257,7 @@ class Probe:
         for name in act_names:
             if name not in self._tensor_ids:
                 new.append(dict(
-                    name=name, layer=name, param="", role="output", module_type=self._acts[name].module_type,
+                    name=name, layer=name, param="", role="output", module_type=acts[name].module_type,
                     shape=[], numel=0, ord=self._order.get(name, late), trainable=False,
                 ))
         if not new:
@@ -231,19 +267,19 @@ class Probe:
             self._tensor_ids[t["name"]] = t["id"]
         self.writer.add_tensors(new)
 
-    def _record(self) -> None:
-        present, grad_moments, grad_nonfinite, grad_samples = self._pending
+    def _record(self, step: int, pending, old_samples, acts) -> None:
+        present, grad_moments, grad_nonfinite, grad_samples = pending
         weights = [p.tensor.detach() for p in self.params]
         device = weights[0].device
         w_moments = tensor_stats.moment_stats(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         ratios = torch.full((len(weights),), float("nan"), device=device)
-        if self.update_ratio and self._old_samples is not None:
+        if self.update_ratio and old_samples is not None:
             trainable_idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
-            if trainable_idx and len(trainable_idx) == len(self._old_samples):
+            if trainable_idx and len(trainable_idx) == len(old_samples):
                 new = [w_samples[i] for i in trainable_idx]
-                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, self._old_samples))).float()
+                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
                 # Scale the sample's norm to the whole tensor: exact when the sample is the whole
                 # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
                 scale = torch.tensor(
@@ -254,9 +290,9 @@ class Probe:
         hist = None
         if self.histograms:
             hist = self._hist.counts([s.to(device) for s in grad_samples] + w_samples)
-        act_names = [name for name, acc in self._acts.items() if acc.has_data]
-        act_rows = finish_activations([self._acts[n] for n in act_names]).to(device) if act_names else None
-        self._register_tensors(act_names)
+        act_names = [name for name, acc in acts.items() if acc.has_data]
+        act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
+        self._register_tensors(act_names, acts)
 
         n_grad, n_weight = len(present), len(weights)
         parts = []
@@ -296,9 +332,10 @@ class Probe:
                 pos += n * width
                 return block
 
-            g_mom = take(n_grad, 5) if n_grad else None
+            g_mom = take(n_grad, tensor_stats.N_MOMENTS) if n_grad else None
             g_nf = take(n_grad, 2) if n_grad else None
-            w_mom, w_nf, w_ratio = take(n_weight, 5), take(n_weight, 2), take(n_weight, 1)[:, 0]
+            w_mom, w_nf = take(n_weight, tensor_stats.N_MOMENTS), take(n_weight, 2)
+            w_ratio = take(n_weight, 1)[:, 0]
             counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
             acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
             rows = []
@@ -322,10 +359,10 @@ class Probe:
 
         now = time.perf_counter()
         step_time = None
-        if self._last_record_clock is not None and self.step > self._last_record_step:
-            step_time = (now - self._last_record_clock) / (self.step - self._last_record_step)
-        self._last_record_clock, self._last_record_step = now, self.step
-        self.writer.add_layer_record(LayerRecord(self.step, time.time(), step_time, resolve=resolve))
+        if self._last_record_clock is not None and step > self._last_record_step:
+            step_time = (now - self._last_record_clock) / (step - self._last_record_step)
+        self._last_record_clock, self._last_record_step = now, step
+        self.writer.add_layer_record(LayerRecord(step, time.time(), step_time, resolve=resolve))
 
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:

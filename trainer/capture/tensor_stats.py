@@ -47,10 +47,20 @@ class SampleIndex:
         return flat if idx is None else flat.index_select(0, idx)
 
 
-def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """[len(tensors), 5] float32 on the tensors' device: norm, sum, min, max, numel.
+# var = (|x|^2 - n*mean^2)/(n-1) cancels badly when n*mean^2 is most of |x|^2 (batch-norm
+# weights near 1, say). Above this share the spread is measured directly, around the mean.
+CANCELLATION_SHARE = 0.99
+M_NORM, M_SUM, M_MIN, M_MAX, M_NUMEL, M_CENTRED = range(6)
+N_MOMENTS = 6
 
-    Three passes per tensor (norm, sum, aminmax); norms batched with _foreach_norm.
+
+def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """[len(tensors), 6] float32 on the tensors' device: norm, sum, min, max, numel, centred norm.
+
+    Three passes per tensor (norm, sum, aminmax); norms batched with _foreach_norm. The centred
+    norm |x - mean| is NaN ("derive std from norm and sum") except where that derivation would
+    cancel: on CPU those few tensors get one more pass; on accelerators, where the test would need
+    a sync, every tensor gets it (one fused kernel each, cheap there).
     """
     norms = torch._foreach_norm(tensors)
     sums = [t.sum() for t in tensors]
@@ -64,15 +74,22 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
         mins.append(lo)
         maxs.append(hi)
     device = tensors[0].device
-    numels = torch.tensor([float(t.numel()) for t in tensors], device=device)
+    numel_list = [float(t.numel()) for t in tensors]
+    norm_col = torch.stack(norms).float()
+    sum_col = torch.stack(sums).float()
+    if device.type == "cpu":
+        centred = [float("nan")] * len(tensors)
+        for i, (norm, total, n) in enumerate(zip(norm_col.tolist(), sum_col.tolist(), numel_list)):
+            if n > 1 and math.isfinite(norm) and total * total / n > CANCELLATION_SHARE * norm * norm:
+                centred[i] = float(torch.linalg.vector_norm(tensors[i] - total / n))
+        centred_col = torch.tensor(centred)
+    else:
+        centred_col = torch.stack(
+            [torch.linalg.vector_norm(t - t.mean()) if t.numel() > 1 else t.new_zeros(()) for t in tensors]
+        ).float()
     return torch.stack(
-        [
-            torch.stack(norms).float(),
-            torch.stack(sums).float(),
-            torch.stack(mins).float(),
-            torch.stack(maxs).float(),
-            numels,
-        ],
+        [norm_col, sum_col, torch.stack(mins).float(), torch.stack(maxs).float(),
+         torch.tensor(numel_list, device=device), centred_col],
         dim=1,
     )
 
@@ -142,19 +159,22 @@ def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.
 def finish_stats(moments, nonfinite, hist, sampled, extra=None):
     """Host-side: the schema's stat rows from the raw device results (numpy arrays).
 
-    moments [T,5] (norm, sum, min, max, numel), nonfinite [T,2], hist [T,HIST_LEN] or None,
+    moments [T,6] (norm, sum, min, max, numel, centred norm or NaN), nonfinite [T,2], hist [T,HIST_LEN] or None,
     sampled [T] elements histogrammed, extra [T] or None. Returns a list of STAT_FIELDS tuples.
     """
     rows = []
     for i in range(len(moments)):
-        norm, total, lo, hi, numel = (float(v) for v in moments[i])
+        norm, total, lo, hi, numel, centred = (float(v) for v in moments[i])
         n = max(numel, 1.0)
         mean = total / n
-        if numel > 1 and math.isfinite(norm) and math.isfinite(mean):
-            var = max(norm * norm - n * mean * mean, 0.0) / (n - 1)
-            std = math.sqrt(var)
+        if numel <= 1:
+            std = 0.0
+        elif math.isfinite(centred):
+            std = centred / math.sqrt(n - 1)
+        elif math.isfinite(norm) and math.isfinite(mean):
+            std = math.sqrt(max(norm * norm - n * mean * mean, 0.0) / (n - 1))
         else:
-            std = float("nan") if numel > 1 else 0.0
+            std = float("nan")
         if hist is not None and sampled[i] > 0:
             zero_frac = float(hist[i][schema.HIST_ZERO_INDEX]) / float(sampled[i])
         else:

@@ -80,10 +80,14 @@ def _process_alive(pid: int, start_ticks: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    if start_ticks is None:
-        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc (not Linux): the kill(0) test is all we have
+    if stat[0] in ("Z", "X"):  # exited, not yet reaped by its parent
+        return False
     # Guard against pid reuse: the process must have started at the recorded clock tick.
-    return _process_start_ticks(pid) in (None, start_ticks)
+    return start_ticks is None or int(stat[19]) == start_ticks
 
 
 def _process_start_ticks(pid: int) -> int | None:
@@ -126,13 +130,22 @@ class RunReader:
         if not db.is_file():
             raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
         self.db_path = db
+        self._conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
         try:
-            self._conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
             self._conn.execute("PRAGMA busy_timeout=30000")
             self.meta = self._read_meta()
+            self._check_version()
         except sqlite3.DatabaseError as exc:
+            self._conn.close()
             raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
+        except RunLogError:
+            self._conn.close()
+            raise
+
+    def _check_version(self) -> None:
         version = self.meta.get("schema_version")
+        if version is None:
+            raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is not a gradwatch log (no schema_version)")
         if version not in schema.READABLE_VERSIONS:
             raise RunLogError(
                 f"run {self.run_id!r}: log schema version {version!r} is not readable by this gradwatch "

@@ -116,11 +116,11 @@ RUN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def is_valid_run_id(run_id: str) -> bool:
-    return (
-        isinstance(run_id, str)
-        and bool(RUN_ID_PATTERN.match(run_id))
-        and ".." not in run_id
-    )
+    return isinstance(run_id, str) and bool(RUN_ID_PATTERN.fullmatch(run_id)) and ".." not in run_id
+
+
+def is_valid_run_name(name: str) -> bool:
+    return isinstance(name, str) and bool(RUN_NAME_PATTERN.fullmatch(name)) and ".." not in name
 
 
 # --- Tables ------------------------------------------------------------------------------------

@@ -69,11 +69,15 @@ class RunWriter:
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS,
         create: bool = True,
+        owner: bool = True,
     ):
         self.run_dir = Path(run_dir)
         self.db_path = self.run_dir / schema.DB_FILENAME
         self.flush_interval_s = flush_interval_s
         self.max_pending_records = max_pending_records
+        # Only the owning writer (rank 0) keeps the run-wide counters and heartbeat; other
+        # ranks' writers add scalars only, so they never overwrite rank 0's counts.
+        self.owner = owner
         conn = connect(self.db_path)
         if create:
             conn.executescript(schema.DDL)
@@ -165,7 +169,7 @@ class RunWriter:
                     else:
                         self._apply(conn, kind, payload)
                 now = time.time()
-                if now - last_heartbeat > 1.0 or stop:
+                if self.owner and (now - last_heartbeat > 1.0 or stop):
                     self._write_meta(
                         conn,
                         {

@@ -1,0 +1,421 @@
+"""The input of every diagnosis rule: a run's records (RunData) and per-layer tables derived once.
+
+Rules never scan the raw statistics rows themselves: `LayerViews` turns them, in one vectorised pass,
+into small step x layer tables (gradient norm per layer, update-to-weight ratio per layer, activation
+saturated/dead fractions) plus the few rows holding NaN/Inf. The live trainer extends these tables
+with each new chunk of rows instead of re-reading the run, so a check stays cheap however long the
+run gets.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCALAR_COLUMNS = ("step", "name", "value")
+STATS_COLUMNS = (
+    "step", "name", "layer", "param", "kind", "norm", "mean", "std", "min", "max", "nan_count",
+    "inf_count", "zero_frac", "update_ratio", "saturated_frac", "dead_frac",
+)
+TENSOR_COLUMNS = (
+    "tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable",
+)
+KINDS = ("grad", "weight", "activation")
+
+# Config keys the rules read from meta["config"] (first match wins, nested dicts searched too).
+CLIP_KEYS = ("clip_grad_norm", "grad_clip", "clip_norm", "max_grad_norm", "gradient_clip_val", "clip")
+NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "n_labels")
+BATCH_SIZE_KEYS = ("batch_size", "batch")
+
+
+def _empty(columns) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=float) for c in columns})
+
+
+@dataclass
+class LayerViews:
+    """Per-layer tables derived from statistics rows; each indexed by step, columns in forward order.
+
+    grad_norm: a layer's gradient norm, sqrt(sum of its parameters' squared norms).
+    weight_norm: the same for the weights.
+    update_ratio: |delta W| / |W| of the layer's parameters together (from each parameter's ratio
+        and weight norm).
+    saturated / dead: activation rows' saturated_frac / dead_frac (mean if a module is seen twice).
+    nonfinite: long table (step, layer, kind, nan_count, inf_count) of rows holding NaN or Inf.
+    """
+
+    grad_norm: pd.DataFrame
+    weight_norm: pd.DataFrame
+    update_ratio: pd.DataFrame
+    saturated: pd.DataFrame
+    dead: pd.DataFrame
+    nonfinite: pd.DataFrame
+
+    @classmethod
+    def empty(cls) -> LayerViews:
+        wide = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
+        return cls(wide, wide, wide, wide, wide, _empty(("step", "layer", "kind", "nan_count", "inf_count")))
+
+    @classmethod
+    def from_stats(cls, stats: pd.DataFrame, order: list[str]) -> LayerViews:
+        if stats is None or len(stats) == 0:
+            return cls.empty()
+        layers = list(dict.fromkeys(list(order) + list(pd.unique(stats["layer"]))))
+        layer_code = pd.Index(layers).get_indexer(stats["layer"])
+        steps, step_code = np.unique(stats["step"].to_numpy(dtype=np.int64), return_inverse=True)
+        kind = stats["kind"].to_numpy(dtype=object)
+        norm = stats["norm"].to_numpy(dtype=float)
+        shape = (len(steps), len(layers))
+        flat = step_code * len(layers) + layer_code
+
+        def total(mask, values):
+            cells = np.bincount(flat[mask], weights=values[mask], minlength=shape[0] * shape[1])
+            return cells.reshape(shape)
+
+        def present(mask):
+            return np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape) > 0
+
+        def frame(values, has):
+            out = pd.DataFrame(np.where(has, values, np.nan), index=pd.Index(steps, name="step"), columns=layers)
+            return out.loc[:, has.any(axis=0)]
+
+        is_grad = kind == "grad"
+        grad_sq = total(is_grad, norm**2)
+        grad_norm = frame(np.sqrt(grad_sq), present(is_grad))
+
+        is_weight = kind == "weight"
+        weight_sq = total(is_weight, norm**2)
+        weight_norm = frame(np.sqrt(weight_sq), present(is_weight))
+
+        ratio = stats["update_ratio"].to_numpy(dtype=float)
+        has_ratio = is_weight & np.isfinite(ratio) & np.isfinite(norm)
+        delta_sq = total(has_ratio, (ratio * norm) ** 2)
+        ratio_weight_sq = total(has_ratio, norm**2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            layer_ratio = np.sqrt(delta_sq / ratio_weight_sq)
+        update_ratio = frame(layer_ratio, present(has_ratio))
+
+        is_act = kind == "activation"
+        views = {}
+        for column in ("saturated_frac", "dead_frac"):
+            values = stats[column].to_numpy(dtype=float)
+            mask = is_act & np.isfinite(values)
+            count = np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = total(mask, values) / count
+            views[column] = frame(mean, count > 0)
+
+        nan_count = stats["nan_count"].fillna(0).to_numpy(dtype=float)
+        inf_count = stats["inf_count"].fillna(0).to_numpy(dtype=float)
+        bad = (nan_count > 0) | (inf_count > 0) | np.isinf(norm)
+        nonfinite = pd.DataFrame(
+            {
+                "step": stats["step"].to_numpy(dtype=np.int64)[bad],
+                "layer": stats["layer"].to_numpy(dtype=object)[bad],
+                "kind": kind[bad],
+                "nan_count": nan_count[bad].astype(np.int64),
+                "inf_count": inf_count[bad].astype(np.int64),
+            }
+        )
+        return cls(grad_norm, weight_norm, update_ratio, views["saturated_frac"], views["dead_frac"], nonfinite)
+
+    def extend(self, newer: LayerViews, order: list[str]) -> LayerViews:
+        """These tables followed by `newer`'s; a step present in both keeps the newer values."""
+
+        def join(old: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+            if new.empty:
+                return old
+            if old.empty:
+                return new
+            both = pd.concat([old[~old.index.isin(new.index)], new]).sort_index()
+            columns = [c for c in dict.fromkeys(list(order) + list(both.columns)) if c in both.columns]
+            return both[columns]
+
+        nonfinite = self.nonfinite
+        if len(newer.nonfinite):
+            kept = nonfinite[~nonfinite["step"].isin(newer.nonfinite["step"])]
+            nonfinite = newer.nonfinite if kept.empty else pd.concat([kept, newer.nonfinite], ignore_index=True)
+        return LayerViews(
+            join(self.grad_norm, newer.grad_norm),
+            join(self.weight_norm, newer.weight_norm),
+            join(self.update_ratio, newer.update_ratio),
+            join(self.saturated, newer.saturated),
+            join(self.dead, newer.dead),
+            nonfinite,
+        )
+
+    @property
+    def is_empty(self) -> bool:
+        return all(
+            frame.empty
+            for frame in (self.grad_norm, self.weight_norm, self.update_ratio, self.saturated, self.dead)
+        ) and self.nonfinite.empty
+
+
+@dataclass
+class RunData:
+    """A run's records as the rules see them.
+
+    scalars: step, name, value (rank 0). stats: reader.layer_stats() rows. tensors: reader.tensors()
+    (forward order in `ord`). meta: the run's metadata; meta["config"] holds the training settings.
+    views: derived per-layer tables; computed from `stats` unless given.
+    scalar_series: name -> Series over steps; derived from `scalars` unless given.
+    The live diagnoser passes views and scalar_series it extends incrementally and leaves the raw
+    frames empty, so rules use only `views`, `scalar()` and `scalar_names`.
+    """
+
+    scalars: pd.DataFrame
+    stats: pd.DataFrame
+    tensors: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+    run_id: str = ""
+    views: LayerViews | None = None
+    scalar_series: dict[str, pd.Series] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        self.scalars = _normalise_scalars(self.scalars)
+        self.stats = _normalise_stats(self.stats)
+        self.tensors = _normalise_tensors(self.tensors)
+        self.meta = dict(self.meta or {})
+        if self.views is None:
+            self.views = LayerViews.from_stats(self.stats, self.tensor_order())
+
+    # ---- construction -----------------------------------------------------------------------
+    @classmethod
+    def from_frames(
+        cls,
+        scalars: pd.DataFrame | None = None,
+        stats: pd.DataFrame | None = None,
+        tensors: pd.DataFrame | None = None,
+        meta: dict | None = None,
+        run_id: str = "",
+    ) -> RunData:
+        """Build from DataFrames (tests, notebooks). Missing frames and optional columns are allowed:
+        scalars need step, name, value; stats need step, layer, kind and norm."""
+        return cls(scalars, stats, tensors, meta or {}, run_id)
+
+    @classmethod
+    def from_reader(cls, reader) -> RunData:
+        """Everything one RunReader holds (rank-0 scalars)."""
+        scalars, _ = reader.scalars()
+        stats, _ = reader.layer_stats()
+        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id)
+
+    # ---- layers -------------------------------------------------------------------------------
+    def tensor_order(self) -> list[str]:
+        """Layers in forward order from the tensors table, then layers only seen in stats."""
+        order = list(dict.fromkeys(self.tensors["layer"])) if len(self.tensors) else []
+        if len(self.stats):
+            order += [layer for layer in pd.unique(self.stats["layer"]) if layer not in set(order)]
+        return order
+
+    @cached_property
+    def layer_order(self) -> list[str]:
+        order = self.tensor_order()
+        seen = set(order)
+        for frame in (self.views.grad_norm, self.views.update_ratio, self.views.saturated, self.views.dead):
+            for layer in frame.columns:
+                if layer not in seen:
+                    order.append(layer)
+                    seen.add(layer)
+        return order
+
+    def position(self, layer: str) -> int:
+        positions = self._positions
+        return positions.get(layer, len(positions))
+
+    @cached_property
+    def _positions(self) -> dict[str, int]:
+        return {layer: i for i, layer in enumerate(self.layer_order)}
+
+    @cached_property
+    def weighted_layers(self) -> list[str]:
+        """Layers with a weight matrix (a trainable parameter of 2+ dimensions: Linear, Conv, RNN,
+        Embedding), in forward order and with gradient records. Norm layers and biases alone are left
+        out. Without shapes in the tensors table every layer with gradient records counts."""
+        recorded = list(self.views.grad_norm.columns)
+        tensors = self.tensors
+        if len(tensors) and "shape" in tensors and tensors["shape"].notna().any():
+            params = tensors[(tensors["role"] == "param") & tensors["trainable"].astype(bool)]
+            matrix = {
+                layer
+                for layer, shape in zip(params["layer"], params["shape"])
+                if isinstance(shape, (list, tuple)) and len(shape) >= 2
+            }
+            if matrix:
+                return [layer for layer in recorded if layer in matrix]
+        return recorded
+
+    @cached_property
+    def module_types(self) -> dict[str, str]:
+        if not len(self.tensors):
+            return {}
+        types = self.tensors[self.tensors["module_type"].astype(str) != ""]
+        return dict(zip(types["layer"], types["module_type"].astype(str)))
+
+    def hidden_layers(self, layers: list[str]) -> list[str]:
+        """Those of `layers` that come before the last weighted layer in forward order: a network's
+        final activation (a classifier's sigmoid) is meant to saturate and is left out."""
+        weighted = self.weighted_layers
+        if not weighted:
+            return list(layers)
+        last = self.position(weighted[-1])
+        return [layer for layer in layers if self.position(layer) < last]
+
+    @property
+    def has_layer_stats(self) -> bool:
+        return not self.views.is_empty
+
+    @property
+    def has_records(self) -> bool:
+        return self.has_layer_stats or any(len(s) for s in self._series().values())
+
+    # ---- scalars ------------------------------------------------------------------------------
+    def scalar(self, name: str) -> pd.Series:
+        """One scalar over steps (float, index step ascending; a later record for a step wins).
+        Empty when the run never logged it."""
+        found = self._series().get(name)
+        if found is None:
+            return pd.Series(dtype=float, index=pd.Index([], dtype=np.int64, name="step"))
+        return found
+
+    @property
+    def scalar_names(self) -> list[str]:
+        return list(self._series())
+
+    def _series(self) -> dict[str, pd.Series]:
+        if self.scalar_series is None:
+            series = {}
+            for key, group in self.scalars.groupby("name", sort=False):
+                values = pd.Series(group["value"].to_numpy(dtype=float), index=group["step"].to_numpy(dtype=np.int64))
+                values = values[~values.index.duplicated(keep="last")].sort_index()
+                values.index.name = "step"
+                series[key] = values
+            self.scalar_series = series
+        return self.scalar_series
+
+    def has_scalar(self, name: str) -> bool:
+        return len(self.scalar(name)) > 0
+
+    # ---- configuration ------------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        config = self.meta.get("config")
+        return config if isinstance(config, dict) else {}
+
+    def config_value(self, *keys: str, default: Any = None) -> Any:
+        """The first of `keys` found in meta["config"] (top level first, then nested dicts)."""
+        return _find_key(self.config, keys, default)
+
+    def clip_norm(self) -> float | None:
+        """The gradient-clipping max norm from the config, or None when clipping is off/unknown."""
+        value = self.config_value(*CLIP_KEYS)
+        if isinstance(value, dict):
+            value = _find_key(value, ("max_norm", "value", "norm"), None)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+        return value if math.isfinite(value) and value > 0 else None
+
+    def num_classes(self) -> int | None:
+        """Number of classes from the config, else the output width of the last weighted layer."""
+        value = self.config_value(*NUM_CLASSES_KEYS)
+        if isinstance(value, (list, tuple)):
+            value = len(value)
+        try:
+            if value is not None and int(value) > 0:
+                return int(value)
+        except (TypeError, ValueError):
+            pass
+        weighted = self.weighted_layers
+        if not weighted or not len(self.tensors):
+            return None
+        rows = self.tensors[(self.tensors["layer"] == weighted[-1]) & (self.tensors["role"] == "param")]
+        for param, shape, module_type in zip(rows["param"], rows["shape"], rows["module_type"]):
+            if module_type == "Linear" and param == "weight" and isinstance(shape, (list, tuple)) and shape:
+                return int(shape[0])
+        return None
+
+    def activation_name(self) -> str | None:
+        """The hidden activation: config["activation"], else the most common activation module type."""
+        value = self.config_value("activation", "act", "nonlinearity")
+        if isinstance(value, str) and value:
+            return value.lower()
+        known = {"relu", "relu6", "leakyrelu", "elu", "gelu", "selu", "silu", "sigmoid", "tanh", "softplus"}
+        types = [t.lower() for t in self.module_types.values() if t.lower() in known]
+        if not types:
+            rnn = {t for t in self.module_types.values() if t in ("RNN", "LSTM", "GRU")}
+            return "tanh" if rnn else None
+        return max(set(types), key=types.count)
+
+    def is_plain_rnn(self) -> bool:
+        return "RNN" in set(self.module_types.values()) or str(self.config_value("model", "arch", default="")).lower() == "rnn"
+
+
+def _find_key(config: dict, keys, default):
+    for key in keys:
+        if key in config and config[key] is not None:
+            return config[key]
+    for value in config.values():
+        if isinstance(value, dict):
+            found = _find_key(value, keys, None)
+            if found is not None:
+                return found
+    return default
+
+
+def _normalise_scalars(scalars: pd.DataFrame | None) -> pd.DataFrame:
+    if scalars is None or len(scalars) == 0:
+        return _empty(SCALAR_COLUMNS)
+    missing = [c for c in SCALAR_COLUMNS if c not in scalars]
+    if missing:
+        raise ValueError(f"scalars need columns {list(SCALAR_COLUMNS)}; missing {missing}")
+    if "rank" in scalars:
+        scalars = scalars[scalars["rank"] == 0]
+    out = scalars[list(SCALAR_COLUMNS)].copy()
+    out["step"] = out["step"].astype(np.int64)
+    out["value"] = out["value"].astype(float)
+    return out.reset_index(drop=True)
+
+
+def _normalise_stats(stats: pd.DataFrame | None) -> pd.DataFrame:
+    if stats is None or len(stats) == 0:
+        return _empty(STATS_COLUMNS)
+    missing = [c for c in ("step", "layer", "kind", "norm") if c not in stats]
+    if missing:
+        raise ValueError(f"stats need at least columns step, layer, kind, norm; missing {missing}")
+    bad_kinds = set(pd.unique(stats["kind"])) - set(KINDS)
+    if bad_kinds:
+        raise ValueError(f"stats kind must be one of {KINDS}, got {sorted(map(str, bad_kinds))}")
+    out = stats.copy()
+    if "param" not in out:
+        out["param"] = ""
+    if "name" not in out:
+        out["name"] = out["layer"].astype(str) + np.where(out["param"] != "", "." + out["param"].astype(str), "")
+    for column in STATS_COLUMNS:
+        if column not in out:
+            out[column] = 0 if column in ("nan_count", "inf_count") else np.nan
+    out["step"] = out["step"].astype(np.int64)
+    return out
+
+
+def _normalise_tensors(tensors: pd.DataFrame | None) -> pd.DataFrame:
+    if tensors is None or len(tensors) == 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in TENSOR_COLUMNS})
+    if "layer" not in tensors:
+        raise ValueError("tensors need at least a 'layer' column (and 'ord' for forward order)")
+    out = tensors.copy()
+    defaults = {"tensor_id": -1, "name": "", "param": "", "role": "param", "module_type": "",
+                "shape": None, "numel": 0, "ord": np.arange(len(out)), "trainable": True}
+    for column, default in defaults.items():
+        if column not in out:
+            out[column] = default
+    out["module_type"] = out["module_type"].fillna("").astype(str)
+    sort_keys = ["ord", "tensor_id"] if "tensor_id" in tensors else ["ord"]
+    return out.sort_values(sort_keys, kind="stable").reset_index(drop=True)

@@ -1,0 +1,64 @@
+"""Running a set of rules over one run: the default rule set and `diagnose`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .activations import DeadUnits, SaturatedUnits
+from .data import RunData
+from .flags import Flag, sort_flags
+from .generalisation import Overfitting, Underfitting
+from .gradients import ExplodingGradient, VanishingGradient
+from .learning_rate import LearningRate
+from .nonfinite import NonFinite
+from .rule import Rule
+
+RULE_CLASSES: dict[str, type[Rule]] = {
+    cls.rule: cls
+    for cls in (
+        NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
+        Underfitting, LearningRate,
+    )
+}
+
+
+def default_rules() -> list[Rule]:
+    """Every rule with its default thresholds."""
+    return [cls() for cls in RULE_CLASSES.values()]
+
+
+def resolve_rules(rules: Iterable[Rule | str] | None) -> list[Rule]:
+    """Rule instances from instances and/or rule ids (None: every rule with defaults)."""
+    if rules is None:
+        return default_rules()
+    resolved = []
+    for rule in rules:
+        if isinstance(rule, Rule):
+            resolved.append(rule)
+        elif isinstance(rule, str) and rule in RULE_CLASSES:
+            resolved.append(RULE_CLASSES[rule]())
+        else:
+            raise ValueError(f"unknown diagnosis rule {rule!r}; known rules: {', '.join(RULE_CLASSES)}")
+    return resolved
+
+
+def diagnose(data: RunData, rules: Iterable[Rule | str] | None = None) -> list[Flag]:
+    """Every flag the rules raise on `data`, critical first, then by first step.
+
+    Rules that lack their inputs (layer rules on a scalars-only run, overfitting without val_loss)
+    are skipped quietly; `skipped_rules` says which and why.
+    """
+    flags: list[Flag] = []
+    for rule in resolve_rules(rules):
+        flags.extend(rule(data))
+    return sort_flags(flags)
+
+
+def skipped_rules(data: RunData, rules: Iterable[Rule | str] | None = None) -> dict[str, str]:
+    """rule id -> why it did not run on `data`."""
+    skipped = {}
+    for rule in resolve_rules(rules):
+        reason = rule.skip_reason(data)
+        if reason is not None:
+            skipped[rule.rule] = reason
+    return skipped
