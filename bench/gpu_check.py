@@ -112,7 +112,7 @@ def overhead(tmp: str, rounds: int = 9) -> dict:
                 run.watch(model, every=every)
             variants.append((every, model, opt, x, y, run))
 
-        def train(v):
+        def train(v, steps=steps):
             every, model, opt, x, y, run = v
             torch.cuda.synchronize()
             start = time.perf_counter()

@@ -129,7 +129,7 @@ def bytes_per_record(tmp: str) -> float:
     steps = 200
     with Run(logdir=logdir, name="size") as run:
         run.watch(model, every=1)
-        for step in range(steps):
+        for _ in range(steps):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             opt.step()

@@ -138,6 +138,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("every", int, 10, "record layer statistics every N optimizer steps", minimum=1),
     Option("seed", int, 0, "random seed", minimum=0),
     Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
+    Option("threads", int, 0, "CPU threads for PyTorch (0: PyTorch's default; 1 is often fastest on a "
+           "busy shared machine)", minimum=0, maximum=1024),
 )
 OPTIONS_BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -160,6 +162,26 @@ def validate(options: dict) -> dict:
         raise OptionsError(f"invalid clip_norm {merged['clip_norm']!r}: must be > 0 (or none for no clipping)")
     if merged["clip_value"] is not None and merged["clip_value"] <= 0:
         raise OptionsError(f"invalid clip_value {merged['clip_value']!r}: must be > 0 (or none for no clipping)")
-    if merged["model"] in ("embedding", "lstm") and merged["dataset"] == "tweets":
+    _check_model_fits_data(merged)
+    if merged["model"] in ("embedding", "lstm"):
         merged["representation"] = "sequence"
     return merged
+
+
+# Which networks each dataset can feed: token models need tweets, the CNN needs images.
+MODELS_FOR_DATASET = {
+    "tweets": ("mlp", "embedding", "lstm"),
+    "circles": ("mlp",),
+    "images": ("mlp", "cnn"),
+}
+
+
+def _check_model_fits_data(options: dict) -> None:
+    model, dataset = options["model"], options["dataset"]
+    valid = MODELS_FOR_DATASET[dataset]
+    if model not in valid:
+        raise OptionsError(f"invalid model {model!r} for dataset {dataset!r}: valid models for {dataset} are "
+                           + ", ".join(valid))
+    if model == "mlp" and dataset == "tweets" and options["representation"] == "sequence":
+        raise OptionsError("invalid representation 'sequence' for model 'mlp': the MLP needs word features "
+                           "(tfidf, binary or count); token sequences need model embedding or lstm")

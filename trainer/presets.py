@@ -10,12 +10,17 @@ from dataclasses import dataclass, field
 
 from .options import OptionsError, validate
 
-_OVERFIT = dict(model="mlp", representation="tfidf", depth=3, width=512, activation="relu",
-                optimizer="adam", lr=1e-3, batch_size=64, epochs=25)
-_DEEP_SIGMOID = dict(dataset="circles", model="mlp", depth=8, width=32, activation="sigmoid",
-                     optimizer="sgd", lr=0.1, momentum=0.9, batch_size=32, epochs=30, every=5)
+_OVERFIT = dict(model="mlp", representation="tfidf", max_vocab=5000, depth=2, width=256, activation="relu",
+                optimizer="adam", lr=1e-3, batch_size=128, epochs=20)
+# Plain SGD: Adam would rescale each layer's tiny gradient back up and hide the vanishing. Xavier
+# initialisation (with each activation's gain) for both, so relu differs from vanishing only in the
+# activation; momentum is off because with it the deep ReLU net diverges at this learning rate.
+_DEEP_SIGMOID = dict(dataset="circles", model="mlp", depth=8, width=32, activation="sigmoid", init="xavier",
+                     optimizer="sgd", lr=0.1, momentum=0.0, batch_size=32, epochs=20, every=5)
+# N(0, 0.5^2) weights multiply activations by ~2.8 per layer (sqrt(64 / 2) * 0.5): the gradient norm
+# starts in the hundreds and overflows within a few SGD steps.
 _EXPLODING = dict(dataset="circles", model="mlp", depth=6, width=64, activation="relu", init="normal",
-                  init_std=1.0, optimizer="sgd", lr=0.05, batch_size=32, epochs=15, every=2,
+                  init_std=0.5, optimizer="sgd", lr=0.05, batch_size=32, epochs=15, every=2,
                   halt_on_nonfinite=True)
 
 
@@ -45,11 +50,14 @@ PRESETS: dict[str, Preset] = {
         Preset("regularized", "a good combination: smaller MLP, dropout 0.5, L2, early stopping",
                {**_OVERFIT, "depth": 2, "width": 128, "dropout": 0.5, "l2": 1e-4, "early_stopping": True,
                 "patience": 3}),
-        Preset("vanishing", "deep sigmoid MLP (8 layers): early layers' gradients vanish", _DEEP_SIGMOID,
+        Preset("vanishing", "deep sigmoid MLP (8 layers, plain SGD) on two circles: early layers' gradients "
+               "vanish and it does not learn", _DEEP_SIGMOID,
                group="gradients"),
-        Preset("relu", "the vanishing net with ReLU instead of sigmoid", {**_DEEP_SIGMOID, "activation": "relu"},
+        Preset("relu", "the vanishing net with ReLU instead of sigmoid: gradients reach the first layer and it "
+               "learns", {**_DEEP_SIGMOID, "activation": "relu"},
                group="gradients"),
-        Preset("exploding", "deep ReLU MLP with large initial weights and no clipping: gradients blow up",
+        Preset("exploding", "deep ReLU MLP with large initial weights (N(0, 0.5^2)) and no clipping: gradient "
+               "norms overflow to Inf within a few steps (the run halts, failed)",
                _EXPLODING, group="gradients"),
         Preset("clipping", "the exploding net with gradient-norm clipping at 1.0", {**_EXPLODING, "clip_norm": 1.0},
                group="gradients"),

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from . import tensor_stats
-
 # Output ranges that count as "at the rails" (within 1% of the output range of the unit).
 # AUTOTRAINER (Zhang et al., ICSE 2021) flags sigmoid outputs < 0.01 or > 0.99 as saturated.
 SATURATION_BOUNDS = {
