@@ -6,6 +6,8 @@ Saturation and dead-unit tests depend on the module type: only outputs of module
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # Output ranges that count as "at the rails" (within 1% of the output range of the unit).
@@ -18,6 +20,8 @@ SATURATION_BOUNDS = {
     "Softsign": (-0.99, 0.99),
 }
 DEAD_UNIT_TYPES = frozenset({"ReLU", "ReLU6", "RReLU", "Threshold"})
+# Outputs that are never negative: their count of non-zeros is the sum of their signs.
+NONNEGATIVE_TYPES = frozenset({"ReLU", "ReLU6", "Sigmoid", "Hardsigmoid", "Softplus"})
 
 
 def first_tensor(output):
@@ -69,49 +73,79 @@ class ActivationAccumulator:
         if y is None or not y.is_floating_point() or y.numel() == 0:
             return
         y = y.detach()
+        unit_max = None
+        if self.module_type in DEAD_UNIT_TYPES and y.dim() >= 1:
+            dim = unit_dim(y, self.channels_first)
+            # A unit is alive if it is positive for some example: its max over the batch > 0.
+            unit_max = y.movedim(dim, -1).reshape(-1, y.shape[dim]).amax(dim=0)
+            alive = unit_max > 0
+            same = self.alive is not None and self.alive.shape == alive.shape
+            self.alive = (self.alive | alive) if same else alive
+        vec = self._measure_cpu(y, unit_max) if y.device.type == "cpu" else self._measure_device(y)
+        if self.sums is None:
+            self.sums = vec
+        else:
+            self.sums = _merge(self.sums, vec)
+        self.count += 1
+
+    def _measure_cpu(self, y: torch.Tensor, unit_max: torch.Tensor | None) -> torch.Tensor:
+        """Few passes, host arithmetic in between (reading a CPU scalar costs no sync)."""
         n = float(y.numel())
-        total = y.sum()
-        m2 = torch.linalg.vector_norm(y - total / n).square()
+        total = float(y.sum())
+        sumsq = float(torch.linalg.vector_norm(y)) ** 2
+        nonfinite = 0.0
+        if not math.isfinite(sumsq):
+            nonfinite = float((~torch.isfinite(y)).sum())
+        m2 = sumsq - total * total / n
+        if not m2 > 1e-2 * sumsq:  # the mean dominates: measure the spread around it directly
+            m2 = float(torch.linalg.vector_norm(y - total / n)) ** 2
+        if self.module_type in NONNEGATIVE_TYPES:
+            nonzero = float(y.sign().sum())
+        else:
+            nonzero = float(y.sign().abs_().sum())
+        if self.module_type in ("ReLU", "ReLU6") and nonzero < n and unit_max is not None:
+            lo, hi = 0.0, float(unit_max.max())  # a ReLU output with a zero has minimum 0
+        else:
+            lo_t, hi_t = torch.aminmax(y)
+            lo, hi = float(lo_t), float(hi_t)
+        saturated = 0.0
+        bounds = SATURATION_BOUNDS.get(self.module_type)
+        if bounds is not None:
+            centre, half = (bounds[0] + bounds[1]) / 2, (bounds[1] - bounds[0]) / 2
+            saturated = float((y - centre).abs_().sub_(half).relu_().sign_().sum())
+        return torch.tensor([total, m2, n - nonzero, saturated, n, lo, hi, nonfinite], dtype=torch.float64)
+
+    def _measure_device(self, y: torch.Tensor) -> torch.Tensor:
+        """Tensor-valued throughout, so an accelerator never waits for the host."""
+        n = float(y.numel())
+        std, mean = torch.std_mean(y, correction=0)  # one Welford kernel
         nonzero = y.sign().abs_().sum()
         bounds = SATURATION_BOUNDS.get(self.module_type)
         if bounds is not None:
             centre, half = (bounds[0] + bounds[1]) / 2, (bounds[1] - bounds[0]) / 2
             saturated = (y - centre).abs_().sub_(half).relu_().sign_().sum()
         else:
-            saturated = torch.zeros((), device=y.device)
+            saturated = nonzero * 0
         lo, hi = torch.aminmax(y)
-        if y.device.type == "cpu":
-            # A finite sum of squares proves there is no NaN/Inf: skip the scan (no sync on CPU).
-            nonfinite = torch.zeros((), device=y.device) if torch.isfinite(m2).item() else (~torch.isfinite(y)).sum()
-        else:
-            nonfinite = (~torch.isfinite(y)).sum()
-        vec = torch.stack(
-            [total.float(), m2.float(), (n - nonzero).float(), saturated.float(),
-             torch.full((), n, device=y.device), lo.float(), hi.float(), nonfinite.float()]
-        )
-        if self.module_type in DEAD_UNIT_TYPES and y.dim() >= 1:
-            dim = unit_dim(y, self.channels_first)
-            # A unit is alive if it is positive for some example: its max over the batch > 0.
-            alive = y.movedim(dim, -1).reshape(-1, y.shape[dim]).amax(dim=0) > 0
-            same = self.alive is not None and self.alive.shape == alive.shape
-            self.alive = (self.alive | alive) if same else alive
-        if self.sums is None:
-            self.sums = vec
-        else:
-            prev = self.sums
-            # Chan et al.'s pairwise update of M2 for two batches.
-            n_a, n_b = prev[4], vec[4]
-            delta = vec[0] / n_b - prev[0] / n_a
-            m2 = prev[1] + vec[1] + delta * delta * n_a * n_b / (n_a + n_b)
-            self.sums = torch.cat(
-                [prev[0:1] + vec[0:1], m2.reshape(1), prev[2:5] + vec[2:5], torch.minimum(prev[5:6], vec[5:6]),
-                 torch.maximum(prev[6:7], vec[6:7]), prev[7:] + vec[7:]]
-            )
-        self.count += 1
+        nonfinite = (~torch.isfinite(y)).sum()
+        return torch.stack(
+            [mean * n, std * std * n, n - nonzero, saturated, torch.full_like(mean, n), lo, hi, nonfinite]
+        ).double()
 
     @property
     def has_data(self) -> bool:
         return self.sums is not None
+
+
+def _merge(prev: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
+    """Combine two micro-batches' sums; M2 with Chan et al.'s pairwise update."""
+    n_a, n_b = prev[4], vec[4]
+    delta = vec[0] / n_b - prev[0] / n_a
+    m2 = prev[1] + vec[1] + delta * delta * n_a * n_b / (n_a + n_b)
+    return torch.cat(
+        [prev[0:1] + vec[0:1], m2.reshape(1), prev[2:5] + vec[2:5], torch.minimum(prev[5:6], vec[5:6]),
+         torch.maximum(prev[6:7], vec[6:7]), prev[7:] + vec[7:]]
+    )
 
 
 def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tensor:
@@ -121,18 +155,20 @@ def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tenso
     NaN/Inf are reported together in nan_count (inf_count 0): activations only need to say
     "non-finite here", and one count saves a pass per module.
     """
-    sums = torch.stack([acc.sums for acc in accumulators])
+    sums = torch.stack([acc.sums for acc in accumulators]).float()
     device = sums.device
     n = sums[:, 4].clamp(min=1)
     mean = sums[:, 0] / n
     var = sums[:, 1] / (n - 1).clamp(min=1)
     norm = (sums[:, 1] + n * mean * mean).sqrt()
     nan = float("nan")
-    has_rails = torch.tensor([acc.module_type in SATURATION_BOUNDS for acc in accumulators], device=device)
-    saturated = torch.where(has_rails, sums[:, 3] / n, torch.full_like(n, nan))
+    # Built from device values and Python floats only: a host-to-device copy would make an
+    # accelerator synchronise.
+    saturated = torch.stack(
+        [sums[i, 3] / n[i] if acc.module_type in SATURATION_BOUNDS else n[i] * nan for i, acc in enumerate(accumulators)]
+    )
     dead = torch.stack(
-        [(1.0 - acc.alive.float().mean()) if acc.alive is not None else torch.tensor(nan, device=device)
-         for acc in accumulators]
+        [(1.0 - acc.alive.float().mean()) if acc.alive is not None else n[i] * nan for i, acc in enumerate(accumulators)]
     )
     return torch.stack(
         [norm, mean, var.sqrt(), sums[:, 5], sums[:, 6], sums[:, 7], torch.zeros_like(n),

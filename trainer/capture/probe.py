@@ -217,10 +217,10 @@ class Probe:
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
         if grads:
+            samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
             moments = tensor_stats.moment_stats(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
-            samples = [self._sampler.sample(g.reshape(-1)) for g in grads] if self.histograms else []
-            self._pending = (present, moments, nonfinite, samples)
+            self._pending = (present, moments, nonfinite, samples if self.histograms else [])
         else:
             self._pending = ([], None, None, [])
         if self.update_ratio:
@@ -243,6 +243,18 @@ class Probe:
         self._old_samples = None
 
     # ---- recording ------------------------------------------------------------------------
+    def _ratio_layout(self, weights, w_samples, device):
+        """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
+        (a host-to-device copy per step would synchronise an accelerator)."""
+        key = tuple(p.tensor.requires_grad for p in self.params)
+        cached = getattr(self, "_ratio_cache", None)
+        if cached is None or cached[0] != key:
+            idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
+                                 device=device)
+            cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
+        return cached[1], cached[2], cached[3]
+
     def _register_tensors(self, act_names: list[str], acts: dict) -> None:
         """Send tensor descriptions for names not seen before, ordered by first forward call."""
         late = len(self._order) + 1000
@@ -271,21 +283,17 @@ class Probe:
         present, grad_moments, grad_nonfinite, grad_samples = pending
         weights = [p.tensor.detach() for p in self.params]
         device = weights[0].device
+        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         w_moments = tensor_stats.moment_stats(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
-        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         ratios = torch.full((len(weights),), float("nan"), device=device)
         if self.update_ratio and old_samples is not None:
-            trainable_idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
             if trainable_idx and len(trainable_idx) == len(old_samples):
                 new = [w_samples[i] for i in trainable_idx]
                 deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
                 # Scale the sample's norm to the whole tensor: exact when the sample is the whole
                 # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
-                scale = torch.tensor(
-                    [(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in trainable_idx], device=device
-                )
-                index = torch.tensor(trainable_idx, device=device)
                 ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
         hist = None
         if self.histograms:

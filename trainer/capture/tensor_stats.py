@@ -57,11 +57,18 @@ N_MOMENTS = 6
 def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     """[len(tensors), 6] float32 on the tensors' device: norm, sum, min, max, numel, centred norm.
 
-    Three passes per tensor (norm, sum, aminmax); norms batched with _foreach_norm. The centred
-    norm |x - mean| is NaN ("derive std from norm and sum") except where that derivation would
-    cancel: on CPU those few tensors get one more pass; on accelerators, where the test would need
-    a sync, every tensor gets it (one fused kernel each, cheap there).
+    Every statistic uses every element (a sampled mean of a gradient is noise: its mean is
+    usually far below its spread). Three passes per tensor on CPU: norm, sum, aminmax.
+    - the centred norm |x - mean| is NaN ("derive std from norm and mean") except where that
+      derivation would cancel (n*mean^2 close to |x|^2, batch-norm weights near 1): those tensors
+      get an exact sum and centred norm, on CPU after a cheap test, on accelerators always (the
+      test would need a device sync).
+    On accelerators, small tensors are measured together on one concatenated buffer with
+    segment reductions: a handful of kernel launches instead of several per tensor.
     """
+    device = tensors[0].device
+    if device.type != "cpu":
+        return _moment_stats_accelerator(tensors)
     norms = torch._foreach_norm(tensors)
     sums = [t.sum() for t in tensors]
     mins, maxs = [], []
@@ -73,25 +80,72 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
         lo, hi = torch.aminmax(t)
         mins.append(lo)
         maxs.append(hi)
-    device = tensors[0].device
     numel_list = [float(t.numel()) for t in tensors]
     norm_col = torch.stack(norms).float()
     sum_col = torch.stack(sums).float()
-    if device.type == "cpu":
-        centred = [float("nan")] * len(tensors)
-        for i, (norm, total, n) in enumerate(zip(norm_col.tolist(), sum_col.tolist(), numel_list)):
-            if n > 1 and math.isfinite(norm) and total * total / n > CANCELLATION_SHARE * norm * norm:
-                centred[i] = float(torch.linalg.vector_norm(tensors[i] - total / n))
-        centred_col = torch.tensor(centred)
-    else:
-        centred_col = torch.stack(
-            [torch.linalg.vector_norm(t - t.mean()) if t.numel() > 1 else t.new_zeros(()) for t in tensors]
-        ).float()
+    centred = [float("nan")] * len(tensors)
+    for i, (norm, total, n) in enumerate(zip(norm_col.tolist(), sum_col.tolist(), numel_list)):
+        if n > 1 and math.isfinite(norm) and total * total / n > CANCELLATION_SHARE * norm * norm:
+            centred[i] = float(torch.linalg.vector_norm(tensors[i] - total / n))
     return torch.stack(
         [norm_col, sum_col, torch.stack(mins).float(), torch.stack(maxs).float(),
-         torch.tensor(numel_list, device=device), centred_col],
+         torch.tensor(numel_list), torch.tensor(centred)],
         dim=1,
     )
+
+
+# Tensors up to this many elements are measured together on accelerators.
+BATCHED_NUMEL = 1 << 20
+
+
+class _Segments:
+    """Cached segment ids for a list of tensor sizes on one device (built once per model)."""
+
+    cache: dict = {}
+
+    @classmethod
+    def ids(cls, lengths: tuple, device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (lengths, str(device))
+        found = cls.cache.get(key)
+        if found is None:
+            counts = torch.tensor(lengths, device=device)
+            found = (torch.repeat_interleave(torch.arange(len(lengths), device=device), counts), counts.float())
+            if len(cls.cache) > 64:
+                cls.cache.clear()
+            cls.cache[key] = found
+        return found
+
+
+def _moment_stats_accelerator(tensors: list[torch.Tensor]) -> torch.Tensor:
+    rows: list[torch.Tensor | None] = [None] * len(tensors)
+    small = [i for i, t in enumerate(tensors) if 0 < t.numel() <= BATCHED_NUMEL]
+    if small:
+        flat = torch.cat([tensors[i].reshape(-1).float() for i in small])
+        seg, counts = _Segments.ids(tuple(tensors[i].numel() for i in small), flat.device)
+        k = len(small)
+        sums = flat.new_zeros(k).index_add_(0, seg, flat)
+        mean = sums / counts
+        deviation = flat - mean.index_select(0, seg)
+        m2 = flat.new_zeros(k).index_add_(0, seg, deviation * deviation)
+        mins = flat.new_full((k,), float("inf")).scatter_reduce_(0, seg, flat, "amin")
+        maxs = flat.new_full((k,), float("-inf")).scatter_reduce_(0, seg, flat, "amax")
+        norms = (m2 + counts * mean * mean).sqrt()
+        block = torch.stack([norms, sums, mins, maxs, counts, m2.sqrt()], dim=1)
+        for j, i in enumerate(small):
+            rows[i] = block[j]
+    for i, t in enumerate(tensors):
+        if rows[i] is not None:
+            continue
+        if t.numel() == 0:
+            rows[i] = t.new_tensor([0.0, 0.0, float("nan"), float("nan"), 0.0, 0.0]).float()
+            continue
+        std, mean = torch.std_mean(t.float(), correction=0)
+        n = float(t.numel())
+        lo, hi = torch.aminmax(t)
+        centred = std * math.sqrt(n)
+        norm = (centred * centred + n * mean * mean).sqrt()
+        rows[i] = torch.stack([norm, mean * n, lo.float(), hi.float(), torch.full_like(mean, n), centred])
+    return torch.stack(rows)
 
 
 def log_magnitude_bins(values: torch.Tensor) -> torch.Tensor:
@@ -143,17 +197,29 @@ def batched_histograms(samples: list[torch.Tensor]) -> torch.Tensor:
 def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.Tensor:
     """[len(tensors), 2] NaN and Inf counts. On CPU, a finite norm proves a tensor has neither, so
     only tensors with a non-finite norm are scanned; on accelerators everything is counted on the
-    device, which is cheaper than synchronising to test the norms."""
-    out = torch.zeros(len(tensors), 2, device=norms.device)
+    device (cheaper than synchronising to test the norms), small tensors in one batch."""
     if norms.device.type == "cpu":
-        suspects = [i for i, v in enumerate(norms.tolist()) if not math.isfinite(v)]
-    else:
-        suspects = range(len(tensors))
-    for i in suspects:
-        t = tensors[i]
-        out[i, 0] = torch.isnan(t).sum()
-        out[i, 1] = torch.isinf(t).sum()
-    return out
+        out = torch.zeros(len(tensors), 2)
+        for i, value in enumerate(norms.tolist()):
+            if not math.isfinite(value):
+                out[i, 0] = torch.isnan(tensors[i]).sum()
+                out[i, 1] = torch.isinf(tensors[i]).sum()
+        return out
+    rows: list[torch.Tensor | None] = [None] * len(tensors)
+    small = [i for i, t in enumerate(tensors) if 0 < t.numel() <= BATCHED_NUMEL]
+    if small:
+        flat = torch.cat([tensors[i].reshape(-1) for i in small])
+        seg, _ = _Segments.ids(tuple(tensors[i].numel() for i in small), flat.device)
+        zeros = torch.zeros(len(small), device=flat.device)
+        nan = zeros.index_add(0, seg, torch.isnan(flat).float())
+        inf = zeros.index_add(0, seg, torch.isinf(flat).float())
+        block = torch.stack([nan, inf], dim=1)
+        for j, i in enumerate(small):
+            rows[i] = block[j]
+    for i, t in enumerate(tensors):
+        if rows[i] is None:
+            rows[i] = torch.stack([torch.isnan(t).sum(), torch.isinf(t).sum()]).float()
+    return torch.stack(rows)
 
 
 def finish_stats(moments, nonfinite, hist, sampled, extra=None):
