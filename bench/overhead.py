@@ -176,7 +176,7 @@ def main() -> None:
         wandb_run = wandb.init(mode="offline", dir=tmp, project="gradwatch-bench")
     results = {}
     try:
-        for model_key, steps in (("text", 40), ("deep", 8)):
+        for model_key, steps in (("text", 40), ("deep", 10)):  # multiples of 10: every-10 rounds hold whole periods
             variants = [Variant("baseline", model_key, args.optimizer, tmp)]
             for every in (1, 10):
                 variants.append(Variant(f"{model_key}_every{every}", model_key, args.optimizer, tmp, every, "gradwatch"))

@@ -94,8 +94,9 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     )
 
 
-# Tensors up to this many elements are measured together on accelerators.
-BATCHED_NUMEL = 1 << 20
+# Tensors up to this many elements are measured together on accelerators (atomic segment
+# reductions); larger ones get per-tensor kernels, which are faster for them.
+BATCHED_NUMEL = 1 << 16
 
 
 class _Segments:
@@ -164,7 +165,8 @@ def log_magnitude_bins(values: torch.Tensor) -> torch.Tensor:
 
 class HistogramBatcher:
     """Bins many flat samples in one pass: each sample's bin indices are offset into its own
-    block, and one histc over the concatenation counts them all."""
+    block, and one bincount over the concatenation counts them all (bincount on int64 is ~10x
+    faster than histc on CPU)."""
 
     def __init__(self):
         self._offsets: dict[tuple, torch.Tensor] = {}
@@ -174,19 +176,18 @@ class HistogramBatcher:
         device = samples[0].device
         lengths = tuple(s.numel() for s in samples)
         width = schema.HIST_LEN + 1
-        key = (lengths, device)
+        key = (lengths, str(device))
         offsets = self._offsets.get(key)
         if offsets is None:
-            blocks = torch.arange(len(samples), device=device, dtype=torch.float32) * width
+            blocks = torch.arange(len(samples), device=device) * width
             offsets = torch.repeat_interleave(blocks, torch.tensor(lengths, device=device))
             if len(self._offsets) > 64:  # models with changing gradient sets: keep memory bounded
                 self._offsets.clear()
             self._offsets[key] = offsets
         flat = torch.cat([s.reshape(-1).float() for s in samples])
-        index = log_magnitude_bins(flat).add_(offsets)
-        total = len(samples) * width
-        counts = torch.histc(index, bins=total, min=-0.5, max=total - 0.5)
-        return counts.view(len(samples), width)[:, : schema.HIST_LEN]
+        index = log_magnitude_bins(flat).long().add_(offsets)
+        counts = torch.bincount(index, minlength=len(samples) * width)
+        return counts.view(len(samples), width)[:, : schema.HIST_LEN].float()
 
 
 def batched_histograms(samples: list[torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,144 @@
+"""Shared pieces of the dashboard benchmarks: the big synthetic run, a gunicorn server, a headless browser,
+and calling Dash callbacks over HTTP exactly as the browser does.
+
+Not a benchmark itself. The big run is generated once with the real RunWriter and reused across
+invocations (it is deterministic): GRADWATCH_BENCH_DIR (default /tmp/gradwatch-bench).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+BENCH_DIR = Path(os.environ.get("GRADWATCH_BENCH_DIR", "/tmp/gradwatch-bench"))
+BIG_STEPS = 200_000
+BIG_LAYERS = 20
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run"]
+
+
+def percentile(values, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
+
+
+def big_run(steps: int = BIG_STEPS, layers: int = BIG_LAYERS) -> tuple[Path, float | None]:
+    """The big run's log directory (generated if missing) and the generation time (None if reused).
+
+    200,000 logged optimizer steps (statistics every step) x 20 Linear layers' weights: 8 million
+    gradient/weight statistics rows, histograms every 100th step, 1 million scalars.
+    """
+    from tests.dashboard_fixtures import make_run
+
+    logdir = BENCH_DIR / f"big-{steps}x{layers}"
+    done = logdir / ".complete"
+    if done.exists():
+        return logdir, None
+    if logdir.exists():
+        import shutil
+
+        shutil.rmtree(logdir)
+    start = time.perf_counter()
+    make_run(logdir, "big", steps=steps, layers=layers, every=1, epochs=100, bias=False, activations=False,
+             hist_every=100, step_seconds=0.01)
+    elapsed = time.perf_counter() - start
+    done.write_text(json.dumps({"generated_s": elapsed}))
+    return logdir, elapsed
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Gunicorn:
+    def __init__(self, logdir: Path, cache_dir: Path, workers: int = 2, threads: int = 4, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        environment = dict(os.environ, GRADWATCH_LOGDIR=str(logdir), GRADWATCH_CACHE_DIR=str(cache_dir),
+                           PYTHONPATH=str(REPO), **env)
+        self.log = open(cache_dir.parent / f"gunicorn-{self.port}.log", "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "--timeout", "300",
+             "-b", f"127.0.0.1:{self.port}", "dashboard.wsgi:server"],
+            cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=20)
+        self.log.close()
+
+
+class DashClient:
+    """Calls callbacks over HTTP like the browser: POST /_dash-update-component."""
+
+    def __init__(self, base_url: str):
+        import requests
+
+        self.base = base_url
+        self.session = requests.Session()
+        self.deps = self.session.get(base_url + "/_dash-dependencies").json()
+
+    def spec(self, output_prefix: str) -> dict:
+        """The callback whose output string equals, else starts with, `output_prefix`."""
+        exact = [d for d in self.deps if d["output"] == output_prefix]
+        return exact[0] if exact else next(d for d in self.deps if d["output"].startswith(output_prefix))
+
+    def call(self, output_prefix: str, values: dict, changed: str) -> tuple[float, int, dict | None]:
+        """(seconds, response bytes, json) for one callback request."""
+        spec = self.spec(output_prefix)
+        outputs = []
+        for part in spec["output"].strip(".").split("..."):
+            ident, prop = part.rsplit(".", 1)
+            outputs.append({"id": ident, "property": prop})
+        body = {
+            "output": spec["output"], "outputs": outputs if len(outputs) > 1 else outputs[0],
+            "inputs": [dict(i, value=values.get(i["id"])) for i in spec["inputs"]],
+            "state": [dict(s, value=values.get(s["id"])) for s in spec.get("state", [])],
+            "changedPropIds": [changed],
+        }
+        start = time.perf_counter()
+        response = self.session.post(self.base + "/_dash-update-component", json=body)
+        elapsed = time.perf_counter() - start
+        if response.status_code == 204:
+            return elapsed, 0, None
+        response.raise_for_status()
+        return elapsed, len(response.content), response.json()
+
+
+def launch_browser():
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return playwright, browser
+
+
+if __name__ == "__main__":
+    path, seconds = big_run()
+    print(json.dumps({"big_run": str(path), "generated_s": seconds}))
