@@ -57,7 +57,7 @@ def main() -> None:
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         x, y = batch(torch.Generator().manual_seed(1))
 
-        def train(n):
+        def train(n, model=model, opt=opt, x=x, y=y):
             start = time.perf_counter()
             for _ in range(n):
                 opt.zero_grad(set_to_none=True)
