@@ -92,7 +92,11 @@ class ActivationAccumulator:
         """Few passes, host arithmetic in between (reading a CPU scalar costs no sync)."""
         n = float(y.numel())
         total = float(y.sum())
-        sumsq = float(torch.linalg.vector_norm(y)) ** 2
+        flat = y.reshape(-1)
+        if flat.dtype in (torch.float32, torch.float64):
+            sumsq = float(torch.dot(flat, flat))  # BLAS: ~2x faster than vector_norm on CPU
+        else:
+            sumsq = float(torch.linalg.vector_norm(flat.float())) ** 2
         nonfinite = 0.0
         if not math.isfinite(sumsq):
             nonfinite = float((~torch.isfinite(y)).sum())

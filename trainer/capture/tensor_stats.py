@@ -50,6 +50,7 @@ class SampleIndex:
 # var = (|x|^2 - n*mean^2)/(n-1) cancels badly when n*mean^2 is most of |x|^2 (batch-norm
 # weights near 1, say). Above this share the spread is measured directly, around the mean.
 CANCELLATION_SHARE = 0.99
+BLAS_DTYPES = (torch.float32, torch.float64)
 M_NORM, M_SUM, M_MIN, M_MAX, M_NUMEL, M_CENTRED = range(6)
 N_MOMENTS = 6
 
@@ -58,7 +59,7 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     """[len(tensors), 6] float32 on the tensors' device: norm, sum, min, max, numel, centred norm.
 
     Every statistic uses every element (a sampled mean of a gradient is noise: its mean is
-    usually far below its spread). Three passes per tensor on CPU: norm, sum, aminmax.
+    usually far below its spread). Three passes per tensor on CPU: dot(x, x), sum, aminmax.
     - the centred norm |x - mean| is NaN ("derive std from norm and mean") except where that
       derivation would cancel (n*mean^2 close to |x|^2, batch-norm weights near 1): those tensors
       get an exact sum and centred norm, on CPU after a cheap test, on accelerators always (the
@@ -69,7 +70,9 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     device = tensors[0].device
     if device.type != "cpu":
         return _moment_stats_accelerator(tensors)
-    norms = torch._foreach_norm(tensors)
+    # BLAS dot(x, x) is ~2x faster than _foreach_norm / vector_norm on CPU.
+    flats = [t.reshape(-1) for t in tensors]
+    norms = [torch.dot(f, f).sqrt() if f.dtype in BLAS_DTYPES else torch.linalg.vector_norm(f) for f in flats]
     sums = [t.sum() for t in tensors]
     mins, maxs = [], []
     for t in tensors:
