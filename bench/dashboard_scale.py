@@ -111,8 +111,18 @@ def poll_payloads(tmp: Path) -> list[dict]:
     return out
 
 
+def small_run(logdir: Path) -> str:
+    """A 300-step run with the same 20 layers beside the big one: the size-independent baseline."""
+    from tests.dashboard_fixtures import make_run
+
+    if not (logdir / "small").exists():
+        make_run(logdir, "small", steps=300, layers=20, every=1, epochs=10, bias=False, activations=False)
+    return "small"
+
+
 def main() -> int:
     logdir, generated = big_run()
+    small_run(logdir)
     results = {"steps": 200_000, "layers": 20, "generated_s": None if generated is None else round(generated, 1)}
     cache = Path(tempfile.mkdtemp(prefix="gw-scale-cache-", dir=BENCH_DIR))
     server = Gunicorn(logdir, cache / "c")
@@ -128,6 +138,7 @@ def main() -> int:
             cold = first_paint(context, server.url + "/run?run=big")  # cold server cache, empty browser cache
             timings = time_callbacks(client, "big", info, "warm")
             warm = first_paint(context, server.url + "/run?run=big")  # a returning viewer
+            small = first_paint(context, server.url + "/run?run=small")  # same page, 300 steps
         finally:
             browser.close()
             playwright.stop()
@@ -143,7 +154,8 @@ def main() -> int:
         server.stop()
         shutil.rmtree(cache, ignore_errors=True)
     payloads = poll_payloads(Path(tempfile.mkdtemp(prefix="gw-poll-", dir=BENCH_DIR)))
-    for label, paint in (("first visit (cold server and browser caches)", cold), ("returning viewer (warm)", warm)):
+    for label, paint in (("first visit (cold server and browser caches)", cold), ("returning viewer (warm)", warm),
+                         ("returning viewer, a 300-step run (baseline)", small)):
         print(f"{label}: shell {paint['shell_s']:.2f} s, first chart {paint['first_paint_s']:.2f} s, "
               f"all charts {paint['all_charts_s']:.2f} s")
     print(f"index page: {index_s * 1000:.0f} ms")
@@ -158,6 +170,8 @@ def main() -> int:
     results.update(shell_cold_s=cold["shell_s"], shell_warm_s=warm["shell_s"],
                    first_paint_cold_s=cold["first_paint_s"], first_paint_warm_s=warm["first_paint_s"],
                    all_charts_cold_s=cold["all_charts_s"], all_charts_warm_s=warm["all_charts_s"],
+                   first_paint_small_run_s=small["first_paint_s"],
+                   first_paint_ratio_big_to_small=round(warm["first_paint_s"] / small["first_paint_s"], 2),
                    index_ms=round(index_s * 1000, 1), callbacks=cold_timings + timings,
                    worst_callback_ms=worst, poll=payloads)
     print(json.dumps({"bench": "dashboard_scale", **results}))

@@ -144,8 +144,8 @@ def test_reader_thread_polling_a_fast_writer_sees_every_record_once_in_order(tmp
                 rows = [(t, k, (float(step), 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, float("nan"), float("nan")), hist)
                         for t in (1, 2, 3) for k in (0, 1)]
                 writer.add_layer_record(LayerRecord(step, time.time(), None, rows=rows))
-            if i % 100 == 0:
-                time.sleep(0.01)  # let the reader in between commits
+            if i % 25 == 0:
+                time.sleep(0.01)  # let the reader in between commits (>= 0.6 s of writing in all)
         writer.flush()
     finally:
         writer.set_meta_now(status="finished")

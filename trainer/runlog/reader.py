@@ -235,7 +235,13 @@ class RunReader:
         return df, cursor
 
     def scalar_names(self) -> list[str]:
-        return [r[0] for r in self._query("SELECT DISTINCT name FROM scalars ORDER BY name")]
+        # A skip-scan over the (name, ...) index: one probe per distinct name, not per row.
+        rows = self._query(
+            "WITH RECURSIVE names(name) AS (SELECT MIN(name) FROM scalars UNION ALL"
+            " SELECT (SELECT MIN(name) FROM scalars WHERE name > names.name) FROM names"
+            " WHERE names.name IS NOT NULL) SELECT name FROM names WHERE name IS NOT NULL"
+        )
+        return [r[0] for r in rows]
 
     def scalar_series(self, name: str, rank: int = 0) -> pd.DataFrame:
         """One scalar over steps (columns step, value, wall); a later record for a step wins."""
@@ -264,7 +270,10 @@ class RunReader:
         sql = (
             "SELECT s.seq, s.step, s.tensor_id, t.name, t.layer, t.param, s.kind, s.norm, s.mean,"
             " s.std, s.min, s.max, s.nan_count, s.inf_count, s.zero_frac, s.extra, s.dead_frac"
-            " FROM stats s JOIN tensors t ON t.id = s.tensor_id WHERE s.seq > ?"
+            " FROM stats s JOIN tensors t ON t.id = s.tensor_id"
+            # With a step range, `+s.seq` keeps SQLite from scanning by rowid so it uses the
+            # step index; without one, the rowid range (seq > cursor) is the fast path.
+            + (" WHERE +s.seq > ?" if step_min is not None or step_max is not None else " WHERE s.seq > ?")
         )
         params: list[Any] = [after_seq]
         if kinds:
@@ -355,7 +364,8 @@ class RunReader:
     def counts(self) -> dict:
         """Cheap totals for listings: steps logged, last step, scalar count."""
         (steps_logged, last_step), = self._query("SELECT COUNT(*), MAX(step) FROM steps")
-        (scalar_last,), = self._query("SELECT MAX(step) FROM scalars")
+        # The newest scalar's step (by seq: an index-free O(1) lookup) stands for the last one.
+        scalar_last = next(iter(self._query("SELECT step FROM scalars ORDER BY seq DESC LIMIT 1")), (None,))[0]
         return {
             "steps_logged": int(steps_logged),
             "last_step": None if last_step is None and scalar_last is None else max(

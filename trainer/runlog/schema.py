@@ -172,7 +172,8 @@ CREATE TABLE IF NOT EXISTS scalars (
     wall  REAL NOT NULL,
     rank  INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS scalars_name_step ON scalars(name, step);
+-- Covering index: one scalar's series reads from the index alone (no table lookups).
+CREATE INDEX IF NOT EXISTS scalars_series ON scalars(name, rank, step, value);
 CREATE TABLE IF NOT EXISTS flags (
     seq         INTEGER PRIMARY KEY,
     raised_step INTEGER NOT NULL,     -- step at which the live trainer raised it

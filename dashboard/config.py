@@ -1,0 +1,121 @@
+"""The dashboard's settings: where runs live, who may write, where the private cache is.
+
+One `Settings` object per app, built from command-line flags (`python -m dashboard`) or from
+environment variables (`dashboard.wsgi` under gunicorn), stored on the Flask app so every worker
+and every callback reads the same values. Nothing here is per-process state that workers share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LOGDIR = "logs"
+DEFAULT_MAX_JOBS = 4
+DEFAULT_POLL_MS = 250
+ENV_LOGDIR = "GRADWATCH_LOGDIR"
+ENV_READ_ONLY = "GRADWATCH_READ_ONLY"
+ENV_MAX_JOBS = "GRADWATCH_MAX_JOBS"
+ENV_CACHE_DIR = "GRADWATCH_CACHE_DIR"
+ENV_POLL_MS = "GRADWATCH_POLL_MS"
+ENV_USER = "GRADWATCH_USER"
+ENV_PASSWORD = "GRADWATCH_PASSWORD"
+FLASK_CONFIG_KEY = "GRADWATCH_SETTINGS"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it, its value and what would be valid."""
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    logdir: Path
+    read_only: bool = False
+    max_jobs: int = DEFAULT_MAX_JOBS
+    cache_dir: Path | None = None
+    poll_ms: int = DEFAULT_POLL_MS
+    auth_user: str | None = field(default=None, repr=False)
+    auth_password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "logdir", Path(self.logdir).resolve())
+        if self.max_jobs < 0:
+            raise SettingsError(f"max concurrent runs must be >= 0, got {self.max_jobs}")
+        if not 100 <= self.poll_ms <= 60_000:
+            raise SettingsError(f"poll interval must be 100..60000 ms, got {self.poll_ms}")
+        if bool(self.auth_user) != bool(self.auth_password):
+            raise SettingsError(f"set both {ENV_USER} and {ENV_PASSWORD} for basic auth, or neither")
+        if self.cache_dir is None:
+            object.__setattr__(self, "cache_dir", default_cache_dir(self.logdir))
+        else:
+            object.__setattr__(self, "cache_dir", Path(self.cache_dir))
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_user and self.auth_password)
+
+    @property
+    def jobs_dir(self) -> Path:
+        # A dot-folder: list_runs skips it, so job files never show as broken runs.
+        return self.logdir / ".jobs"
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> Settings:
+        env = os.environ if environ is None else environ
+        values = dict(
+            logdir=Path(env.get(ENV_LOGDIR) or DEFAULT_LOGDIR),
+            read_only=_truthy(env.get(ENV_READ_ONLY)),
+            max_jobs=_int_env(env, ENV_MAX_JOBS, DEFAULT_MAX_JOBS),
+            cache_dir=Path(env[ENV_CACHE_DIR]) if env.get(ENV_CACHE_DIR) else None,
+            poll_ms=_int_env(env, ENV_POLL_MS, DEFAULT_POLL_MS),
+            auth_user=env.get(ENV_USER) or None,
+            auth_password=env.get(ENV_PASSWORD) or None,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _int_env(env, name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def default_cache_dir(logdir: Path) -> Path:
+    """A cache folder private to this user and log directory (never inside the log directory,
+    which may be shared storage: diskcache unpickles what it reads)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    if not os.access(base.parent if not base.exists() else base, os.W_OK):
+        base = Path(tempfile.gettempdir())
+    digest = hashlib.sha256(str(logdir).encode()).hexdigest()[:16]
+    return base / "gradwatch" / f"dashboard-{os.getuid()}-{digest}"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create `path` with mode 0700 and refuse one that another user owns or can write."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        raise SettingsError(f"cache directory {str(path)!r} belongs to another user; choose one of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        os.chmod(path, 0o700)
+    return path
+
+
+def validate_logdir(logdir: Path) -> Path:
+    if logdir.exists() and not logdir.is_dir():
+        raise SettingsError(f"log directory {str(logdir)!r} exists and is not a directory")
+    logdir.mkdir(parents=True, exist_ok=True)
+    return logdir

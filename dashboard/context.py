@@ -1,0 +1,21 @@
+"""What every page needs from the app: its settings, the run store and the job manager."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Settings
+from .data import RunStore
+from .jobs import JobManager
+
+
+@dataclass(frozen=True)
+class AppContext:
+    settings: Settings
+    store: RunStore
+    jobs: JobManager
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppContext:
+        return cls(settings, RunStore(settings.logdir, settings.cache_dir),
+                   JobManager(settings.logdir, settings.max_jobs))

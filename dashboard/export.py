@@ -1,0 +1,148 @@
+"""A run's report as one self-contained HTML file: figures (plotly.js inlined), flags, config, notes.
+
+    python -m dashboard export logs/20250101-120000-overfit-ab12 -o overfit.html
+    from dashboard.export import export_run; export_run(run_dir, "report.html")
+
+The figures are drawn by dashboard.figures, the builders of the live pages. All run text (names,
+config values, notes, flag explanations) is HTML-escaped: the file never carries markup from data.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import plotly.io as pio
+from plotly.offline import get_plotlyjs
+
+from . import ids
+from .components import RULE_TITLES, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
+from .data import RunNotFound, RunStore, config_summary, dataset_label, duration_s
+from .views import run as run_logic
+
+STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2430;margin:24px auto;max-width:1300px;
+padding:0 16px;font-size:14px}h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px;border-bottom:1px
+solid #e3e6ea;padding-bottom:4px}.muted{color:#6b7280}.badge{display:inline-block;padding:2px 8px;border-radius:10px;
+color:#fff;font-size:12px;font-weight:600}.critical{background:#c62828}.warning{background:#ef6c00}.info{background:#1565c0}
+.flag{border:1px solid #e3e6ea;border-left:5px solid #1565c0;border-radius:6px;padding:8px 12px;margin:10px 0}
+.flag.sev-critical{border-left-color:#c62828}.flag.sev-warning{border-left-color:#ef6c00}table{border-collapse:collapse}
+td,th{padding:3px 12px 3px 0;text-align:left;vertical-align:top;font-size:13px}th{color:#6b7280;font-weight:500}
+.grid{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:12px}pre{background:#f6f7f9;padding:8px;
+overflow:auto;font-size:12px}.note{border-bottom:1px solid #eee;padding:6px 0;white-space:pre-wrap}code{font-size:12px}
+"""
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _figure_div(fig, div_id: str) -> str:
+    return pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id,
+                       config={"displaylogo": False, "responsive": True})
+
+
+def _kv(items) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v if not isinstance(v, (dict, list)) else json.dumps(v))}</td></tr>"
+                   for k, v in items)
+    return f"<table>{rows}</table>"
+
+
+def _flags_html(flags: list[dict], config: dict) -> str:
+    if not flags:
+        return "<p class='muted'>No problems found.</p>"
+    parts = []
+    for flag in flags:
+        severity = flag.get("severity", "info")
+        evidence = _kv((k.replace("_", " "), fmt_number(v) if not isinstance(v, (dict, list)) else v)
+                       for k, v in (flag.get("evidence") or {}).items())
+        remedies = []
+        for i, text in enumerate(flag.get("remedies") or []):
+            rid = (flag.get("remedy_ids") or [None] * (i + 1))[i] if i < len(flag.get("remedy_ids") or []) else None
+            hint = f" <span class='muted'>(dashboard: {_e(remedy_href(rid, config))})</span>" \
+                if rid and remedy_href(rid, config) else ""
+            remedies.append(f"<li>{_e(text)}{hint}</li>")
+        layers = ", ".join(_e(layer) for layer in flag.get("layers") or []) or "whole run"
+        parts.append(
+            f"<div class='flag sev-{_e(severity)}'><span class='badge {_e(severity)}'>{_e(severity)}</span> "
+            f"<b>{_e(RULE_TITLES.get(flag.get('rule'), flag.get('rule')))}</b> "
+            f"<span class='muted'>{_e(fmt_steps(flag.get('first_step'), flag.get('last_step')))} · {layers}</span>"
+            f"<p>{_e(flag.get('explanation'))}</p><details><summary>evidence</summary>{evidence}</details>"
+            + (f"<b>Remedies</b><ul>{''.join(remedies)}</ul>" if remedies else "") + "</div>")
+    return "".join(parts)
+
+
+def render_report(store: RunStore, run_id: str) -> str:
+    """The report of one run of `store` as an HTML string (RunNotFound for a bad id)."""
+    info = store.run_info(run_id)
+    meta = info["meta"]
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    flags_result = store.flags(run_id, status=info["status"])
+    flags = flags_result["flags"]
+    notes = store.notes(run_id)
+    scalars = run_logic.scalars_impl(store, run_id, None, notes, flags)["figures"]
+    scalars.update(run_logic.signals_impl(store, run_id, None, notes)["figures"])
+    layer_for = info["param_layers"][0] if info["param_layers"] else None
+    layers = run_logic.layers_impl(store, run_id, None, None, notes, flags)["figures"]
+    hist = run_logic.hist_impl(store, info, layer_for, None, None, notes)["figures"]
+    flow = run_logic.flow_impl(store, run_id, None, None)["figure"]
+    epochs = run_logic.epochs_impl(store, run_id, None)
+
+    charts = [
+        ("loss", scalars[ids.FIG_LOSS]), ("accuracy", scalars[ids.FIG_ACC]), ("flow", flow),
+        ("gradtime", layers[ids.FIG_GRAD_TIME]), ("histgrad", hist[ids.FIG_HIST_GRAD]),
+        ("histweight", hist[ids.FIG_HIST_WEIGHT]), ("ratio", layers[ids.FIG_RATIO]), ("act", layers[ids.FIG_ACT]),
+    ]
+    grid = "".join(f"<div>{_figure_div(fig, f'fig-{name}')}</div>" for name, fig in charts)
+    wide = _figure_div(epochs, "fig-epochs") + _figure_div(scalars[ids.FIG_SIGNALS], "fig-signals")
+    results = meta.get("results") if isinstance(meta.get("results"), dict) else {}
+    notes_html = "".join(
+        f"<div class='note'><b>{_e(n.get('author'))}</b> <span class='muted'>{_e(fmt_time(n.get('wall')))}"
+        f"{' · step ' + _e(n.get('step')) if n.get('step') is not None else ''}"
+        f"{' · ' + _e(n.get('layer')) if n.get('layer') else ''}</span><br>{_e(n.get('text'))}</div>"
+        for n in notes) or "<p class='muted'>No notes.</p>"
+    summary = meta.get("model_summary") if isinstance(meta.get("model_summary"), dict) else {}
+    title = str(meta.get("name") or run_id)
+    head = (f"{_e(info['status'])} · {_e(dataset_label(meta.get('dataset')))} · {_e(config_summary(config))} · "
+            f"started {_e(fmt_time(meta.get('started')))} · {_e(fmt_duration(duration_s(meta, info['status'])))}")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>gradwatch report: {_e(title)}</title>
+<meta name="generator" content="gradwatch dashboard export"><style>{STYLE}</style>
+<script type="text/javascript">{get_plotlyjs()}</script></head>
+<body>
+<h1>{_e(title)}</h1><div class="muted">run <code>{_e(run_id)}</code> · {head}</div>
+{f"<p style='color:#c62828'><b>Error:</b> {_e(meta.get('error'))}</p>" if meta.get('error') else ''}
+<h2>Flags</h2>{_flags_html(flags, config)}
+<h2>Charts</h2><div class="grid">{grid}</div>{wide}
+<h2>Team notes</h2>{notes_html}
+<h2>Configuration</h2>{_kv(sorted(config.items()))}
+<h2>Dataset</h2>{_kv(sorted(meta['dataset'].items())) if isinstance(meta.get('dataset'), dict) else _e(meta.get('dataset'))}
+<h2>Results</h2>{_kv((k, v) for k, v in results.items()) if results else "<p class='muted'>none</p>"}
+<h2>Model</h2>{_kv([("class", summary.get("class")), ("parameters", summary.get("parameters")),
+                     ("trainable", summary.get("trainable"))])}<pre>{_e(summary.get("text"))}</pre>
+<h2>Run</h2>{_kv([("host", meta.get("host")), ("pid", meta.get("pid")), ("started", fmt_time(meta.get("started"))),
+                  ("ended", fmt_time(meta.get("ended"))), ("git commit", meta.get("git_commit")),
+                  ("python / torch", f"{meta.get('python')} / {meta.get('torch')}"),
+                  ("logged steps", info.get("logged_count")), ("dropped histograms", meta.get("dropped_histograms", 0)),
+                  ("dropped records", meta.get("dropped_records", 0))])}
+</body></html>
+"""
+
+
+def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = None,
+               cache_dir: str | os.PathLike | None = None) -> Path:
+    """Write the report of the run folder `run_dir` to `output` (default: <run_dir>/report.html).
+    Raises RunNotFound (a RunLogError) with a clear message for a folder that is not a readable run."""
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise RunNotFound(f"{str(run_dir)!r} is not a run folder (not a directory)")
+    store = RunStore(run_dir.parent, cache_dir)
+    report = render_report(store, run_dir.name)
+    out = Path(output) if output else run_dir / "report.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(report, encoding="utf-8")
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,561 @@
+"""Pure figure builders: plain data (from dashboard.data) in, plotly go.Figure out.
+
+The same builders draw the live page, the page of a finished run, the Compare page and the exported
+HTML report, so the views cannot drift apart. Every trace that the live poller may extend carries a
+`meta` key ("scalar:train_loss", "layer:net.0", ...): `trace_keys(fig)` lists them in trace order so
+new points go to the right trace. Step-based charts keep trace 0 for team notes (markers on an
+overlay axis at the top of the plot), so a new note replaces that trace and touches nothing else.
+
+User text (notes) reaches figures only through `escape_text`: plotly renders a subset of HTML in
+hover labels and annotations, so `<`, `>` and `&` are escaped to show as typed.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from trainer.runlog import schema as log_schema
+
+UPDATE_RATIO_GUIDE = 1e-3  # Karpathy's rule of thumb: |dW|/|W| around 1e-3 per step
+NOTES_KEY = "notes"
+RUN_COLORS = qualitative.Plotly + qualitative.D3
+SEVERITY_COLORS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0"}
+TRAIN_COLOR, VAL_COLOR, TRAIN_STEP_COLOR = "#1f77b4", "#d62728", "rgba(31,119,180,0.35)"
+# A small template (the look of "plotly_white"): the named template is ~6 kB per figure and ~15 ms to
+# validate each time it is applied; this one is built once and costs ~1 ms.
+_AXIS = dict(gridcolor="#ebf0f8", linecolor="#ebf0f8", zerolinecolor="#ebf0f8", ticks="", automargin=True)
+TEMPLATE = go.layout.Template(layout=dict(
+    paper_bgcolor="white", plot_bgcolor="white", colorway=qualitative.Plotly, font=dict(color="#2a3f5f"),
+    xaxis=_AXIS, yaxis=_AXIS, hoverlabel=dict(align="left"),
+))
+BASE_LAYOUT = dict(
+    template=TEMPLATE,
+    margin=dict(l=60, r=20, t=78, b=44),
+    legend=dict(orientation="h", yanchor="bottom", y=1.01, xanchor="left", x=0, font=dict(size=10)),
+    hovermode="x unified",
+    font=dict(size=12),
+)
+# Figures with subplot titles keep their legend at the right, clear of the titles.
+RIGHT_LEGEND = dict(orientation="v", yanchor="top", y=1.0, xanchor="left", x=1.01, font=dict(size=10))
+LOSS_NAMES = ("train_loss", "epoch_train_loss", "val_loss")
+ACC_NAMES = ("train_acc", "val_acc")
+HIDDEN_SCALARS = ("epoch",)
+
+
+def escape_text(text) -> str:
+    """User text for plotly labels: escaped so it shows as typed, never as markup."""
+    return html.escape(str(text if text is not None else ""), quote=False)
+
+
+def scalar_group(name: str) -> str | None:
+    """Which run-page chart shows a scalar: 'loss', 'accuracy', 'signals' or None (hidden)."""
+    if name in HIDDEN_SCALARS:
+        return None
+    lowered = name.lower()
+    if "loss" in lowered:
+        return "loss"
+    if "acc" in lowered:
+        return "accuracy"
+    return "signals"
+
+
+def layer_colors(layers: list[str]) -> dict[str, str]:
+    """Colours by depth (dark = first layer, yellow = last), the same in every per-layer chart."""
+    if not layers:
+        return {}
+    if len(layers) == 1:
+        return {layers[0]: sample_colorscale("Viridis", [0.0])[0]}
+    points = [i / (len(layers) - 1) * 0.9 for i in range(len(layers))]
+    return dict(zip(layers, sample_colorscale("Viridis", points)))
+
+
+def run_color(index: int) -> str:
+    return RUN_COLORS[index % len(RUN_COLORS)]
+
+
+def plain(values, sig: int | None = None) -> np.ndarray:
+    """Values for a trace that the live poller extends: an object array (NaN/Inf -> None), optionally
+    rounded to `sig` significant digits (display precision; a third of the JSON).
+
+    plotly.py sends numeric numpy arrays as typed-array blobs, which Plotly.extendTraces cannot
+    extend; an object array is sent as a plain JSON list and still validates as fast as numpy."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr)
+        if sig is not None:
+            arr = round_sig(arr, sig)
+        out = arr.astype(object)
+        out[~finite] = None
+        return out
+    return arr.astype(object)
+
+
+def round_sig(values, sig: int) -> np.ndarray:
+    """Round to `sig` significant digits, elementwise (NaN/Inf/0 unchanged)."""
+    arr = np.asarray(values, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = np.floor(np.log10(np.abs(arr)))
+        exponent = np.where(np.isfinite(exponent), exponent, 0)
+        decimals = (sig - 1 - exponent).astype(np.int64)
+        scale = np.power(10.0, decimals)
+        rounded = np.round(arr * scale) / scale
+    return np.where(np.isfinite(rounded), rounded, arr)
+
+
+def trace_keys(fig: go.Figure | dict) -> list:
+    data = fig["data"] if isinstance(fig, dict) else fig.data
+    return [(t.get("meta") if isinstance(t, dict) else t.meta) for t in data]
+
+
+def empty_figure(message: str, height: int = 260) -> go.Figure:
+    fig = go.Figure(layout=dict(BASE_LAYOUT, height=height))
+    fig.update_layout(
+        xaxis=dict(visible=False), yaxis=dict(visible=False),
+        annotations=[dict(text=escape_text(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                          font=dict(size=13, color="#666"))],
+    )
+    return fig
+
+
+# ---- notes and markers ----------------------------------------------------------------------------
+def notes_trace_values(notes: list[dict]) -> dict:
+    """x / y / hovertext of the notes trace (markers at the top of a step chart)."""
+    located = [n for n in notes if n.get("step") is not None]
+    text = []
+    for note in located:
+        where = f"step {note['step']}" + (f", {escape_text(note['layer'])}" if note.get("layer") else "")
+        text.append(f"<b>{escape_text(note.get('author') or 'anonymous')}</b> ({where})<br>"
+                    f"{escape_text(note.get('text', ''))[:300]}")
+    return {"x": [int(n["step"]) for n in located], "y": [0.97] * len(located), "hovertext": text}
+
+
+def _add_notes_trace(fig: go.Figure, notes: list[dict], overlay: str = "y99", base_axis: str = "y") -> None:
+    values = notes_trace_values(notes)
+    fig.add_trace(go.Scatter(
+        x=values["x"], y=values["y"], hovertext=values["hovertext"], hoverinfo="text", mode="markers",
+        marker=dict(symbol="triangle-down", size=11, color="#6a1b9a", line=dict(width=1, color="white")),
+        name="notes", meta=NOTES_KEY, yaxis=overlay, showlegend=bool(values["x"]), cliponaxis=False,
+    ))
+    axis_name = "yaxis" + overlay[1:]
+    fig.layout[axis_name] = dict(range=[0, 1], overlaying=base_axis, visible=False, fixedrange=True)
+
+
+def _mark_selected_step(fig: go.Figure, step: int | None, **where) -> None:
+    if step is not None:
+        fig.add_vline(x=step, line=dict(color="#888", width=1, dash="dot"), **where)
+
+
+def _step_range(fig: go.Figure, step_range: tuple | None, **where) -> None:
+    if step_range and step_range[0] is not None and step_range[1] is not None:
+        fig.update_xaxes(range=[step_range[0], step_range[1]], autorange=False, **where)
+
+
+def _base(fig: go.Figure, title: str, height: int, uirevision: str | None, legend_right: bool = False) -> go.Figure:
+    fig.update_layout(BASE_LAYOUT, height=height, uirevision=uirevision,
+                      title=dict(text=title, x=0.01, xanchor="left", y=0.985, yanchor="top", font=dict(size=14)))
+    if legend_right:
+        fig.update_layout(legend=RIGHT_LEGEND, margin=dict(r=110, t=60))
+    return fig
+
+
+# ---- scalar charts -----------------------------------------------------------------------------
+def _scalar_trace(s: dict, name: str, **style) -> go.Scatter:
+    return go.Scatter(x=plain(s["steps"]), y=plain(s["values"], sig=7), name=name, meta=f"scalar:{name}", **style)
+
+
+def _bad_marker_trace(s: dict, name: str, y: float) -> go.Scatter:
+    return go.Scatter(
+        x=s["bad_steps"], y=[y] * len(s["bad_steps"]), mode="markers", name=f"{name} NaN/Inf",
+        marker=dict(symbol="x", color="#c62828", size=9), meta=f"bad:{name}",
+        hovertemplate=f"{name} is NaN/Inf at step %{{x}}<extra></extra>",
+    )
+
+
+def _style_for(name: str) -> dict:
+    if name == "train_loss":
+        return dict(mode="lines", line=dict(color=TRAIN_STEP_COLOR, width=1), name="train loss (per step)")
+    if name in ("epoch_train_loss", "train_acc"):
+        return dict(mode="lines+markers", line=dict(color=TRAIN_COLOR, width=2), marker=dict(size=6))
+    if name in ("val_loss", "val_acc"):
+        return dict(mode="lines+markers", line=dict(color=VAL_COLOR, width=2), marker=dict(size=6))
+    return dict(mode="lines", line=dict(width=1.5))
+
+
+def scalar_chart(series: dict[str, dict], group: str, *, notes=(), overfitting: dict | None = None,
+                 step_range: tuple | None = None, selected_step: int | None = None, uirevision: str | None = None,
+                 height: int = 360) -> go.Figure:
+    """Loss or accuracy curves (training vs validation) over optimizer steps.
+
+    series: name -> {"steps", "values", "bad_steps"} (see data.ScalarSeries.as_lists).
+    overfitting: {"best_step", "best_epoch", "onset_step", "last_step"} marks the best epoch and the
+    overfitting stretch when the rule fired.
+    """
+    title = {"loss": "Loss: training vs validation", "accuracy": "Accuracy: training vs validation"}.get(group, group)
+    fig = go.Figure()
+    _add_notes_trace(fig, list(notes))
+    preferred = LOSS_NAMES if group == "loss" else ACC_NAMES
+    names = [n for n in preferred if n in series] + sorted(
+        n for n in series if n not in preferred and scalar_group(n) == group)
+    if not names:
+        return empty_figure(f"no {group} logged yet", height=height)
+    top = _finite_max([series[n]["values"] for n in names])
+    for name in names:
+        style = _style_for(name)
+        label = style.pop("name", name.replace("_", " "))
+        fig.add_trace(_scalar_trace(series[name], label, **style))
+        fig.data[-1].meta = f"scalar:{name}"
+    for name in names:
+        if len(series[name]["bad_steps"]):
+            fig.add_trace(_bad_marker_trace(series[name], name, top))
+    if group == "loss" and overfitting:
+        _mark_overfitting(fig, overfitting)
+    _mark_selected_step(fig, selected_step)
+    fig.update_xaxes(title_text="optimizer step")
+    if group == "accuracy":
+        fig.update_yaxes(rangemode="tozero")
+    _step_range(fig, step_range)
+    return _base(fig, title, height, uirevision)
+
+
+def _finite_max(arrays) -> float:
+    best = -math.inf
+    for values in arrays:
+        arr = np.asarray(values, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if len(arr):
+            best = max(best, float(arr.max()))
+    return best if math.isfinite(best) else 1.0
+
+
+def _mark_overfitting(fig: go.Figure, marks: dict) -> None:
+    best_step, onset, last = marks.get("best_step"), marks.get("onset_step"), marks.get("last_step")
+    if onset is not None and last is not None and last > onset:
+        fig.add_vrect(x0=onset, x1=last, fillcolor="rgba(198,40,40,0.08)", line_width=0,
+                      annotation_text="overfitting", annotation_position="top right",
+                      annotation_font=dict(color="#c62828", size=11))
+    if best_step is not None:
+        label = f"best epoch {marks['best_epoch']}" if marks.get("best_epoch") is not None else "best"
+        fig.add_vline(x=best_step, line=dict(color="#2e7d32", width=2, dash="dash"),
+                      annotation_text=label, annotation_position="top left",
+                      annotation_font=dict(color="#2e7d32", size=11))
+
+
+def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selected_step=None, uirevision=None,
+                  height_per_row: int = 150) -> go.Figure:
+    """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts."""
+    names = sorted(n for n in series if scalar_group(n) == "signals")
+    preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", "lr") if n in names]
+    names = preferred + [n for n in names if n not in preferred]
+    if not names:
+        return empty_figure("no other scalars logged", height=160)
+    rows = len(names)
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
+                        subplot_titles=[n.replace("_", " ") for n in names])
+    _add_notes_trace(fig, list(notes))
+    for row, name in enumerate(names, start=1):
+        s = series[name]
+        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=name,
+                                 meta=f"scalar:{name}",
+                                 line=dict(width=1.3, color=run_color(row - 1)), showlegend=False), row=row, col=1)
+        values = np.asarray(s["values"], dtype=float)
+        positive = values[np.isfinite(values)]
+        if name.startswith("grad_norm") and len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+            fig.update_yaxes(type="log", row=row, col=1)
+        elif len(positive) and positive.min() == positive.max():
+            # A constant (a fixed learning rate): centre it instead of plotly's default -0.5..1.5 span.
+            v = float(positive[0])
+            pad = abs(v) * 0.5 or 1.0
+            fig.update_yaxes(range=[v - pad, v + pad], row=row, col=1)
+        if len(s["bad_steps"]):
+            fig.add_trace(_bad_marker_trace(s, name, _finite_max([values])), row=row, col=1)
+    fig.update_xaxes(title_text="optimizer step", row=rows, col=1)
+    _mark_selected_step(fig, selected_step)
+    _step_range(fig, step_range)
+    fig = _base(fig, "Training signals", 70 + height_per_row * rows, uirevision, legend_right=True)
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+# ---- per-layer charts ------------------------------------------------------------------------------
+def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height: int = 370,
+                        uirevision: str | None = None) -> go.Figure:
+    """Per-layer gradient norm at one step, log scale, layers in forward order (input -> output)."""
+    layers = flow.get("layers") or []
+    if not layers:
+        return empty_figure("no gradient statistics logged yet", height=height)
+    norms = np.asarray(flow["grad_norm"], dtype=float)
+    biggest = np.asarray(flow.get("grad_max_abs") or [np.nan] * len(layers), dtype=float)
+    bad = np.asarray(flow.get("nonfinite") or [0] * len(layers))
+    colors = layer_colors(layers)
+    bar_colors = []
+    for layer, b in zip(layers, bad):
+        if b > 0:
+            bar_colors.append("#c62828")
+        elif selected_layer and layer != selected_layer:
+            bar_colors.append(_fade(colors[layer]))
+        else:
+            bar_colors.append(colors[layer])
+    finite = np.isfinite(norms) & (norms > 0)
+    shown = np.where(finite, norms, np.nan)
+    top = float(np.nanmax(shown)) if finite.any() else 1.0
+    text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=layers, y=np.where(finite, norms, top), marker=dict(color=bar_colors, line=dict(width=0)),
+        name="gradient norm", text=text, textposition="outside", meta="flow",
+        customdata=np.stack([norms, biggest, bad], axis=1),
+        hovertemplate="%{x}<br>|grad| = %{customdata[0]:.3e}<br>max |g| = %{customdata[1]:.3e}"
+                      "<br>NaN/Inf elements: %{customdata[2]}<extra></extra>",
+    ))
+    fig.add_trace(go.Scatter(x=layers, y=np.where(np.isfinite(biggest) & (biggest > 0), biggest, np.nan),
+                             mode="markers", name="max |gradient element|", meta="flow-max",
+                             marker=dict(symbol="line-ew-open", size=18, color="#333"), hoverinfo="skip"))
+    fig.update_yaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
+    fig.update_xaxes(title_text="layer (input → output)", type="category")
+    step = flow.get("step")
+    fig = _base(fig, f"Gradient flow at step {step}", height, uirevision)
+    fig.update_layout(hovermode="closest", bargap=0.25)
+    return fig
+
+
+def _fade(rgb: str) -> str:
+    if rgb.startswith("rgb("):
+        return rgb.replace("rgb(", "rgba(").replace(")", ",0.35)")
+    return rgb
+
+
+def layer_lines_chart(table, *, title: str, y_title: str, key_prefix: str = "layer", log_y: bool = False,
+                      guide: float | None = None, guide_label: str = "", selected_layer: str | None = None,
+                      notes=(), step_range=None, selected_step=None, uirevision=None, height: int = 360,
+                      colors: dict | None = None, empty_message: str = "nothing logged yet") -> go.Figure:
+    """One line per layer over steps (table: step index x layer columns, forward order)."""
+    if table is None or table.empty or table.shape[1] == 0:
+        return empty_figure(empty_message, height=height)
+    layers = list(table.columns)
+    colors = colors or layer_colors(layers)
+    fig = go.Figure()
+    _add_notes_trace(fig, list(notes))
+    steps = plain(table.index.to_numpy())
+    for layer in layers:
+        values = table[layer].to_numpy(dtype=float)
+        if log_y:
+            values = np.where(values > 0, values, np.nan)
+        chosen = selected_layer == layer
+        fig.add_trace(go.Scatter(
+            x=steps, y=plain(values, sig=5), mode="lines", name=layer, meta=f"{key_prefix}:{layer}",
+            line=dict(color=colors.get(layer), width=3.5 if chosen else 1.4),
+            opacity=1.0 if (chosen or not selected_layer) else 0.55, connectgaps=False,
+        ))
+    if guide is not None:
+        fig.add_hline(y=guide, line=dict(color="#c62828", width=1.5, dash="dash"),
+                      annotation_text=guide_label or f"{guide:g}", annotation_position="bottom right",
+                      annotation_font=dict(color="#c62828", size=11))
+    if log_y:
+        fig.update_yaxes(type="log", exponentformat="power")
+    fig.update_yaxes(title_text=y_title)
+    fig.update_xaxes(title_text="optimizer step")
+    _mark_selected_step(fig, selected_step)
+    _step_range(fig, step_range)
+    fig = _base(fig, title, height, uirevision, legend_right=len(layers) > 6)
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_range=None, selected_step=None,
+                     uirevision=None, height: int = 360) -> go.Figure:
+    """Fraction of saturated outputs (sigmoid/tanh at their rails) and of dead units (ReLU never
+    firing on a batch), per activation module over steps."""
+    has_sat = saturated is not None and not saturated.empty and saturated.shape[1] > 0
+    has_dead = dead is not None and not dead.empty and dead.shape[1] > 0
+    if not has_sat and not has_dead:
+        return empty_figure("no activation statistics (saturation needs sigmoid/tanh, dead units ReLU)",
+                            height=height)
+    panels = [(name, table) for name, table in (("saturated", saturated), ("dead", dead))
+              if table is not None and not table.empty and table.shape[1] > 0]
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True, horizontal_spacing=0.06,
+                        subplot_titles=[f"{name} fraction" for name, _ in panels])
+    _add_notes_trace(fig, list(notes))
+    layers = list(dict.fromkeys([c for _, t in panels for c in t.columns]))
+    colors = layer_colors(layers)
+    for col, (name, table) in enumerate(panels, start=1):
+        steps = plain(table.index.to_numpy())
+        for layer in table.columns:
+            chosen = selected_layer == layer
+            fig.add_trace(go.Scatter(
+                x=steps, y=plain(table[layer].to_numpy(dtype=float), sig=5), mode="lines", name=layer, legendgroup=layer,
+                showlegend=col == 1 or name == "dead" and layer not in (saturated.columns if has_sat else []),
+                meta=f"{name}:{layer}", line=dict(color=colors[layer], width=3.5 if chosen else 1.4),
+            ), row=1, col=col)
+        fig.update_xaxes(title_text="optimizer step", row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02], title_text="fraction", row=1, col=1)
+    _mark_selected_step(fig, selected_step)
+    _step_range(fig, step_range)
+    fig = _base(fig, "Activations: saturated and dead fractions", height, uirevision, legend_right=True)
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+# ---- histograms -----------------------------------------------------------------------------------
+HIST_LABELS = log_schema.hist_bin_labels()
+
+
+def _bin_label(i: int) -> str:
+    """'−|x|≈1e-3.25', '0', '+|x|≈1e-3.25' style labels: sign and log10 magnitude of the bin's lower edge."""
+    return HIST_LABELS[i]
+
+
+def hist_rows(counts: np.ndarray) -> list[list[float]]:
+    """Heatmap rows (one per step): log10(1 + count), rounded (enough for colour, small to send)."""
+    counts = np.asarray(counts, dtype=float)
+    return np.round(np.log10(1.0 + counts), 2).tolist()
+
+
+def hist_band(counts, margin: int = 4) -> tuple[int, int]:
+    """The bins worth sending: from the first to the last non-empty bin over all steps, plus a margin
+    (a decade each side), always including the zero bin. Rows outside it are all zeros."""
+    counts = np.asarray(counts)
+    used = np.nonzero(counts.sum(axis=0))[0] if counts.size else np.array([], dtype=np.int64)
+    zero = log_schema.HIST_ZERO_INDEX
+    lo = min(int(used.min()), zero) if len(used) else zero
+    hi = max(int(used.max()), zero) if len(used) else zero
+    return max(0, lo - margin), min(log_schema.HIST_LEN - 1, hi + margin)
+
+
+def histogram_heatmap(steps, counts, *, kind: str, tensor: str, notes=(), step_range=None, selected_step=None,
+                      uirevision=None, height: int = 370, sampled: bool = False,
+                      band: tuple[int, int] | None = None) -> go.Figure:
+    """A tensor's histograms over time: x = step, y = signed log10-magnitude bin, colour = log count.
+
+    Every layer and step share the same fixed bins (trainer.runlog.schema), so a 1e-9 gradient and a
+    1e+3 one show in one picture and no re-binning is needed when steps are appended. Only the band of
+    bins in use is sent (`band`, see hist_band); the y axis shows bin positions with decade labels."""
+    steps = np.asarray(steps)
+    if len(steps) == 0:
+        return empty_figure(f"no {kind} histograms of {tensor} recorded", height=height)
+    counts = np.asarray(counts)
+    lo, hi = band or hist_band(counts)
+    fig = go.Figure()
+    _add_notes_trace(fig, list(notes))
+    zero = log_schema.HIST_ZERO_INDEX
+    # Zero, then every second decade on each side, leaving room around zero so labels do not collide.
+    ticks = [i for i in range(lo, hi + 1) if i == zero or (abs(i - zero) > 4 and (abs(i - zero) - 1) % 8 == 0)]
+    fig.add_trace(go.Heatmap(
+        x=plain(steps), y=list(range(lo, hi + 1)), transpose=True,
+        # An object array: sent as nested JSON lists (extendable), validated at numpy speed.
+        z=np.asarray(hist_rows(counts[:, lo:hi + 1]), dtype=float).reshape(len(steps), hi - lo + 1).astype(object),
+        colorscale="Viridis", meta="hist", colorbar=dict(title=dict(text="log10(1+n)", side="right"), thickness=12),
+        hovertemplate="step %{x}<br>bin %{y}<br>log10(1+count) %{z}<extra></extra>", zmin=0,
+    ))
+    fig.update_yaxes(range=[lo - 0.5, hi + 0.5], tickmode="array", tickvals=ticks,
+                     ticktext=[_short_bin_label(i) for i in ticks], title_text="value (sign · 10^k)")
+    fig.update_xaxes(title_text="optimizer step")
+    _mark_selected_step(fig, selected_step)
+    _step_range(fig, step_range)
+    suffix = " (sampled steps)" if sampled else ""
+    fig = _base(fig, f"{kind.capitalize()} histogram of {escape_text(tensor)} over time{suffix}", height, uirevision)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def _short_bin_label(i: int) -> str:
+    if i == log_schema.HIST_ZERO_INDEX:
+        return "0"
+    edges = log_schema.hist_magnitude_edges()
+    if i < log_schema.HIST_ZERO_INDEX:
+        k = edges[log_schema.HIST_ZERO_INDEX - 1 - i]
+        return f"−1e{k:.0f}"
+    k = edges[i - log_schema.HIST_ZERO_INDEX - 1]
+    return f"+1e{k:.0f}"
+
+
+# ---- the lesson's figure -----------------------------------------------------------------------------
+def weights_by_epoch_chart(data: dict, *, selected_layer=None, uirevision=None, height: int = 370) -> go.Figure:
+    """Loss per epoch beside each layer's weight mean and standard deviation per epoch."""
+    mean, std, loss = data.get("mean"), data.get("std"), data.get("loss") or {}
+    if mean is None or mean.empty:
+        return empty_figure("no weight statistics logged yet", height=height)
+    x_label = data.get("x_label", "epoch")
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                        subplot_titles=["loss", "weight mean per layer", "weight std per layer"])
+    for name, color, label in (("epoch_train_loss", TRAIN_COLOR, "training loss"),
+                               ("val_loss", VAL_COLOR, "validation loss")):
+        pairs = loss.get(name) or []
+        if pairs:
+            fig.add_trace(go.Scatter(x=[p[0] for p in pairs], y=[p[1] for p in pairs], mode="lines+markers",
+                                     name=label, line=dict(color=color, width=2), legendgroup="loss"), row=1, col=1)
+    colors = layer_colors(list(mean.columns))
+    for col, table in ((2, mean), (3, std)):
+        for layer in table.columns:
+            chosen = selected_layer == layer
+            fig.add_trace(go.Scatter(
+                x=list(table.index), y=table[layer].to_numpy(dtype=float), mode="lines+markers", name=layer,
+                legendgroup=layer, showlegend=col == 2, marker=dict(size=5),
+                line=dict(color=colors[layer], width=3.5 if chosen else 1.6),
+            ), row=1, col=col)
+    for col in (1, 2, 3):
+        fig.update_xaxes(title_text=x_label, row=1, col=col)
+    fig = _base(fig, "Weights per layer over epochs (the lesson's figure)", height, uirevision, legend_right=True)
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+# ---- compare -------------------------------------------------------------------------------------
+def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
+    """Runs overlaid: validation and training loss per epoch, validation accuracy, training loss per step.
+
+    runs: [{"label", "series": name -> {"steps","values"}, "epochs": [(epoch, step)]}].
+    """
+    if not runs:
+        return empty_figure("pick two or more runs to compare", height=300)
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.14, horizontal_spacing=0.08,
+                        subplot_titles=["validation loss", "training loss (epoch)", "validation accuracy",
+                                        "training loss (per step)"])
+    panels = ((1, 1, "val_loss"), (1, 2, "epoch_train_loss"), (2, 1, "val_acc"), (2, 2, "train_loss"))
+    for index, run in enumerate(runs):
+        color = run_color(index)
+        step_to_epoch = {s: e for e, s in run.get("epochs") or []}
+        for row, col, name in panels:
+            s = (run.get("series") or {}).get(name)
+            if not s or not len(s["steps"]):
+                continue
+            per_step = name == "train_loss" or not step_to_epoch
+            x = list(s["steps"]) if per_step else [step_to_epoch.get(int(st), int(st)) for st in s["steps"]]
+            fig.add_trace(go.Scatter(
+                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=run["label"],
+                legendgroup=run["label"], showlegend=(row, col) == (1, 1),
+                line=dict(color=color, width=1.2 if name == "train_loss" else 2), marker=dict(size=5),
+            ), row=row, col=col)
+    for row, col, name in panels:
+        fig.update_xaxes(title_text="optimizer step" if name == "train_loss" else "epoch", row=row, col=col)
+    fig = _base(fig, "Runs side by side", height, None, legend_right=True)
+    fig.update_layout(hovermode="x")
+    return fig
+
+
+def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360) -> go.Figure:
+    """Gradient flow of several runs at the same step: grouped bars per layer, log scale.
+
+    flows: [{"label", "flow": data.gradient_flow() result}]."""
+    flows = [f for f in flows if f["flow"].get("layers")]
+    if not flows:
+        return empty_figure("no gradient statistics to compare", height=height)
+    fig = go.Figure()
+    for index, item in enumerate(flows):
+        flow = item["flow"]
+        norms = np.asarray(flow["grad_norm"], dtype=float)
+        fig.add_trace(go.Bar(
+            x=flow["layers"], y=np.where(np.isfinite(norms) & (norms > 0), norms, np.nan), name=item["label"],
+            marker=dict(color=run_color(index)),
+            hovertemplate=f"{escape_text(item['label'])} (step {flow['step']})<br>%{{x}}: %{{y:.3e}}<extra></extra>",
+        ))
+    fig.update_yaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
+    fig.update_xaxes(title_text="layer (input → output)", type="category")
+    fig = _base(fig, f"Gradient flow at step {step}", height, None)
+    fig.update_layout(barmode="group", hovermode="closest")
+    return fig

@@ -1,0 +1,131 @@
+"""Component ids shared by layouts, callbacks and the browser tests, so none of them disagree on a string.
+
+Pattern-matching ids are dicts built by the small functions at the bottom.
+"""
+
+# ---- shell ------------------------------------------------------------------------------------
+NAV = "nav"
+READ_ONLY_BANNER = "read-only-banner"
+
+# ---- Runs page ----------------------------------------------------------------------------------
+RUNS_TABLE = "runs-table"
+RUNS_FILTER = "runs-filter"
+RUNS_STATUS = "runs-status-filter"
+RUNS_SORT = "runs-sort"  # store {"by": column, "desc": bool}
+RUNS_PAGE = "runs-page"  # store: page number
+RUNS_PAGER = "runs-pager"
+RUNS_SELECTED = "runs-selected"  # store: [run ids]
+RUNS_COMPARE_LINK = "runs-compare-link"
+RUNS_SUMMARY = "runs-summary"
+RUNS_INTERVAL = "runs-interval"
+RUNS_SIGNATURE = "runs-signature"  # store: hash of what the table shows
+RUNS_URL_SYNC = "runs-url-sync"
+RUNS_CLEAR_SELECTION = "runs-clear-selection"
+
+# ---- Run page ----------------------------------------------------------------------------------
+RUN_ID = "run-id"  # store: the run id (fixed for the page)
+RUN_HEADER = "run-header"
+RUN_STATUS = "run-status"
+RUN_ERROR = "run-error"
+RUN_LAYER = "run-layer"  # dropdown
+RUN_PARAM = "run-param"  # dropdown: which parameter of the layer the histograms show
+RUN_FOLLOW = "run-follow"  # checklist: follow the latest step
+RUN_STEP_SLIDER = "run-step-slider"
+RUN_RANGE_FROM = "run-range-from"
+RUN_RANGE_TO = "run-range-to"
+RUN_RANGE_RESET = "run-range-reset"
+SEL_LAYER = "sel-layer"  # store {"layer", "param"}
+SEL_STEP = "sel-step"  # store {"step", "follow"}
+SEL_RANGE = "sel-range"  # store {"from", "to"}
+VIEW_URL_SYNC = "view-url-sync"  # dummy output of the clientside URL writer
+
+FIG_LOSS = "fig-loss"
+FIG_ACC = "fig-acc"
+FIG_SIGNALS = "fig-signals"
+FIG_FLOW = "fig-flow"
+FIG_GRAD_TIME = "fig-grad-time"
+FIG_HIST_GRAD = "fig-hist-grad"
+FIG_HIST_WEIGHT = "fig-hist-weight"
+FIG_WEIGHTS_EPOCH = "fig-weights-epoch"
+FIG_RATIO = "fig-ratio"
+FIG_ACT = "fig-act"
+SCALAR_FIGS = (FIG_LOSS, FIG_ACC, FIG_SIGNALS)
+LAYER_FIGS = (FIG_GRAD_TIME, FIG_RATIO, FIG_ACT)
+HIST_FIGS = (FIG_HIST_GRAD, FIG_HIST_WEIGHT)
+NOTE_FIGS = SCALAR_FIGS + LAYER_FIGS + HIST_FIGS  # step charts with a notes trace (trace 0)
+
+FLAGS_PANEL = "flags-panel"
+FLAGS_DATA = "flags-data"  # store: the flags shown, in panel order
+META_PANEL = "meta-panel"
+NOTES_LIST = "notes-list"
+NOTE_TEXT = "note-text"
+NOTE_AUTHOR = "note-author"
+NOTE_STEP = "note-step"
+NOTE_LAYER = "note-layer"
+NOTE_ADD = "note-add"
+NOTE_MESSAGE = "note-message"
+NOTE_AUTHOR_MEMORY = "note-author-memory"  # local storage: the author's name
+EXPORT_BUTTON = "export-button"
+EXPORT_DOWNLOAD = "export-download"
+
+# Live streaming
+POLL_INTERVAL = "poll-interval"
+POLL_TICK = "poll-tick"  # store written by the clientside gate (visible tab, live run)
+LIVE_SCALARS = "live-scalars"  # store: cursor, figure revision, trace keys of the scalar charts
+LIVE_SIGNALS = "live-signals"
+LIVE_LAYERS = "live-layers"
+LIVE_HIST = "live-hist"
+LIVE_META = "live-meta"  # store: status, flags/notes cursors, epochs, last logged step
+DELTA = "delta"  # store: what the last poll returned (applied by a clientside callback)
+REFRESH_SCALARS = "refresh-scalars"
+REFRESH_SIGNALS = "refresh-signals"
+REFRESH_LAYERS = "refresh-layers"
+REFRESH_HIST = "refresh-hist"
+REFRESH_EPOCHS = "refresh-epochs"
+REFRESH_FLAGS = "refresh-flags"
+REFRESH_NOTES = "refresh-notes"
+
+# ---- Compare page ------------------------------------------------------------------------------
+CMP_RUNS = "cmp-runs"
+CMP_STEP = "cmp-step"
+CMP_CURVES = "cmp-curves"
+CMP_FLOW = "cmp-flow"
+CMP_TABLE = "cmp-table"
+CMP_MESSAGE = "cmp-message"
+CMP_INTERVAL = "cmp-interval"
+CMP_URL_SYNC = "cmp-url-sync"
+CMP_SIGNATURE = "cmp-signature"
+
+# ---- Launch page -------------------------------------------------------------------------------
+LAUNCH_PRESET = "launch-preset"
+LAUNCH_PRESET_SUMMARY = "launch-preset-summary"
+LAUNCH_NAME = "launch-name"
+LAUNCH_OPTIONS = "launch-options"
+LAUNCH_VALIDATION = "launch-validation"
+LAUNCH_BUTTON = "launch-button"
+LAUNCH_RESULT = "launch-result"
+LAUNCH_RESET = "launch-reset"
+JOBS_TABLE = "jobs-table"
+JOBS_INTERVAL = "jobs-interval"
+JOBS_MESSAGE = "jobs-message"
+LAUNCH_QUERY = "launch-query"  # store: option values from the URL
+
+
+def flag_card(index: int) -> dict:
+    return {"type": "flag-card", "index": index}
+
+
+def run_select(run_id: str) -> dict:
+    return {"type": "run-select", "run": run_id}
+
+
+def runs_sort_header(column: str) -> dict:
+    return {"type": "runs-sort-header", "column": column}
+
+
+def launch_option(name: str) -> dict:
+    return {"type": "launch-option", "name": name}
+
+
+def job_stop(job_id: str) -> dict:
+    return {"type": "job-stop", "job": job_id}

@@ -1,0 +1,446 @@
+"""Run page (/run?run=ID&layer=..&param=..&step=..&from=..&to=..): one run, live while it is written.
+
+Layout and thin callbacks only; the logic is in dashboard.views.run (unit-tested without a server).
+"""
+
+from __future__ import annotations
+
+import dash
+from dash import ALL, ClientsideFunction, Input, Output, Patch, State, dcc, html, no_update
+
+from .. import components, figures, ids
+from ..context import AppContext
+from ..data import RunNotFound, config_summary, dataset_label, duration_s
+from ..views import run as logic
+
+PATH = "/run"
+STEP_FIGS = ids.NOTE_FIGS
+
+
+def layout(ctx: AppContext, **query) -> html.Div:
+    view = logic.parse_run_query(query)
+    page = logic.run_page_impl(ctx.store, view)
+    if page["error"]:
+        return html.Div(className="page", children=[
+            html.Div(className="page-title", children=[html.H2("Run")]),
+            components.error_box(page["error"], "This run cannot be shown"),
+            dcc.Link("← all runs", href="/"),
+        ])
+    info, view = page["info"], page["view"]
+    meta = info["meta"]
+    running = info["status"] == "running"
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    first, last = info["first_step"], info["last_logged_step"]
+    slider_value = last if view.follow or view.step is None else view.step
+    params = logic.layer_params(info, view.layer)
+    read_only = ctx.settings.read_only
+    sel_step = {"step": None if view.follow else view.step, "follow": view.follow, "latest": last}
+    sel_range = {"from": view.range_from, "to": view.range_to}
+    live_meta = {"status": info["status"], "running": running, "last_logged": last, "ticks": 0,
+                 "flags_cursor": info["cursors"]["flags"], "notes_cursor": info["cursors"]["notes"]}
+    header_bits = [b for b in (dataset_label(meta.get("dataset")), f"preset {config['preset']}" if config.get("preset")
+                               else "", config_summary(config)) if b]
+    return html.Div(className="page", children=[
+        # state
+        dcc.Store(id=ids.RUN_ID, data=info["run_id"]),
+        dcc.Store(id="run-info", data={k: info[k] for k in ("run_id", "layers", "param_layers", "tensors",
+                                                            "first_step", "last_logged_step")}),
+        dcc.Store(id=ids.SEL_LAYER, data={"layer": view.layer, "param": view.param}),
+        dcc.Store(id=ids.SEL_STEP, data=sel_step),
+        dcc.Store(id=ids.SEL_RANGE, data=sel_range),
+        dcc.Store(id="view-search", data=None), dcc.Store(id="scalars-rev"),
+        html.Div(id=ids.VIEW_URL_SYNC, hidden=True),
+        dcc.Store(id=ids.LIVE_SCALARS), dcc.Store(id=ids.LIVE_SIGNALS), dcc.Store(id=ids.LIVE_LAYERS),
+        dcc.Store(id=ids.LIVE_HIST),
+        dcc.Store(id=ids.LIVE_META, data=live_meta), dcc.Store(id=ids.DELTA), dcc.Store(id=ids.POLL_TICK),
+        *[dcc.Store(id=i, data=0) for i in (ids.REFRESH_SCALARS, ids.REFRESH_SIGNALS, ids.REFRESH_LAYERS, ids.REFRESH_HIST,
+                                            ids.REFRESH_EPOCHS, ids.REFRESH_FLAGS, ids.REFRESH_NOTES)],
+        dcc.Store(id=ids.FLAGS_DATA, data=[]),
+        dcc.Store(id=ids.NOTE_AUTHOR_MEMORY, storage_type="local"),
+        dcc.Interval(id=ids.POLL_INTERVAL, interval=ctx.settings.poll_ms, disabled=not running),
+        dcc.Interval(id="flags-interval", interval=2000, disabled=True),
+        dcc.Download(id=ids.EXPORT_DOWNLOAD),
+        # header
+        html.Div(className="page-title", children=[
+            html.H2(str(meta.get("name") or info["run_id"]), title=info["run_id"]),
+            html.Span(id=ids.RUN_STATUS, children=components.status_badge(info["status"])),
+            html.Span(" · ".join(header_bits), className="muted"),
+            html.Span(f"started {components.fmt_time(meta.get('started'))} · "
+                      f"{components.fmt_duration(duration_s(meta, info['status']))}", className="muted small"),
+            html.Button("Export HTML report", id=ids.EXPORT_BUTTON, className="button secondary",
+                        title="Download this run's report as one self-contained HTML file"),
+            dcc.Link("compare with other runs →", href=f"/compare?runs={info['run_id']}", className="small"),
+        ]),
+        components.card("Flags", html.Div(id=ids.FLAGS_PANEL, children=html.P("Diagnosing…", className="muted")),
+                        class_name="flags-card"),
+        components.card(None, class_name="controls-card", children=html.Div(className="controls", children=[
+            html.Div([html.Label("Layer", className="ctl", htmlFor=ids.RUN_LAYER),
+                      dcc.Dropdown(id=ids.RUN_LAYER, options=logic.layer_options(info), value=view.layer,
+                                   clearable=False, searchable=True)]),
+            html.Div([html.Label("Histogram parameter", className="ctl", htmlFor=ids.RUN_PARAM),
+                      dcc.Dropdown(id=ids.RUN_PARAM, options=params, value=view.param, clearable=False)]),
+            html.Div([html.Label("Gradient-flow step", className="ctl"),
+                      dcc.Checklist(id=ids.RUN_FOLLOW, options=[{"label": " follow latest", "value": "follow"}],
+                                    value=["follow"] if view.follow else [])]),
+            html.Div([dcc.Slider(id=ids.RUN_STEP_SLIDER, min=first or 0, max=last if last is not None else 0,
+                                 step=info["every"] or 1, value=slider_value if slider_value is not None else 0,
+                                 marks=logic.slider_marks(first, last), updatemode="mouseup",
+                                 tooltip={"placement": "bottom", "always_visible": False})]),
+            html.Div([html.Label("Step range (zoom any chart)", className="ctl"), html.Div(className="range-inputs", children=[
+                dcc.Input(id=ids.RUN_RANGE_FROM, type="number", min=0, placeholder="from", value=view.range_from,
+                          debounce=True),
+                dcc.Input(id=ids.RUN_RANGE_TO, type="number", min=0, placeholder="to", value=view.range_to,
+                          debounce=True),
+                html.Button("all", id=ids.RUN_RANGE_RESET, className="button secondary", title="Show all steps"),
+            ])]),
+        ])),
+        html.Div(className="side-layout", children=[
+            html.Div(children=[
+                html.Div(className="grid2", children=[
+                    components.card(None, components.graph(ids.FIG_LOSS)),
+                    components.card(None, components.graph(ids.FIG_ACC)),
+                    components.card(None, components.graph(ids.FIG_FLOW)),
+                    components.card(None, components.graph(ids.FIG_GRAD_TIME)),
+                    components.card(None, components.graph(ids.FIG_HIST_GRAD)),
+                    components.card(None, components.graph(ids.FIG_HIST_WEIGHT)),
+                ]),
+                components.card(None, components.graph(ids.FIG_WEIGHTS_EPOCH)),
+                html.Div(className="grid2", children=[
+                    components.card(None, components.graph(ids.FIG_RATIO)),
+                    components.card(None, components.graph(ids.FIG_ACT)),
+                ]),
+                components.card(None, components.graph(ids.FIG_SIGNALS)),
+            ]),
+            html.Div(children=[
+                components.card("Team notes", [
+                    html.Div(className="note-form", children=[
+                        dcc.Textarea(id=ids.NOTE_TEXT, placeholder="A note for your team (plain text)",
+                                     maxLength=2000, disabled=read_only),
+                        html.Div(className="row", children=[
+                            dcc.Input(id=ids.NOTE_AUTHOR, type="text", placeholder="your name", maxLength=64,
+                                      disabled=read_only or ctx.settings.auth_enabled),
+                            dcc.Input(id=ids.NOTE_STEP, type="number", min=0, placeholder="step",
+                                      value=slider_value, disabled=read_only),
+                        ]),
+                        html.Div(className="row", children=[
+                            dcc.Input(id=ids.NOTE_LAYER, type="text", placeholder="layer (optional)",
+                                      value=view.layer, maxLength=200, disabled=read_only),
+                            html.Button("Add note", id=ids.NOTE_ADD, className="button", disabled=read_only,
+                                        title="read-only dashboard" if read_only else "Add this note to the run"),
+                        ]),
+                        html.Div(id=ids.NOTE_MESSAGE, className="small"),
+                    ]),
+                    html.Div(id=ids.NOTES_LIST, children=components.notes_list(ctx.store.notes(info["run_id"]))),
+                ]),
+                components.card("Run details", html.Div(id=ids.META_PANEL, children=components.meta_panel(info))),
+            ]),
+        ]),
+    ])
+
+
+def _notes(ctx: AppContext, run_id: str) -> list:
+    try:
+        return ctx.store.notes(run_id)
+    except RunNotFound:
+        return []
+
+
+def _flags_now(flags_data) -> list:
+    return flags_data if isinstance(flags_data, list) else []
+
+
+def register(app: dash.Dash, ctx: AppContext) -> None:
+    store = ctx.store
+
+    # ---- view state: one reducer for every control that moves the view --------------------------
+    zoom_inputs = [Input(fig_id, "relayoutData") for fig_id in STEP_FIGS]
+
+    @app.callback(
+        Output(ids.SEL_LAYER, "data"), Output(ids.SEL_STEP, "data"), Output(ids.SEL_RANGE, "data"),
+        Output(ids.RUN_LAYER, "value"), Output(ids.RUN_PARAM, "options"), Output(ids.RUN_PARAM, "value"),
+        Output(ids.RUN_STEP_SLIDER, "value"), Output(ids.RUN_FOLLOW, "value"),
+        Output(ids.RUN_RANGE_FROM, "value"), Output(ids.RUN_RANGE_TO, "value"), Output("view-search", "data"),
+        Input(ids.RUN_LAYER, "value"), Input(ids.RUN_PARAM, "value"), Input(ids.RUN_STEP_SLIDER, "value"),
+        Input(ids.RUN_FOLLOW, "value"), Input(ids.RUN_RANGE_FROM, "value"), Input(ids.RUN_RANGE_TO, "value"),
+        Input(ids.RUN_RANGE_RESET, "n_clicks"), Input({"type": "flag-card", "index": ALL}, "n_clicks"),
+        *zoom_inputs,
+        State(ids.SEL_LAYER, "data"), State(ids.SEL_STEP, "data"), State(ids.SEL_RANGE, "data"),
+        State(ids.FLAGS_DATA, "data"), State("run-info", "data"), State(ids.RUN_STEP_SLIDER, "max"),
+        State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,
+    )
+    def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, *rest):
+        zooms = rest[:len(STEP_FIGS)]
+        sel_layer, sel_step, sel_range, flags, info, slider_max, run_id = rest[len(STEP_FIGS):]
+        trigger = dash.ctx.triggered_id
+        state = {"layer": (sel_layer or {}).get("layer"), "param": (sel_layer or {}).get("param"),
+                 "step": (sel_step or {}).get("step"), "follow": bool((sel_step or {}).get("follow")),
+                 "from": (sel_range or {}).get("from"), "to": (sel_range or {}).get("to"), "flag": None}
+        if isinstance(trigger, dict) and trigger.get("type") == "flag-card":
+            if not dash.ctx.triggered or not dash.ctx.triggered[0].get("value"):
+                raise dash.exceptions.PreventUpdate  # a freshly drawn card (n_clicks 0), not a click
+            new = logic.reduce_view(state, "flag", trigger.get("index"), flags=_flags_now(flags), info=info,
+                                    slider_max=slider_max)
+        elif trigger in STEP_FIGS:
+            new = logic.reduce_view(state, "zoom", zooms[STEP_FIGS.index(trigger)], info=info)
+        else:
+            event, value = {
+                ids.RUN_LAYER: ("layer", layer), ids.RUN_PARAM: ("param", param), ids.RUN_STEP_SLIDER: ("step", slider),
+                ids.RUN_FOLLOW: ("follow", bool(follow)), ids.RUN_RANGE_FROM: ("from", range_from),
+                ids.RUN_RANGE_TO: ("to", range_to), ids.RUN_RANGE_RESET: ("range-reset", None),
+            }.get(trigger, (None, None))
+            if event is None:
+                raise dash.exceptions.PreventUpdate
+            new = logic.reduce_view(state, event, value, info=info, slider_max=slider_max)
+        new_layer = {"layer": new["layer"], "param": new["param"]}
+        new_step = {"step": new["step"], "follow": new["follow"], "latest": slider_max}
+        new_range = {"from": new["from"], "to": new["to"]}
+
+        def changed(old, value):
+            return no_update if old == value else value
+
+        params = logic.layer_params(info or {}, new["layer"])
+        return (
+            changed(sel_layer, new_layer), changed(sel_step, new_step), changed(sel_range, new_range),
+            changed(layer, new["layer"]), params if new["layer"] != state["layer"] else no_update,
+            changed(param, new["param"]),
+            changed(slider, slider_max if new["follow"] else new["step"]),
+            changed(follow, ["follow"] if new["follow"] else []),
+            changed(range_from, new["from"]), changed(range_to, new["to"]),
+            logic.view_query_string(run_id, new_layer, new_step, new_range),
+        )
+
+    app.clientside_callback(ClientsideFunction("gradwatch", "syncUrl"), Output(ids.VIEW_URL_SYNC, "children"),
+                            Input("view-search", "data"), prevent_initial_call=True)
+
+    # ---- charts -----------------------------------------------------------------------------------
+    @app.callback(
+        Output(ids.FIG_LOSS, "figure"), Output(ids.FIG_ACC, "figure"),
+        Output(ids.LIVE_SCALARS, "data"), Output("scalars-rev", "data"),
+        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SCALARS, "data"), State(ids.RUN_ID, "data"),
+    )
+    def draw_scalars(rng, _refresh, run_id):
+        # The overfitting marks come from the diagnosis, which may finish later: see mark_overfitting.
+        try:
+            result = logic.scalars_impl(store, run_id, rng, _notes(ctx, run_id), None)
+        except RunNotFound as exc:
+            empty = figures.empty_figure(str(exc))
+            return empty, empty, None, None
+        figs = result["figures"]
+        return figs[ids.FIG_LOSS], figs[ids.FIG_ACC], result["live"], result["live"]["rev"]
+
+    @app.callback(
+        Output(ids.FIG_SIGNALS, "figure"), Output(ids.LIVE_SIGNALS, "data"),
+        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SIGNALS, "data"), State(ids.RUN_ID, "data"),
+    )
+    def draw_signals(rng, _refresh, run_id):
+        try:
+            result = logic.signals_impl(store, run_id, rng, _notes(ctx, run_id))
+        except RunNotFound as exc:
+            return figures.empty_figure(str(exc)), None
+        return result["figures"][ids.FIG_SIGNALS], result["live"]
+
+    @app.callback(
+        Output(ids.FIG_GRAD_TIME, "figure"), Output(ids.FIG_RATIO, "figure"), Output(ids.FIG_ACT, "figure"),
+        Output(ids.LIVE_LAYERS, "data"),
+        Input(ids.SEL_RANGE, "data"), Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_LAYERS, "data"),
+        State(ids.RUN_ID, "data"), State(ids.FLAGS_DATA, "data"),
+    )
+    def draw_layers(rng, sel_layer, _refresh, run_id, flags):
+        try:
+            result = logic.layers_impl(store, run_id, rng, (sel_layer or {}).get("layer"), _notes(ctx, run_id),
+                                       _flags_now(flags))
+        except RunNotFound as exc:
+            empty = figures.empty_figure(str(exc))
+            return empty, empty, empty, None
+        figs = result["figures"]
+        return figs[ids.FIG_GRAD_TIME], figs[ids.FIG_RATIO], figs[ids.FIG_ACT], result["live"]
+
+    @app.callback(
+        Output(ids.FIG_HIST_GRAD, "figure"), Output(ids.FIG_HIST_WEIGHT, "figure"), Output(ids.LIVE_HIST, "data"),
+        Input(ids.SEL_LAYER, "data"), Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_HIST, "data"),
+        State(ids.RUN_ID, "data"), State("run-info", "data"),
+    )
+    def draw_histograms(sel_layer, rng, _refresh, run_id, info):
+        sel_layer = sel_layer or {}
+        try:
+            result = logic.hist_impl(store, dict(info or {}, run_id=run_id), sel_layer.get("layer"),
+                                     sel_layer.get("param"), rng, _notes(ctx, run_id))
+        except RunNotFound as exc:
+            empty = figures.empty_figure(str(exc))
+            return empty, empty, None
+        figs = result["figures"]
+        return figs[ids.FIG_HIST_GRAD], figs[ids.FIG_HIST_WEIGHT], result["live"]
+
+    @app.callback(
+        Output(ids.FIG_FLOW, "figure"),
+        Input(ids.SEL_STEP, "data"), Input(ids.SEL_LAYER, "data"), State(ids.RUN_ID, "data"),
+    )
+    def draw_flow(sel_step, sel_layer, run_id):
+        try:
+            return logic.flow_impl(store, run_id, sel_step, (sel_layer or {}).get("layer"))["figure"]
+        except RunNotFound as exc:
+            return figures.empty_figure(str(exc))
+
+    @app.callback(
+        Output(ids.FIG_WEIGHTS_EPOCH, "figure"),
+        Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_EPOCHS, "data"), State(ids.RUN_ID, "data"),
+    )
+    def draw_epochs(sel_layer, _refresh, run_id):
+        try:
+            return logic.epochs_impl(store, run_id, (sel_layer or {}).get("layer"))
+        except RunNotFound as exc:
+            return figures.empty_figure(str(exc))
+
+    # ---- flags and details -------------------------------------------------------------------------
+    @app.callback(
+        Output(ids.FLAGS_PANEL, "children"), Output(ids.FLAGS_DATA, "data"), Output(ids.META_PANEL, "children"),
+        Output("flags-interval", "disabled"),
+        Input(ids.REFRESH_FLAGS, "data"), Input("flags-interval", "n_intervals"), State(ids.RUN_ID, "data"),
+        State(ids.FLAGS_DATA, "data"),
+    )
+    def draw_flags(_refresh, _tick, run_id, shown):
+        try:
+            result = logic.flags_impl(store, run_id, wait=False)
+            info = store.run_info(run_id)
+        except RunNotFound as exc:
+            return components.error_box(str(exc)), [], no_update, True
+        if dash.ctx.triggered_id == "flags-interval" and result["pending"]:
+            return no_update, no_update, no_update, False  # still diagnosing
+        config = info["meta"].get("config") if isinstance(info["meta"].get("config"), dict) else {}
+        panel = components.flags_panel(result["flags"], config, result.get("note"), result.get("error"))
+        if result["pending"]:
+            panel = [html.P(f"{result['note']}…", className="muted")] + panel
+        return panel, result["flags"], components.meta_panel(info), not result["pending"]
+
+    @app.callback(
+        Output(ids.FIG_LOSS, "figure", allow_duplicate=True),
+        Input(ids.FLAGS_DATA, "data"), Input("scalars-rev", "data"),
+        prevent_initial_call=True,
+    )
+    def mark_overfitting(flags, rev):
+        if not logic.overfitting_marks(_flags_now(flags)) or not rev:
+            raise dash.exceptions.PreventUpdate
+        marks = logic.marker_layout(flags)
+        patch = Patch()
+        patch["layout"]["shapes"] = marks["shapes"]
+        patch["layout"]["annotations"] = marks["annotations"]
+        return patch
+
+    # ---- notes ------------------------------------------------------------------------------------
+    @app.callback(
+        Output(ids.NOTE_AUTHOR, "value"),
+        Input(ids.NOTE_AUTHOR_MEMORY, "data"), State(ids.NOTE_AUTHOR, "value"),
+    )
+    def remember_author(saved, current):
+        if ctx.settings.auth_enabled:
+            return ctx.settings.auth_user
+        if current or not saved:
+            raise dash.exceptions.PreventUpdate
+        return saved
+
+    note_fig_outputs = [Output(fig_id, "figure", allow_duplicate=True) for fig_id in STEP_FIGS]
+
+    @app.callback(
+        Output(ids.NOTES_LIST, "children"), Output(ids.NOTE_MESSAGE, "children"), Output(ids.NOTE_TEXT, "value"),
+        Output(ids.NOTE_AUTHOR_MEMORY, "data"), *note_fig_outputs,
+        Input(ids.NOTE_ADD, "n_clicks"), Input(ids.REFRESH_NOTES, "data"),
+        State(ids.RUN_ID, "data"), State(ids.NOTE_TEXT, "value"), State(ids.NOTE_AUTHOR, "value"),
+        State(ids.NOTE_STEP, "value"), State(ids.NOTE_LAYER, "value"),
+        State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_SIGNALS, "data"), State(ids.LIVE_LAYERS, "data"),
+        State(ids.LIVE_HIST, "data"),
+        prevent_initial_call=True,
+    )
+    def notes(n_clicks, _refresh, run_id, text, author, step, layer, *live_stores):
+        message, clear, remember = no_update, no_update, no_update
+        if dash.ctx.triggered_id == ids.NOTE_ADD:
+            if ctx.settings.auth_enabled:
+                author = ctx.settings.auth_user
+            result = logic.add_note_impl(store, read_only=ctx.settings.read_only, run_id=run_id, text=text,
+                                         author=author, step=step, layer=layer)
+            if not result["ok"]:
+                return (no_update, html.Span(result["message"], className="error-text"), no_update, no_update,
+                        *[no_update] * len(STEP_FIGS))
+            message, clear, remember = html.Span(result["message"], className="muted"), "", author or no_update
+        all_notes = _notes(ctx, run_id)
+        values = figures.notes_trace_values(all_notes)
+        keys = {}
+        for live in live_stores:
+            keys.update((live or {}).get("keys") or {})
+        patches = []
+        for fig_id in STEP_FIGS:
+            if (keys.get(fig_id) or [None])[0] != figures.NOTES_KEY:
+                patches.append(no_update)
+                continue
+            patch = Patch()
+            patch["data"][0]["x"] = values["x"]
+            patch["data"][0]["y"] = values["y"]
+            patch["data"][0]["hovertext"] = values["hovertext"]
+            patch["data"][0]["showlegend"] = bool(values["x"])
+            patches.append(patch)
+        return components.notes_list(all_notes), message, clear, remember, *patches
+
+    # ---- live updates -----------------------------------------------------------------------------
+    app.clientside_callback(ClientsideFunction("gradwatch", "gate"), Output(ids.POLL_TICK, "data"),
+                            Input(ids.POLL_INTERVAL, "n_intervals"), State(ids.LIVE_META, "data"),
+                            State(ids.POLL_TICK, "data"), prevent_initial_call=True)
+
+    slow_every = max(1, round(1000 / ctx.settings.poll_ms))
+    refresh_ids = {"scalars": ids.REFRESH_SCALARS, "signals": ids.REFRESH_SIGNALS, "layers": ids.REFRESH_LAYERS,
+                   "hist": ids.REFRESH_HIST,
+                   "epochs": ids.REFRESH_EPOCHS, "flags": ids.REFRESH_FLAGS, "notes": ids.REFRESH_NOTES}
+
+    @app.callback(
+        Output(ids.DELTA, "data"), Output(ids.LIVE_META, "data"),
+        *[Output(i, "data") for i in refresh_ids.values()],
+        Output(ids.RUN_STEP_SLIDER, "max"), Output(ids.RUN_STEP_SLIDER, "marks"),
+        Output(ids.RUN_STEP_SLIDER, "value", allow_duplicate=True),
+        Output(ids.RUN_STATUS, "children"), Output(ids.POLL_INTERVAL, "disabled"),
+        Input(ids.POLL_TICK, "data"),
+        State(ids.RUN_ID, "data"), State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_LAYERS, "data"),
+        State(ids.LIVE_HIST, "data"), State(ids.LIVE_META, "data"), State(ids.SEL_STEP, "data"),
+        State("run-info", "data"), State(ids.LIVE_SIGNALS, "data"),
+        *[State(i, "data") for i in refresh_ids.values()],
+        prevent_initial_call=True,
+    )
+    def poll(tick, run_id, live_scalars, live_layers, live_hist, live_meta, sel_step, info, live_signals, *counters):
+        result = logic.poll_impl(store, run_id, live_scalars, live_layers, live_hist, live_meta, live_signals,
+                                 slow_every=slow_every)
+        meta = dict(result["meta"], answered=(tick or {}).get("n") if isinstance(tick, dict) else tick)
+        bumps = [(counter or 0) + 1 if name in result["refresh"] else no_update
+                 for name, counter in zip(refresh_ids, counters)]
+        last = meta.get("last_logged")
+        grew = last is not None and last != (live_meta or {}).get("last_logged")
+        first = (info or {}).get("first_step") or 0
+        slider_max = last if grew else no_update
+        marks = logic.slider_marks(first, last) if grew else no_update
+        follow_value = last if grew and (sel_step or {}).get("follow") else no_update
+        status_changed = meta.get("status") != (live_meta or {}).get("status")
+        badge = components.status_badge(meta.get("status")) if status_changed else no_update
+        disabled = no_update if meta.get("running") else True
+        return (result["delta"] or no_update, meta, *bumps, slider_max, marks, follow_value, badge, disabled)
+
+    app.clientside_callback(
+        ClientsideFunction("gradwatch", "applyDelta"),
+        *[Output(fig_id, "extendData") for fig_id in STEP_FIGS],
+        Output(ids.LIVE_SCALARS, "data", allow_duplicate=True), Output(ids.LIVE_LAYERS, "data", allow_duplicate=True),
+        Output(ids.LIVE_HIST, "data", allow_duplicate=True), Output(ids.LIVE_SIGNALS, "data", allow_duplicate=True),
+        Input(ids.DELTA, "data"),
+        State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_LAYERS, "data"), State(ids.LIVE_HIST, "data"),
+        State(ids.LIVE_SIGNALS, "data"),
+        prevent_initial_call=True,
+    )
+
+    # ---- export -----------------------------------------------------------------------------------
+    @app.callback(
+        Output(ids.EXPORT_DOWNLOAD, "data"), Input(ids.EXPORT_BUTTON, "n_clicks"), State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,
+    )
+    def export(_clicks, run_id):
+        from ..export import render_report
+
+        try:
+            report = render_report(store, run_id)
+        except RunNotFound:
+            raise dash.exceptions.PreventUpdate from None
+        return {"content": report, "filename": f"{run_id}-report.html", "type": "text/html", "base64": False}

@@ -1,0 +1,559 @@
+"""The Run page's logic: URL state, the view reducer, figure builds and the live-update protocol.
+
+Live protocol (see docs/dashboard.md): each chart group ("channel": scalars, layers, histograms)
+has a store holding the cursor its figures were built at, a revision token and the figures' trace
+keys. A poll computes "records after that cursor" as extendData payloads tagged with the cursor and
+revision they extend; a clientside callback applies a payload only if the store still holds that
+cursor and revision, then advances it. A repeated or overlapping tick therefore returns the same
+payload for the same cursor and is applied at most once: no point is duplicated or dropped.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from urllib.parse import urlencode
+
+import numpy as np
+
+from .. import figures, ids
+from ..data import RunNotFound, RunStore
+from ..figures import scalar_group
+
+LAYER_PATTERN = re.compile(r"^[\w.\-:/\[\] ]{1,200}$")
+SCALAR_MAX_POINTS = 2000
+LAYER_MAX_POINTS = 300
+HIST_MAX_COLUMNS = 200
+# A channel is redrawn (downsampled again) once this many points were appended to it live.
+APPEND_LIMIT = {"scalars": 8000, "layers": 12000, "hist": 300}
+FLAGS_REFRESH_TICKS = 40  # running runs: re-diagnose (cached for 10 s) every N polls
+
+
+@dataclass
+class RunView:
+    """What a Run page shows; the URL query string carries it (run, layer, param, step, from, to)."""
+
+    run: str = ""
+    layer: str | None = None
+    param: str | None = None
+    step: int | None = None
+    follow: bool = True
+    range_from: int | None = None
+    range_to: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _int_or_none(value) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = int(float(value))
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def parse_run_query(query: dict) -> RunView:
+    """The view from URL query values; malformed values are ignored (the page then shows defaults)."""
+    layer = query.get("layer")
+    layer = layer if isinstance(layer, str) and LAYER_PATTERN.match(layer) else None
+    param = query.get("param")
+    param = param if isinstance(param, str) and re.match(r"^[\w.\-]{1,100}$", param) else None
+    step = _int_or_none(query.get("step"))
+    lo, hi = _int_or_none(query.get("from")), _int_or_none(query.get("to"))
+    if lo is not None and hi is not None and hi < lo:
+        lo, hi = hi, lo
+    return RunView(run=str(query.get("run") or ""), layer=layer, param=param, step=step, follow=step is None,
+                   range_from=lo, range_to=hi)
+
+
+def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: dict | None) -> str:
+    """'?run=..&layer=..&step=..&from=..&to=..' for the stores' current values (omitting defaults)."""
+    items = [("run", run_id)]
+    if layer and layer.get("layer"):
+        items.append(("layer", layer["layer"]))
+        if layer.get("param"):
+            items.append(("param", layer["param"]))
+    if step and not step.get("follow") and step.get("step") is not None:
+        items.append(("step", int(step["step"])))
+    if rng and rng.get("from") is not None and rng.get("to") is not None:
+        items += [("from", int(rng["from"])), ("to", int(rng["to"]))]
+    return "?" + urlencode(items)
+
+
+# ---- page --------------------------------------------------------------------------------------------
+def run_page_impl(store: RunStore, view: RunView) -> dict:
+    """Run info and the normalised view; {"error": message} for a bad or unreadable run id."""
+    try:
+        info = store.run_info(view.run)
+    except RunNotFound as exc:
+        return {"error": str(exc), "info": None, "view": view}
+    layers = info["layers"]
+    if view.layer and view.layer not in layers:
+        view.layer = None
+    if view.layer is None and info["param_layers"]:
+        view.layer = info["param_layers"][0]
+    params = layer_params(info, view.layer)
+    if view.param not in params:
+        view.param = "weight" if "weight" in params else (params[0] if params else None)
+    if view.step is not None and info["last_logged_step"] is not None:
+        view.step = min(view.step, info["last_logged_step"])
+    if info["status"] != "running" and view.step is None:
+        view.follow = True  # "latest" of a finished run: its last logged step
+    return {"error": None, "info": info, "view": view}
+
+
+def layer_params(info: dict, layer: str | None) -> list[str]:
+    """The parameters with histograms that the heatmaps can show for `layer`: its own, or for a module
+    without parameters (an activation) those of the closest preceding layer that has some."""
+    tensors = info.get("tensors") or []
+    own = [t["param"] for t in tensors if t["layer"] == layer and t["role"] == "param"]
+    if own:
+        return own
+    return [t["param"] for t in tensors if t["layer"] == histogram_layer(info, layer) and t["role"] == "param"]
+
+
+def histogram_layer(info: dict, layer: str | None) -> str | None:
+    param_layers = info.get("param_layers") or []
+    if layer in param_layers or not param_layers:
+        return layer if layer in param_layers else None
+    order = info.get("layers") or []
+    if layer not in order:
+        return param_layers[0]
+    position = order.index(layer)
+    before = [p for p in param_layers if order.index(p) < position] if all(p in order for p in param_layers) else []
+    return before[-1] if before else param_layers[0]
+
+
+def layer_options(info: dict) -> list[dict]:
+    types = {}
+    for t in info.get("tensors") or []:
+        types.setdefault(t["layer"], t["module_type"])
+    return [{"label": f"{layer} ({types.get(layer, '')})", "value": layer} for layer in info.get("layers") or []]
+
+
+def slider_marks(first: int | None, last: int | None, count: int = 5) -> dict:
+    if first is None or last is None:
+        return {}
+    if last <= first:
+        return {str(first): str(first)}
+    return {str(int(v)): f"{int(v):,}" for v in np.unique(np.linspace(first, last, count).round())}
+
+
+# ---- the view reducer ------------------------------------------------------------------------------
+def parse_relayout(relayout: dict | None) -> tuple[str, tuple | None] | None:
+    """A chart zoom -> ("range", (lo, hi)); a reset -> ("reset", None); anything else -> None."""
+    if not relayout:
+        return None
+    lo = hi = None
+    for key, value in relayout.items():
+        if re.fullmatch(r"xaxis\d*\.range\[0\]", key):
+            lo = value
+        elif re.fullmatch(r"xaxis\d*\.range\[1\]", key):
+            hi = value
+        elif re.fullmatch(r"xaxis\d*\.range", key) and isinstance(value, (list, tuple)) and len(value) == 2:
+            lo, hi = value
+        elif re.fullmatch(r"xaxis\d*\.autorange", key) and value:
+            return ("reset", None)
+    if lo is None or hi is None:
+        return None
+    try:
+        lo, hi = float(lo), float(hi)
+    except (TypeError, ValueError):
+        return None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return None
+    lo, hi = sorted((lo, hi))
+    return ("range", (max(0, math.floor(lo)), max(0, math.ceil(hi))))
+
+
+def flag_focus(flag: dict, first_step: int | None, last_step: int | None) -> dict:
+    """Where a flag points: its first layer, its first step, and a range around its steps."""
+    layers = flag.get("layers") or []
+    start, end = flag.get("first_step"), flag.get("last_step")
+    focus = {"layer": layers[0] if layers else None, "step": start, "from": None, "to": None}
+    if start is not None:
+        end = end if end is not None else start
+        span = max(end - start, 1)
+        pad = max(int(span * 0.25), 5)
+        lo = max(start - pad, first_step or 0)
+        hi = end + pad if last_step is None else min(end + pad, last_step)
+        focus.update({"from": int(lo), "to": int(max(hi, lo + 1))})
+    return focus
+
+
+def reduce_view(state: dict, event: str, value, *, flags: list | None = None, info: dict | None = None,
+                slider_max: int | None = None) -> dict:
+    """The next view after one UI event. state/result: {"layer", "param", "step", "follow", "from", "to",
+    "flag"}. Events: layer, param, step, follow, from, to, range-reset, zoom, flag."""
+    view = dict(state)
+    info = info or {}
+    if event == "layer" and value:
+        view["layer"] = value
+        params = layer_params(info, value)
+        if view.get("param") not in params:
+            view["param"] = "weight" if "weight" in params else (params[0] if params else None)
+    elif event == "param" and value:
+        view["param"] = value
+    elif event == "step" and value is not None:
+        at_end = slider_max is not None and value >= slider_max
+        view["follow"] = bool(at_end)
+        view["step"] = None if at_end else int(value)
+    elif event == "follow":
+        view["follow"] = bool(value)
+        if view["follow"]:
+            view["step"] = None
+        elif view.get("step") is None:
+            view["step"] = slider_max
+    elif event in ("from", "to"):
+        number = _int_or_none(value)
+        view["from" if event == "from" else "to"] = number
+        if view.get("from") is not None and view.get("to") is not None and view["to"] < view["from"]:
+            view["from"], view["to"] = view["to"], view["from"]
+    elif event == "range-reset":
+        view["from"] = view["to"] = None
+    elif event == "zoom":
+        parsed = parse_relayout(value)
+        if parsed is None:
+            return view
+        kind, rng = parsed
+        view["from"], view["to"] = (None, None) if kind == "reset" else rng
+    elif event == "flag" and flags is not None and value is not None and 0 <= value < len(flags):
+        focus = flag_focus(flags[value], info.get("first_step"), info.get("last_logged_step"))
+        if focus["layer"] and focus["layer"] in (info.get("layers") or [focus["layer"]]):
+            view = reduce_view(view, "layer", focus["layer"], info=info)
+        if focus["step"] is not None:
+            view["step"], view["follow"] = int(focus["step"]), False
+        view["from"], view["to"] = focus["from"], focus["to"]
+        view["flag"] = value
+    return view
+
+
+# ---- figures -------------------------------------------------------------------------------------
+def _rev() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def overfitting_marks(flags: list[dict] | None) -> dict | None:
+    """Best epoch and overfitting stretch from the overfitting flag's evidence (keys read defensively)."""
+    for flag in flags or []:
+        if flag.get("rule") != "overfitting":
+            continue
+        evidence = flag.get("evidence") or {}
+        best = evidence.get("best_step", evidence.get("onset_step", flag.get("first_step")))
+        onset = evidence.get("rising_since_step") or evidence.get("onset_step") or flag.get("first_step")
+        return {"best_step": best, "best_epoch": evidence.get("best_epoch"), "onset_step": onset,
+                "last_step": flag.get("last_step") or evidence.get("last_step")}
+    return None
+
+
+def marker_layout(flags: list[dict] | None) -> dict:
+    """The loss chart's shapes and annotations for the overfitting marks (applied with a Patch when
+    the diagnosis arrives after the chart)."""
+    fig = figures.go.Figure()
+    marks = overfitting_marks(flags)
+    if marks:
+        figures._mark_overfitting(fig, marks)
+    layout = fig.layout.to_plotly_json()
+    return {"shapes": layout.get("shapes", []), "annotations": layout.get("annotations", [])}
+
+
+SCALAR_CHANNELS = {"scalars": (ids.FIG_LOSS, ids.FIG_ACC), "signals": (ids.FIG_SIGNALS,)}
+CHART_OF_GROUP = {"loss": ids.FIG_LOSS, "accuracy": ids.FIG_ACC, "signals": ids.FIG_SIGNALS}
+
+
+def scalars_impl(store: RunStore, run_id: str, rng: dict | None, notes: list, flags: list | None) -> dict:
+    """Loss and accuracy charts (training vs validation) plus the "scalars" channel state."""
+    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("loss", "accuracy"))
+    series = {name: s.as_lists() for name, s in view["series"].items()}
+    uirev = f"{run_id}:{lo}:{hi}"
+    step_range = (lo, hi) if lo is not None and hi is not None else None
+    figs = {
+        ids.FIG_LOSS: figures.scalar_chart(series, "loss", notes=notes, overfitting=overfitting_marks(flags),
+                                           step_range=step_range, uirevision=uirev),
+        ids.FIG_ACC: figures.scalar_chart(series, "accuracy", notes=notes, step_range=step_range, uirevision=uirev),
+    }
+    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
+
+
+def signals_impl(store: RunStore, run_id: str, rng: dict | None, notes: list) -> dict:
+    """Every other scalar (gradient norm, learning rate, a user's own) plus the "signals" channel state."""
+    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("signals",))
+    series = {name: s.as_lists() for name, s in view["series"].items()}
+    step_range = (lo, hi) if lo is not None and hi is not None else None
+    figs = {ids.FIG_SIGNALS: figures.signals_chart(series, notes=notes, step_range=step_range,
+                                                   uirevision=f"{run_id}:{lo}:{hi}")}
+    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
+
+
+def _channel(run_id: str, cursor: int, range_to, figs: dict) -> dict:
+    return {"run": run_id, "cursor": cursor, "rev": _rev(), "appended": 0, "range_to": range_to,
+            "keys": {fig_id: figures.trace_keys(fig) for fig_id, fig in figs.items()}}
+
+
+LAYER_CHARTS = {
+    ids.FIG_GRAD_TIME: ("grad_norm", "layer"),
+    ids.FIG_RATIO: ("update_ratio", "layer"),
+}
+
+
+def layers_impl(store: RunStore, run_id: str, rng: dict | None, layer: str | None, notes: list,
+                flags: list | None) -> dict:
+    """Per-layer time series: gradient norm, update-to-weight ratio, activation fractions."""
+    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    must = sorted({s for f in flags or [] for s in (f.get("first_step"), f.get("last_step")) if s is not None})
+    view = store.layer_view(run_id, lo, hi, LAYER_MAX_POINTS, tuple(must))
+    tables = view["tables"]
+    uirev = f"{run_id}:{lo}:{hi}"
+    step_range = (lo, hi) if lo is not None and hi is not None else None
+    colors = figures.layer_colors(view["order"])
+    sampled = f" ({view['shown']:,} of {view['logged']:,} logged steps)" if view["sampled"] else ""
+    common = dict(selected_layer=layer, notes=notes, step_range=step_range, uirevision=uirev)
+    figs = {
+        ids.FIG_GRAD_TIME: figures.layer_lines_chart(
+            tables["grad_norm"], title=f"Gradient norm per layer over time{sampled}", y_title="gradient norm (log)",
+            log_y=True, colors=colors, empty_message="no gradient statistics logged yet", **common),
+        ids.FIG_RATIO: figures.layer_lines_chart(
+            tables["update_ratio"], title=f"Update-to-weight ratio per layer{sampled}", y_title="|ΔW| / |W| (log)",
+            log_y=True, guide=figures.UPDATE_RATIO_GUIDE, guide_label="1e-3 guide", colors=colors,
+            empty_message="no update ratios logged (needs two logged optimizer steps)", **common),
+        ids.FIG_ACT: figures.activation_chart(tables["saturated_frac"], tables["dead_frac"], **common),
+    }
+    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
+
+
+def hist_impl(store: RunStore, info: dict, layer: str | None, param: str | None, rng: dict | None,
+              notes: list) -> dict:
+    """Gradient and weight histogram heatmaps of the selected layer's parameter."""
+    run_id = info["run_id"]
+    hist_layer = histogram_layer(info, layer)
+    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    step_range = (lo, hi) if lo is not None and hi is not None else None
+    live = {"run": run_id, "rev": _rev(), "appended": 0, "tensor": None, "steps": {}, "range_to": hi,
+            "keys": {}}
+    if hist_layer is None:
+        message = "no parameters with histograms in this run"
+        return {"figures": {ids.FIG_HIST_GRAD: figures.empty_figure(message),
+                            ids.FIG_HIST_WEIGHT: figures.empty_figure(message)}, "live": live}
+    params = layer_params(info, hist_layer)
+    param = param if param in params else ("weight" if "weight" in params else params[0])
+    tensor = f"{hist_layer}.{param}"
+    figs, bands = {}, {}
+    for fig_id, kind in ((ids.FIG_HIST_GRAD, "grad"), (ids.FIG_HIST_WEIGHT, "weight")):
+        view = store.histogram_view(run_id, tensor, kind, lo, hi, HIST_MAX_COLUMNS)
+        bands[kind] = figures.hist_band(view["counts"])
+        figs[fig_id] = figures.histogram_heatmap(
+            view["steps"], view["counts"], kind="gradient" if kind == "grad" else "weight", tensor=tensor,
+            notes=notes, step_range=step_range, uirevision=f"{run_id}:{tensor}:{lo}:{hi}", sampled=view["sampled"],
+            band=bands[kind])
+        live["steps"][kind] = int(view["steps"][-1]) if len(view["steps"]) else -1
+    live["bands"] = bands
+    live.update(tensor=tensor, keys={fig_id: figures.trace_keys(fig) for fig_id, fig in figs.items()})
+    return {"figures": figs, "live": live}
+
+
+def flow_impl(store: RunStore, run_id: str, step: dict | None, layer: str | None) -> dict:
+    target = None if not step or step.get("follow") else step.get("step")
+    flow = store.gradient_flow(run_id, target)
+    return {"figure": figures.gradient_flow_chart(flow, selected_layer=layer, uirevision=run_id),
+            "step": flow.get("step")}
+
+
+def epochs_impl(store: RunStore, run_id: str, layer: str | None):
+    return figures.weights_by_epoch_chart(store.weights_by_epoch(run_id), selected_layer=layer, uirevision=run_id)
+
+
+def flags_impl(store: RunStore, run_id: str, wait: bool = True) -> dict:
+    """The flags panel's data; with wait=False a large run's diagnosis runs in the background and
+    "pending" says to ask again."""
+    result = store.flags(run_id, wait=wait)
+    return {"flags": result["flags"], "note": result.get("note"), "error": result.get("error"),
+            "pending": bool(result.get("pending"))}
+
+
+def add_note_impl(store: RunStore, *, read_only: bool, run_id: str, text: str | None, author: str | None,
+                  step, layer: str | None) -> dict:
+    """Store a team note; {"ok", "message"} with the refusal or validation message on failure."""
+    if read_only:
+        return {"ok": False, "message": "This dashboard is read-only: notes cannot be added."}
+    step_value = _int_or_none(step)
+    if step not in (None, "") and step_value is None:
+        return {"ok": False, "message": f"step must be a non-negative integer, got {step!r}"}
+    try:
+        seq = store.add_note(run_id, text or "", author=(author or "").strip() or "anonymous", step=step_value,
+                             layer=(layer or None))
+    except (ValueError, RunNotFound) as exc:
+        return {"ok": False, "message": str(exc)}
+    return {"ok": True, "message": "Note added.", "seq": seq}
+
+
+# ---- live polling ----------------------------------------------------------------------------------
+def _extend_payload(columns: dict[int, tuple[list, list]]) -> list | None:
+    """{trace index: (x, y)} -> [data, indices] for dcc.Graph.extendData."""
+    if not columns:
+        return None
+    indices = sorted(columns)
+    return [{"x": [columns[i][0] for i in indices], "y": [columns[i][1] for i in indices]}, indices]
+
+
+def scalar_extend(rows: dict, keys: dict[str, list], charts: tuple[str, ...] = tuple(CHART_OF_GROUP.values())
+                  ) -> tuple[dict, bool, int]:
+    """extendData payloads per chart (of `charts`) for new scalar rows {name: (steps, values)};
+    reset=True when a chart must be redrawn (a new scalar name, or NaN/Inf values that need markers)."""
+    per_fig: dict[str, dict[int, tuple[list, list]]] = {}
+    reset, added = False, 0
+    for name, (steps, values) in rows.items():
+        group = scalar_group(name)
+        fig_id = CHART_OF_GROUP.get(group)
+        if fig_id is None or fig_id not in charts:
+            continue
+        trace_keys = keys.get(fig_id) or []
+        key = f"scalar:{name}"
+        values = np.asarray(values, dtype=float)
+        if key not in trace_keys or not np.all(np.isfinite(values)):
+            reset = True
+            continue
+        per_fig.setdefault(fig_id, {})[trace_keys.index(key)] = (
+            [int(s) for s in steps], [float(v) for v in values])
+        added += len(values)
+    return {fig_id: _extend_payload(cols) for fig_id, cols in per_fig.items()}, reset, added
+
+
+def _rows_by_name(df, after: int) -> dict:
+    part = df[df["seq"] > after]
+    return {str(name): (g["step"].to_numpy(dtype=np.int64), g["value"].to_numpy(dtype=float))
+            for name, g in part.groupby("name", sort=False)}
+
+
+def layer_extend(tables: dict, keys: dict[str, list]) -> tuple[dict, bool, int]:
+    plan = {
+        ids.FIG_GRAD_TIME: [("grad_norm", "layer", True)],
+        ids.FIG_RATIO: [("update_ratio", "layer", True)],
+        ids.FIG_ACT: [("saturated_frac", "saturated", False), ("dead_frac", "dead", False)],
+    }
+    out, reset, added = {}, False, 0
+    for fig_id, parts in plan.items():
+        trace_keys = keys.get(fig_id) or []
+        cols: dict[int, tuple[list, list]] = {}
+        for quantity, prefix, log_axis in parts:
+            table = tables.get(quantity)
+            if table is None or table.empty:
+                continue
+            steps = table.index.to_numpy()
+            for layer in table.columns:
+                values = table[layer].to_numpy(dtype=float)
+                present = np.isfinite(values) & ((values > 0) if log_axis else True)
+                if not present.any():
+                    continue
+                key = f"{prefix}:{layer}"
+                if key not in trace_keys:
+                    reset = True
+                    continue
+                cols[trace_keys.index(key)] = ([int(s) for s in steps[present]], [float(v) for v in values[present]])
+                added += int(present.sum())
+        payload = _extend_payload(cols)
+        if payload:
+            out[fig_id] = payload
+    return out, reset, added
+
+
+def hist_extend(steps, counts, keys: list, band: tuple[int, int] | list | None) -> tuple[list | None, bool]:
+    """extendData for new heatmap columns (rows of the bins in `band`); reset=True when the chart has
+    no heatmap yet or a new histogram has counts outside the band the chart shows."""
+    if len(steps) == 0:
+        return None, False
+    if "hist" not in keys or not band:
+        return None, True
+    lo, hi = int(band[0]), int(band[1])
+    counts = np.asarray(counts)
+    if counts[:, :lo].any() or counts[:, hi + 1:].any():
+        return None, True
+    index = keys.index("hist")
+    return [{"x": [[int(s) for s in steps]], "z": [figures.hist_rows(counts[:, lo:hi + 1])]}, [index]], False
+
+
+def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict | None, hist: dict | None,
+              meta: dict | None, signals: dict | None = None, slow_every: int = 1) -> dict:
+    """One live tick: new points per channel (tagged with the cursor/revision they extend), which
+    charts need a full redraw, and the run's status and extent.
+
+    The scalar channels (the loss curve: what a viewer watches) update every tick; the heavier per-layer
+    charts, heatmaps, gradient flow and epoch chart every `slow_every`-th tick (about once a second),
+    so the browser is not redrawing twenty charts four times a second."""
+    meta = dict(meta or {})
+    out = {"delta": {}, "refresh": set(), "meta": meta}
+    ticks = int(meta.get("ticks", 0)) + 1
+    slow = ticks % max(1, slow_every) == 0
+    if not slow:
+        layers = hist = None
+    try:
+        with store.open(run_id) as reader:
+            status = reader.status()
+            cursors = reader.cursors()
+            last_logged = reader.last_logged_step()
+    except RunNotFound:
+        out["meta"] = dict(meta, status="missing", running=False)
+        return out
+    channels = {name: state for name, state in (("scalars", scalars), ("signals", signals))
+                if state and state.get("run") == run_id and state.get("range_to") is None
+                and cursors["scalars"] > state.get("cursor", 0)}
+    if channels:
+        base = min(state.get("cursor", 0) for state in channels.values())
+        delta = store.scalar_delta(run_id, base)
+        for name, state in channels.items():
+            if delta["reset"]:
+                out["refresh"].add(name)
+                continue
+            rows = _rows_by_name(delta["rows"], state.get("cursor", 0))
+            extend, reset, added = scalar_extend(rows, state.get("keys") or {}, SCALAR_CHANNELS[name])
+            if reset or state.get("appended", 0) + added > APPEND_LIMIT["scalars"]:
+                out["refresh"].add(name)
+            else:
+                out["delta"][name] = {"base": state["cursor"], "rev": state.get("rev"), "to": delta["cursor"],
+                                      "extend": extend, "added": added}
+            if name == "scalars" and "epoch" in rows:
+                meta["epochs_pending"] = True
+    if layers and layers.get("run") == run_id and cursors["stats"] > layers.get("cursor", 0) \
+            and layers.get("range_to") is None:
+        delta = store.layer_delta(run_id, layers["cursor"])
+        extend, reset, added = layer_extend(delta["tables"], layers.get("keys") or {})
+        if delta["reset"] or reset or layers.get("appended", 0) + added > APPEND_LIMIT["layers"]:
+            out["refresh"].add("layers")
+        else:
+            out["delta"]["layers"] = {"base": layers["cursor"], "rev": layers.get("rev"), "to": delta["cursor"],
+                                      "extend": extend, "added": added}
+    if hist and hist.get("run") == run_id and hist.get("tensor") and hist.get("range_to") is None \
+            and last_logged is not None and last_logged > min(hist.get("steps", {}).values() or [-1]):
+        extend, to_steps, added, reset = {}, dict(hist.get("steps") or {}), 0, False
+        for fig_id, kind in ((ids.FIG_HIST_GRAD, "grad"), (ids.FIG_HIST_WEIGHT, "weight")):
+            after = (hist.get("steps") or {}).get(kind, -1)
+            delta = store.histogram_delta(run_id, hist["tensor"], kind, after)
+            payload, needs = hist_extend(delta["steps"], delta["counts"], (hist.get("keys") or {}).get(fig_id) or [],
+                                         (hist.get("bands") or {}).get(kind))
+            reset = reset or needs or delta["reset"]
+            if payload:
+                extend[fig_id] = payload
+                to_steps[kind] = int(delta["steps"][-1])
+                added = max(added, len(delta["steps"]))
+        if reset or hist.get("appended", 0) + added > APPEND_LIMIT["hist"]:
+            out["refresh"].add("hist")
+        elif extend:
+            out["delta"]["hist"] = {"base": hist.get("steps"), "rev": hist.get("rev"), "to": to_steps,
+                                    "extend": extend, "added": added}
+    if slow and meta.pop("epochs_pending", False):
+        out["refresh"].add("epochs")
+    if cursors["flags"] != meta.get("flags_cursor") or (status == "running" and ticks % FLAGS_REFRESH_TICKS == 0) \
+            or status != meta.get("status"):
+        out["refresh"].add("flags")
+    if cursors["notes"] != meta.get("notes_cursor"):
+        out["refresh"].add("notes")
+    shown_last = last_logged if slow or meta.get("last_logged") is None else meta.get("last_logged")
+    out["meta"] = dict(meta, status=status, running=status == "running", last_logged=shown_last, ticks=ticks,
+                       flags_cursor=cursors["flags"], notes_cursor=cursors["notes"])
+    return out
