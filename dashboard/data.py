@@ -80,15 +80,6 @@ class DashboardReader(RunReader):
         (count,), = self._query("SELECT COUNT(*) FROM steps")
         return first, last, int(count)
 
-    def scalar_names(self) -> list[str]:
-        """Distinct scalar names by a skip-scan of the (name, step) index: O(names), not O(records)."""
-        rows = self._query(
-            "WITH RECURSIVE n(name) AS (SELECT MIN(name) FROM scalars UNION ALL"
-            " SELECT (SELECT MIN(name) FROM scalars WHERE name > n.name) FROM n WHERE n.name IS NOT NULL)"
-            " SELECT name FROM n WHERE name IS NOT NULL"
-        )
-        return [r[0] for r in rows]
-
     def last_step_any(self, names: list[str]) -> int | None:
         """The last step of any record (layer statistics or a scalar), index lookups only."""
         candidates = [self.last_logged_step()]

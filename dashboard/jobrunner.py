@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.jobs import KILL_GRACE_S, STOP_GRACE_S, _read_json, _write_json_atomic, process_start_ticks
+from dashboard.jobs import KILL_GRACE_S, STOP_GRACE_S, _read_json, _write_json_atomic
+from trainer.runlog.process import process_start_ticks
 
 POLL_S = 0.25
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from trainer.options import OPTIONS_BY_NAME
 from trainer.presets import get_preset, resolve
+from trainer.runlog.process import process_alive
 
 STOP_GRACE_S = 20.0  # SIGINT -> SIGTERM after this long
 KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL after this long
@@ -80,34 +81,6 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-
-
-def process_start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def process_alive(pid: int | None, start_ticks: int | None = None) -> bool:
-    """True for a live (not zombie) process that started at `start_ticks` (guards against pid reuse)."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start_ticks is None or int(fields[19]) == start_ticks
 
 
 def option_arguments(overrides: dict) -> list[str]:

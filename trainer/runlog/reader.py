@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema
+from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
 STALE_AFTER_S = 120.0
@@ -71,41 +72,6 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
             entries.append(RunEntry(child.name, child, None, None, str(exc)))
     entries.sort(key=lambda e: (e.meta or {}).get("started", 0) or 0, reverse=True)
     return entries
-
-
-def _process_alive(pid: int, start_ticks: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return True  # no /proc (not Linux): the kill(0) test is all we have
-    if stat[0] in ("Z", "X"):  # exited, not yet reaped by its parent
-        return False
-    # Guard against pid reuse: the process must have started at the recorded clock tick.
-    return start_ticks is None or int(stat[19]) == start_ticks
-
-
-def _process_start_ticks(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (starttime) counted after the ")" that closes the command name.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def current_process_identity() -> dict:
-    """What a writer records so readers can tell whether it is still alive."""
-    return {
-        "pid": os.getpid(),
-        "pid_start_ticks": _process_start_ticks(os.getpid()),
-        "host": socket.gethostname(),
-    }
 
 
 def _decode_meta(rows) -> dict:
@@ -185,7 +151,7 @@ class RunReader:
         if status != "running":
             return status
         if self.meta.get("host") == socket.gethostname() and self.meta.get("pid"):
-            if not _process_alive(int(self.meta["pid"]), self.meta.get("pid_start_ticks")):
+            if not process_alive(int(self.meta["pid"]), self.meta.get("pid_start_ticks")):
                 return "stale"
             return "running"
         heartbeat = self.meta.get("heartbeat") or self.meta.get("started") or 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import queue
 import sqlite3
 import threading
@@ -272,10 +271,3 @@ def _scalar_value(value) -> float | None:
         return _real(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"scalar values must be numbers, got {value!r}") from exc
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write a JSON file so readers see the old or the new content, never half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
