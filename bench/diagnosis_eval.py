@@ -45,7 +45,7 @@ EPOCH_RULES = ("overfitting", "underfitting")
 # (loss-curve rules). The rules' "sustained" windows are 5 (10 for learning_rate) logged steps and
 # overfitting needs a confirmed trend, so these leave a few steps beyond the windows themselves.
 MAX_LAG_LOGGED_STEPS = 10
-MAX_LAG_EVALUATIONS = 3
+MAX_LAG_EVALUATIONS = 4
 
 
 # ---- one run ----------------------------------------------------------------------------------
@@ -97,8 +97,8 @@ def train_case(case: Case, logdir: Path, *, quick: bool, data_path: str | None, 
         model = build_model(options, dataset.input_shape, dataset.n_classes, vocab)
     if case.tweak is not None:
         model = case.tweak(model)
-    device_ = resolve_device(options["device"])
-    setup = Setup(options, dataset, model.to(device_), device_)
+    torch_device = resolve_device(options["device"])
+    setup = Setup(options, dataset, model.to(torch_device), torch_device)
     return train_setup(setup, preset=case.preset, logdir=logdir, name=case.id, quiet=True)
 
 
@@ -124,7 +124,8 @@ def replay_detection(data, rule: str) -> int | None:
 
     steps = set(data.views.grad_norm.index.tolist()) | set(evaluation_table(data).index.tolist())
     recorded = [int(s.index.max()) for s in (data.scalar(n) for n in data.scalar_names) if len(s)]
-    steps |= set(recorded[-1:] if not recorded else [max(recorded)])
+    if recorded:
+        steps.add(max(recorded))  # a run halted on NaN/Inf ends between logged steps
     for step in sorted(steps):
         if any(f.severity in ACTIVE for f in diagnose(truncated(data, step), rules=[rule])):
             return int(step)
@@ -172,11 +173,14 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
             lag["lag_evaluations"] = logged_lag(evals, oracle, detected)
         lags[rule] = lag
     missing = [r for r in case.expected if r not in fired]
-    unexpected = [r for r in fired if r not in case.expected and r not in case.allowed]
+    # A flag the trainer raised live and stored with the run counts even if the post-hoc
+    # diagnosis of the finished run no longer raises it.
+    raised = list(fired) + [r for r in live_fired if r not in fired]
+    unexpected = [r for r in raised if r not in case.expected and r not in case.allowed]
     return {
         "case": case.id, "arch": case.arch, "group": case.group, "expected": list(case.expected),
         "allowed": list(case.allowed), "fixes": list(case.fixes), "fired": fired, "info": sorted(set(notes)),
-        "live_fired": live_fired, "missing": missing, "unexpected": unexpected, "lags": lags,
+        "live_fired": live_fired, "raised": raised, "missing": missing, "unexpected": unexpected, "lags": lags,
         "status": outcome.status, "logged_steps": len(grid), "evaluations": len(evals),
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "run": str(outcome.run_path),
     }
@@ -203,12 +207,12 @@ def lag_ok(result: dict) -> bool:
 
 
 def summarise(results: list[dict], wall: float) -> dict:
-    rules = sorted({r for res in results for r in res["expected"]} | {r for res in results for r in res["fired"]})
+    rules = sorted({r for res in results for r in res["expected"]} | {r for res in results for r in res["raised"]})
     per_rule = {}
     for rule in rules:
         expected = [r for r in results if rule in r["expected"]]
         tp = sum(rule in r["fired"] for r in expected)
-        fp = sum(rule in r["fired"] and rule not in r["expected"] and rule not in r["allowed"] for r in results)
+        fp = sum(rule in r["raised"] and rule not in r["expected"] and rule not in r["allowed"] for r in results)
         per_rule[rule] = {
             "precision": round(tp / (tp + fp), 3) if tp + fp else None,
             "recall": round(tp / len(expected), 3) if expected else None,
@@ -217,9 +221,11 @@ def summarise(results: list[dict], wall: float) -> dict:
     pathology = [r for r in results if r["expected"]]
     healthy = [r for r in results if not r["expected"]]
     recall = sum(not r["missing"] for r in pathology) / len(pathology) if pathology else None
-    false_flags = sum(len(r["fired"]) for r in healthy)
+    false_flags = sum(len(r["raised"]) for r in healthy)
     step_lags = [lag["lag_logged"] for r in results for rule, lag in r["lags"].items()
                  if rule not in EPOCH_RULES and lag["lag_logged"] is not None]
+    live_lags = [lag["live_lag_logged"] for r in results for rule, lag in r["lags"].items()
+                 if rule not in EPOCH_RULES and lag["live_lag_logged"] is not None]
     eval_lags = [lag["lag_evaluations"] for r in results for rule, lag in r["lags"].items()
                  if rule in EPOCH_RULES and lag.get("lag_evaluations") is not None]
     unexpected = sum(len(r["unexpected"]) for r in results)
@@ -238,6 +244,7 @@ def summarise(results: list[dict], wall: float) -> dict:
         "per_rule": {rule: {"precision": v["precision"], "recall": v["recall"]} for rule, v in per_rule.items()},
         "max_lag_steps": max(step_lags) if step_lags else None,
         "max_lag_evaluations": max(eval_lags) if eval_lags else None,
+        "max_live_lag_steps": max(live_lags) if live_lags else None,
         "wall_seconds": round(wall, 1),
         "all_targets_met": bool(met),
         "_per_rule_counts": per_rule,
@@ -258,7 +265,8 @@ def _lag_text(result: dict) -> str:
     parts = []
     for rule, lag in result["lags"].items():
         if lag["lag_logged"] is None:
-            parts.append(f"{SHORT[rule]} -")
+            # no oracle step (e.g. never 100x its first norm) or not detected
+            parts.append(f"{SHORT[rule]} " + ("-" if lag["detected_step"] is None else "n/a"))
             continue
         text = f"{SHORT[rule]} {lag['lag_logged']:+d}"
         if rule in EPOCH_RULES and lag.get("lag_evaluations") is not None:
@@ -270,17 +278,21 @@ def _lag_text(result: dict) -> str:
 
 
 def format_table(results: list[dict]) -> str:
-    header = f"{'case':<20} {'arch':<9} {'expected':<10} {'fired':<22} {'missing':<9} {'unexpected':<10} " \
-             f"{'lag (logged steps)':<30} {'s':>5}"
+    header = f"{'case':<22} {'arch':<9} {'expected':<19} {'fired':<22} {'missing':<9} {'unexpected':<10} " \
+             f"{'lag (logged steps)':<36} {'s':>5}"
     lines = [header, "-" * len(header)]
     for r in results:
-        fired = ",".join(SHORT[k] + ("!" if v == "critical" else "") for k, v in r["fired"].items()) or "-"
+        fired = ",".join(SHORT[k] + ("!" if v == "critical" else "") for k, v in r["fired"].items())
+        live_only = [k for k in r["raised"] if k not in r["fired"]]
+        if live_only:
+            fired += ("," if fired else "") + ",".join(f"{SHORT[k]}(live)" for k in live_only)
+        fired = fired or "-"
         if r["info"]:
             fired += " (i:" + _names(r["info"]) + ")"
         expected = _names(r["expected"]) if r["expected"] else ("no " + _names(r["fixes"]) if r["fixes"] else "none")
         ok = " " if not r["missing"] and not r["unexpected"] and lag_ok(r) else "x"
-        lines.append(f"{r['case']:<20} {r['arch']:<9} {expected:<10} {fired:<22} {_names(r['missing']):<9} "
-                     f"{_names(r['unexpected']):<10} {_lag_text(r):<30} {r['seconds']:>5.1f} {ok}")
+        lines.append(f"{r['case']:<22} {r['arch']:<9} {expected:<19} {fired:<22} {_names(r['missing']):<9} "
+                     f"{_names(r['unexpected']):<10} {_lag_text(r):<36} {r['seconds']:>5.1f} {ok}")
     return "\n".join(lines)
 
 
@@ -295,8 +307,9 @@ def format_rules(summary: dict) -> str:
 
 def format_healthy(results: list[dict]) -> str:
     healthy = [r for r in results if not r["expected"]]
-    flagged = [f"{r['case']}: {', '.join(f'{k} ({v})' for k, v in r['fired'].items())}" for r in healthy if r["fired"]]
-    head = f"Healthy runs: {len(healthy)}, warning/critical flags on them: {sum(len(r['fired']) for r in healthy)}"
+    flagged = [f"{r['case']}: {', '.join(r['raised'])}" for r in healthy if r["raised"]]
+    head = (f"Healthy runs: {len(healthy)}, warning/critical flags on them (post hoc or raised live): "
+            f"{sum(len(r['raised']) for r in healthy)}")
     return "\n".join([head] + [f"  {line}" for line in flagged])
 
 
@@ -333,7 +346,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", help="comma-separated case ids")
     parser.add_argument("--jobs", type=int, default=1, help="cases trained in parallel processes (default 1)")
     parser.add_argument("--data", default=None, help="Tweets.csv (default: /work/shared/data/Tweets.csv when "
-                                                      "present, else the built-in dataset)")
+                                                      "present, else the built-in dataset; 'builtin' forces it)")
     parser.add_argument("--logdir", default=None, help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -346,7 +359,10 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{case.id:<20} {case.arch:<9} {case.group:<9} expected={_names(case.expected)} "
                   f"allowed={_names(case.allowed)} {case.note}")
         return {}
-    data_path = args.data or (str(DEFAULT_TWEETS) if DEFAULT_TWEETS.exists() else None)
+    if args.data == "builtin":
+        data_path = None
+    else:
+        data_path = args.data or (str(DEFAULT_TWEETS) if DEFAULT_TWEETS.exists() else None)
     logdir = Path(args.logdir) if args.logdir else Path(tempfile.mkdtemp(prefix="gradwatch-diag-eval-"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     print(f"diagnosis evaluation: {len(cases)} cases{' (quick)' if args.quick else ''}; tweets: "

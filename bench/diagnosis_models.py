@@ -8,6 +8,7 @@ corrupted copy of a dataset.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 
 import numpy as np
 import torch
@@ -87,3 +88,17 @@ def forget_gate_bias(model: nn.Module, value: float) -> nn.Module:
                         quarter = param.shape[0] // 4
                         param[quarter: 2 * quarter] = value / 2
     return model
+
+
+class PlainCNN(nn.Sequential):
+    """A stack of 3x3 convolutions + ReLU at full resolution (no pooling, no normalisation), then a
+    linear layer on the flattened map: nothing between the layers limits how activations grow."""
+
+    def __init__(self, in_shape: tuple[int, ...], n_classes: int, *, depth: int, width: int):
+        channels, height, width_px = in_shape
+        layers: list[tuple[str, nn.Module]] = []
+        for i in range(1, depth + 1):
+            layers += [(f"conv{i}", nn.Conv2d(channels, width, 3, padding=1)), (f"act{i}", nn.ReLU())]
+            channels = width
+        layers += [("flatten", nn.Flatten()), ("out", nn.Linear(width * height * width_px, n_classes))]
+        super().__init__(OrderedDict(layers))

@@ -83,18 +83,16 @@ def saturated_visible(data: RunData, fraction: float = 0.5) -> int | None:
     return _first(steps, np.nanmax(np.where(np.isfinite(values), values, -1), axis=1) >= fraction)
 
 
-def overfitting_visible(data: RunData, patience: int = 3) -> int | None:
-    """The evaluation `patience` evaluations after the lowest validation loss, when the validation
-    loss at that evaluation and at the last one is above the minimum (it did turn up)."""
+def overfitting_visible(data: RunData, patience: int = 3, rise: float = 0.05) -> int | None:
+    """The first evaluation at least `patience` evaluations after the lowest validation loss where
+    the validation loss is `rise` (5%, Prechelt's GL_5) or more above that minimum."""
     table = evaluation_table(data)
     val = table["val_loss"].to_numpy(dtype=float)
     if len(val) < patience + 1 or not np.isfinite(val).any():
         return None
     best = int(np.nanargmin(val))
-    at = best + patience
-    if at >= len(val) or not (val[at] > val[best] and val[-1] > val[best]):
-        return None
-    return int(table.index[at])
+    after = np.arange(len(val)) >= best + patience
+    return _first(table.index.to_numpy(), after & (val >= (1 + rise) * val[best]))
 
 
 def underfitting_visible(data: RunData, evaluations: int = 3) -> int | None:

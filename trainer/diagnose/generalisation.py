@@ -73,6 +73,7 @@ def overfitting_onset(
     confidence: float = 0.99,
     noise_factor: float = 3.0,
     confirmations: int = 2,
+    decisive_factor: float = 2.0,
 ) -> dict | None:
     """Where validation loss turned up while training loss kept falling, or None.
 
@@ -89,17 +90,22 @@ def overfitting_onset(
       one-sided t test at `confidence`, and the fitted rise from the best evaluation to the last is
       at least `gl_threshold` percent and at least `noise_factor` x the curve's noise (estimated
       robustly from second differences of the whole validation curve) - a noisy flat curve's
-      minimum is only a lucky draw;
+      minimum is only a lucky draw. A decisive rise passes without the t test: a fitted rise of at
+      least `decisive_factor` x `noise_factor` x the noise (6 sigma) with GL at least
+      `decisive_factor` x `gl_threshold` (10%). With three or four evaluations after the best one the
+      t test has one or two degrees of freedom and needs t >= 7 to 32 at 0.99, so a steep, clear
+      rise would otherwise wait for more evaluations;
     - the training loss at the last evaluation is below its value at the best one;
     - all of the above also held one evaluation earlier (`confirmations` = 2 consecutive
       evaluations), which keeps a trainer that asks after every epoch from acting on one noisy
       evaluation.
     Defaults were chosen on simulated curves: a flat validation loss with 4% noise is flagged at
-    some epoch in under 2% of 40-epoch runs, a U-shaped one about 7 epochs after its minimum.
+    some epoch in under 2% of 40-epoch runs, a U-shaped one about 6 epochs after its minimum.
 
     Returns best_index, best_step (the onset: val loss minimal), rising_since_step, last_step,
     val/train losses at the best and last evaluations, gl, gap_at_best / gap_last (val - train),
-    slope_per_eval, t_stat, trend_rise_pct, noise_sigma and evaluations_after_best.
+    slope_per_eval, t_stat, trend_rise_pct, noise_sigma, evaluations_after_best and decisive_rise
+    (true when the rise passed as decisive rather than by the t test).
     """
     if patience < 1:
         raise ValueError(f"patience must be at least 1 evaluation, got {patience}")
@@ -120,11 +126,12 @@ def overfitting_onset(
     found = None
     for dropped in range(confirmations):
         end = len(v) - dropped
-        result = _rising_after_best(v[:end], t[:end], patience, gl_threshold, confidence, noise_factor)
+        result = _rising_after_best(v[:end], t[:end], patience, gl_threshold, confidence, noise_factor,
+                                    decisive_factor)
         if result is None:
             return None
         found = found or result
-    best, after, gl, trend, rise, sigma = found
+    best, after, gl, trend, rise, sigma, decisive = found
     return {
         "best_index": best,
         "best_step": _plain_step(steps[best]),
@@ -143,11 +150,12 @@ def overfitting_onset(
         "trend_rise_pct": float(rise),
         "noise_sigma": float(sigma),
         "evaluations_after_best": int(after),
+        "decisive_rise": bool(decisive),
     }
 
 
-def _rising_after_best(v, t, patience, gl_threshold, confidence, noise_factor):
-    """The overfitting tests on one curve: (best, after, gl, trend, rise %, noise) or None."""
+def _rising_after_best(v, t, patience, gl_threshold, confidence, noise_factor, decisive_factor):
+    """The overfitting tests on one curve: (best, after, gl, trend, rise %, noise, decisive) or None."""
     n = len(v)
     if n < patience + 1:
         return None
@@ -159,15 +167,20 @@ def _rising_after_best(v, t, patience, gl_threshold, confidence, noise_factor):
     if gl < gl_threshold or not t[-1] < t[best]:
         return None
     trend = linear_trend(v[best + 1:], np.arange(best + 1, n, dtype=float))
-    if trend["t"] < t_critical(after - 2, confidence):
-        return None
     fitted_best = trend["intercept"] + trend["slope"] * best
     fitted_last = trend["intercept"] + trend["slope"] * (n - 1)
     rise = 100.0 * (fitted_last / fitted_best - 1.0) if fitted_best > 0 else math.inf
     sigma = noise_level(v)
     if rise < gl_threshold or fitted_last - fitted_best < noise_factor * sigma:
         return None
-    return best, after, gl, trend, rise, sigma
+    significant = trend["t"] >= t_critical(after - 2, confidence)
+    decisive = (
+        trend["slope"] > 0 and gl >= decisive_factor * gl_threshold
+        and fitted_last - fitted_best >= decisive_factor * noise_factor * sigma
+    )
+    if not (significant or decisive):
+        return None
+    return best, after, gl, trend, rise, sigma, decisive and not significant
 
 
 def noise_level(values: np.ndarray) -> float:
@@ -191,7 +204,8 @@ class Overfitting(Rule):
     Thresholds (see overfitting_onset): `patience` (3) evaluations after the best one, Prechelt's
     generalisation loss GL >= `gl_threshold` (5%; Prechelt 1998, "Early stopping - but when?"),
     a rising trend significant at `confidence` (0.99, one-sided t test) whose fitted rise reaches
-    `gl_threshold` and `noise_factor` (3) x the curve's noise, confirmed at `confirmations` (2)
+    `gl_threshold` and `noise_factor` (3) x the curve's noise - or a decisive rise (`decisive_factor`
+    (2) x both: GL >= 10% and 6 x the noise) without the t test - confirmed at `confirmations` (2)
     consecutive evaluations. SageMaker Debugger's Overfit rule compares validation and training loss
     in the same spirit (ratio_threshold 0.1 with patience).
     """
@@ -204,6 +218,7 @@ class Overfitting(Rule):
     confidence: float = 0.99
     noise_factor: float = 3.0
     confirmations: int = 2
+    decisive_factor: float = 2.0
 
     def skip_reason(self, data: RunData) -> str | None:
         if not data.has_scalar("val_loss"):
@@ -217,7 +232,7 @@ class Overfitting(Rule):
         onset = overfitting_onset(
             table["val_loss"], table["train_loss"],
             patience=self.patience, gl_threshold=self.gl_threshold, confidence=self.confidence,
-            noise_factor=self.noise_factor, confirmations=self.confirmations,
+            noise_factor=self.noise_factor, confirmations=self.confirmations, decisive_factor=self.decisive_factor,
         )
         if onset is None:
             return []
@@ -226,7 +241,8 @@ class Overfitting(Rule):
         position = int(table.index.get_loc(best_step))
         best_epoch = _plain_step(epoch) if epoch is not None and np.isfinite(epoch) else position + 1
         evidence = {k: v for k, v in onset.items() if k not in ("best_step", "onset_step", "last_step")}
-        evidence.update(best_epoch=best_epoch, onset_step=best_step, best_step=best_step)
+        evidence.update(best_epoch=best_epoch, onset_step=best_step, best_step=best_step,
+                        decisive_rise=int(onset["decisive_rise"]))
         if "val_acc" in table and np.isfinite(table["val_acc"].get(best_step, np.nan)):
             evidence["val_acc_at_best"] = float(table["val_acc"][best_step])
         explanation = (
@@ -282,6 +298,9 @@ class Underfitting(Rule):
     initial value. SageMaker Debugger's LossNotDecreasing rule uses the same "not decreasing by a
     minimum percentage" idea. As evidence the loss is compared with ln(K), the loss of predicting
     uniform class priors for K classes (K from config num_classes or the last Linear layer).
+    Nothing is judged before `min_steps` (100) optimizer steps: a network often sits on an initial
+    plateau for a few dozen steps, and the evaluations of a tiny training set can be only a few steps
+    apart, so three flat evaluations alone say little.
     """
 
     rule = "underfitting"
@@ -291,6 +310,7 @@ class Underfitting(Rule):
     min_evaluations: int = 3
     flat_tolerance: float = 0.05
     initial_points: int = 3
+    min_steps: int = 100
 
     def skip_reason(self, data: RunData) -> str | None:
         if not (data.has_scalar("train_loss") or data.has_scalar("epoch_train_loss")):
@@ -302,6 +322,8 @@ class Underfitting(Rule):
         if progress is None:
             return []
         steps, values = progress
+        if steps[-1] + 1 < self.min_steps:
+            return []  # too little training to call a plateau: tiny epochs, or the initial plateau
         per_step = data.scalar("train_loss")
         per_step = per_step[np.isfinite(per_step.to_numpy(dtype=float))]
         if len(per_step) >= self.initial_points:

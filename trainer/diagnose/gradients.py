@@ -84,7 +84,9 @@ class VanishingGradient(Rule):
         steps = _steps(grads)
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = norms / norms[:, -1:]
-        vanishing = (ratio < self.ratio_threshold) & (norms < self.norm_threshold)
+        # An exactly zero gradient is no signal at all (every unit feeding the layer is dead, or the
+        # layer is cut off), not a signal that fades on its way back: dead_units reports the former.
+        vanishing = (ratio < self.ratio_threshold) & (norms < self.norm_threshold) & (norms > 0)
         early = vanishing[:, :-1]
         onsets = sustained_onsets(early, self.window, self.min_fraction)
         if onsets[0] < 0:

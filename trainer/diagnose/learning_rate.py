@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .data import RunData
 from .flags import Flag, fmt
@@ -67,11 +69,15 @@ class LearningRate(Rule):
     def _too_high(self, data, steps, median, high, onset) -> Flag:
         end = last_true(high)
         level = finite_median(median[onset: end + 1][high[onset: end + 1]])
+        peak = self._sustained_peak(median[onset: end + 1])
         change = _loss_change(data, int(steps[onset]), int(steps[end]))
-        severe = level >= self.severe_factor * self.too_high
+        # Severe when the ratio held severe_factor x too_high over a whole window at any point: a
+        # long, milder tail must not average away a stretch of huge updates.
+        severe = max(level, peak) >= self.severe_factor * self.too_high
         not_falling = change is not None and change > -0.05
         severity = "warning" if severe or not_falling else "info"
-        evidence = {"median_update_ratio": level, "too_high": self.too_high, "direction": 1}
+        evidence = {"median_update_ratio": level, "peak_update_ratio": max(level, peak), "too_high": self.too_high,
+                    "direction": 1}
         if change is not None:
             evidence["train_loss_change"] = change
         lr = _current_lr(data)
@@ -92,8 +98,9 @@ class LearningRate(Rule):
             evidence=evidence,
             explanation=(
                 f"Learning rate looks too high: weights change by {fmt(level)} of their size per step (median over "
-                f"layers, steps {steps[onset]}-{steps[end]}), above {fmt(self.too_high)}; about 1e-3 is healthy"
-                + loss_text + "."
+                f"layers, steps {steps[onset]}-{steps[end]}"
+                + (f"; up to {fmt(peak)} over {self.window} logged steps" if peak >= 2 * level else "")
+                + f"), above {fmt(self.too_high)}; about 1e-3 is healthy" + loss_text + "."
             ),
             remedy_ids=["lower-lr", "clipping", "batchnorm"],
         )
@@ -118,6 +125,13 @@ class LearningRate(Rule):
             ),
             remedy_ids=["higher-lr", "batchnorm", "init"],
         )
+
+    def _sustained_peak(self, median: np.ndarray) -> float:
+        """The highest level the median ratio held over a window: the largest trailing-window median
+        (at least `min_fraction` of the window finite); -inf for a stretch shorter than the window."""
+        needed = max(1, math.ceil(self.min_fraction * self.window - 1e-9))
+        rolling = pd.Series(median).rolling(self.window, min_periods=needed).median().to_numpy()
+        return float(np.nanmax(rolling)) if np.isfinite(rolling).any() else -math.inf
 
     @staticmethod
     def _annealed(data: RunData, step: int) -> bool:

@@ -11,7 +11,9 @@ from ..runlog.reader import RunReader
 
 # Mid-epoch checks: every this many recorded (layer-statistics) steps, so problems that appear
 # within a long first epoch (exploding gradients) are flagged before the epoch ends.
-CHECK_EVERY_LOGGED_STEPS = 20
+# Every 10 logged steps: the live lag stays near the rules' own evidence window (5-10 logged
+# steps) while a check (~25 ms on a run of thousands of steps) costs well under 1% of training.
+CHECK_EVERY_LOGGED_STEPS = 10
 
 
 def nonfinite_flag(step: int, scalars: dict, *, halted: bool) -> dict:
