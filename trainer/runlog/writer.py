@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import schema
 
 # How often the writer commits: the bound on what kill -9 can lose, and on live latency.
@@ -226,18 +228,22 @@ class RunWriter:
             self._pending_records -= 1
         rows = record.resolve() if record.resolve is not None else record.rows
         drop_hist = record.drop_histograms
+        hist_rows = [hist for _, _, _, hist in rows if hist is not None]
+        if drop_hist:
+            self.dropped_histograms += len(hist_rows)
+            blobs = iter(())
+        else:
+            blobs = iter(schema.encode_hists(np.stack(hist_rows)) if hist_rows else ())
         out = []
         for tensor_id, kind, stats, hist in rows:
-            if hist is not None and drop_hist:
-                self.dropped_histograms += 1
-                hist = None
             norm, mean, std, lo, hi, nan_count, inf_count, zero_frac, extra, dead = stats
+            blob = None if hist is None or drop_hist else next(blobs)
             out.append(
                 (
                     record.step, tensor_id, kind,
                     _real(norm), _real(mean), _real(std), _real(lo), _real(hi),
                     int(nan_count), int(inf_count), _real(zero_frac), _real(extra), _real(dead),
-                    None if hist is None else schema.encode_hist(hist),
+                    blob,
                 )
             )
         conn.executemany(
