@@ -38,7 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.diagnosis_cases import CASES, Case, get_case  # noqa: E402
 from bench.diagnosis_oracles import ORACLES  # noqa: E402
 
-DEFAULT_TWEETS = Path("/work/shared/data/Tweets.csv")
+# The real file sits in shared/ beside the checkout (the CI copy too); /work/shared is where
+# the developers' machines keep it.
+DEFAULT_TWEETS = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "Tweets.csv",
+               Path("/work/shared/data/Tweets.csv")) if p.exists()),
+    Path("/work/shared/data/Tweets.csv"),
+)
 ACTIVE = ("warning", "critical")
 EPOCH_RULES = ("overfitting", "underfitting")
 # Targets: detection within this many logged steps of the oracle (per-step rules) or evaluations

@@ -8,7 +8,13 @@ import pytest
 from data.errors import DatasetError
 from data.tweets import DEFAULT_TWEETS_PATH, deduplicate_tweets, read_tweets
 
-REAL_TWEETS = Path("/work/shared/data/Tweets.csv")
+# The real file sits in shared/ beside the checkout (the CI copy too); /work/shared is where
+# the developers' machines keep it.
+REAL_TWEETS = next(
+    (p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "Tweets.csv",
+               Path("/work/shared/data/Tweets.csv")) if p.exists()),
+    Path("/work/shared/data/Tweets.csv"),
+)
 HEADER = ["tweet_id", "airline_sentiment", "airline", "text"]
 
 
