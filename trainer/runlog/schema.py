@@ -127,6 +127,13 @@ def encode_hists(counts: np.ndarray) -> list[bytes]:
 
 
 def decode_hist(blob: bytes) -> np.ndarray:
+    if blob and blob[0] == 0x78:  # a zlib stream: the first encoding of schema 1 (before sparse)
+        import zlib
+
+        arr = np.frombuffer(zlib.decompress(blob), dtype="<u4")
+        if arr.shape != (HIST_LEN,):
+            raise ValueError(f"corrupt histogram blob: {arr.size} counts, expected {HIST_LEN}")
+        return arr.astype(np.int64)
     if not blob or blob[0] not in (HIST_FORMAT_SPARSE16, HIST_FORMAT_SPARSE32):
         raise ValueError(f"corrupt histogram blob (format byte {blob[:1]!r})")
     mask = np.unpackbits(np.frombuffer(blob, dtype=np.uint8, count=_BITMAP_BYTES, offset=1))[:HIST_LEN].astype(bool)
