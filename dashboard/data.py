@@ -28,6 +28,7 @@ import pandas as pd
 
 from trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
 from trainer.runlog import schema as log_schema
+from trainer.runlog.reader import step_range
 
 from . import series
 
@@ -95,12 +96,9 @@ class DashboardReader(RunReader):
         snapped to logged steps), and how many logged steps the range holds. The steps are picked
         by an index-range count and a rowid stride, never by reading every step."""
         where, params = "WHERE 1", []
-        if step_min is not None:
-            where += " AND step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            where += " AND step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("step", step_min, step_max)
+        where += range_sql
+        params += range_params
         (count,), = self._query(f"SELECT COUNT(*) FROM steps {where}", params)
         if count <= max_points:
             return self.logged_steps_between(step_min, step_max), int(count)
@@ -131,12 +129,9 @@ class DashboardReader(RunReader):
 
     def logged_steps_between(self, step_min: int | None, step_max: int | None) -> np.ndarray:
         sql, params = "SELECT DISTINCT step FROM steps WHERE 1", []
-        if step_min is not None:
-            sql += " AND step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            sql += " AND step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("step", step_min, step_max)
+        sql += range_sql
+        params += range_params
         rows = self._query(sql + " ORDER BY step", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
@@ -166,12 +161,9 @@ class DashboardReader(RunReader):
         """(steps, values) of one scalar via its (name, step) index; a later record for a step wins."""
         sql = f"SELECT step, IFNULL(value, {NULL_SENTINEL!r}) FROM scalars WHERE name = ? AND rank = ?"
         params: list[Any] = [name, rank]
-        if step_min is not None:
-            sql += " AND step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            sql += " AND step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("step", step_min, step_max)
+        sql += range_sql
+        params += range_params
         rows = self._query(sql + " ORDER BY step, seq", params)
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
@@ -227,12 +219,9 @@ class DashboardReader(RunReader):
         sql = ("SELECT s.step FROM stats s JOIN tensors t ON t.id = s.tensor_id"
                " WHERE t.name = ? AND s.kind = ? AND s.hist IS NOT NULL")
         params: list[Any] = [name, log_schema.KIND_CODES[kind]]
-        if step_min is not None:
-            sql += " AND s.step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            sql += " AND s.step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("s.step", step_min, step_max)
+        sql += range_sql
+        params += range_params
         rows = self._query(sql + " ORDER BY s.step", params)
         return np.unique(np.array([r[0] for r in rows], dtype=np.int64))
 

@@ -40,6 +40,18 @@ class RunEntry:
     error: str | None
 
 
+def step_range(column: str, step_min: int | None, step_max: int | None) -> tuple[str, list[int]]:
+    """SQL ` AND column >= ? AND column <= ?` for the bounds given, and its parameters."""
+    sql, params = "", []
+    if step_min is not None:
+        sql += f" AND {column} >= ?"
+        params.append(int(step_min))
+    if step_max is not None:
+        sql += f" AND {column} <= ?"
+        params.append(int(step_max))
+    return sql, params
+
+
 def resolve_run_dir(logdir: str | os.PathLike, run_id: str) -> Path:
     """The folder of `run_id` inside `logdir`, refusing ids that could escape it (ids come from URLs)."""
     if not schema.is_valid_run_id(run_id):
@@ -246,12 +258,9 @@ class RunReader:
             codes = [schema.KIND_CODES[k] for k in kinds]
             sql += f" AND s.kind IN ({','.join('?' * len(codes))})"
             params += codes
-        if step_min is not None:
-            sql += " AND s.step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            sql += " AND s.step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("s.step", step_min, step_max)
+        sql += range_sql
+        params += range_params
         if names:
             sql += f" AND t.name IN ({','.join('?' * len(names))})"
             params += list(names)
@@ -296,12 +305,9 @@ class RunReader:
             " WHERE t.name = ? AND s.kind = ? AND s.hist IS NOT NULL"
         )
         params: list[Any] = [name, schema.KIND_CODES[kind]]
-        if step_min is not None:
-            sql += " AND s.step >= ?"
-            params.append(int(step_min))
-        if step_max is not None:
-            sql += " AND s.step <= ?"
-            params.append(int(step_max))
+        range_sql, range_params = step_range("s.step", step_min, step_max)
+        sql += range_sql
+        params += range_params
         rows = self._query(sql + " ORDER BY s.step, s.seq", params)
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, schema.HIST_LEN), dtype=np.int64)
