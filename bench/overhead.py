@@ -110,6 +110,12 @@ class Variant:
             else:
                 loss.item()
             self.step += 1
+        # Work a variant deferred to a background thread is its own cost: finish it inside its
+        # own timing, or it would run during (and be charged to) the next variant in the round.
+        if self.run is not None:
+            self.run.flush()
+        if self.tb is not None:
+            self.tb.flush()
         return time.perf_counter() - start
 
     def close(self):

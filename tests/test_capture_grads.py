@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from trainer.run import Run
-from trainer.runlog import RunReader
+from trainer.runlog import RunReader, schema
 
 
 def make_model():
@@ -148,3 +148,27 @@ def test_two_optimizers_each_stepping_part_of_the_model_record_both_updates(tmp_
             assert want > 1e-3
             got = weights[(weights["step"] == step) & (weights["name"] == name)]["update_ratio"].item()
             assert got == pytest.approx(want, rel=1e-4), f"step {step} {name}: recorded {got}, real {want}"
+
+
+def test_gradients_zeroed_in_place_after_the_step_keep_their_recorded_histograms(tmp_path):
+    """zero_grad(set_to_none=False) zeroes gradients in place before the record is finished (at
+    the next forward pass); the histograms must still be those of the gradients that stepped."""
+    model = make_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+    with Run(tmp_path, name="inplace-zero") as run:
+        run.watch(model, every=1)
+        for _ in range(3):
+            opt.zero_grad(set_to_none=False)
+            model(torch.randn(5, 6)).pow(2).mean().backward()
+            opt.step()
+            seen.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    with RunReader(run.path) as reader:
+        for name in ("0.bias", "2.bias", "0.weight"):
+            steps, counts = reader.histograms(name, "grad")
+            for step, row in zip(steps.tolist(), counts):
+                grad = seen[step][name]
+                nonzero = int((grad != 0).sum())
+                assert row.sum() == grad.numel(), name
+                # All-zero histograms would put every element on the zero bin.
+                assert row.sum() - row[schema.HIST_ZERO_INDEX] == nonzero, (name, step)

@@ -175,3 +175,41 @@ def test_frozen_and_unused_params_get_weight_records_but_no_grad_records(tmp_pat
         ratio = torch.linalg.vector_norm(after["shared.weight"] - before["shared.weight"]) / torch.linalg.vector_norm(
             after["shared.weight"])
         assert w.loc["shared.weight", "update_ratio"] == pytest.approx(ratio.item(), rel=1e-4)
+
+
+def test_forward_hooks_exist_only_around_logged_steps_and_activations_still_recorded(tmp_path):
+    """Between logged steps the model carries no gradwatch forward hooks (PyTorch's hook-free fast
+    path); activations of logged steps, over every micro-batch, are still recorded."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2), nn.Tanh())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def hooked():
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    inputs = [torch.randn(3, 4) for _ in range(2)]
+    hook_counts, reference = [], None
+    with Run(tmp_path, name="hooks") as run:
+        run.watch(model, every=3)
+        for step in range(7):
+            if step == 3:
+                with torch.no_grad():
+                    reference = torch.cat([torch.relu(model[0](x)) for x in inputs]).double()
+            opt.zero_grad()
+            for x in inputs:  # two micro-batches per optimizer step
+                model(x).sum().backward()
+                if x is inputs[0]:  # after a forward pass: only activation hooks can be left
+                    hook_counts.append(hooked())
+            opt.step()
+        run.flush()
+        assert run.probe.step == 7
+    # Steps 0, 3, 6 are logged: activation hooks are on during them only.
+    assert [c > 0 for c in hook_counts] == [True, False, False, True, False, False, True]
+    assert hooked() == 0  # and everything is removed at the end
+    with RunReader(run.path) as reader:
+        df, _ = reader.layer_stats(kinds=("activation",))
+    assert sorted(set(df["step"])) == [0, 3, 6]
+    relu = df[(df["name"] == "1") & (df["step"] == 3)].iloc[0]
+    assert relu["mean"] == pytest.approx(reference.mean().item(), rel=1e-5)
+    assert relu["std"] == pytest.approx(reference.std().item(), rel=1e-4)
+    assert relu["zero_frac"] == pytest.approx((reference == 0).double().mean().item())

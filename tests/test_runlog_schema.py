@@ -32,6 +32,17 @@ def test_sparse_encoding_round_trips(counts):
         counts.tolist(), counts[::-1].tolist()]
 
 
+def test_batch_encoding_equals_row_by_row_encoding_for_mixed_rows():
+    rng = np.random.default_rng(0)
+    rows = rng.integers(0, 9, (40, schema.HIST_LEN)) * rng.integers(0, 2, (40, schema.HIST_LEN))
+    rows[4] = 0  # an empty histogram between full ones
+    rows[7, 11] = 70_000  # one row needs 32-bit counts; its neighbours keep 16-bit ones
+    blobs = schema.encode_hists(rows)
+    assert blobs == [schema.encode_hist(row) for row in rows]
+    assert blobs[7][0] == schema.HIST_FORMAT_SPARSE32 and blobs[6][0] == schema.HIST_FORMAT_SPARSE16
+    assert schema.encode_hists(np.zeros((0, schema.HIST_LEN))) == []
+
+
 def test_sparse_blob_is_small_for_a_typical_histogram():
     counts = _counts({i: 100 + i for i in range(70, 90)})  # 20 occupied bins
     assert len(schema.encode_hist(counts)) == 1 + 17 + 2 * 20

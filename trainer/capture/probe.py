@@ -16,12 +16,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.optim.optimizer as optim_hooks
 from torch import nn
 
 from ..runlog import schema
-from ..runlog.writer import LayerRecord, RunWriter
+from ..runlog.writer import LayerRecord, RunWriter, StatBlock
 from . import tensor_stats
 from .activation_stats import ACTIVATION_TYPES, ActivationAccumulator, finish_activations
 
@@ -136,18 +137,23 @@ class Probe:
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
-            self.model.register_forward_pre_hook(self._start_of_forward),
         ]
+        # Forward hooks exist only while they have work: activation hooks from the step before a
+        # logged step until it ends, the start-of-forward hook while a record waits to be
+        # finished. A module with any hook leaves PyTorch's hook-free fast call path, so
+        # permanent hooks would tax every step, logged or not.
+        self._act_specs = activation_modules(self.model) if activations else []
+        self._act_handles: list = []
+        self._finish_handle = None
         self._hist = tensor_stats.HistogramBatcher()
+        self._grad_hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass, then remove
         # themselves; activation hooks stay but only compute on logged steps.
         self._order_handles = [
             module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
         ]
         self._order_handles.append(self.model.register_forward_hook(self._order_done))
-        for name, module, channels_first in activation_modules(self.model):
-            hook = self._forward_hook(name, type(module).__name__, channels_first)
-            self._handles.append(module.register_forward_hook(hook))
+        self._sync_activation_hooks()
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -158,10 +164,24 @@ class Probe:
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
-        for handle in self._handles + self._order_handles:
+        for handle in self._handles + self._order_handles + self._act_handles:
             handle.remove()
-        self._handles = self._order_handles = []
+        self._handles = self._order_handles = self._act_handles = []
+        self._act_specs = []
         self._old_samples = None
+
+    def _sync_activation_hooks(self) -> None:
+        """Activation hooks on exactly while the step in progress is a logged one."""
+        want = bool(self._act_specs) and self.logging_now
+        if want and not self._act_handles:
+            self._act_handles = [
+                module.register_forward_hook(self._forward_hook(name, type(module).__name__, channels_first))
+                for name, module, channels_first in self._act_specs
+            ]
+        elif not want and self._act_handles:
+            for handle in self._act_handles:
+                handle.remove()
+            self._act_handles = []
 
     def _counts(self, optimizer) -> bool:
         """Only the first optimizer that steps our parameters advances the step count."""
@@ -204,6 +224,9 @@ class Probe:
         if self._unfinished is None:
             return
         state, self._unfinished = self._unfinished, None
+        if self._finish_handle is not None:
+            self._finish_handle.remove()
+            self._finish_handle = None
         self._record(*state)
 
     @torch.no_grad()
@@ -217,18 +240,24 @@ class Probe:
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
         if grads:
-            samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
             moments = tensor_stats.moment_stats(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
-            self._pending = (present, moments, nonfinite, samples if self.histograms else [])
+            hist, sampled = None, []
+            if self.histograms:
+                # Binned now, not at the record: a gradient zeroed in place (zero_grad with
+                # set_to_none=False) before the record is finished would read as all zeros.
+                samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
+                hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
+            self._pending = (present, moments, nonfinite, hist, sampled)
         else:
-            self._pending = ([], None, None, [])
+            self._pending = ([], None, None, None, [])
         if self.update_ratio:
             # The update-to-weight ratio needs the weights before the step. Keeping only the
             # histogram sample of each tensor (a copy of at most sample_size elements) instead
             # of the whole model saves a full copy, subtraction and norm pass per logged step.
             self._old_samples = [
-                self._sampler.sample(p.tensor.detach().reshape(-1)).clone() for p in self.params if p.tensor.requires_grad
+                _owned(self._sampler.sample(p.tensor.detach().reshape(-1)), p.tensor)
+                for p in self.params if p.tensor.requires_grad
             ]
 
     @torch.no_grad()
@@ -237,10 +266,13 @@ class Probe:
             return
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
+            if self._finish_handle is None:
+                self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
         self.step += 1
         self._acts = {}
         self._pending = None
         self._old_samples = None
+        self._sync_activation_hooks()
 
     # ---- recording ------------------------------------------------------------------------
     def _ratio_layout(self, weights, w_samples, device):
@@ -280,7 +312,7 @@ class Probe:
         self.writer.add_tensors(new)
 
     def _record(self, step: int, pending, old_samples, acts) -> None:
-        present, grad_moments, grad_nonfinite, grad_samples = pending
+        present, grad_moments, grad_nonfinite, grad_hist, sampled_g = pending
         weights = [p.tensor.detach() for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
@@ -297,7 +329,8 @@ class Probe:
                 ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
         hist = None
         if self.histograms:
-            hist = self._hist.counts([s.to(device) for s in grad_samples] + w_samples)
+            w_hist = self._hist.counts(w_samples)
+            hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
         act_names = [name for name, acc in acts.items() if acc.has_data]
         act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
         self._register_tensors(act_names, acts)
@@ -324,7 +357,6 @@ class Probe:
         grad_ids = [self._tensor_ids[p.name] for p in present]
         weight_ids = [self._tensor_ids[p.name] for p in self.params]
         act_ids = [self._tensor_ids[name] for name in act_names]
-        sampled_g = [s.numel() for s in grad_samples]
         sampled_w = [s.numel() for s in w_samples] if self.histograms else []
         has_hist = hist is not None
 
@@ -346,24 +378,25 @@ class Probe:
             w_ratio = take(n_weight, 1)[:, 0]
             counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
             acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
-            rows = []
+            blocks = []
             if n_grad:
                 g_hist = counts[:n_grad] if has_hist else None
-                stats = tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g)
-                rows += [
-                    (tid, schema.KIND_GRAD, s, None if g_hist is None else g_hist[i])
-                    for i, (tid, s) in enumerate(zip(grad_ids, stats))
-                ]
+                blocks.append(StatBlock(
+                    np.asarray(grad_ids), np.full(n_grad, schema.KIND_GRAD),
+                    tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g),
+                    g_hist, np.full(n_grad, has_hist),
+                ))
             w_hist = counts[n_grad:] if has_hist else None
-            stats = tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio)
-            rows += [
-                (tid, schema.KIND_WEIGHT, s, None if w_hist is None else w_hist[i])
-                for i, (tid, s) in enumerate(zip(weight_ids, stats))
-            ]
+            blocks.append(StatBlock(
+                np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
+                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio),
+                w_hist, np.full(n_weight, has_hist),
+            ))
             if acts is not None:
-                rows += [(tid, schema.KIND_ACTIVATION, tuple(float(v) for v in acts[i]), None)
-                         for i, tid in enumerate(act_ids)]
-            return rows
+                blocks.append(StatBlock(
+                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), acts.astype(np.float64),
+                ))
+            return StatBlock.concat(blocks)
 
         now = time.perf_counter()
         step_time = None
@@ -371,6 +404,12 @@ class Probe:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
         self.writer.add_layer_record(LayerRecord(step, time.time(), step_time, resolve=resolve))
+
+
+def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """The sample itself when it is already a copy; a copy when it is the source's own memory
+    (small tensors are "sampled" whole), which the optimizer step is about to change."""
+    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
 
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:

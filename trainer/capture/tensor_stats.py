@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..runlog import schema
@@ -35,7 +36,7 @@ class SampleIndex:
     def __init__(self, sample_size: int = schema.HIST_SAMPLE_SIZE, seed: int = 0):
         self.sample_size = sample_size
         self._generator = torch.Generator().manual_seed(seed)
-        self._cache: dict[tuple[int, torch.device], torch.Tensor] = {}
+        self._cache: dict[tuple, torch.Tensor] = {}
 
     def indices(self, numel: int, device: torch.device) -> torch.Tensor | None:
         """None when the whole tensor is small enough to be histogrammed entirely."""
@@ -52,8 +53,23 @@ class SampleIndex:
         return idx
 
     def sample(self, flat: torch.Tensor) -> torch.Tensor:
-        idx = self.indices(flat.numel(), flat.device)
-        return flat if idx is None else flat.index_select(0, idx)
+        numel = flat.numel()
+        idx = self.indices(numel, flat.device)
+        if idx is None:
+            return flat
+        if numel // self.BLOCK >= self.sample_size // self.BLOCK and flat.is_contiguous():
+            # Whole blocks: gather rows of a [numel // BLOCK, BLOCK] view (one memcpy per block,
+            # not one indexed read per element).
+            rows = self._block_rows(numel, flat.device)
+            return flat[: numel // self.BLOCK * self.BLOCK].view(-1, self.BLOCK).index_select(0, rows).reshape(-1)
+        return flat.index_select(0, idx)
+
+    def _block_rows(self, numel: int, device: torch.device) -> torch.Tensor:
+        key = ("rows", numel, device)
+        rows = self._cache.get(key)
+        if rows is None:
+            rows = self._cache[key] = self.indices(numel, device)[:: self.BLOCK] // self.BLOCK
+        return rows
 
 
 # var = (|x|^2 - n*mean^2)/(n-1) cancels badly when n*mean^2 is most of |x|^2 (batch-norm
@@ -161,6 +177,9 @@ def _moment_stats_accelerator(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(rows)
 
 
+_TINY = 1e-30  # a normal float32 below the first bin edge (1e-12)
+
+
 def log_magnitude_bins(values: torch.Tensor) -> torch.Tensor:
     """Bin index per value as float, in [0, HIST_LEN]; HIST_LEN marks NaN (not histogrammed).
 
@@ -169,7 +188,9 @@ def log_magnitude_bins(values: torch.Tensor) -> torch.Tensor:
     its right and negatives mirrored to its left. log10(0) = -inf clamps harmlessly; +-inf clamps
     to the outermost bins.
     """
-    bins = torch.log10(values.abs()).sub_(schema.HIST_LOG_MIN).mul_(schema.HIST_BINS_PER_DECADE)
+    # log10 of zeros and subnormals takes a slow path (~10x on CPU); anything below the first
+    # edge lands in the outermost bin (or on the zero bin via sign), so clamp them up first.
+    bins = torch.log10(values.abs().clamp_(min=_TINY)).sub_(schema.HIST_LOG_MIN).mul_(schema.HIST_BINS_PER_DECADE)
     bins = bins.floor_().clamp_(0, schema.HIST_BINS_PER_SIGN - 1).add_(1)
     bins.mul_(torch.sign(values)).add_(schema.HIST_ZERO_INDEX)
     return bins.nan_to_num_(nan=float(schema.HIST_LEN))
@@ -235,36 +256,32 @@ def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.
     return torch.stack(rows)
 
 
-def finish_stats(moments, nonfinite, hist, sampled, extra=None):
-    """Host-side: the schema's stat rows from the raw device results (numpy arrays).
+def finish_stats(moments, nonfinite, hist, sampled, extra=None) -> np.ndarray:
+    """Host-side: the schema's stat rows from the raw device results, vectorised (this runs on
+    the writer thread, whose Python time stalls training through the GIL).
 
     moments [T,6] (norm, sum, min, max, numel, centred norm or NaN), nonfinite [T,2], hist [T,HIST_LEN] or None,
-    sampled [T] elements histogrammed, extra [T] or None. Returns a list of STAT_FIELDS tuples.
+    sampled [T] elements histogrammed, extra [T] or None. Returns [T, len(STAT_FIELDS)] float64;
+    NaN marks a statistic that does not apply (stored as NULL).
     """
-    rows = []
-    for i in range(len(moments)):
-        norm, total, lo, hi, numel, centred = (float(v) for v in moments[i])
-        n = max(numel, 1.0)
-        mean = total / n
-        if numel <= 1:
-            std = 0.0
-        elif math.isfinite(centred):
-            std = centred / math.sqrt(n - 1)
-        elif math.isfinite(norm) and math.isfinite(mean):
-            std = math.sqrt(max(norm * norm - n * mean * mean, 0.0) / (n - 1))
-        else:
-            std = float("nan")
-        if hist is not None and sampled[i] > 0:
-            zero_frac = float(hist[i][schema.HIST_ZERO_INDEX]) / float(sampled[i])
-        else:
-            zero_frac = float("nan")
-        rows.append(
-            (
-                norm, mean, std, lo, hi,
-                int(nonfinite[i][0]), int(nonfinite[i][1]),
-                zero_frac,
-                float("nan") if extra is None else float(extra[i]),
-                float("nan"),
-            )
-        )
-    return rows
+    m = np.asarray(moments, dtype=np.float64).reshape(-1, N_MOMENTS)
+    norm, total, lo, hi, numel, centred = m.T
+    n = np.maximum(numel, 1.0)
+    mean = total / n
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        derived = np.sqrt(np.maximum(norm * norm - n * mean * mean, 0.0) / (n - 1))
+        derived = np.where(np.isfinite(norm) & np.isfinite(mean), derived, np.nan)
+        std = np.where(np.isfinite(centred), centred / np.sqrt(n - 1), derived)
+    std = np.where(numel <= 1, 0.0, std)
+    zero_frac = np.full(len(m), np.nan)
+    if hist is not None:
+        sampled = np.asarray(sampled, dtype=np.float64)
+        has = sampled > 0
+        zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
+    out = np.full((len(m), N_FIELDS), np.nan)
+    out[:, F_NORM], out[:, F_MEAN], out[:, F_STD], out[:, F_MIN], out[:, F_MAX] = norm, mean, std, lo, hi
+    out[:, F_NAN:F_INF + 1] = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
+    out[:, F_ZERO] = zero_frac
+    if extra is not None:
+        out[:, F_EXTRA] = np.asarray(extra, dtype=np.float64)
+    return out

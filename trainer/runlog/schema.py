@@ -112,17 +112,24 @@ def encode_hist(counts: np.ndarray) -> bytes:
 
 
 def encode_hists(counts: np.ndarray) -> list[bytes]:
-    """encode_hist for each row of a [rows, HIST_LEN] array, with the bitmaps packed at once."""
+    """encode_hist for each row of a [rows, HIST_LEN] array: bitmaps and counts converted for all
+    rows at once, then only sliced per row (the writer thread's time stalls training via the GIL)."""
     arr = np.asarray(counts)
     masks = arr > 0
-    bitmaps = np.packbits(masks, axis=1)
-    blobs = []
-    for row, mask, bitmap in zip(arr, masks, bitmaps):
-        values = row[mask]
-        if values.size and values.max() > 0xFFFF:
-            blobs.append(bytes([HIST_FORMAT_SPARSE32]) + bitmap.tobytes() + values.astype("<u4").tobytes())
+    bitmaps = np.packbits(masks, axis=1).tobytes()
+    per_row = masks.sum(axis=1)
+    wide = (np.where(masks, arr, 0).max(axis=1) > 0xFFFF) if arr.size else np.zeros(len(arr), bool)
+    narrow_bytes = arr[masks].astype("<u2").tobytes()  # row-major: row 0's counts, then row 1's
+    ends = np.cumsum(per_row).tolist()
+    header16, header32 = bytes([HIST_FORMAT_SPARSE16]), bytes([HIST_FORMAT_SPARSE32])
+    blobs, start = [], 0
+    for i, (end, is_wide) in enumerate(zip(ends, wide.tolist())):
+        bitmap = bitmaps[i * _BITMAP_BYTES: (i + 1) * _BITMAP_BYTES]
+        if is_wide:
+            blobs.append(header32 + bitmap + arr[i][masks[i]].astype("<u4").tobytes())
         else:
-            blobs.append(bytes([HIST_FORMAT_SPARSE16]) + bitmap.tobytes() + values.astype("<u2").tobytes())
+            blobs.append(header16 + bitmap + narrow_bytes[2 * start: 2 * end])
+        start = end
     return blobs
 
 

@@ -44,18 +44,69 @@ def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 @dataclass
-class LayerRecord:
-    """Everything the probe measured at one logged optimizer step, already on the host.
+class StatBlock:
+    """One logged step's statistics in columns: what the writer inserts with one executemany.
 
-    rows: (tensor_id, kind, stats tuple in schema.STAT_FIELDS order, hist counts or None).
-    A `resolve` callable, if given, is run on the writer thread to turn device results into rows
-    (so the training thread never waits for a device-to-host copy).
+    Columnar so the writer thread spends its time in numpy and SQLite (which release the GIL or
+    run in C), not in per-value Python that would stall the training thread through the GIL.
+    """
+
+    tensor_ids: np.ndarray  # [n] int
+    kinds: np.ndarray  # [n] int, schema.KIND_*
+    stats: np.ndarray  # [n, len(schema.STAT_FIELDS)] float64; NaN = does not apply (NULL)
+    hists: np.ndarray | None = None  # [n, HIST_LEN] counts for the rows where has_hist
+    has_hist: np.ndarray | None = None  # [n] bool
+
+    @classmethod
+    def concat(cls, blocks: list[StatBlock]) -> StatBlock:
+        blocks = [b for b in blocks if len(b.tensor_ids)]
+        if not blocks:
+            return cls.from_rows([])
+        width = schema.HIST_LEN
+        hists = [b.hists if b.hists is not None else np.zeros((len(b.tensor_ids), width)) for b in blocks]
+        has = [b.has_hist if b.has_hist is not None else np.zeros(len(b.tensor_ids), bool) for b in blocks]
+        return cls(
+            np.concatenate([b.tensor_ids for b in blocks]),
+            np.concatenate([b.kinds for b in blocks]),
+            np.concatenate([b.stats for b in blocks]),
+            np.concatenate(hists),
+            np.concatenate(has),
+        )
+
+    @classmethod
+    def from_rows(cls, rows: list) -> StatBlock:
+        """From (tensor_id, kind, stats tuple in STAT_FIELDS order, hist counts or None) rows."""
+        n = len(rows)
+        stats = np.full((n, len(schema.STAT_FIELDS)), np.nan)
+        hists = np.zeros((n, schema.HIST_LEN))
+        has = np.zeros(n, bool)
+        for i, (_, _, values, hist) in enumerate(rows):
+            stats[i] = [np.nan if v is None else float(v) for v in values]
+            if hist is not None:
+                hists[i] = hist
+                has[i] = True
+        return cls(
+            np.array([r[0] for r in rows], dtype=np.int64),
+            np.array([r[1] for r in rows], dtype=np.int64),
+            stats,
+            hists,
+            has,
+        )
+
+
+@dataclass
+class LayerRecord:
+    """Everything the probe measured at one logged optimizer step.
+
+    rows: a StatBlock, or a list of (tensor_id, kind, stats tuple in schema.STAT_FIELDS order,
+    hist counts or None). A `resolve` callable, if given, is run on the writer thread to turn
+    device results into a StatBlock (so the training thread never waits for a device-to-host copy).
     """
 
     step: int
     wall: float
     step_time: float | None
-    rows: list = field(default_factory=list)
+    rows: Any = field(default_factory=list)
     resolve: Any = None
     drop_histograms: bool = False
 
@@ -226,30 +277,31 @@ class RunWriter:
     def _write_layer_record(self, conn: sqlite3.Connection, record: LayerRecord) -> None:
         with self._pending_lock:
             self._pending_records -= 1
-        rows = record.resolve() if record.resolve is not None else record.rows
-        drop_hist = record.drop_histograms
-        hist_rows = [hist for _, _, _, hist in rows if hist is not None]
-        if drop_hist:
-            self.dropped_histograms += len(hist_rows)
-            blobs = iter(())
-        else:
-            blobs = iter(schema.encode_hists(np.stack(hist_rows)) if hist_rows else ())
-        out = []
-        for tensor_id, kind, stats, hist in rows:
-            norm, mean, std, lo, hi, nan_count, inf_count, zero_frac, extra, dead = stats
-            blob = None if hist is None or drop_hist else next(blobs)
-            out.append(
-                (
-                    record.step, tensor_id, kind,
-                    _real(norm), _real(mean), _real(std), _real(lo), _real(hi),
-                    int(nan_count), int(inf_count), _real(zero_frac), _real(extra), _real(dead),
-                    blob,
-                )
-            )
+        block = record.resolve() if record.resolve is not None else record.rows
+        if not isinstance(block, StatBlock):
+            block = StatBlock.from_rows(block)
+        n = len(block.tensor_ids)
+        blobs: list = [None] * n
+        if block.has_hist is not None and block.has_hist.any():
+            rows_with = np.flatnonzero(block.has_hist)
+            if record.drop_histograms:
+                self.dropped_histograms += len(rows_with)
+            else:
+                for i, blob in zip(rows_with.tolist(), schema.encode_hists(block.hists[rows_with])):
+                    blobs[i] = blob
+        stats = block.stats
+        # SQLite stores a bound NaN as NULL, so float columns go in as they are.
+        counts = np.nan_to_num(stats[:, 5:7], nan=0.0).astype(np.int64)
         conn.executemany(
             "INSERT INTO stats(step, tensor_id, kind, norm, mean, std, min, max, nan_count,"
             " inf_count, zero_frac, extra, dead_frac, hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            out,
+            zip(
+                [int(record.step)] * n, block.tensor_ids.tolist(), block.kinds.tolist(),
+                *(stats[:, j].tolist() for j in range(5)),
+                counts[:, 0].tolist(), counts[:, 1].tolist(),
+                *(stats[:, j].tolist() for j in range(7, 10)),
+                blobs,
+            ),
         )
         conn.execute(
             "INSERT INTO steps(step, wall, step_time) VALUES (?,?,?)",
