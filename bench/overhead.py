@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--skip-anchors", action="store_true", help="only gradwatch vs baseline")
+    parser.add_argument("--models", default="text,deep", help="comma-separated: text (model a), deep (model b)")
     parser.add_argument("--anchors", default="naive,tensorboard,wandb", help="comma-separated anchors to compare")
     args = parser.parse_args()
     anchors = set() if args.skip_anchors else {a.strip() for a in args.anchors.split(",") if a.strip()}
@@ -182,7 +183,10 @@ def main() -> None:
         wandb_run = wandb.init(mode="offline", dir=tmp, project="gradwatch-bench")
     results = {}
     try:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
         for model_key, steps in (("text", 40), ("deep", 10)):  # multiples of 10: every-10 rounds hold whole periods
+            if model_key not in models:
+                continue
             variants = [Variant("baseline", model_key, args.optimizer, tmp)]
             for every in (1, 10):
                 variants.append(Variant(f"{model_key}_every{every}", model_key, args.optimizer, tmp, every, "gradwatch"))

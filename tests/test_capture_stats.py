@@ -370,3 +370,24 @@ def test_dead_frac_of_relu_on_sequence_output_counts_feature_units(tmp_path):
     assert want == 5 / 16
     recs, _ = records(run.path)
     assert recs[(0, "1", "activation")]["dead_frac"] == pytest.approx(want)
+
+
+def test_moment_stats_of_mixed_sizes_equal_reference_whether_stacked_or_not():
+    """Small equal-size tensors are measured as rows of one stack; every row must still equal
+    the per-tensor reference, whatever the mix of sizes, dtypes and empty tensors."""
+    torch.manual_seed(0)
+    tensors = ([torch.randn(256) * 3 + 1 for _ in range(5)] + [torch.randn(64, 64) for _ in range(2)]
+               + [torch.randn(300, 70), torch.randn(3), torch.zeros(0), torch.randn(256, dtype=torch.float64),
+                  torch.full((7,), -2.5)])
+    got = tensor_stats.moment_stats(tensors).double()
+    for t, row in zip(tensors, got):
+        x = t.double().reshape(-1)
+        if x.numel() == 0:
+            assert row[tensor_stats.M_NUMEL] == 0 and math.isnan(row[tensor_stats.M_MIN])
+            continue
+        assert_close(row[tensor_stats.M_NORM].item(), torch.linalg.vector_norm(x).item(), "norm")
+        assert_close(row[tensor_stats.M_SUM].item(), x.sum().item(), "sum", atol=1e-4)
+        assert_close(row[tensor_stats.M_MIN].item(), x.min().item(), "min")
+        assert_close(row[tensor_stats.M_MAX].item(), x.max().item(), "max")
+        assert row[tensor_stats.M_NUMEL] == x.numel()
+    assert len(tensor_stats._same_size_groups(tensors)) >= 2  # the stacked path was exercised

@@ -38,6 +38,11 @@ def layout(ctx: AppContext, **query) -> html.Div:
     sel_range = {"from": view.range_from, "to": view.range_to}
     live_meta = {"status": info["status"], "running": running, "last_logged": last, "ticks": 0,
                  "flags_cursor": info["cursors"]["flags"], "notes_cursor": info["cursors"]["notes"]}
+    # The first charts (loss, accuracy, gradient flow) come with the page itself, so they paint
+    # without waiting for a callback round trip queued behind every other chart's.
+    notes = ctx.store.notes(info["run_id"])
+    first_charts = logic.scalars_impl(ctx.store, info["run_id"], sel_range, notes, None)
+    flow_figure = logic.flow_impl(ctx.store, info["run_id"], sel_step, view.layer)["figure"]
     header_bits = [b for b in (dataset_label(meta.get("dataset")), f"preset {config['preset']}" if config.get("preset")
                                else "", config_summary(config)) if b]
     return html.Div(className="page", children=[
@@ -48,9 +53,9 @@ def layout(ctx: AppContext, **query) -> html.Div:
         dcc.Store(id=ids.SEL_LAYER, data={"layer": view.layer, "param": view.param}),
         dcc.Store(id=ids.SEL_STEP, data=sel_step),
         dcc.Store(id=ids.SEL_RANGE, data=sel_range),
-        dcc.Store(id="view-search", data=None), dcc.Store(id="scalars-rev"),
+        dcc.Store(id="view-search", data=None), dcc.Store(id="scalars-rev", data=first_charts["live"]["rev"]),
         html.Div(id=ids.VIEW_URL_SYNC, hidden=True),
-        dcc.Store(id=ids.LIVE_SCALARS), dcc.Store(id=ids.LIVE_SIGNALS), dcc.Store(id=ids.LIVE_LAYERS),
+        dcc.Store(id=ids.LIVE_SCALARS, data=first_charts["live"]), dcc.Store(id=ids.LIVE_SIGNALS), dcc.Store(id=ids.LIVE_LAYERS),
         dcc.Store(id=ids.LIVE_HIST),
         dcc.Store(id=ids.LIVE_META, data=live_meta), dcc.Store(id=ids.DELTA), dcc.Store(id=ids.POLL_TICK),
         *[dcc.Store(id=i, data=0) for i in (ids.REFRESH_SCALARS, ids.REFRESH_SIGNALS, ids.REFRESH_LAYERS, ids.REFRESH_HIST,
@@ -97,9 +102,9 @@ def layout(ctx: AppContext, **query) -> html.Div:
         html.Div(className="side-layout", children=[
             html.Div(children=[
                 html.Div(className="grid2", children=[
-                    components.card(None, components.graph(ids.FIG_LOSS)),
-                    components.card(None, components.graph(ids.FIG_ACC)),
-                    components.card(None, components.graph(ids.FIG_FLOW)),
+                    components.card(None, components.graph(ids.FIG_LOSS, first_charts["figures"][ids.FIG_LOSS])),
+                    components.card(None, components.graph(ids.FIG_ACC, first_charts["figures"][ids.FIG_ACC])),
+                    components.card(None, components.graph(ids.FIG_FLOW, flow_figure)),
                     components.card(None, components.graph(ids.FIG_GRAD_TIME)),
                     components.card(None, components.graph(ids.FIG_HIST_GRAD)),
                     components.card(None, components.graph(ids.FIG_HIST_WEIGHT)),
@@ -130,7 +135,7 @@ def layout(ctx: AppContext, **query) -> html.Div:
                         ]),
                         html.Div(id=ids.NOTE_MESSAGE, className="small"),
                     ]),
-                    html.Div(id=ids.NOTES_LIST, children=components.notes_list(ctx.store.notes(info["run_id"]))),
+                    html.Div(id=ids.NOTES_LIST, children=components.notes_list(notes)),
                 ]),
                 components.card("Run details", html.Div(id=ids.META_PANEL, children=components.meta_panel(info))),
             ]),
@@ -218,6 +223,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         Output(ids.FIG_LOSS, "figure"), Output(ids.FIG_ACC, "figure"),
         Output(ids.LIVE_SCALARS, "data"), Output("scalars-rev", "data"),
         Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SCALARS, "data"), State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,  # the page layout carries the first drawing
     )
     def draw_scalars(rng, _refresh, run_id):
         # The overfitting marks come from the diagnosis, which may finish later: see mark_overfitting.
@@ -275,6 +281,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     @app.callback(
         Output(ids.FIG_FLOW, "figure"),
         Input(ids.SEL_STEP, "data"), Input(ids.SEL_LAYER, "data"), State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,  # the page layout carries the first drawing
     )
     def draw_flow(sel_step, sel_layer, run_id):
         try:

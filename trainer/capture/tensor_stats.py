@@ -95,31 +95,55 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     device = tensors[0].device
     if device.type != "cpu":
         return _moment_stats_accelerator(tensors)
-    # BLAS dot(x, x) is ~2x faster than _foreach_norm / vector_norm on CPU.
-    flats = [t.reshape(-1) for t in tensors]
-    norms = [torch.dot(f, f).sqrt() if f.dtype in BLAS_DTYPES else torch.linalg.vector_norm(f) for f in flats]
-    sums = [t.sum() for t in tensors]
-    mins, maxs = [], []
-    for t in tensors:
-        if t.numel() == 0:
-            mins.append(t.new_tensor(float("nan")))
-            maxs.append(t.new_tensor(float("nan")))
+    n = len(tensors)
+    norm_col, sum_col = torch.empty(n), torch.empty(n)
+    min_col, max_col = torch.full((n,), float("nan")), torch.full((n,), float("nan"))
+    done = [False] * n
+    # Small tensors of one size (a model's biases, equal hidden layers) are measured as rows of one
+    # stacked matrix: three reductions for the group instead of three per tensor (per-op dispatch
+    # costs more than the arithmetic below ~64k elements).
+    for group in _same_size_groups(tensors):
+        rows = torch.stack([tensors[i].reshape(-1) for i in group])
+        index = torch.tensor(group)
+        norm_col[index] = torch.linalg.vector_norm(rows, dim=1).float()
+        sum_col[index] = rows.sum(dim=1).float()
+        lo, hi = torch.aminmax(rows, dim=1)
+        min_col[index], max_col[index] = lo.float(), hi.float()
+        for i in group:
+            done[i] = True
+    for i, t in enumerate(tensors):
+        if done[i]:
             continue
-        lo, hi = torch.aminmax(t)
-        mins.append(lo)
-        maxs.append(hi)
+        f = t.reshape(-1)
+        # BLAS dot(x, x) is ~2x faster than _foreach_norm / vector_norm on CPU.
+        norm_col[i] = torch.dot(f, f).sqrt() if f.dtype in BLAS_DTYPES else torch.linalg.vector_norm(f).float()
+        sum_col[i] = f.sum()
+        if f.numel():
+            lo, hi = torch.aminmax(f)
+            min_col[i], max_col[i] = lo, hi
     numel_list = [float(t.numel()) for t in tensors]
-    norm_col = torch.stack(norms).float()
-    sum_col = torch.stack(sums).float()
     centred = [float("nan")] * len(tensors)
     for i, (norm, total, n) in enumerate(zip(norm_col.tolist(), sum_col.tolist(), numel_list)):
         if n > 1 and math.isfinite(norm) and total * total / n > CANCELLATION_SHARE * norm * norm:
             centred[i] = float(torch.linalg.vector_norm(tensors[i] - total / n))
     return torch.stack(
-        [norm_col, sum_col, torch.stack(mins).float(), torch.stack(maxs).float(),
-         torch.tensor(numel_list), torch.tensor(centred)],
+        [norm_col, sum_col, min_col, max_col, torch.tensor(numel_list), torch.tensor(centred)],
         dim=1,
     )
+
+
+# CPU tensors up to this many elements are measured in stacked groups of equal size (measured:
+# model (a) 1.21 -> 0.84 ms per call; at 65,536 it was slower than per tensor).
+STACKED_NUMEL = 4096  # larger groups lose: the stacking copy outweighs the dispatch saved
+
+
+def _same_size_groups(tensors: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of small non-empty tensors, grouped by (size, dtype); groups of two or more."""
+    groups: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        if 0 < t.numel() <= STACKED_NUMEL and t.dtype in BLAS_DTYPES:
+            groups.setdefault((t.numel(), t.dtype), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 # Tensors up to this many elements are measured together on accelerators (atomic segment
