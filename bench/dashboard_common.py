@@ -43,8 +43,10 @@ def big_run(steps: int = BIG_STEPS, layers: int = BIG_LAYERS) -> tuple[Path, flo
     gradient/weight statistics rows, histograms every 100th step, 1 million scalars.
     """
     from tests.dashboard_fixtures import make_run
+    from trainer.runlog import schema
 
-    logdir = BENCH_DIR / f"big-{steps}x{layers}"
+    # The schema version is in the name: a folder written by an older writer is not reused.
+    logdir = BENCH_DIR / f"big-{steps}x{layers}-v{schema.SCHEMA_VERSION}"
     done = logdir / ".complete"
     if done.exists():
         return logdir, None

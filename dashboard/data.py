@@ -38,6 +38,9 @@ LARGE_RUN_STATS_ROWS = 1_000_000  # beyond this, pages get the diagnosis from a 
 BACKGROUND_DIAGNOSIS_TIMEOUT_S = 900.0
 CACHE_SIZE_LIMIT = 512 * 2**20
 CACHE_EXPIRE_S = 7 * 24 * 3600
+# Series with fewer points than this in range are read record by record (exact, and fast enough).
+ROLLUP_MIN_POINTS = 20_000
+FLOAT_MAX = 1.7976931348623157e308  # values outside +-this are infinite
 NULL_SENTINEL = -1.5e308  # stands in for NULL (= NaN) in numeric scalar queries; no real loss is this
 STATS_COLUMNS = [
     "seq", "step", "tensor_id", "name", "layer", "param", "kind", "norm", "mean", "std", "min", "max",
@@ -174,6 +177,81 @@ class DashboardReader(RunReader):
         values[values == NULL_SENTINEL] = np.nan  # NULL stands for NaN (SQLite has no NaN)
         last = np.r_[steps[1:] != steps[:-1], True]
         return steps[last], values[last]
+
+    def scalar_display(self, name: str, step_min: int | None, step_max: int | None, max_points: int,
+                       rank: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(shown steps, shown values, steps of NaN/Inf values, points in range) of one scalar.
+
+        Long series (schema 2) are drawn from their roll-up blocks: each block inside the range gives
+        its first, last, minimum and maximum points, so extremes are kept exactly and ~800 rows are
+        read instead of 200,000; the few raw records at the range's ragged ends are read directly.
+        A series whose steps go backwards, short series and version-1 runs read every record.
+        """
+        blocks = self._scalar_blocks(name, rank, step_min, step_max)
+        if blocks is None or blocks["n"].sum() < ROLLUP_MIN_POINTS:
+            steps, values = self.scalar_arrays(name, step_min, step_max, rank)
+            bad, _ = series.nonfinite_points(steps, values)
+            shown_steps, shown_values = series.downsample_extremes(steps, values, max_points)
+            return shown_steps, shown_values, bad, len(steps)
+        inner_lo, inner_hi = int(blocks["first_step"][0]), int(blocks["last_step"][-1])
+        in_blocks = int(blocks["n"].sum())
+        edges = []
+        for lo, hi in ((step_min, inner_lo - 1), (inner_hi + 1, step_max)):
+            if lo is None or hi is None or lo <= hi:
+                edges.append(self.scalar_arrays(name, lo, hi, rank))
+        edge_total = sum(len(e[0]) for e in edges)
+        total = in_blocks + edge_total
+        shown_edges, edge_v_all = [], []
+        for e_steps, e_values in edges:  # ragged ends get their share of the point budget
+            budget = max(4, round(max_points * len(e_steps) / total))
+            e_shown = series.downsample_extremes(e_steps, e_values, budget)
+            shown_edges.append(e_shown)
+            edge_v_all.append(e_values)
+        edge_s = np.concatenate([e[0] for e in shown_edges]) if edges else np.zeros(0, np.int64)
+        edge_v = np.concatenate([e[1] for e in shown_edges]) if edges else np.zeros(0)
+        block_budget = max(4, max_points - len(edge_s))
+        shown_steps, shown_values = series.extremes_from_blocks(blocks, edge_s, edge_v, block_budget)
+        edge_raw = np.concatenate(edge_v_all) if edges else np.zeros(0)
+        bad = np.zeros(0, dtype=np.int64)
+        if blocks["bad"].sum() or not np.isfinite(edge_raw).all():
+            range_sql, params = step_range("step", step_min, step_max)
+            rows = self._query(
+                "SELECT step FROM scalars WHERE name = ? AND rank = ?"
+                f" AND (value IS NULL OR value NOT BETWEEN {-FLOAT_MAX!r} AND {FLOAT_MAX!r}){range_sql}"
+                " ORDER BY step", [name, rank, *params])
+            bad = np.array([r[0] for r in rows], dtype=np.int64)
+        return shown_steps, shown_values, bad, total
+
+    def _scalar_blocks(self, name: str, rank: int, step_min: int | None, step_max: int | None) -> dict | None:
+        """Roll-up blocks lying wholly inside [step_min, step_max] as column arrays, or None where
+        they cannot stand for the records (version-1 run, steps out of order)."""
+        if not self._has_table("scalar_blocks"):
+            return None
+        sql = ("SELECT first_step, last_step, n, ordered, bad, first_value, first_value_step, last_value,"
+               " last_value_step, min_value, min_step, max_value, max_step FROM scalar_blocks"
+               " WHERE name = ? AND rank = ?")
+        params: list[Any] = [name, rank]
+        if step_min is not None:
+            sql += " AND first_step >= ?"
+            params.append(int(step_min))
+        if step_max is not None:
+            sql += " AND last_step <= ?"
+            params.append(int(step_max))
+        rows = self._query(sql + " ORDER BY block", params)
+        if not rows:
+            return None
+        cols = ("first_step", "last_step", "n", "ordered", "bad", "first_value", "first_value_step", "last_value",
+                "last_value_step", "min_value", "min_step", "max_value", "max_step")
+        arr = np.array(rows, dtype=float)  # NULL -> nan
+        out = {c: arr[:, i] for i, c in enumerate(cols)}
+        first, last = out["first_step"], out["last_step"]
+        if not out["ordered"].all() or np.any(first[1:] <= last[:-1]):
+            return None  # steps go backwards or repeat across blocks: only the records can tell
+        return out
+
+    def _has_table(self, table: str) -> bool:
+        rows = self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
+        return bool(rows)
 
     def tensor_id(self, name: str) -> int | None:
         rows = self._query("SELECT id FROM tensors WHERE name = ?", (name,))
@@ -638,10 +716,9 @@ class RunStore:
                 out = {}
                 names = [n for n in reader.scalar_names() if groups is None or scalar_group(n) in groups]
                 for name in names:
-                    steps, values = reader.scalar_arrays(name, step_min, step_max)
-                    bad, _ = series.nonfinite_points(steps, values)
-                    shown_steps, shown_values = series.downsample_extremes(steps, values, max_points)
-                    out[name] = ScalarSeries(name, shown_steps, shown_values, _thin(bad, MAX_BAD_MARKERS), len(steps))
+                    shown_steps, shown_values, bad, total = reader.scalar_display(name, step_min, step_max,
+                                                                                  max_points)
+                    out[name] = ScalarSeries(name, shown_steps, shown_values, _thin(bad, MAX_BAD_MARKERS), total)
             return {"series": out, "cursor": cursor}
 
         key = ("scalars", run_id, run_identity(path), step_min, step_max, max_points, groups)

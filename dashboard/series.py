@@ -51,6 +51,45 @@ def downsample_extremes(steps, values, max_points: int) -> tuple[np.ndarray, np.
     return steps[keep], values[keep]
 
 
+def extremes_from_blocks(blocks: dict, edge_steps, edge_values, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Display points of a long series from its roll-up blocks (see schema.scalar_blocks) plus the
+    raw records outside them: each bucket of consecutive blocks contributes its minimum and maximum
+    point, the series its first and last; at most ~max_points points, sorted by step."""
+    n_blocks = len(blocks["n"])
+    buckets = max(1, (max_points - 2) // 2)
+    bucket = (np.arange(n_blocks) * buckets) // max(n_blocks, 1)
+    steps, values = [], []
+    for value_key, step_key, pick in (("min_value", "min_step", np.argmin), ("max_value", "max_step", np.argmax)):
+        v, st = blocks[value_key], blocks[step_key]
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        b, v, st = bucket[ok], v[ok], st[ok]
+        # The extreme of each bucket: sort by (bucket, value) and take each bucket's first or last row.
+        order = np.lexsort((v if pick is np.argmin else -v, b))
+        first_of_bucket = np.r_[True, b[order][1:] != b[order][:-1]]
+        chosen = order[first_of_bucket]
+        steps.append(st[chosen])
+        values.append(v[chosen])
+    for value_key, step_key in (("first_value", "first_value_step"), ("last_value", "last_value_step")):
+        v, st = blocks[value_key], blocks[step_key]
+        ok = np.flatnonzero(np.isfinite(v))
+        if len(ok):
+            i = ok[0] if value_key == "first_value" else ok[-1]
+            steps.append(st[i:i + 1])
+            values.append(v[i:i + 1])
+    edge_steps, edge_values = np.asarray(edge_steps, dtype=np.int64), np.asarray(edge_values, dtype=float)
+    finite = np.isfinite(edge_values)
+    steps.append(edge_steps[finite])
+    values.append(edge_values[finite])
+    all_steps = np.concatenate(steps).astype(np.int64)
+    all_values = np.concatenate(values)
+    order = np.lexsort((all_values, all_steps))
+    all_steps, all_values = all_steps[order], all_values[order]
+    keep = np.r_[True, (all_steps[1:] != all_steps[:-1]) | (all_values[1:] != all_values[:-1])]
+    return all_steps[keep], all_values[keep]
+
+
 def nonfinite_points(steps, values) -> tuple[np.ndarray, np.ndarray]:
     """Steps whose value is NaN or +/-Inf and the values themselves (for "diverged here" markers)."""
     steps = np.asarray(steps, dtype=np.int64)

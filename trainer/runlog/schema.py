@@ -11,10 +11,14 @@ import re
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+# 2: adds scalar_blocks (a roll-up of long scalar series); version-1 folders lack it and read
+# the same, only slower for long series.
+SCHEMA_VERSION = 2
 DB_FILENAME = "run.sqlite"
 # Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
-READABLE_VERSIONS = frozenset({1})
+READABLE_VERSIONS = frozenset({1, 2})
+# Records of one scalar series summarised per scalar_blocks row.
+SCALAR_BLOCK = 256
 
 STATUSES = ("running", "finished", "failed", "stopped")
 # "stale" is never written: readers derive it for a "running" run whose process is gone.
@@ -219,6 +223,25 @@ CREATE TABLE IF NOT EXISTS scalars (
 );
 -- Covering index: one scalar's series reads from the index alone (no table lookups).
 CREATE INDEX IF NOT EXISTS scalars_series ON scalars(name, rank, step, value);
+-- Roll-up of each scalar series (schema 2), written in the same transaction as the scalars: block
+-- k of a series summarises its records k*SCALAR_BLOCK .. (k+1)*SCALAR_BLOCK-1 in arrival order
+-- (the last block is partial and rewritten as it fills). A display of a 200,000-point series
+-- reads ~800 rows instead of 200,000. min/max/first/last are over finite values only.
+CREATE TABLE IF NOT EXISTS scalar_blocks (
+    name       TEXT NOT NULL,
+    rank       INTEGER NOT NULL,
+    block      INTEGER NOT NULL,
+    n          INTEGER NOT NULL,      -- records in the block
+    first_step INTEGER NOT NULL,
+    last_step  INTEGER NOT NULL,
+    ordered    INTEGER NOT NULL,      -- 1 if steps never decrease within the block
+    bad        INTEGER NOT NULL,      -- NaN/Inf records
+    first_value REAL, first_value_step INTEGER,
+    last_value  REAL, last_value_step  INTEGER,
+    min_value   REAL, min_step INTEGER,
+    max_value   REAL, max_step INTEGER,
+    PRIMARY KEY (name, rank, block)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS flags (
     seq         INTEGER PRIMARY KEY,
     raised_step INTEGER NOT NULL,     -- step at which the live trainer raised it

@@ -146,6 +146,8 @@ class RunWriter:
         self.dropped_records = 0
         self._wake = threading.Event()
         self._error: BaseException | None = None
+        self._blocks: dict[tuple[str, int], _ScalarBlock] = {}  # writer thread only
+        self._dirty_blocks: set[tuple[str, int]] = set()
         self._thread = threading.Thread(target=self._loop, name="gradwatch-writer", daemon=True)
         self._thread.start()
 
@@ -232,6 +234,7 @@ class RunWriter:
                         },
                     )
                     last_heartbeat = now
+                self._write_dirty_blocks(conn)
                 conn.commit()
             except BaseException as exc:  # keep the thread alive; surface at flush/close
                 self._error = exc
@@ -261,10 +264,10 @@ class RunWriter:
             )
         elif kind == "scalars":
             step, values, wall, rank = payload
-            conn.executemany(
-                "INSERT INTO scalars(step, name, value, wall, rank) VALUES (?,?,?,?,?)",
-                [(int(step), name, _scalar_value(v), wall, rank) for name, v in values.items()],
-            )
+            rows = [(int(step), name, _scalar_value(v), wall, rank) for name, v in values.items()]
+            conn.executemany("INSERT INTO scalars(step, name, value, wall, rank) VALUES (?,?,?,?,?)", rows)
+            for step_, name, value, _, rank_ in rows:
+                self._roll_up(conn, name, rank_, step_, value)
         elif kind == "flag":
             raised_step, wall, flag = payload
             conn.execute(
@@ -308,12 +311,76 @@ class RunWriter:
             (record.step, record.wall, record.step_time),
         )
 
+    def _roll_up(self, conn: sqlite3.Connection, name: str, rank: int, step: int, value: float | None) -> None:
+        key = (name, rank)
+        block = self._blocks.get(key)
+        if block is None:
+            block = self._blocks[key] = _ScalarBlock(0)
+        elif block.n == schema.SCALAR_BLOCK:  # full: it was written; start the next one
+            block = self._blocks[key] = _ScalarBlock(block.index + 1)
+        block.add(step, value)
+        self._dirty_blocks.add(key)
+        if block.n == schema.SCALAR_BLOCK:
+            self._write_blocks(conn, [(key, block)])
+            self._dirty_blocks.discard(key)
+
+    def _write_dirty_blocks(self, conn: sqlite3.Connection) -> None:
+        if self._dirty_blocks:
+            self._write_blocks(conn, [(key, self._blocks[key]) for key in self._dirty_blocks])
+            self._dirty_blocks.clear()
+
+    @staticmethod
+    def _write_blocks(conn: sqlite3.Connection, blocks: list) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO scalar_blocks(name, rank, block, n, first_step, last_step, ordered, bad,"
+            " first_value, first_value_step, last_value, last_value_step, min_value, min_step, max_value, max_step)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(name, rank, *b.row()) for (name, rank), b in blocks],
+        )
+
     @staticmethod
     def _write_meta(conn: sqlite3.Connection, items: dict) -> None:
         conn.executemany(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
             [(key, json.dumps(value, default=str)) for key, value in items.items()],
         )
+
+
+class _ScalarBlock:
+    """Running summary of one block of a scalar series (see schema.scalar_blocks)."""
+
+    __slots__ = ("index", "n", "first_step", "last_step", "ordered", "bad", "first", "last", "low", "high")
+
+    def __init__(self, index: int):
+        self.index, self.n, self.bad, self.ordered = index, 0, 0, True
+        self.first_step = self.last_step = 0
+        self.first = self.last = self.low = self.high = None  # (value, step) of finite values
+
+    def add(self, step: int, value: float | None) -> None:
+        if self.n == 0:
+            self.first_step = step
+        elif step < self.last_step:
+            self.ordered = False
+        self.last_step = step
+        self.n += 1
+        if value is None or not math.isfinite(value):
+            self.bad += 1
+            return
+        point = (value, step)
+        if self.first is None:
+            self.first = self.low = self.high = point
+        elif value < self.low[0]:
+            self.low = point
+        elif value > self.high[0]:
+            self.high = point
+        self.last = point
+
+    def row(self) -> tuple:
+        def pair(point):
+            return (None, None) if point is None else point
+
+        return (self.index, self.n, self.first_step, self.last_step, int(self.ordered), self.bad,
+                *pair(self.first), *pair(self.last), *pair(self.low), *pair(self.high))
 
 
 def _real(value) -> float | None:
