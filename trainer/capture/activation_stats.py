@@ -82,6 +82,14 @@ class ActivationAccumulator:
             same = self.alive is not None and self.alive.shape == alive.shape
             self.alive = (self.alive | alive) if same else alive
         vec = self._measure_cpu(y, unit_max) if y.device.type == "cpu" else self._measure_device(y)
+        self._accumulate(vec, None)
+
+    def _accumulate(self, vec: torch.Tensor, unit_max: torch.Tensor | None) -> None:
+        """Merge one micro-batch's measurement (and, from the stacked path, its unit maxima)."""
+        if unit_max is not None:
+            alive = unit_max > 0
+            same = self.alive is not None and self.alive.shape == alive.shape
+            self.alive = (self.alive | alive) if same else alive
         if self.sums is None:
             self.sums = vec
         else:
@@ -150,6 +158,89 @@ def _merge(prev: torch.Tensor, vec: torch.Tensor) -> torch.Tensor:
         [prev[0:1] + vec[0:1], m2.reshape(1), prev[2:5] + vec[2:5], torch.minimum(prev[5:6], vec[5:6]),
          torch.maximum(prev[6:7], vec[6:7]), prev[7:] + vec[7:]]
     )
+
+
+# Outputs up to this many elements are kept until the optimizer step and measured in stacks.
+DEFER_NUMEL = 1 << 16
+# At most this many elements are held at once (gradient accumulation with many micro-batches).
+DEFER_BUDGET = 1 << 22
+# Modules whose backward saves their output: an in-place change to the output before backward
+# makes autograd fail, so a reference held until the step still reads what the forward produced
+# (the version counter is checked as well).
+OUTPUT_SAVING_TYPES = frozenset({"ReLU", "Sigmoid", "Tanh"})
+
+
+def deferrable(acc: ActivationAccumulator, y) -> bool:
+    return (isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.requires_grad
+            and acc.module_type in OUTPUT_SAVING_TYPES and y.dtype in (torch.float32, torch.float64)
+            and 0 < y.numel() <= DEFER_NUMEL)
+
+
+class DeferredOutputs:
+    """One logged step's small CPU activation outputs, referenced (not copied) during the forward
+    passes and measured at the optimizer step in stacked batches: a handful of reductions per
+    group of equal-shape outputs instead of a dozen small ops per module call, which on CPU cost
+    more in dispatch than in arithmetic."""
+
+    def __init__(self):
+        self._entries: list = []
+        self._numel = 0
+
+    def add(self, acc: ActivationAccumulator, y: torch.Tensor) -> None:
+        y = y.detach()  # shares storage and version counter with the output
+        self._entries.append((acc, y, y._version))
+        self._numel += y.numel()
+        if self._numel > DEFER_BUDGET:
+            self.flush()
+
+    def clear(self) -> None:
+        self._entries, self._numel = [], 0
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        entries = [(acc, y) for acc, y, version in self._entries if y._version == version]
+        self.clear()
+        groups: dict[tuple, list] = {}
+        for acc, y in entries:
+            groups.setdefault((acc.module_type, acc.channels_first, tuple(y.shape), y.dtype), []).append((acc, y))
+        for (module_type, channels_first, _, _), members in groups.items():
+            vecs, unit_maxes = measure_stacked(module_type, channels_first, [y for _, y in members])
+            for i, (acc, _) in enumerate(members):
+                acc._accumulate(vecs[i], None if unit_maxes is None else unit_maxes[i])
+
+
+def measure_stacked(module_type: str, channels_first: bool, ys: list[torch.Tensor]):
+    """The [len(ys), 8] float64 rows ActivationAccumulator sums (sum, M2, zeros, saturated, numel,
+    min, max, non-finite) of equal-shape CPU outputs, and their per-unit maxima (dead-unit types)."""
+    k = len(ys)
+    stacked = torch.stack(ys)
+    flat = stacked.reshape(k, -1)
+    n = float(flat.shape[1])
+    total = flat.sum(dim=1).double()
+    sumsq = torch.linalg.vector_norm(flat, dim=1).double().square()
+    m2 = sumsq - total * total / n
+    nonfinite = torch.zeros(k, dtype=torch.float64)
+    for i in torch.nonzero(~torch.isfinite(sumsq)).flatten().tolist():
+        nonfinite[i] = float((~torch.isfinite(flat[i])).sum())
+    for i in torch.nonzero(~(m2 > 1e-2 * sumsq)).flatten().tolist():  # the mean dominates: centred pass
+        m2[i] = float(torch.linalg.vector_norm(flat[i] - float(total[i]) / n)) ** 2
+    signs = flat.sign()
+    nonzero = (signs.sum(dim=1) if module_type in NONNEGATIVE_TYPES else signs.abs_().sum(dim=1)).double()
+    unit_max = None
+    if module_type in DEAD_UNIT_TYPES and ys[0].dim() >= 1:
+        dim = unit_dim(ys[0], channels_first) + 1
+        unit_max = stacked.movedim(dim, -1).reshape(k, -1, stacked.shape[dim]).amax(dim=1)
+    if unit_max is not None and module_type in ("ReLU", "ReLU6") and bool((nonzero < n).all()):
+        lo, hi = torch.zeros(k, dtype=torch.float64), unit_max.amax(dim=1).double()  # a zero is the minimum
+    else:
+        lo, hi = flat.amin(dim=1).double(), flat.amax(dim=1).double()
+    saturated = torch.zeros(k, dtype=torch.float64)
+    bounds = SATURATION_BOUNDS.get(module_type)
+    if bounds is not None:
+        centre, half = (bounds[0] + bounds[1]) / 2, (bounds[1] - bounds[0]) / 2
+        saturated = (flat - centre).abs_().sub_(half).relu_().sign_().sum(dim=1).double()
+    vecs = torch.stack([total, m2, n - nonzero, saturated, torch.full_like(total, n), lo, hi, nonfinite], dim=1)
+    return vecs, unit_max
 
 
 def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tensor:

@@ -24,7 +24,14 @@ from torch import nn
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
 from . import tensor_stats
-from .activation_stats import ACTIVATION_TYPES, ActivationAccumulator, finish_activations
+from .activation_stats import (
+    ACTIVATION_TYPES,
+    ActivationAccumulator,
+    DeferredOutputs,
+    deferrable,
+    finish_activations,
+    first_tensor,
+)
 
 
 @dataclass
@@ -145,6 +152,7 @@ class Probe:
         self._act_specs = activation_modules(self.model) if activations else []
         self._act_handles: list = []
         self._finish_handle = None
+        self._deferred = DeferredOutputs()
         self._hist = tensor_stats.HistogramBatcher()
         self._grad_hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass, then remove
@@ -169,6 +177,7 @@ class Probe:
         self._handles = self._order_handles = self._act_handles = []
         self._act_specs = []
         self._old_samples = None
+        self._deferred.clear()
 
     def _sync_activation_hooks(self) -> None:
         """Activation hooks on exactly while the step in progress is a logged one."""
@@ -210,7 +219,11 @@ class Probe:
                 acc = self._acts.get(name)
                 if acc is None:
                     acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
-                acc.add(output)
+                y = first_tensor(output)
+                if deferrable(acc, y):
+                    self._deferred.add(acc, y)
+                else:
+                    acc.add(output)
 
         return hook
 
@@ -237,6 +250,7 @@ class Probe:
             self.finish_pending()
         if not self.logging_now:
             return
+        self._deferred.flush()  # every forward pass of this step is done: measure its activations
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
         if grads:

@@ -95,32 +95,41 @@ def moment_stats(tensors: list[torch.Tensor]) -> torch.Tensor:
     device = tensors[0].device
     if device.type != "cpu":
         return _moment_stats_accelerator(tensors)
-    n = len(tensors)
-    norm_col, sum_col = torch.empty(n), torch.empty(n)
-    min_col, max_col = torch.full((n,), float("nan")), torch.full((n,), float("nan"))
-    done = [False] * n
     # Small tensors of one size (a model's biases, equal hidden layers) are measured as rows of one
     # stacked matrix: three reductions for the group instead of three per tensor (per-op dispatch
-    # costs more than the arithmetic below ~64k elements).
-    for group in _same_size_groups(tensors):
+    # costs more than the arithmetic below a few thousand elements). Results are gathered in
+    # "groups first, then singles" order and put back in input order with one index_select.
+    groups = _same_size_groups(tensors)
+    grouped = {i for g in groups for i in g}
+    singles = [i for i in range(len(tensors)) if i not in grouped]
+    norm_parts, sum_parts, min_parts, max_parts = [], [], [], []
+    for group in groups:
         rows = torch.stack([tensors[i].reshape(-1) for i in group])
-        index = torch.tensor(group)
-        norm_col[index] = torch.linalg.vector_norm(rows, dim=1).float()
-        sum_col[index] = rows.sum(dim=1).float()
+        norm_parts.append(torch.linalg.vector_norm(rows, dim=1).float())
+        sum_parts.append(rows.sum(dim=1).float())
         lo, hi = torch.aminmax(rows, dim=1)
-        min_col[index], max_col[index] = lo.float(), hi.float()
-        for i in group:
-            done[i] = True
-    for i, t in enumerate(tensors):
-        if done[i]:
-            continue
-        f = t.reshape(-1)
-        # BLAS dot(x, x) is ~2x faster than _foreach_norm / vector_norm on CPU.
-        norm_col[i] = torch.dot(f, f).sqrt() if f.dtype in BLAS_DTYPES else torch.linalg.vector_norm(f).float()
-        sum_col[i] = f.sum()
-        if f.numel():
-            lo, hi = torch.aminmax(f)
-            min_col[i], max_col[i] = lo, hi
+        min_parts.append(lo.float())
+        max_parts.append(hi.float())
+    if singles:
+        nan = torch.tensor(float("nan"))
+        norms, sums, mins, maxs = [], [], [], []
+        for i in singles:
+            f = tensors[i].reshape(-1)
+            # BLAS dot(x, x) is ~2x faster than _foreach_norm / vector_norm on CPU.
+            norms.append(torch.dot(f, f).sqrt() if f.dtype in BLAS_DTYPES else torch.linalg.vector_norm(f))
+            sums.append(f.sum())
+            lo, hi = torch.aminmax(f) if f.numel() else (nan, nan)
+            mins.append(lo)
+            maxs.append(hi)
+        norm_parts.append(torch.stack(norms).float())
+        sum_parts.append(torch.stack(sums).float())
+        min_parts.append(torch.stack(mins).float())
+        max_parts.append(torch.stack(maxs).float())
+    order = torch.tensor([i for g in groups for i in g] + singles)
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))
+    norm_col, sum_col, min_col, max_col = (torch.cat(p).index_select(0, back)
+                                           for p in (norm_parts, sum_parts, min_parts, max_parts))
     numel_list = [float(t.numel()) for t in tensors]
     centred = [float("nan")] * len(tensors)
     for i, (norm, total, n) in enumerate(zip(norm_col.tolist(), sum_col.tolist(), numel_list)):
