@@ -7,6 +7,7 @@ invocations (it is deterministic): GRADWATCH_BENCH_DIR (default /tmp/gradwatch-b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -45,8 +46,9 @@ def big_run(steps: int = BIG_STEPS, layers: int = BIG_LAYERS) -> tuple[Path, flo
     from tests.dashboard_fixtures import make_run
     from trainer.runlog import schema
 
-    # The schema version is in the name: a folder written by an older writer is not reused.
-    logdir = BENCH_DIR / f"big-{steps}x{layers}-v{schema.SCHEMA_VERSION}"
+    # The schema (version and tables/indexes) is in the name: a folder an older writer made is not reused.
+    ddl = hashlib.sha1(schema.DDL.encode()).hexdigest()[:8]
+    logdir = BENCH_DIR / f"big-{steps}x{layers}-v{schema.SCHEMA_VERSION}-{ddl}"
     done = logdir / ".complete"
     if done.exists():
         return logdir, None

@@ -11,8 +11,8 @@ import re
 
 import numpy as np
 
-# 2: adds scalar_blocks (a roll-up of long scalar series); version-1 folders lack it and read
-# the same, only slower for long series.
+# 2: adds scalar_blocks (a roll-up of long scalar series) and the stats_hist partial index;
+# version-1 folders lack both and read the same, only slower on long runs.
 SCHEMA_VERSION = 2
 DB_FILENAME = "run.sqlite"
 # Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
@@ -213,6 +213,9 @@ CREATE TABLE IF NOT EXISTS stats (
 );
 CREATE INDEX IF NOT EXISTS stats_tensor_step ON stats(tensor_id, kind, step);
 CREATE INDEX IF NOT EXISTS stats_step ON stats(step);
+-- Schema 2: the rows that carry a histogram, so "the last histogram before step s" is one seek
+-- even when histograms are kept only every Nth record or were dropped under load.
+CREATE INDEX IF NOT EXISTS stats_hist ON stats(tensor_id, kind, step) WHERE hist IS NOT NULL;
 CREATE TABLE IF NOT EXISTS scalars (
     seq   INTEGER PRIMARY KEY,
     step  INTEGER NOT NULL,           -- as given to run.log
