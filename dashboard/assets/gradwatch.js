@@ -13,6 +13,17 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       return {n: nIntervals || 0, at: now};
     },
 
+    /* Run page: the charts below the first ones are asked for only once the loss chart has been
+       drawn (or after 3 s), so on a fast server their ten figures do not arrive together and make
+       the browser draw all of them before showing the first. Returns [stage, interval disabled]. */
+    firstPaintStage: function (nIntervals, stage) {
+      const noUpdate = window.dash_clientside.no_update;
+      if (stage) { return [noUpdate, true]; }
+      const drawn = document.querySelector("#fig-loss .main-svg");
+      if (drawn || (nIntervals || 0) >= 30) { return [1, true]; }
+      return [noUpdate, noUpdate];
+    },
+
     /* A refresh timer's tick, passed on only while the tab is visible (Runs, Compare, Launch pages). */
     visibleTick: function (nIntervals) {
       if (document.visibilityState === "hidden") { return window.dash_clientside.no_update; }

@@ -64,6 +64,8 @@ def layout(ctx: AppContext, **query) -> html.Div:
         dcc.Store(id=ids.NOTE_AUTHOR_MEMORY, storage_type="local"),
         dcc.Interval(id=ids.POLL_INTERVAL, interval=ctx.settings.poll_ms, disabled=not running),
         dcc.Interval(id="flags-interval", interval=2000, disabled=True),
+        dcc.Store(id=ids.FIRST_PAINT_STAGE, data=0),
+        dcc.Interval(id=ids.FIRST_PAINT_TIMER, interval=100, max_intervals=40),
         dcc.Download(id=ids.EXPORT_DOWNLOAD),
         # header
         html.Div(className="page-title", children=[
@@ -215,6 +217,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
             logic.view_query_string(run_id, new_layer, new_step, new_range),
         )
 
+    app.clientside_callback(ClientsideFunction("gradwatch", "firstPaintStage"),
+                            Output(ids.FIRST_PAINT_STAGE, "data"), Output(ids.FIRST_PAINT_TIMER, "disabled"),
+                            Input(ids.FIRST_PAINT_TIMER, "n_intervals"), State(ids.FIRST_PAINT_STAGE, "data"),
+                            prevent_initial_call=True)
+
     app.clientside_callback(ClientsideFunction("gradwatch", "syncUrl"), Output(ids.VIEW_URL_SYNC, "children"),
                             Input("view-search", "data"), prevent_initial_call=True)
 
@@ -237,9 +244,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
 
     @app.callback(
         Output(ids.FIG_SIGNALS, "figure"), Output(ids.LIVE_SIGNALS, "data"),
-        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SIGNALS, "data"), State(ids.RUN_ID, "data"),
+        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SIGNALS, "data"), Input(ids.FIRST_PAINT_STAGE, "data"),
+        State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,  # drawn once the first charts are (see firstPaintStage)
     )
-    def draw_signals(rng, _refresh, run_id):
+    def draw_signals(rng, _refresh, _stage, run_id):
         try:
             result = logic.signals_impl(store, run_id, rng, _notes(ctx, run_id))
         except RunNotFound as exc:
@@ -250,9 +259,10 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         Output(ids.FIG_GRAD_TIME, "figure"), Output(ids.FIG_RATIO, "figure"), Output(ids.FIG_ACT, "figure"),
         Output(ids.LIVE_LAYERS, "data"),
         Input(ids.SEL_RANGE, "data"), Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_LAYERS, "data"),
-        State(ids.RUN_ID, "data"), State(ids.FLAGS_DATA, "data"),
+        Input(ids.FIRST_PAINT_STAGE, "data"), State(ids.RUN_ID, "data"), State(ids.FLAGS_DATA, "data"),
+        prevent_initial_call=True,
     )
-    def draw_layers(rng, sel_layer, _refresh, run_id, flags):
+    def draw_layers(rng, sel_layer, _refresh, _stage, run_id, flags):
         try:
             result = logic.layers_impl(store, run_id, rng, (sel_layer or {}).get("layer"), _notes(ctx, run_id),
                                        _flags_now(flags))
@@ -265,9 +275,10 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     @app.callback(
         Output(ids.FIG_HIST_GRAD, "figure"), Output(ids.FIG_HIST_WEIGHT, "figure"), Output(ids.LIVE_HIST, "data"),
         Input(ids.SEL_LAYER, "data"), Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_HIST, "data"),
-        State(ids.RUN_ID, "data"), State("run-info", "data"),
+        Input(ids.FIRST_PAINT_STAGE, "data"), State(ids.RUN_ID, "data"), State("run-info", "data"),
+        prevent_initial_call=True,
     )
-    def draw_histograms(sel_layer, rng, _refresh, run_id, info):
+    def draw_histograms(sel_layer, rng, _refresh, _stage, run_id, info):
         sel_layer = sel_layer or {}
         try:
             result = logic.hist_impl(store, dict(info or {}, run_id=run_id), sel_layer.get("layer"),
@@ -291,9 +302,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
 
     @app.callback(
         Output(ids.FIG_WEIGHTS_EPOCH, "figure"),
-        Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_EPOCHS, "data"), State(ids.RUN_ID, "data"),
+        Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_EPOCHS, "data"), Input(ids.FIRST_PAINT_STAGE, "data"),
+        State(ids.RUN_ID, "data"),
+        prevent_initial_call=True,
     )
-    def draw_epochs(sel_layer, _refresh, run_id):
+    def draw_epochs(sel_layer, _refresh, _stage, run_id):
         try:
             return logic.epochs_impl(store, run_id, (sel_layer or {}).get("layer"))
         except RunNotFound as exc:
