@@ -159,6 +159,8 @@ class DashboardReader(RunReader):
             frames.append(rows)
         return _stats_frame([r for rows in frames for r in rows])
 
+    LAYER_VALUE_SQL = "SELECT seq, step, tensor_id, kind, norm, extra, dead_frac FROM stats"
+
     def layer_values_at_steps(self, steps) -> pd.DataFrame:
         """The columns per-layer charts need (step, layer, kind, norm, update_ratio, saturated_frac,
         dead_frac) at the given steps: a third of stats_at_steps' columns and no per-row strings
@@ -167,9 +169,17 @@ class DashboardReader(RunReader):
         rows = []
         for start in range(0, len(steps), 900):
             chunk = steps[start:start + 900]
-            rows += self._query(
-                "SELECT seq, step, tensor_id, kind, norm, extra, dead_frac FROM stats"
-                f" WHERE step IN ({','.join('?' * len(chunk))})", chunk)
+            rows += self._query(f"{self.LAYER_VALUE_SQL} WHERE step IN ({','.join('?' * len(chunk))})", chunk)
+        return self._layer_values_frame(rows)
+
+    def layer_values_after(self, after_seq: int) -> tuple[pd.DataFrame, int]:
+        """layer_values_at_steps' columns for the statistics rows with seq > after_seq, and the new
+        cursor (what the live poll extends the per-layer charts with)."""
+        rows = self._query(f"{self.LAYER_VALUE_SQL} WHERE seq > ? ORDER BY seq", (int(after_seq),))
+        cursor = int(rows[-1][0]) if rows else int(after_seq)
+        return self._layer_values_frame(rows), cursor
+
+    def _layer_values_frame(self, rows: list) -> pd.DataFrame:
         if not rows:
             return pd.DataFrame(columns=["seq", "step", "tensor_id", "layer", "kind", "norm", "update_ratio",
                                          "saturated_frac", "dead_frac"])
@@ -761,8 +771,17 @@ class RunStore:
             (pending,), = reader._query("SELECT COUNT(*) FROM scalars WHERE seq > ?", (int(cursor),))
             if pending > DELTA_ROW_LIMIT:
                 return {"rows": None, "cursor": cursor, "reset": True}
-            df, new_cursor = reader.scalars(after_seq=int(cursor))
-        return {"rows": df[["seq", "step", "name", "value"]], "cursor": int(new_cursor), "reset": False}
+            rows = reader._query("SELECT seq, step, name, value FROM scalars WHERE seq > ? AND rank = 0 ORDER BY seq",
+                                 (int(cursor),))
+        # Column arrays straight from the rows: building the frame from tuples costs more than the query.
+        columns = list(zip(*rows)) if rows else [(), (), (), ()]
+        df = pd.DataFrame({
+            "seq": np.array(columns[0], dtype=np.int64), "step": np.array(columns[1], dtype=np.int64),
+            "name": np.array(columns[2], dtype=object),
+            "value": np.array([np.nan if v is None else v for v in columns[3]], dtype=float),
+        })
+        new_cursor = int(df["seq"].iloc[-1]) if len(df) else int(cursor)
+        return {"rows": df, "cursor": new_cursor, "reset": False}
 
     def layer_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
                    max_points: int = 300, must_include=()) -> dict:
@@ -790,7 +809,7 @@ class RunStore:
             (pending,), = reader._query("SELECT COUNT(*) FROM stats WHERE seq > ?", (int(cursor),))
             if pending > DELTA_ROW_LIMIT:
                 return {"tables": {}, "cursor": cursor, "reset": True}
-            stats, new_cursor = reader.layer_stats(after_seq=int(cursor))
+            stats, new_cursor = reader.layer_values_after(int(cursor))
             order = _layer_order(reader.tensors()) if len(stats) else []
         tables = {q: series.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}

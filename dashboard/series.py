@@ -113,6 +113,23 @@ def _pivot(steps, layers, values, order: list[str]) -> pd.DataFrame:
     return pd.DataFrame(table, index=pd.Index(unique_steps, name="step"), columns=columns)
 
 
+def _grouped_sums(steps, layers, *values) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+    """Sums of each value array per (step, layer), NaNs skipped: (steps, layers, sums, counts of
+    non-NaN values) in long form. numpy bincount; a pandas groupby costs ~10x more per live poll."""
+    steps = np.asarray(steps, dtype=np.int64)
+    layer_codes, layer_names = pd.factorize(np.asarray(layers, dtype=object))
+    step_values, step_codes = np.unique(steps, return_inverse=True)
+    key = step_codes.astype(np.int64) * max(len(layer_names), 1) + layer_codes
+    groups, inverse = np.unique(key, return_inverse=True)
+    first = values[0]
+    valid = ~np.isnan(first)
+    counts = np.bincount(inverse[valid], minlength=len(groups))
+    sums = [np.bincount(inverse[valid], weights=np.asarray(v, dtype=float)[valid], minlength=len(groups))
+            for v in values]
+    names = np.asarray(layer_names, dtype=object)
+    return step_values[groups // max(len(layer_names), 1)], names[groups % max(len(layer_names), 1)], sums, counts
+
+
 def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = None) -> pd.DataFrame:
     """A step x layer table of one per-layer quantity (columns in forward order `order`).
 
@@ -137,10 +154,8 @@ def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = No
     steps = rows["step"].to_numpy(dtype=np.int64)
     layers = rows["layer"].to_numpy(dtype=object)
     if quantity in ("grad_norm", "weight_norm"):
-        sq = rows.assign(sq=rows["norm"].astype(float) ** 2).groupby(["step", "layer"], sort=False)["sq"]
-        total = sq.sum(min_count=1)
-        table = np.sqrt(total).reset_index()
-        return _pivot(table["step"], table["layer"], table["sq"], order)
+        g_steps, g_layers, (total,), count = _grouped_sums(steps, layers, rows["norm"].to_numpy(dtype=float) ** 2)
+        return _pivot(g_steps, g_layers, np.where(count > 0, np.sqrt(total), np.nan), order)
     if quantity == "grad_max_abs":
         big = np.maximum(rows["max"].abs().to_numpy(dtype=float), rows["min"].abs().to_numpy(dtype=float))
         frame = pd.DataFrame({"step": steps, "layer": layers, "v": big}).groupby(["step", "layer"])["v"].max()
@@ -166,22 +181,20 @@ def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = No
         ratio = rows["update_ratio"].to_numpy(dtype=float)
         norm = rows["norm"].to_numpy(dtype=float)
         ok = np.isfinite(ratio) & np.isfinite(norm)
-        frame = pd.DataFrame({"step": steps[ok], "layer": layers[ok], "d": (ratio[ok] * norm[ok]) ** 2,
-                              "w": norm[ok] ** 2})
-        if len(frame) == 0:
+        if not ok.any():
             return empty
-        grouped = frame.groupby(["step", "layer"], sort=False).sum().reset_index()
+        g_steps, g_layers, (d, w), _ = _grouped_sums(steps[ok], layers[ok], (ratio[ok] * norm[ok]) ** 2,
+                                                     norm[ok] ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
-            value = np.sqrt(grouped["d"] / grouped["w"])
-        return _pivot(grouped["step"], grouped["layer"], value, order)
+            value = np.sqrt(d / w)
+        return _pivot(g_steps, g_layers, value, order)
     column = quantity
     values = rows[column].to_numpy(dtype=float)
     ok = np.isfinite(values)
     if not ok.any():
         return empty
-    frame = pd.DataFrame({"step": steps[ok], "layer": layers[ok], "v": values[ok]})
-    grouped = frame.groupby(["step", "layer"], sort=False)["v"].mean().reset_index()
-    return _pivot(grouped["step"], grouped["layer"], grouped["v"], order)
+    g_steps, g_layers, (total,), count = _grouped_sums(steps[ok], layers[ok], values[ok])
+    return _pivot(g_steps, g_layers, total / count, order)
 
 
 def layer_values_at(stats: pd.DataFrame, quantity: str, order: list[str] | None = None) -> pd.Series:

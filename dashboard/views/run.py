@@ -426,9 +426,17 @@ def scalar_extend(rows: dict, keys: dict[str, list], charts: tuple[str, ...] = t
 
 
 def _rows_by_name(df, after: int) -> dict:
-    part = df[df["seq"] > after]
-    return {str(name): (g["step"].to_numpy(dtype=np.int64), g["value"].to_numpy(dtype=float))
-            for name, g in part.groupby("name", sort=False)}
+    """{name: (steps, values)} of the rows after `after`, names in first-seen order (numpy masks over
+    a handful of names: a pandas groupby costs more than the rest of a live poll)."""
+    newer = df["seq"].to_numpy() > after
+    names = df["name"].to_numpy(dtype=object)[newer]
+    steps = df["step"].to_numpy(dtype=np.int64)[newer]
+    values = df["value"].to_numpy(dtype=float)[newer]
+    out = {}
+    for name in dict.fromkeys(names.tolist()):
+        mask = names == name
+        out[str(name)] = (steps[mask], values[mask])
+    return out
 
 
 def layer_extend(tables: dict, keys: dict[str, list]) -> tuple[dict, bool, int]:
