@@ -47,7 +47,7 @@ def big_run(steps: int = BIG_STEPS, layers: int = BIG_LAYERS) -> tuple[Path, flo
     from trainer.runlog import schema
 
     # The schema (version and tables/indexes) is in the name: a folder an older writer made is not reused.
-    ddl = hashlib.sha1(schema.DDL.encode()).hexdigest()[:8]
+    ddl = hashlib.sha1(f"{schema.DDL}{schema.SCALAR_BLOCK}".encode()).hexdigest()[:8]
     logdir = BENCH_DIR / f"big-{steps}x{layers}-v{schema.SCHEMA_VERSION}-{ddl}"
     done = logdir / ".complete"
     if done.exists():

@@ -82,6 +82,7 @@ REFRESH_SIGNALS = "refresh-signals"
 REFRESH_LAYERS = "refresh-layers"
 REFRESH_HIST = "refresh-hist"
 REFRESH_EPOCHS = "refresh-epochs"
+ZOOM_EVENT = "zoom-event"  # an x-axis zoom or reset on any step chart (filtered clientside)
 FIRST_PAINT_STAGE = "first-paint-stage"  # 1 once the first charts are drawn: the rest may load
 FIRST_PAINT_TIMER = "first-paint-timer"
 REFRESH_FLAGS = "refresh-flags"

@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-from dashboard import data as dashboard_data
 from dashboard.data import DashboardReader
 from trainer.runlog import schema
 from trainer.runlog.writer import RunWriter
@@ -54,7 +53,7 @@ def test_blocks_summarise_each_block_of_records_exactly_and_the_partial_one_grow
     values = noisy_series(3000)
     # Flushing every 100 records: the partial last block is rewritten at every commit.
     writer = write_series(tmp_path, values[:2900], flush_every=100)
-    assert blocks_of(tmp_path, "train_loss")[-1][1] == 2900 - 11 * schema.SCALAR_BLOCK
+    assert blocks_of(tmp_path, "train_loss")[-1][1] == 2900 % schema.SCALAR_BLOCK  # the partial last block
     for step in range(2900, 3000):
         writer.add_scalars(step, {"train_loss": values[step]}, time.time())
     writer.flush()
@@ -74,8 +73,7 @@ def test_blocks_summarise_each_block_of_records_exactly_and_the_partial_one_grow
 
 
 @pytest.fixture
-def long_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(dashboard_data, "ROLLUP_MIN_POINTS", 1000)  # a 3,000-point series counts as long
+def long_run(tmp_path):
     values = noisy_series(3000)
     write_series(tmp_path, values).close()
     return tmp_path, np.array(values)
@@ -87,21 +85,21 @@ def test_display_from_blocks_keeps_extremes_markers_and_counts_of_the_records(lo
     lo, hi = step_range
     with DashboardReader(run_dir) as reader:
         assert reader._scalar_blocks("train_loss", 0, lo, hi) is not None  # the roll-up path is taken
-        steps, shown, bad, total = reader.scalar_display("train_loss", lo, hi, max_points=200)
+        # 3,000 points make ~46 blocks: with a budget of 60 points the blocks are used.
+        steps, shown, bad, total = reader.scalar_display("train_loss", lo, hi, max_points=60)
     all_steps = np.arange(len(values))
     inside = (all_steps >= (lo or 0)) & (all_steps <= (len(values) - 1 if hi is None else hi))
     ref_steps, ref_values = all_steps[inside], values[inside]
     finite = np.isfinite(ref_values)
     assert total == inside.sum()
     assert bad.tolist() == ref_steps[~finite].tolist()
-    assert np.all(np.diff(steps) >= 0) and len(steps) <= 200 + 4
+    assert np.all(np.diff(steps) >= 0) and len(steps) <= 60 + 4
     assert np.array_equal(shown, values[steps])  # every shown point is a real record
     assert shown.min() == ref_values[finite].min() and shown.max() == ref_values[finite].max()
     assert steps[0] == ref_steps[finite][0] and steps[-1] == ref_steps[finite][-1]
 
 
-def test_version_1_runs_and_out_of_order_steps_read_every_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(dashboard_data, "ROLLUP_MIN_POINTS", 10)
+def test_version_1_runs_and_out_of_order_steps_read_every_record(tmp_path):
     values = noisy_series(3000)
     old = tmp_path / "old"
     old.mkdir()
@@ -118,6 +116,58 @@ def test_version_1_runs_and_out_of_order_steps_read_every_record(tmp_path, monke
     for run_dir in (old, shuffled):
         with DashboardReader(run_dir) as reader:
             assert reader._scalar_blocks("train_loss", 0, None, None) is None
-            _, shown, bad, total = reader.scalar_display("train_loss", None, None, max_points=200)
+            _, shown, bad, total = reader.scalar_display("train_loss", None, None, max_points=60)
         assert total == 3000 and len(bad) == 3
         assert shown.max() == 9.0 and shown.min() == -4.0
+
+
+def test_a_step_logged_twice_is_shown_once_with_its_later_value(tmp_path):
+    """A re-logged step marks its block unordered, so the display reads the records (the later one
+    wins), as for a short series."""
+    rng = np.random.default_rng(1)
+    first = (1 + rng.random(3000)).tolist()
+    first[1500] = 100.0  # overwritten below: must not show
+    writer = RunWriter(tmp_path)
+    writer.set_meta(name="relog", status="running")
+    for step in range(3000):
+        writer.add_scalars(step, {"train_loss": first[step]}, time.time())
+        writer.add_scalars(step, {"train_loss": 0.5}, time.time())
+    writer.flush()
+    writer.close()
+    with DashboardReader(tmp_path) as reader:
+        assert reader._scalar_blocks("train_loss", 0, None, None) is None
+        _, shown, _, total = reader.scalar_display("train_loss", None, None, max_points=60)
+    assert total == 3000 and shown.max() == 0.5
+
+
+def test_short_series_are_not_drawn_coarser_than_their_records_allow(tmp_path):
+    write_series(tmp_path, noisy_series(3000)).close()
+    with DashboardReader(tmp_path) as reader:
+        steps, _, _, _ = reader.scalar_display("train_loss", None, None, max_points=2000)
+    assert len(steps) > 1500  # every record read and downsampled, not 2 points per 64-record block
+
+
+def test_a_failed_batch_leaves_no_trace_in_the_roll_up(tmp_path):
+    from trainer.runlog.writer import LayerRecord
+
+    writer = RunWriter(tmp_path)
+    writer.set_meta(name="failing", status="running")
+    for step in range(10):
+        writer.add_scalars(step, {"train_loss": float(step)}, time.time())
+
+    def broken():
+        raise OSError("disk went away")
+
+    writer.add_layer_record(LayerRecord(10, time.time(), None, resolve=broken))
+    with pytest.raises(RuntimeError, match="disk went away"):
+        writer.flush(timeout=10)  # the error reaches the waiter at once, not after the timeout
+    writer._error = None
+    for step in range(10, 15):
+        writer.add_scalars(step, {"train_loss": float(step)}, time.time())
+    writer.flush()
+    writer.close()
+    rows = blocks_of(tmp_path, "train_loss")
+    conn = sqlite3.connect(tmp_path / schema.DB_FILENAME)
+    kept = conn.execute("SELECT COUNT(*), MIN(step), MIN(value) FROM scalars WHERE name = 'train_loss'").fetchone()
+    conn.close()
+    assert [(r[1], r[2], r[8]) for r in rows] == [(kept[0], kept[1], kept[2])]

@@ -13,6 +13,22 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       return {n: nIntervals || 0, at: now};
     },
 
+    /* A chart's relayoutData -> the zoom store, only for an x-axis zoom or reset. Plotly also reports
+       autosize and legend changes (every chart once when it is first drawn); passing those to the
+       server would re-run the view reducer and make Dash drop a click's request still in flight. */
+    zoomEvent: function () {
+      const noUpdate = window.dash_clientside.no_update;
+      const triggered = (window.dash_clientside.callback_context || {}).triggered || [];
+      for (const t of triggered) {
+        const data = t.value;
+        if (!data || typeof data !== "object") { continue; }
+        if (Object.keys(data).some(k => /^xaxis\d*\.(range|autorange)/.test(k))) {
+          return {fig: t.prop_id.split(".")[0], data: data, at: Date.now()};
+        }
+      }
+      return noUpdate;
+    },
+
     /* Run page: the charts below the first ones are asked for only once the loss chart has been
        drawn (or after 3 s), so on a fast server their ten figures do not arrive together and make
        the browser draw all of them before showing the first. Returns [stage, interval disabled]. */

@@ -64,7 +64,7 @@ def layout(ctx: AppContext, **query) -> html.Div:
         dcc.Store(id=ids.NOTE_AUTHOR_MEMORY, storage_type="local"),
         dcc.Interval(id=ids.POLL_INTERVAL, interval=ctx.settings.poll_ms, disabled=not running),
         dcc.Interval(id="flags-interval", interval=2000, disabled=True),
-        dcc.Store(id=ids.FIRST_PAINT_STAGE, data=0),
+        dcc.Store(id=ids.FIRST_PAINT_STAGE, data=0), dcc.Store(id=ids.ZOOM_EVENT),
         dcc.Interval(id=ids.FIRST_PAINT_TIMER, interval=100, max_intervals=40),
         dcc.Download(id=ids.EXPORT_DOWNLOAD),
         # header
@@ -160,7 +160,8 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     store = ctx.store
 
     # ---- view state: one reducer for every control that moves the view --------------------------
-    zoom_inputs = [Input(fig_id, "relayoutData") for fig_id in STEP_FIGS]
+    app.clientside_callback(ClientsideFunction("gradwatch", "zoomEvent"), Output(ids.ZOOM_EVENT, "data"),
+                            *[Input(fig_id, "relayoutData") for fig_id in STEP_FIGS], prevent_initial_call=True)
 
     @app.callback(
         Output(ids.SEL_LAYER, "data"), Output(ids.SEL_STEP, "data"), Output(ids.SEL_RANGE, "data"),
@@ -170,15 +171,14 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         Input(ids.RUN_LAYER, "value"), Input(ids.RUN_PARAM, "value"), Input(ids.RUN_STEP_SLIDER, "value"),
         Input(ids.RUN_FOLLOW, "value"), Input(ids.RUN_RANGE_FROM, "value"), Input(ids.RUN_RANGE_TO, "value"),
         Input(ids.RUN_RANGE_RESET, "n_clicks"), Input({"type": "flag-card", "index": ALL}, "n_clicks"),
-        *zoom_inputs,
+        Input(ids.ZOOM_EVENT, "data"),
         State(ids.SEL_LAYER, "data"), State(ids.SEL_STEP, "data"), State(ids.SEL_RANGE, "data"),
         State(ids.FLAGS_DATA, "data"), State("run-info", "data"), State(ids.RUN_STEP_SLIDER, "max"),
         State(ids.RUN_ID, "data"),
         prevent_initial_call=True,
     )
-    def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, *rest):
-        zooms = rest[:len(STEP_FIGS)]
-        sel_layer, sel_step, sel_range, flags, info, slider_max, run_id = rest[len(STEP_FIGS):]
+    def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, zoom, *rest):
+        sel_layer, sel_step, sel_range, flags, info, slider_max, run_id = rest
         trigger = dash.ctx.triggered_id
         state = {"layer": (sel_layer or {}).get("layer"), "param": (sel_layer or {}).get("param"),
                  "step": (sel_step or {}).get("step"), "follow": bool((sel_step or {}).get("follow")),
@@ -188,8 +188,8 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
                 raise dash.exceptions.PreventUpdate  # a freshly drawn card (n_clicks 0), not a click
             new = logic.reduce_view(state, "flag", trigger.get("index"), flags=_flags_now(flags), info=info,
                                     slider_max=slider_max)
-        elif trigger in STEP_FIGS:
-            new = logic.reduce_view(state, "zoom", zooms[STEP_FIGS.index(trigger)], info=info)
+        elif trigger == ids.ZOOM_EVENT:
+            new = logic.reduce_view(state, "zoom", (zoom or {}).get("data"), info=info)
         else:
             event, value = {
                 ids.RUN_LAYER: ("layer", layer), ids.RUN_PARAM: ("param", param), ids.RUN_STEP_SLIDER: ("step", slider),

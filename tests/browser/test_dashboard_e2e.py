@@ -200,3 +200,18 @@ def test_launch_a_preset_watch_its_loss_curve_grow_and_stop_it(server, page, log
     row.locator(".status-stopped").wait_for(timeout=60_000)
     with RunReader(logdir / run_id) as reader:
         assert reader.meta["status"] == "stopped"
+
+
+def test_zooming_a_chart_sets_the_step_range_of_every_step_chart(server, page):
+    page.goto(server.url + "/run?run=overfit")
+    # The later charts are drawn too (their first draws report relayout events that are not zooms).
+    page.wait_for_function("() => { const gd = document.querySelector('#fig-grad-time .js-plotly-plot');"
+                           " return gd && gd.data && gd.data.length > 0; }")
+    page.evaluate("() => Plotly.relayout(document.querySelector('#fig-loss .js-plotly-plot'),"
+                  " {'xaxis.range[0]': 40.2, 'xaxis.range[1]': 119.6})")
+    page.wait_for_url(re.compile(r"from=40&to=120"))
+    assert page.input_value("#run-range-from") == "40" and page.input_value("#run-range-to") == "120"
+    # The other step charts follow the range.
+    page.wait_for_function("() => { const gd = document.querySelector('#fig-grad-time .js-plotly-plot');"
+                           " const r = gd && gd.layout && gd.layout.xaxis && gd.layout.xaxis.range;"
+                           " return r && Math.round(r[0]) === 40 && Math.round(r[1]) === 120; }")

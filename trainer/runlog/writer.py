@@ -214,14 +214,15 @@ class RunWriter:
                     items.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            waiters, stop = [], False
+            # Waiters are collected first: one failing item must not leave a flush() waiting for
+            # its timeout (the error is raised to it instead).
+            waiters = [payload for kind, payload in items if kind == "flush"]
+            stop = any(kind == "stop" for kind, _ in items)
+            saved_blocks = {key: block.copy() for key, block in self._blocks.items()}
+            saved_dirty = set(self._dirty_blocks)
             try:
                 for kind, payload in items:
-                    if kind == "flush":
-                        waiters.append(payload)
-                    elif kind == "stop":
-                        stop = True
-                    else:
+                    if kind not in ("flush", "stop"):
                         self._apply(conn, kind, payload)
                 now = time.time()
                 if self.owner and (now - last_heartbeat > 1.0 or stop):
@@ -242,6 +243,8 @@ class RunWriter:
                     conn.rollback()
                 except sqlite3.Error:
                     pass
+                # The roll-up must not count records the rollback discarded.
+                self._blocks, self._dirty_blocks = saved_blocks, saved_dirty
             for waiter in waiters:
                 waiter.set()
             if stop:
@@ -359,7 +362,7 @@ class _ScalarBlock:
     def add(self, step: int, value: float | None) -> None:
         if self.n == 0:
             self.first_step = step
-        elif step < self.last_step:
+        elif step <= self.last_step:  # backwards, or a step logged again (the later record wins)
             self.ordered = False
         self.last_step = step
         self.n += 1
@@ -374,6 +377,12 @@ class _ScalarBlock:
         elif value > self.high[0]:
             self.high = point
         self.last = point
+
+    def copy(self) -> _ScalarBlock:
+        twin = _ScalarBlock(self.index)
+        for name in self.__slots__:
+            setattr(twin, name, getattr(self, name))
+        return twin
 
     def row(self) -> tuple:
         def pair(point):
