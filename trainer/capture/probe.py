@@ -8,7 +8,8 @@ parameters (global optimizer hooks: no change to the user's loop). On a logged s
   unscaling and after any clipping the user did) and snapshots the weights;
 - the post-step hook measures the new weights and the update-to-weight ratio, bins every
   histogram in one pass, and hands one packed tensor to the writer, copied to the host once.
-On other steps the hooks only count. The writer thread unpacks records, never the training thread.
+On other steps only the optimizer hooks run (they count); forward hooks are attached from the
+step before a logged step until it ends. The writer thread unpacks records, never the training thread.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Probe:
         self._hist = tensor_stats.HistogramBatcher()
         self._grad_hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass, then remove
-        # themselves; activation hooks stay but only compute on logged steps.
+        # themselves.
         self._order_handles = [
             module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
         ]
