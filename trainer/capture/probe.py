@@ -3,11 +3,13 @@
 A step is one `optimizer.step()` of the first torch optimizer seen stepping the watched
 parameters (global optimizer hooks: no change to the user's loop). On a logged step:
 - forward hooks accumulate activation statistics (grad-enabled passes only, so validation under
-  `torch.no_grad()` is not mixed in);
+  `torch.no_grad()` is not mixed in; small CPU outputs are measured in stacks at the step);
 - the optimizer pre-step hook measures gradients as the optimizer sees them (after AMP
-  unscaling and after any clipping the user did) and snapshots the weights;
-- the post-step hook measures the new weights and the update-to-weight ratio, bins every
-  histogram in one pass, and hands one packed tensor to the writer, copied to the host once.
+  unscaling and after any clipping the user did), bins their histograms and snapshots the
+  weights' samples;
+- once every optimizer has stepped (at the next forward pass, step or flush) the new weights,
+  update-to-weight ratios and weight histograms are measured and one packed tensor goes to the
+  writer, copied to the host once.
 On other steps only the optimizer hooks run (they count); forward hooks are attached from the
 step before a logged step until it ends. The writer thread unpacks records, never the training thread.
 """
