@@ -785,7 +785,7 @@ class RunStore:
 
     def layer_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
                    max_points: int = 300, must_include=()) -> dict:
-        """Per-layer tables (series.LAYER_QUANTITIES) at up to max_points logged steps, and the stats
+        """Per-layer tables of the charted quantities (LIVE_LAYER_QUANTITIES) at up to max_points logged steps, and the stats
         cursor. Long runs are sampled evenly (flagged steps always included)."""
         path = self.run_dir(run_id)
 
