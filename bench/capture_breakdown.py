@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from overhead import MODELS  # noqa: E402
 
-from trainer import Run  # noqa: E402
-from trainer.capture import activation_stats, probe, tensor_stats  # noqa: E402
+from gradwatch.trainer import Run  # noqa: E402
+from gradwatch.trainer.capture import activation_stats, probe, tensor_stats  # noqa: E402
 
 TIMES: dict[str, float] = collections.defaultdict(float)
 

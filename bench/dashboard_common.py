@@ -43,8 +43,8 @@ def big_run(steps: int = BIG_STEPS, layers: int = BIG_LAYERS) -> tuple[Path, flo
     200,000 logged optimizer steps (statistics every step) x 20 Linear layers' weights: 8 million
     gradient/weight statistics rows, histograms every 100th step, 1 million scalars.
     """
-    from tests.dashboard_fixtures import make_run
-    from trainer.runlog import schema
+    from gradwatch.testing import make_run
+    from gradwatch.trainer.runlog import schema
 
     # The schema (version and tables/indexes) is in the name: a folder an older writer made is not reused.
     ddl = hashlib.sha1(f"{schema.DDL}{schema.SCALAR_BLOCK}".encode()).hexdigest()[:8]
@@ -80,7 +80,7 @@ class Gunicorn:
         self.log = open(cache_dir.parent / f"gunicorn-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "--timeout", "300",
-             "-b", f"127.0.0.1:{self.port}", "dashboard.wsgi:server"],
+             "-b", f"127.0.0.1:{self.port}", "gradwatch.dashboard.wsgi:server"],
             cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

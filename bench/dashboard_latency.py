@@ -40,9 +40,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--step-interval", type=float, default=0.05)
     args = parser.parse_args()
-    from dashboard.config import DEFAULT_POLL_MS
-    from tests.dashboard_fixtures import LiveRun
-    from trainer.runlog.writer import DEFAULT_FLUSH_INTERVAL_S
+    from gradwatch.dashboard.config import DEFAULT_POLL_MS
+    from gradwatch.testing import LiveRun
+    from gradwatch.trainer.runlog.writer import DEFAULT_FLUSH_INTERVAL_S
 
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gw-latency-", dir=BENCH_DIR))

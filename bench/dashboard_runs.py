@@ -25,7 +25,7 @@ PRESETS = ("overfit", "dropout", "l2", "regularized", "exploding", "vanishing")
 
 
 def make_runs(count: int) -> tuple[Path, float | None]:
-    from tests.dashboard_fixtures import make_corrupt_run, make_run
+    from gradwatch.testing import make_corrupt_run, make_run
 
     logdir = BENCH_DIR / f"runs-{count}"
     if (logdir / ".complete").exists():

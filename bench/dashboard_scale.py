@@ -94,9 +94,9 @@ def median_paint(runs: list[dict]) -> dict:
 
 def poll_payloads(tmp: Path) -> list[dict]:
     """Poll payload bytes vs new records per tick, for a short and a long live history."""
-    from dashboard.data import RunStore
-    from dashboard.views import run as logic
-    from tests.dashboard_fixtures import LiveRun
+    from gradwatch.dashboard.data import RunStore
+    from gradwatch.dashboard.views import run as logic
+    from gradwatch.testing import LiveRun
 
     out = []
     for history in (100, 20_000):
@@ -130,7 +130,7 @@ def poll_payloads(tmp: Path) -> list[dict]:
 
 def small_run(logdir: Path) -> str:
     """A 300-step run with the same 20 layers beside the big one: the size-independent baseline."""
-    from tests.dashboard_fixtures import make_run
+    from gradwatch.testing import make_run
 
     if not (logdir / "small").exists():
         make_run(logdir, "small", steps=300, layers=20, every=1, epochs=10, bias=False, activations=False)
@@ -145,7 +145,7 @@ def main() -> int:
     server = Gunicorn(logdir, cache / "c")
     try:
         client = DashClient(server.url)
-        from dashboard.data import RunStore
+        from gradwatch.dashboard.data import RunStore
 
         info = RunStore(logdir, None).run_info("big")
         info = {k: info[k] for k in ("run_id", "layers", "param_layers", "tensors", "first_step", "last_logged_step")}

@@ -33,7 +33,7 @@ def train_main(logdir: str, seconds: float, every: int) -> None:
     import torch
     from torch import nn
 
-    from trainer import Run
+    from gradwatch.trainer import Run
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -124,7 +124,7 @@ def main() -> int:
     try:
         assert trainer.stdout.readline().strip() == "ready"
         t_start = time.time()
-        from dashboard.data import RunStore
+        from gradwatch.dashboard.data import RunStore
 
         run_id = next(p.name for p in logdir.iterdir() if not p.name.startswith("."))
         time.sleep(1.0)

@@ -3,7 +3,7 @@ must fire (`expected`), may fire (`allowed`: plausible side effects, e.g. a net 
 vanish also underfits) and, for the lesson's fixes, the problem they fix (`fixes`).
 
 Every run goes through the real training loop (trainer.train.train_setup: the same logging and live
-diagnosis as `python -m trainer train`); a case only chooses options, and where the lesson's
+diagnosis as `gradwatch train`); a case only chooses options, and where the lesson's
 networks cannot show a pathology, a network or data tweak from bench/diagnosis_models.py.
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from bench import diagnosis_models as tweaks
-from data import make_bar_images_dataset
-from trainer.models import initialise
+from gradwatch.data import make_bar_images_dataset
+from gradwatch.trainer.models import initialise
 
 # Sizes that keep one run to a few CPU-seconds.
 TWEETS_TFIDF = dict(dataset="tweets", representation="tfidf", limit=3000, max_vocab=2000)

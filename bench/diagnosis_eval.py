@@ -56,7 +56,7 @@ MAX_LAG_EVALUATIONS = 4
 
 # ---- one run ----------------------------------------------------------------------------------
 def case_options(case: Case, *, quick: bool, data_path: str | None, device: str) -> dict:
-    from trainer import presets
+    from gradwatch.trainer import presets
 
     overrides = dict(case.options)
     if quick and case.quick:
@@ -72,7 +72,7 @@ _DATA_CACHE: dict = {}
 
 
 def load_data(options: dict):
-    from trainer.train.data import load_training_data
+    from gradwatch.trainer.train.data import load_training_data
 
     keys = ("dataset", "data", "representation", "max_vocab", "min_freq", "max_len", "stopwords", "limit",
             "augment_rate", "augment_copies", "seed")
@@ -86,8 +86,8 @@ def train_case(case: Case, logdir: Path, *, quick: bool, data_path: str | None, 
     """Train one case into `logdir`; returns the TrainOutcome."""
     import torch
 
-    from trainer.models import build_model
-    from trainer.train import Setup, resolve_device, seed_everything, train_setup
+    from gradwatch.trainer.models import build_model
+    from gradwatch.trainer.train import Setup, resolve_device, seed_everything, train_setup
 
     options = case_options(case, quick=quick, data_path=data_path, device=device)
     torch.set_num_threads(1)
@@ -111,7 +111,7 @@ def train_case(case: Case, logdir: Path, *, quick: bool, data_path: str | None, 
 # ---- scoring ----------------------------------------------------------------------------------
 def truncated(data, step: int):
     """The RunData the rules would have seen with records up to `step`."""
-    from trainer.diagnose import LayerViews, RunData
+    from gradwatch.trainer.diagnose import LayerViews, RunData
 
     views = data.views
     frames = [f.loc[f.index <= step] for f in (views.grad_norm, views.weight_norm, views.update_ratio,
@@ -126,7 +126,7 @@ def truncated(data, step: int):
 def replay_detection(data, rule: str) -> int | None:
     """First logged step (or evaluation, or last recorded step) at which `rule` flags the run at
     warning or critical with only the records up to that step."""
-    from trainer.diagnose import diagnose, evaluation_table
+    from gradwatch.trainer.diagnose import diagnose, evaluation_table
 
     steps = set(data.views.grad_norm.index.tolist()) | set(evaluation_table(data).index.tolist())
     recorded = [int(s.index.max()) for s in (data.scalar(n) for n in data.scalar_names) if len(s)]
@@ -148,8 +148,8 @@ def logged_lag(grid: list[int], start: int | None, end: int | None) -> int | Non
 
 
 def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
-    from trainer.diagnose import RunData, diagnose, evaluation_table
-    from trainer.runlog import RunReader
+    from gradwatch.trainer.diagnose import RunData, diagnose, evaluation_table
+    from gradwatch.trainer.runlog import RunReader
 
     with RunReader(outcome.run_path) as reader:
         data = RunData.from_reader(reader)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainer.models import LastStep
+from gradwatch.trainer.models import LastStep
 
 
 class RNNClassifier(nn.Module):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trainer.diagnose import RunData, evaluation_table
+from gradwatch.trainer.diagnose import RunData, evaluation_table
 
 RELU_TYPES = ("ReLU", "ReLU6", "RReLU", "Threshold")
 SATURATING_TYPES = ("Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Softsign")

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from overhead import MODELS  # noqa: E402
 
-from trainer import Run  # noqa: E402
-from trainer.runlog import RunReader  # noqa: E402
+from gradwatch.trainer import Run  # noqa: E402
+from gradwatch.trainer.runlog import RunReader  # noqa: E402
 
 
 def reference_check(tmp: str) -> dict:

@@ -24,8 +24,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import Run  # noqa: E402
-from trainer.runlog import schema  # noqa: E402
+from gradwatch.trainer import Run  # noqa: E402
+from gradwatch.trainer.runlog import schema  # noqa: E402
 
 
 class TextModel(nn.Module):

@@ -1,8 +1,8 @@
 """gradwatch's web dashboard: runs, live training views, comparisons and launches (Dash, no torch).
 
-    python -m dashboard --logdir logs                   # serve (see --help)
-    python -m dashboard export RUN_DIR -o report.html   # one self-contained HTML report
-    gunicorn -w 2 --threads 4 dashboard.wsgi:server     # a team server (settings from GRADWATCH_* env)
+    gradwatch ui --logdir logs                                   # serve (see --help)
+    gradwatch export RUN_DIR -o report.html                      # one self-contained HTML report
+    gunicorn -w 2 --threads 4 gradwatch.dashboard.wsgi:server    # a team server (GRADWATCH_* env)
 
 Importing this package is cheap and imports neither dash nor torch (the job supervisor runs from it);
 `create_app` and `export_run` load on first use.

@@ -16,12 +16,13 @@ import dash
 from dash import Dash, dcc, html
 from flask import Response, jsonify, request
 
+from gradwatch._version import __version__ as VERSION
+
 from . import components
 from .config import FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
 from .context import AppContext
 from .pages import compare, launch, run, runs
 
-VERSION = "0.1.0"
 PAGES = (
     (runs, "Runs", "gradwatch · runs", 0),
     (run, "Run", "gradwatch · run", 1),

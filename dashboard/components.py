@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from dash import dcc, html
 
-from trainer.presets import PRESETS
+from gradwatch.trainer.presets import PRESETS
 
 from . import ids
 

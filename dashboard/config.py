@@ -1,6 +1,6 @@
 """The dashboard's settings: where runs live, who may write, where the private cache is.
 
-One `Settings` object per app, built from command-line flags (`python -m dashboard`) or from
+One `Settings` object per app, built from command-line flags (`gradwatch ui`) or from
 environment variables (`dashboard.wsgi` under gunicorn), stored on the Flask app so every worker
 and every callback reads the same values. Nothing here is per-process state that workers share.
 """

@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
-from trainer.runlog import schema as log_schema
-from trainer.runlog.reader import step_range
+from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
+from gradwatch.trainer.runlog import schema as log_schema
+from gradwatch.trainer.runlog.reader import step_range
 
 from . import series
 
@@ -918,7 +918,7 @@ class RunStore:
 
 def _diagnose(path: Path) -> dict:
     try:
-        from trainer.diagnose import diagnose_run
+        from gradwatch.trainer.diagnose import diagnose_run
     except ImportError as exc:  # the rules are optional for reading a run
         return {"flags": [], "error": f"diagnosis unavailable ({exc})", "note": None}
     try:

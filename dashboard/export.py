@@ -1,7 +1,7 @@
 """A run's report as one self-contained HTML file: figures (plotly.js inlined), flags, config, notes.
 
-    python -m dashboard export logs/20250101-120000-overfit-ab12 -o overfit.html
-    from dashboard.export import export_run; export_run(run_dir, "report.html")
+    gradwatch export logs/20250101-120000-overfit-ab12 -o overfit.html
+    from gradwatch.dashboard.export import export_run; export_run(run_dir, "report.html")
 
 The figures are drawn by dashboard.figures, the builders of the live pages. All run text (names,
 config values, notes, flag explanations) is HTML-escaped: the file never carries markup from data.

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from trainer.runlog import schema as log_schema
+from gradwatch.trainer.runlog import schema as log_schema
 
 UPDATE_RATIO_GUIDE = 1e-3  # Karpathy's rule of thumb: |dW|/|W| around 1e-3 per step
 NOTES_KEY = "notes"

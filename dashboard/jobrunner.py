@@ -1,4 +1,4 @@
-"""Supervisor of one dashboard-launched training job: `python -m dashboard.jobrunner <job>.json`.
+"""Supervisor of one dashboard-launched training job: `python -m gradwatch.dashboard.jobrunner <job>.json`.
 
 Runs in its own session (the dashboard spawns it with start_new_session), as leader of the process
 group the trainer also belongs to. It starts the trainer, records pids and the run id in
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from dashboard.jobs import KILL_GRACE_S, STOP_GRACE_S, _read_json, _write_json_atomic
-from trainer.runlog.process import process_start_ticks
+from gradwatch.dashboard.jobs import KILL_GRACE_S, STOP_GRACE_S, _read_json, _write_json_atomic
+from gradwatch.trainer.runlog.process import process_start_ticks
 
 POLL_S = 0.25
 
@@ -105,7 +105,7 @@ class Supervisor:
                           if f"-{name}-" in e.name and e.is_dir() and e.stat().st_mtime >= started - 5]
         except OSError:
             return None
-        from trainer.runlog import RunLogError, RunReader
+        from gradwatch.trainer.runlog import RunLogError, RunReader
 
         for entry in candidates:
             try:
@@ -138,7 +138,7 @@ class Supervisor:
     def run_status(self, run_id: str | None) -> str | None:
         if not run_id:
             return None
-        from trainer.runlog import RunLogError, RunReader
+        from gradwatch.trainer.runlog import RunLogError, RunReader
 
         try:
             with RunReader(self.logdir / run_id) as reader:
@@ -149,7 +149,7 @@ class Supervisor:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m dashboard.jobrunner <logdir>/.jobs/<job_id>.json", file=sys.stderr)
+        print("usage: python -m gradwatch.dashboard.jobrunner <logdir>/.jobs/<job_id>.json", file=sys.stderr)
         return 2
     path = Path(argv[1])
     if _read_json(path) is None:

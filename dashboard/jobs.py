@@ -1,7 +1,7 @@
 """Training jobs started from the dashboard: spawn, list, stop - with all state on disk.
 
-A job is a trainer process (`python -m trainer train ...`) run under a small supervisor
-(`python -m dashboard.jobrunner`) in its own session, so it keeps running when the page closes,
+A job is a trainer process (`gradwatch train ...`) run under a small supervisor
+(`python -m gradwatch.dashboard.jobrunner`) in its own session, so it keeps running when the page closes,
 when the gunicorn worker that started it is recycled, or when the dashboard restarts.
 
 State lives in `<logdir>/.jobs/` (list_runs skips dot-folders), one writer per file so no two
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -33,14 +34,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trainer.options import OPTIONS_BY_NAME
-from trainer.presets import get_preset, resolve
-from trainer.runlog.process import process_alive
+from gradwatch.trainer.options import OPTIONS_BY_NAME
+from gradwatch.trainer.presets import get_preset, resolve
+from gradwatch.trainer.runlog.process import process_alive
 
 STOP_GRACE_S = 20.0  # SIGINT -> SIGTERM after this long
 KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL after this long
 JOB_ID_PATTERN = re.compile(r"^j[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class JobError(Exception):
@@ -135,7 +135,7 @@ class JobManager:
         return resolve(preset, overrides)
 
     def command(self, job_id: str, preset: str, name: str, overrides: dict) -> list[str]:
-        return [self.python, "-m", "trainer", "train", "--preset", preset, "--logdir", str(self.logdir),
+        return [self.python, "-m", "gradwatch", "train", "--preset", preset, "--logdir", str(self.logdir),
                 "--name", name, "--job-id", job_id, *option_arguments(overrides)]
 
     def start(self, preset: str, overrides: dict | None = None, name: str | None = None) -> Job:
@@ -144,12 +144,12 @@ class JobManager:
         overrides = {k: v for k, v in (overrides or {}).items()}
         self.validate(preset, overrides)
         name = (name or preset).strip()
-        from trainer.runlog.schema import RUN_NAME_PATTERN
+        from gradwatch.trainer.runlog.schema import RUN_NAME_PATTERN
 
         if not RUN_NAME_PATTERN.match(name):
             raise JobError(f"invalid run name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
-        if not (REPO_ROOT / "trainer" / "__main__.py").exists():
-            raise JobError("the training CLI (python -m trainer) is not installed in this checkout")
+        if importlib.util.find_spec("gradwatch.trainer.train") is None:
+            raise JobError("the training side of gradwatch (gradwatch.trainer.train) cannot be imported here")
         with self._lock():
             running = [job for job in self.list() if job.active]
             if len(running) >= self.max_jobs:
@@ -160,7 +160,7 @@ class JobManager:
             request = {
                 "job_id": job_id, "preset": preset, "name": name, "overrides": overrides, "created": time.time(),
                 "command": self.command(job_id, preset, name, overrides), "logdir": str(self.logdir),
-                "cwd": str(REPO_ROOT),
+                "cwd": os.getcwd(),  # relative --data paths mean what they mean to the dashboard
             }
             _write_json_atomic(self._path(job_id, ".json"), request)
             self._spawn(job_id)
@@ -168,12 +168,11 @@ class JobManager:
 
     def _spawn(self, job_id: str) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHONUNBUFFERED", "1")
         try:
             proc = subprocess.Popen(
-                [self.python, "-m", "dashboard.jobrunner", str(self._path(job_id, ".json"))],
-                cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                [self.python, "-m", "gradwatch.dashboard.jobrunner", str(self._path(job_id, ".json"))],
+                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
             )
         except OSError as exc:

@@ -5,24 +5,24 @@ Torch-free on purpose (numpy, pandas, nltk): the trainer wraps these arrays in t
 dashboard can show a dataset descriptor without importing torch.
 """
 
-from data.augment import augment_tokens, augment_training_set
-from data.builtin import generate_builtin_tweets
-from data.errors import DatasetError
-from data.load import REPRESENTATIONS, TextPreparation, load_dataset, prepare_dataset
-from data.prepared import DatasetDescriptor, PreparedDataset
-from data.source import TweetSource, builtin_source, resolve_source, tweets_file_source
-from data.split import stratified_split, stratified_subset
-from data.stopwords import ENGLISH_STOPWORDS, NEGATIONS
-from data.synthetic import make_bar_images_dataset, make_circles_dataset
-from data.text import tokenize_tweet, tokenize_tweets
-from data.tweets import (
+from gradwatch.data.augment import augment_tokens, augment_training_set
+from gradwatch.data.builtin import generate_builtin_tweets
+from gradwatch.data.errors import DatasetError
+from gradwatch.data.load import REPRESENTATIONS, TextPreparation, load_dataset, prepare_dataset
+from gradwatch.data.prepared import DatasetDescriptor, PreparedDataset
+from gradwatch.data.source import TweetSource, builtin_source, resolve_source, tweets_file_source
+from gradwatch.data.split import stratified_split, stratified_subset
+from gradwatch.data.stopwords import ENGLISH_STOPWORDS, NEGATIONS
+from gradwatch.data.synthetic import make_bar_images_dataset, make_circles_dataset
+from gradwatch.data.text import tokenize_tweet, tokenize_tweets
+from gradwatch.data.tweets import (
     DEFAULT_TWEETS_PATH,
     SENTIMENT_CLASSES,
     deduplicate_tweets,
     read_tweets,
 )
-from data.vectorize import documents_to_matrix, documents_to_sequences
-from data.vocab import PAD_ID, UNK_ID, Vocabulary, build_vocabulary
+from gradwatch.data.vectorize import documents_to_matrix, documents_to_sequences
+from gradwatch.data.vocab import PAD_ID, UNK_ID, Vocabulary, build_vocabulary
 
 __all__ = [
     "DEFAULT_TWEETS_PATH",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.text import SPECIAL_TOKENS
+from gradwatch.data.text import SPECIAL_TOKENS
 
 OPERATIONS = ("delete", "swap", "insert")
 

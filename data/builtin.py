@@ -11,7 +11,7 @@ Its descriptor always says "builtin-airline-synthetic"; nothing here pretends to
 import numpy as np
 import pandas as pd
 
-from data.tweets import LABEL_COLUMN, SENTIMENT_CLASSES, TEXT_COLUMN, TWEET_COLUMNS
+from gradwatch.data.tweets import LABEL_COLUMN, SENTIMENT_CLASSES, TEXT_COLUMN, TWEET_COLUMNS
 
 # Bump when templates or sampling change: the same seed then gives different tweets.
 GENERATOR_VERSION = 1

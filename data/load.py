@@ -5,20 +5,20 @@ from pathlib import Path
 
 import numpy as np
 
-from data.augment import augment_training_set
-from data.prepared import DatasetDescriptor, PreparedDataset
-from data.source import TweetSource, resolve_source
-from data.split import (
+from gradwatch.data.augment import augment_training_set
+from gradwatch.data.prepared import DatasetDescriptor, PreparedDataset
+from gradwatch.data.source import TweetSource, resolve_source
+from gradwatch.data.split import (
     DEFAULT_FRACTIONS,
     SPLIT_NAMES,
     check_fractions,
     stratified_split,
     stratified_subset,
 )
-from data.text import tokenize_tweets
-from data.tweets import LABEL_COLUMN, SENTIMENT_CLASSES, TEXT_COLUMN, deduplicate_tweets
-from data.vectorize import documents_to_matrix, documents_to_sequences
-from data.vocab import build_vocabulary
+from gradwatch.data.text import tokenize_tweets
+from gradwatch.data.tweets import LABEL_COLUMN, SENTIMENT_CLASSES, TEXT_COLUMN, deduplicate_tweets
+from gradwatch.data.vectorize import documents_to_matrix, documents_to_sequences
+from gradwatch.data.vocab import build_vocabulary
 
 # 'bow' is the lesson's name for Keras' 'count' mode.
 REPRESENTATIONS = ("bow", "binary", "freq", "tfidf", "sequence")

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 
-from data.vocab import Vocabulary
+from gradwatch.data.vocab import Vocabulary
 
 TWEETS_CSV = "tweets-csv"
 BUILTIN_AIRLINE = "builtin-airline-synthetic"

@@ -6,14 +6,14 @@ from typing import Any
 
 import pandas as pd
 
-from data.builtin import (
+from gradwatch.data.builtin import (
     DEFAULT_ROWS,
     DEFAULT_SEED,
     generate_builtin_tweets,
     generator_settings,
 )
-from data.prepared import BUILTIN_AIRLINE, BUILTIN_SOURCE, TWEETS_CSV
-from data.tweets import DEFAULT_TWEETS_PATH, read_tweets
+from gradwatch.data.prepared import BUILTIN_AIRLINE, BUILTIN_SOURCE, TWEETS_CSV
+from gradwatch.data.tweets import DEFAULT_TWEETS_PATH, read_tweets
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.prepared import (
+from gradwatch.data.prepared import (
     GENERATED_SOURCE,
     SYNTHETIC_BAR_IMAGES,
     SYNTHETIC_CIRCLES,
     DatasetDescriptor,
     PreparedDataset,
 )
-from data.split import DEFAULT_FRACTIONS, SPLIT_NAMES, stratified_split
+from gradwatch.data.split import DEFAULT_FRACTIONS, SPLIT_NAMES, stratified_split
 
 CIRCLE_CLASSES = ("outer", "inner")
 BAR_IMAGE_CLASSES = ("horizontal bars", "vertical bars", "blob")

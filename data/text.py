@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 from nltk.tokenize import TweetTokenizer
 
-from data.stopwords import ENGLISH_STOPWORDS
+from gradwatch.data.stopwords import ENGLISH_STOPWORDS
 
 USER_TOKEN = "<user>"
 URL_TOKEN = "<url>"

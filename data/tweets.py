@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.errors import DatasetError
+from gradwatch.data.errors import DatasetError
 
 # The package sits at the project root, so data/Tweets.csv is found wherever the process runs.
 DEFAULT_TWEETS_PATH = Path(__file__).resolve().parent / "Tweets.csv"

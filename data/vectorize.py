@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from data.vocab import PAD_ID, Vocabulary
+from gradwatch.data.vocab import PAD_ID, Vocabulary
 
 MATRIX_MODES = ("binary", "count", "freq", "tfidf")
 SIDES = ("pre", "post")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs gradwatch into ./.venv. `--dev` adds test tools and Debian's Chromium for browser tests.
+# Installs gradwatch (editable) into ./.venv. `--dev` adds test tools and Debian's Chromium for browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +21,7 @@ fi
 # torch first and pinned: a plain "torch" would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q torch==2.13.0
 if [ "$dev" = 1 ]; then
-  .venv/bin/python -m pip install -q -r requirements-dev.txt
+  .venv/bin/python -m pip install -q -e ".[dev]"
   if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
     sudo_cmd=""
     [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -29,6 +29,8 @@ if [ "$dev" = 1 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
 else
-  .venv/bin/python -m pip install -q -r requirements.txt
+  .venv/bin/python -m pip install -q -e .
 fi
+# The pinned torch must survive the frameworks' own requirements (a newer one would be a CUDA build).
+.venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else f'setup: torch {torch.__version__} replaced the pinned 2.13.0')"
 echo "setup: ready (.venv)"

@@ -1,9 +1,9 @@
-"""`python -m trainer`: train, presets, lesson, inspect, diagnose, export.
+"""The trainer's commands of the `gradwatch` CLI: train, presets, lesson, inspect, diagnose.
 
-Bad input of any kind ends with one line on stderr and exit code 2, before anything is created.
-Exit codes: 0 done, 1 a run failed (NaN/Inf halt) or an internal error, 2 bad input, 130 stopped
-(Ctrl-C or SIGTERM; the run is marked stopped). `train` prints the run folder as its last line.
-Torch is imported only by the commands that train.
+`gradwatch.cli` composes these with the dashboard's commands. Bad input of any kind ends with one line
+on stderr and exit code 2, before anything is created. Exit codes: 0 done, 1 a run failed (NaN/Inf
+halt) or an internal error, 2 bad input, 130 stopped (Ctrl-C or SIGTERM; the run is marked stopped).
+`train` prints the run folder as its last line. Torch is imported only by the commands that train.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import os
 import sys
-import traceback
 from pathlib import Path
 
 from .options import OPTIONS, OPTIONS_BY_NAME, OptionsError
 from .presets import PRESETS, resolve
 
-PROG = "python -m trainer"
+PROG = "gradwatch"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 130
 
 
@@ -27,7 +25,7 @@ class UsageError(Exception):
     """Bad command-line input; the message is printed as one line."""
 
 
-class _Parser(argparse.ArgumentParser):
+class CommandParser(argparse.ArgumentParser):
     """argparse that raises UsageError (one line, exit 2) instead of printing usage and exiting."""
 
     def error(self, message: str):
@@ -48,12 +46,8 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
                            help=f"{option.help} (default {default})", **extra)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="gradwatch trainer: the lesson's networks, presets and runs.",
-                     allow_abbrev=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
-
+def add_commands(commands) -> None:
+    """Add the trainer's subcommands to an argparse subparsers object (see gradwatch.cli)."""
     train = commands.add_parser("train", help="train one run (a preset and/or options)", allow_abbrev=False)
     train.add_argument("--preset", help="start from a preset (see `presets`)")
     train.add_argument("--logdir", default="logs", help="folder for run folders (default logs)")
@@ -81,13 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("run_dir", metavar="RUN_DIR")
         sub.add_argument("--json", action="store_true", help="print JSON")
 
-    export = commands.add_parser("export", help="write a run's report as one HTML file", allow_abbrev=False)
-    export.add_argument("run_dir", metavar="RUN_DIR")
-    export.add_argument("-o", "--output", required=True, metavar="FILE.html")
-    return parser
 
-
-def _unknown_flags_message(unknown: list[str]) -> str:
+def unknown_flags_message(unknown: list[str]) -> str:
     flags = [u for u in unknown if u.startswith("-")]
     if not flags:
         return f"unexpected argument {unknown[0]!r} (options are given as --name VALUE)"
@@ -242,13 +231,13 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def _check_run_dir(run_dir: str) -> None:
+def check_run_dir(run_dir: str) -> None:
     if not Path(run_dir).is_dir():
         raise UsageError(f"invalid RUN_DIR {run_dir!r}: not a directory (give a run folder under logs/)")
 
 
 def cmd_inspect(args) -> int:
-    _check_run_dir(args.run_dir)
+    check_run_dir(args.run_dir)
     from .inspect_run import format_summary, summarize_run
 
     summary = summarize_run(args.run_dir)
@@ -257,7 +246,7 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
-    _check_run_dir(args.run_dir)
+    check_run_dir(args.run_dir)
     from .diagnose import diagnose_run, format_report
 
     result = diagnose_run(args.run_dir)
@@ -265,25 +254,14 @@ def cmd_diagnose(args) -> int:
     return EXIT_OK
 
 
-def cmd_export(args) -> int:
-    _check_run_dir(args.run_dir)
-    try:
-        from dashboard.export import export_run
-    except ImportError as exc:
-        raise UsageError(f"export is not available: the dashboard package cannot be imported ({exc}); "
-                         "install the dashboard requirements (requirements.txt)") from None
-    print(export_run(args.run_dir, args.output))
-    return EXIT_OK
-
-
 COMMANDS = {"train": cmd_train, "presets": cmd_presets, "lesson": cmd_lesson, "inspect": cmd_inspect,
-            "diagnose": cmd_diagnose, "export": cmd_export}
+            "diagnose": cmd_diagnose}
 
 
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
+def bad_input_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input (exit 2). Imported lazily: some modules need torch."""
     errors: list[type[BaseException]] = [UsageError, OptionsError]
-    from data import DatasetError
+    from gradwatch.data import DatasetError
 
     from .runlog.reader import RunLogError
 
@@ -294,26 +272,3 @@ def _bad_input_errors() -> tuple[type[BaseException], ...]:
 
         errors += [ModelError, RunSetupError]
     return tuple(errors)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args, unknown = parser.parse_known_args(argv)
-        if unknown:
-            raise UsageError(f"{PROG} {args.command}: {_unknown_flags_message(unknown)}")
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_STOPPED
-    except Exception as exc:
-        if isinstance(exc, _bad_input_errors()):
-            message = " ".join(str(exc).split())
-            prefix = "" if message.startswith(PROG) else f"{PROG}: error: "
-            print(f"{prefix}{message}", file=sys.stderr)
-            return EXIT_USAGE
-        if os.environ.get("GRADWATCH_DEBUG"):
-            traceback.print_exc()
-        print(f"{PROG}: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
-              "(set GRADWATCH_DEBUG=1 for the traceback)", file=sys.stderr)
-        return EXIT_FAILED

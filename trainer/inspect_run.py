@@ -1,4 +1,4 @@
-"""`python -m trainer inspect`: a run's state in one JSON object or a readable table. Torch-free."""
+"""`gradwatch inspect`: a run's state in one JSON object or a readable table. Torch-free."""
 
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from gradwatch._version import __version__ as GRADWATCH_VERSION
+
 from .runlog import schema
 from .runlog.reader import current_process_identity
 from .runlog.writer import RunWriter
-
-GRADWATCH_VERSION = "0.1.0"
 
 
 class RunSetupError(ValueError):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dash
 from dash import ALL, ClientsideFunction, Input, Output, State, dcc, html, no_update
 
-from trainer.options import OPTIONS_BY_NAME
-from trainer.presets import PRESETS
+from gradwatch.trainer.options import OPTIONS_BY_NAME
+from gradwatch.trainer.presets import PRESETS
 
 from .. import components, ids
 from ..context import AppContext

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from dash import dcc, html
 
-from trainer.runlog import schema as log_schema
+from gradwatch.trainer.runlog import schema as log_schema
 
 from .. import components, figures
 from ..data import RunStore, config_summary, duration_s, severity_counts

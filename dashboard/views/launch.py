@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dash import dcc, html
 
-from trainer.options import OPTIONS, OPTIONS_BY_NAME, OptionsError
-from trainer.presets import PRESETS, resolve
+from gradwatch.trainer.options import OPTIONS, OPTIONS_BY_NAME, OptionsError
+from gradwatch.trainer.presets import PRESETS, resolve
 
 from .. import components, ids
 from ..jobs import Job, JobError, JobManager

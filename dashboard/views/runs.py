@@ -173,7 +173,7 @@ def runs_table_impl(store: RunStore, view: dict, selected: list[str] | None, bud
     signature = hashlib.sha1(signature_src.encode()).hexdigest()
     if not summaries:
         table = html.P(["No runs yet in ", html.Code(str(store.logdir)), ". Start one on the ",
-                        dcc.Link("Launch", href="/launch"), " page or with ", html.Code("python -m trainer train"),
+                        dcc.Link("Launch", href="/launch"), " page or with ", html.Code("gradwatch train"),
                         "."], className="muted")
     else:
         table = html.Table(className="runs", id=ids.RUNS_TABLE + "-body", children=[

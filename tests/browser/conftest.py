@@ -52,7 +52,7 @@ class Server:
                            GRADWATCH_POLL_MS="500", PYTHONPATH=str(REPO), **env)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "4", "--timeout", "120", "-b",
-             f"127.0.0.1:{self.port}", "dashboard.wsgi:server"],
+             f"127.0.0.1:{self.port}", "gradwatch.dashboard.wsgi:server"],
             cwd=REPO, env=environment, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 60
@@ -79,7 +79,7 @@ class Server:
 
 @pytest.fixture(scope="session")
 def logdir(tmp_path_factory):
-    from tests.dashboard_fixtures import make_corrupt_run, make_run
+    from gradwatch.testing import make_corrupt_run, make_run
 
     root = tmp_path_factory.mktemp("e2e") / "logs"
     make_run(root, "exploding", steps=300, pathology="exploding", layers=4)
@@ -89,7 +89,7 @@ def logdir(tmp_path_factory):
     make_corrupt_run(root, "corrupt-run")
     yield root
     # Jobs launched by the tests must not outlive them.
-    from dashboard.jobs import JobManager
+    from gradwatch.dashboard.jobs import JobManager
 
     jobs = JobManager(root)
     for job in jobs.list():

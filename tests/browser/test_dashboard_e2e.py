@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.dashboard_fixtures import LiveRun
-from trainer.runlog import RunReader
+from gradwatch.testing import LiveRun
+from gradwatch.trainer.runlog import RunReader
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import torch.distributed as dist  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from trainer.run import Run  # noqa: E402
+from gradwatch.trainer.run import Run  # noqa: E402
 
 STEPS = 4
 

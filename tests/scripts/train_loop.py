@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from trainer.run import Run  # noqa: E402
+from gradwatch.trainer.run import Run  # noqa: E402
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Diagnosing a run folder (`diagnose_run`) and the text report behind `python -m trainer diagnose`."""
+"""Diagnosing a run folder (`diagnose_run`) and the text report behind `gradwatch diagnose`."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from data import PreparedDataset, load_dataset, make_bar_images_dataset, make_circles_dataset
+from gradwatch.data import PreparedDataset, load_dataset, make_bar_images_dataset, make_circles_dataset
 
 # options.py names the bag-of-words representation 'count' (the lesson's Keras mode); data says 'bow'.
 _REPRESENTATION = {"count": "bow", "binary": "binary", "tfidf": "tfidf", "sequence": "sequence"}

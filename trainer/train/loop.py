@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data import PreparedDataset
+from gradwatch.data import PreparedDataset
 
 from ..models import build_model
 from ..options import OptionsError

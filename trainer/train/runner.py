@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TextIO
 
-from data import PreparedDataset
+from gradwatch.data import PreparedDataset
 
 from ..run import Run
 from .live import LiveMonitor

@@ -1,0 +1,120 @@
+"""dashboard.figures: pure builders produce the traces, axes and marks the pages rely on."""
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from gradwatch.dashboard import figures
+from gradwatch.trainer.runlog import schema
+
+
+def _series(steps, values, bad=()):
+    return {"steps": list(steps), "values": list(values), "bad_steps": list(bad)}
+
+
+def test_loss_chart_train_vs_validation_with_overfitting_marks_and_notes():
+    series = {"train_loss": _series(range(100), np.linspace(1, 0.1, 100)),
+              "epoch_train_loss": _series([9, 19, 29], [0.8, 0.5, 0.2]),
+              "val_loss": _series([9, 19, 29], [0.7, 0.5, 0.9]),
+              "train_acc": _series([9], [0.5])}
+    notes = [{"step": 15, "text": "<b>look</b> & see", "author": "<i>ann</i>", "layer": None}]
+    fig = figures.scalar_chart(series, "loss", notes=notes,
+                               overfitting={"best_step": 19, "best_epoch": 2, "onset_step": 19, "last_step": 29})
+    assert isinstance(fig, go.Figure)
+    keys = figures.trace_keys(fig)
+    assert keys[0] == figures.NOTES_KEY
+    assert keys[1:] == ["scalar:train_loss", "scalar:epoch_train_loss", "scalar:val_loss"]
+    note_text = fig.data[0].hovertext[0]
+    assert "&lt;b&gt;look&lt;/b&gt; &amp; see" in note_text and "<b>look" not in note_text
+    assert "&lt;i&gt;ann" in note_text
+    texts = [a.text for a in fig.layout.annotations]
+    assert "best epoch 2" in texts and "overfitting" in texts
+    assert any(s.type == "rect" for s in fig.layout.shapes)
+
+
+def test_scalar_chart_marks_nonfinite_values_and_handles_missing_group():
+    series = {"train_loss": _series([0, 1], [0.5, 0.4], bad=[2, 3])}
+    fig = figures.scalar_chart(series, "loss")
+    assert "bad:train_loss" in figures.trace_keys(fig)
+    empty = figures.scalar_chart(series, "accuracy")
+    assert "no accuracy logged yet" in empty.layout.annotations[0].text
+
+
+def test_signals_chart_takes_the_other_scalars_and_logs_wide_gradient_norms():
+    series = {"grad_norm_total": _series(range(5), [1e-2, 1, 1e2, 1e4, 1e6]), "lr": _series(range(5), [1e-3] * 5),
+              "my_metric": _series(range(5), [1, 2, 3, 4, 5]), "train_loss": _series(range(5), [1] * 5)}
+    fig = figures.signals_chart(series)
+    keys = figures.trace_keys(fig)
+    assert keys[1:] == ["scalar:grad_norm_total", "scalar:lr", "scalar:my_metric"]
+    assert fig.layout.yaxis.type == "log"
+
+
+def test_gradient_flow_log_scale_layers_in_order_nonfinite_in_red():
+    flow = {"step": 40, "layers": ["fc1", "fc2", "fc3"], "grad_norm": [1e-8, 1e-3, float("inf")],
+            "grad_max_abs": [1e-9, 1e-4, float("inf")], "nonfinite": [0, 0, 5]}
+    fig = figures.gradient_flow_chart(flow, selected_layer="fc2")
+    assert fig.layout.yaxis.type == "log"
+    assert list(fig.data[0].x) == ["fc1", "fc2", "fc3"]
+    assert fig.data[0].marker.color[2] == "#c62828"
+    assert fig.data[0].text[2] == "NaN/Inf"
+    assert "step 40" in fig.layout.title.text
+
+
+def test_layer_lines_with_update_ratio_guide_and_log_axis():
+    table = pd.DataFrame({"fc1": [1e-3, 2e-3], "fc2": [0.0, 1e-4]}, index=pd.Index([0, 10], name="step"))
+    fig = figures.layer_lines_chart(table, title="ratio", y_title="r", log_y=True, guide=1e-3, selected_layer="fc2")
+    assert figures.trace_keys(fig) == [figures.NOTES_KEY, "layer:fc1", "layer:fc2"]
+    assert fig.data[2].y[0] is None  # zero cannot sit on a log axis
+    assert fig.data[2].line.width > fig.data[1].line.width
+    assert any(s.y0 == 1e-3 and s.y1 == 1e-3 for s in fig.layout.shapes)
+
+
+def test_histogram_heatmap_appends_rows_per_step():
+    counts = np.zeros((3, schema.HIST_LEN), dtype=np.int64)
+    counts[:, schema.HIST_ZERO_INDEX + 10] = [5, 50, 500]
+    fig = figures.histogram_heatmap([0, 10, 20], counts, kind="gradient", tensor="fc1.weight")
+    heat = fig.data[1]
+    assert heat.meta == "hist" and heat.transpose is True
+    lo, hi = figures.hist_band(counts)
+    assert (lo, hi) == (schema.HIST_ZERO_INDEX - 4, schema.HIST_ZERO_INDEX + 14)  # used bins + a decade
+    assert len(heat.z) == 3 and len(heat.z[0]) == hi - lo + 1 and list(heat.y) == list(range(lo, hi + 1))
+    assert heat.z[2][schema.HIST_ZERO_INDEX + 10 - lo] == round(float(np.log10(501)), 2)
+
+
+def test_round_sig_keeps_significant_digits():
+    values = np.array([123456.789, 0.000123456, -2.5e-9, 0.0, np.nan, np.inf])
+    out = figures.round_sig(values, 3)
+    assert out[:4].tolist() == [123000.0, 0.000123, -2.5e-9, 0.0]
+    assert np.isnan(out[4]) and np.isinf(out[5])
+
+
+def test_lesson_figure_loss_beside_weight_mean_and_std():
+    mean = pd.DataFrame({"fc1": [0.0, 0.01]}, index=[1, 2])
+    std = pd.DataFrame({"fc1": [0.1, 0.3]}, index=[1, 2])
+    fig = figures.weights_by_epoch_chart({"x_label": "epoch", "mean": mean, "std": std,
+                                          "loss": {"val_loss": [(1, 0.5), (2, 0.7)]}})
+    names = [t.name for t in fig.data]
+    assert names == ["validation loss", "fc1", "fc1"]
+    assert fig.layout.xaxis.title.text == "epoch"
+
+
+def test_compare_charts_overlay_runs():
+    runs = [{"label": f"r{i}", "epochs": [(1, 9), (2, 19)],
+             "series": {"val_loss": _series([9, 19], [0.5, 0.4 + i]), "train_loss": _series([0, 1], [1, 0.9])}}
+            for i in range(3)]
+    fig = figures.compare_curves_chart(runs)
+    assert {t.name for t in fig.data} == {"r0", "r1", "r2"}
+    assert list(fig.data[0].x) == [1, 2]  # validation loss per epoch
+    flow = figures.compare_flow_chart([{"label": "a", "flow": {"step": 3, "layers": ["x"], "grad_norm": [1.0]}}], 3)
+    assert fig.layout.title.text and flow.layout.barmode == "group"
+
+
+def test_live_extended_traces_are_plain_json_arrays():
+    """plotly.py sends numpy arrays as typed-array blobs, which Plotly.extendTraces cannot extend."""
+    import json
+
+    table = pd.DataFrame({"fc1": np.array([1e-3, 2e-3])}, index=pd.Index(np.array([0, 10]), name="step"))
+    sent = json.loads(figures.layer_lines_chart(table, title="t", y_title="y").to_json())
+    scalars = json.loads(figures.scalar_chart({"train_loss": _series(np.arange(3), np.ones(3))}, "loss").to_json())
+    for trace in sent["data"] + scalars["data"]:
+        assert isinstance(trace["x"], list) and isinstance(trace["y"], list), trace["meta"]
