@@ -35,6 +35,7 @@ from .activation_stats import (
     finish_activations,
     first_tensor,
 )
+from .lr_record import LearningRateRecorder
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Probe:
         # is finished at the next forward pass (or step, or close), so a second optimizer
         # stepping other parameters after the first is seen in the weights and update ratios.
         self._unfinished = None
+        self._lr = LearningRateRecorder(writer)
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
@@ -285,6 +287,7 @@ class Probe:
             self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
             if self._finish_handle is None:
                 self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
+        self._lr.after_step(optimizer, self.step, self.logging_now)
         self.step += 1
         self._acts = {}
         self._pending = None

@@ -10,14 +10,16 @@ from .flags import Flag, sort_flags
 from .generalisation import Overfitting, Underfitting
 from .gradients import ExplodingGradient, VanishingGradient
 from .learning_rate import LearningRate
+from .loss import LossDivergence
 from .nonfinite import NonFinite
+from .remedies import fit_remedies
 from .rule import Rule
 
 RULE_CLASSES: dict[str, type[Rule]] = {
     cls.rule: cls
     for cls in (
         NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
-        Underfitting, LearningRate,
+        Underfitting, LearningRate, LossDivergence,
     )
 }
 
@@ -46,12 +48,13 @@ def diagnose(data: RunData, rules: Iterable[Rule | str] | None = None) -> list[F
     """Every flag the rules raise on `data`, critical first, then by first step.
 
     Rules that lack their inputs (layer rules on a scalars-only run, overfitting without val_loss)
-    are skipped quietly; `skipped_rules` says which and why.
+    are skipped quietly; `skipped_rules` says which and why. Remedies are then checked against the
+    run and against each other's findings (remedies.fit_remedies).
     """
     flags: list[Flag] = []
     for rule in resolve_rules(rules):
         flags.extend(rule(data))
-    return sort_flags(flags)
+    return fit_remedies(sort_flags(flags), data)
 
 
 def skipped_rules(data: RunData, rules: Iterable[Rule | str] | None = None) -> dict[str, str]:
