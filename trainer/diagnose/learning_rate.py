@@ -22,8 +22,8 @@ class LearningRate(Rule):
     healthy. The rule flags the learning rate as
     - too high when the median is above `too_high` (1e-2) in at least `min_fraction` of `window`
       consecutive logged steps. That is a warning when the ratio is `severe_factor` (3) x higher
-      still (unless the training loss fell by `learning_well` (30%) or more meanwhile: the large
-      steps work) or the training loss fell by less than 5% over that stretch, and info otherwise
+      still (unless the training loss fell by `learning_well` (30%) or more meanwhile and the ratio
+      stayed below severe_factor^2 x too_high or clipping bounds the steps: the large steps work) or the training loss fell by less than 5% over that stretch, and info otherwise
       (adaptive optimisers run near 1e-2 early in training and still converge);
     - too low when the median is below `too_low` (1e-5) and no layer updates faster than
       10 x `too_low`, sustained the same way (SageMaker Debugger's WeightUpdateRatio uses an even
@@ -80,7 +80,9 @@ class LearningRate(Rule):
         not_falling = change is not None and change > -0.05
         # A loss falling steeply meanwhile says the large steps work (SGD at lr 20 with clipping on
         # an LSTM language model, Adam's first steps on a transformer): info, not a warning.
-        learning_well = change is not None and change <= -self.learning_well
+        # Not for a burst far beyond severe (severe_factor^2 x too_high) unless clipping bounds each step.
+        learning_well = change is not None and change <= -self.learning_well and (
+            max(level, peak) < self.severe_factor**2 * self.too_high or data.clips_gradients())
         severity = "warning" if (severe and not learning_well) or not_falling else "info"
         evidence = {"median_update_ratio": level, "peak_update_ratio": max(level, peak), "too_high": self.too_high,
                     "direction": 1}

@@ -108,7 +108,7 @@ def fit_remedies(flags: list[Flag], data: RunData) -> list[Flag]:
         unfit.add("higher-lr")
     for flag in flags:
         ids = [r for r in flag.remedy_ids if r not in unfit]
-        if (lr_high or diverging) and "lower-lr" in ids and flag.rule != "learning_rate":
+        if lr_high and "lower-lr" in ids and flag.rule != "learning_rate":
             ids.remove("lower-lr")
             ids.insert(0, "lower-lr")
         if lr_low and flag.rule == "underfitting" and "higher-lr" in ids:
