@@ -45,6 +45,7 @@ class LoopCase:
     expected: tuple[str, ...] = ()
     allowed: tuple[str, ...] = ()
     harmful: tuple[str, ...] = ()
+    fixes: tuple[str, ...] = ()  # as the lesson cases: rules a fix must not carry (none here)
     clip: float | None = None
     accumulate: int = 1
     schedule: str | None = None  # "linear-to-zero"

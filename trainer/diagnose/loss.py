@@ -44,14 +44,13 @@ class LossDivergence(Rule):
       loss almost never climbs above where it began;
     - worse than the start: the smoothed loss (trailing median of `smooth_window`) above
       `above_start` x the initial loss in `min_fraction` of `window` consecutive points;
-    - above a uniform guess: the smoothed loss above `above_start` x ln K (K classes or tokens,
-      when known: data.uniform_loss) the same sustained way - the model is worse than knowing
-      nothing;
     - climbing back: the smoothed loss at least `growth_factor` (2) x its lowest level so far and
       having given back at least `giveback` (half) of what it had learned (initial - lowest),
       sustained: a late divergence that has not yet passed the start.
     NaN/Inf losses are the nonfinite rule's; here they only confirm. Critical when the loss ends
-    above its start or above a uniform guess (the run has unlearned everything), when it turned
+    above its start or above `above_start` x ln K, the loss of a uniform guess over K classes or
+    tokens when known (data.uniform_loss: the run has unlearned everything; a loss that starts above
+    ln K - an overconfident initialisation - is not a divergence by itself), when it turned
     NaN/Inf, or when the blow-ups repeat; warning otherwise.
     """
 
@@ -99,11 +98,6 @@ class LossDivergence(Rule):
             worse = np.isfinite(smooth) & (smooth > self.above_start * initial)
         worse_onset = sustained_onset(worse, window, self.min_fraction)
         uniform = data.uniform_loss()
-        above_uniform_onset = None
-        if uniform is not None:
-            with np.errstate(invalid="ignore"):
-                above = np.isfinite(smooth) & (smooth > self.above_start * uniform)
-            above_uniform_onset = sustained_onset(above, window, self.min_fraction)
         lowest = np.fmin.accumulate(np.where(np.isfinite(smooth), smooth, np.inf))
         with np.errstate(invalid="ignore"):
             climbing = (
@@ -111,8 +105,13 @@ class LossDivergence(Rule):
                 & (smooth - lowest >= self.giveback * (initial - lowest)) & (initial > lowest)
             )
         climb_onset = sustained_onset(climbing, window, self.min_fraction)
+        if climb_onset is not None:
+            # Report where the climb began (the last point near the lowest level), not where it
+            # crossed the threshold.
+            near_floor = np.flatnonzero(np.isfinite(smooth[:climb_onset]) & (smooth[:climb_onset] <= 1.1 * lowest[:climb_onset]))
+            climb_onset = int(near_floor[-1]) if len(near_floor) else climb_onset
 
-        onsets = [i for i in (worse_onset, above_uniform_onset, climb_onset) if i is not None]
+        onsets = [i for i in (worse_onset, climb_onset) if i is not None]
         spike_idx = np.flatnonzero(spikes)
         if len(spike_idx):
             onsets.append(int(spike_idx[0]))
