@@ -303,7 +303,7 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     for layer, b in zip(layers, bad):
         if b > 0:
             bar_colors.append("#c62828")
-        elif selected_layer and layer != selected_layer:
+        elif selected_layer in layers and layer != selected_layer:
             bar_colors.append(_fade(colors[layer]))
         else:
             bar_colors.append(colors[layer])
@@ -330,7 +330,8 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
                                          horizontal else 10, color="#333"), hoverinfo="skip"))
     step = flow.get("step")
     if horizontal:
-        fig.update_xaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
+        # The value axis on top: a tall chart scrolls in its card, and its top stays in view.
+        fig.update_xaxes(type="log", title_text="gradient norm (log)", exponentformat="power", side="top")
         fig.update_yaxes(title_text=None, type="category", autorange="reversed", tickfont=dict(size=10), dtick=1)
         height = max(height, 130 + FLOW_BAR_PX * len(layers))
     else:
@@ -338,6 +339,9 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
         fig.update_xaxes(title_text="layer (input → output)", type="category")
     fig = _base(fig, f"Gradient flow at step {step}" + (" (input ↓ output)" if horizontal else ""), height, uirevision)
     fig.update_layout(hovermode="closest", bargap=0.25)
+    if horizontal:  # title, legend, then the top axis: fixed pixel room whatever the height
+        fig.update_layout(margin=dict(t=120), legend=dict(y=1 - 36 / height, yanchor="top", yref="container", x=0,
+                                                             xref="paper"))
     return fig
 
 
@@ -614,10 +618,12 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
         zmin, zmax = 0.0, 1.0
     colorbar = dict(title=dict(text=value_label, side="right"), thickness=12)
     if log_color:
-        ticks = list(range(math.floor(zmin), math.ceil(zmax) + 1))
-        step = max(1, len(ticks) // 6)
-        ticks = ticks[::step]
-        colorbar.update(tickvals=ticks, ticktext=[f"1e{t}" for t in ticks])
+        ticks = list(range(math.ceil(zmin), math.floor(zmax) + 1))
+        if len(ticks) < 3:  # under two decades: five evenly spaced ticks, labelled with their values
+            ticks = [float(t) for t in np.linspace(zmin, zmax, 5)]
+        ticks = ticks[::max(1, len(ticks) // 6)]
+        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:.2g}" if not float(t).is_integer() else f"1e{int(t)}"
+                                                  for t in ticks])
     value_text = "1e%{z:.2f}" if log_color else "%{z:.3f}"
     fig = go.Figure()
     _add_notes_trace(fig, list(notes))

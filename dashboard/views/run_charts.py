@@ -308,6 +308,10 @@ def _flow_rows(flow: dict, rows: list, grouped: bool) -> dict:
 
 
 def epochs_figure(data: dict, args: ChartArgs) -> go.Figure:
+    mean, std = data.get("mean"), data.get("std")
+    if mean is not None and not mean.empty:  # a big model: the chosen few layers, not one line each
+        chosen = line_layers(list(mean.columns), args.layer, args.flags, args.row_filter)
+        data = dict(data, mean=mean[chosen], std=std[[c for c in chosen if c in std.columns]])
     return figures.weights_by_epoch_chart(data, selected_layer=args.layer, uirevision=args.run_id)
 
 
@@ -329,7 +333,8 @@ CHARTS: tuple[Chart, ...] = (
           channel="hist"),
     Chart(ids.FIG_RATIO, layers_view, ratio_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
     Chart(ids.FIG_ACT, layers_view, activation_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
-    Chart(ids.FIG_WEIGHTS_EPOCH, epochs_view, epochs_figure, inputs=("layer",), channel="epochs", wide=True,
+    Chart(ids.FIG_WEIGHTS_EPOCH, epochs_view, epochs_figure, inputs=("layer", "rows", "flags"), channel="epochs",
+          wide=True,
           step_axis=False),
     Chart(ids.FIG_SIGNALS, scalars_view(("signals",)), signals_figure, channel="scalars", wide=True,
           scalar_groups=("signals",)),
