@@ -178,3 +178,27 @@ def test_cleared_problem_keeps_its_worst_severity_and_disjoint_ones_stay_apart()
 
 def test_optimizer_lr_names():
     assert optimizer_lr_name(0) == "opt_lr" and optimizer_lr_name(2) == "opt_lr_g2"
+
+
+def test_vanishing_that_begins_after_a_blow_up_is_its_aftermath():
+    from gradwatch.trainer.diagnose import Flag
+    from gradwatch.trainer.diagnose.engine import after_blow_up
+
+    def flag(rule, severity, first):
+        return Flag(rule, severity, [], first, first + 10, {}, "x.")
+
+    flags = after_blow_up([flag("loss_divergence", "critical", 4), flag("vanishing_gradient", "warning", 20),
+                           flag("dead_units", "warning", 20)])
+    assert [f.severity for f in flags] == ["critical", "info", "warning"]
+    assert "after the blow-up at step 4" in flags[1].explanation
+    before = after_blow_up([flag("exploding_gradient", "critical", 50), flag("vanishing_gradient", "warning", 10)])
+    assert before[1].severity == "warning"
+
+
+def test_a_plain_rnn_keeps_its_embedding_on_the_depth_path():
+    data = embedding_run(first_grad=0.05)
+    data.tensors.loc[data.tensors["layer"] == "rnn", "module_type"] = "RNN"
+    data.__dict__.pop("module_types", None)
+    data.__dict__.pop("architecture", None)
+    data.__dict__.pop("depth_layers", None)
+    assert data.architecture == "rnn" and data.depth_layers == ["encoder", "rnn", "decoder"]

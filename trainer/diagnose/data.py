@@ -267,7 +267,13 @@ class RunData:
         """Weighted layers that gradients flow *through* on their way to the input: the weighted
         layers without embeddings (an input lookup whose gradient is sparse - a batch touches a
         few rows - so its norm says nothing about how much signal survived the depth) and without
-        frozen ones. Vanishing-gradient verdicts need evidence on these."""
+        frozen ones. Vanishing-gradient verdicts need evidence on these. Plain RNNs keep their
+        embedding (below)."""
+        if self.architecture == "rnn":
+            # A plain RNN loses its gradient through time on the way back to the words: the
+            # embedding is where that shows (the RNN's own weights still get gradient from the
+            # last positions), so it stays on the path.
+            return list(self.weighted_layers)
         types = self.module_types
         return [layer for layer in self.weighted_layers if types.get(layer, "") not in EMBEDDING_TYPES]
 

@@ -51,7 +51,8 @@ class LossDivergence(Rule):
     above its start or above `above_start` x ln K, the loss of a uniform guess over K classes or
     tokens when known (data.uniform_loss: the run has unlearned everything; a loss that starts above
     ln K - an overconfident initialisation - is not a divergence by itself), when it turned
-    NaN/Inf, or when the blow-ups repeat; warning otherwise.
+    NaN/Inf, or when the blow-ups repeat; warning for a sustained rise or climb
+    that has not (yet) ended worse than it began; info for one blow-up the loss recovered from.
     """
 
     rule = "loss_divergence"
@@ -125,6 +126,9 @@ class LossDivergence(Rule):
         nonfinite_after = bool((~finite_mask[first:]).any())
         ends_worse = final > self.above_start * initial or (uniform is not None and final > self.above_start * uniform)
         critical = ends_worse or nonfinite_after or len(spike_idx) >= 2
+        # One blow-up the loss recovered from (a bad batch) is worth knowing, not a problem.
+        sustained = worse_onset is not None or climb_onset is not None
+        severity = "critical" if critical else ("warning" if sustained else "info")
         evidence = {
             "initial_loss": initial, "lowest_loss": lowest_value, "peak_loss": peak, "final_loss": final,
             "loss_spikes": int(len(spike_idx)), "max_spike_ratio": _max_ratio(clean, level, spikes),
@@ -157,7 +161,7 @@ class LossDivergence(Rule):
         return [
             Flag(
                 rule=self.rule,
-                severity="critical" if critical else "warning",
+                severity=severity,
                 layers=[],
                 first_step=int(steps[first]),
                 last_step=last,
