@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.diagnosis_userloops import LM_HARMFUL, get_case, train_loop_case
-from gradwatch.trainer.diagnose import RunData, diagnose, diagnose_run
+from gradwatch.trainer.diagnose import RunData, diagnose, diagnose_run, format_report
 from gradwatch.trainer.runlog import RunReader
 from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
@@ -34,7 +34,7 @@ def harmful(flags, ids):
 
 
 def test_lstm_lm_blow_up_is_exploding_near_step_6_not_vanishing_embedding_or_underfitting(tmp_path):
-    _, data, flags = run_case("user-lstm-lm-noclip", tmp_path)
+    path, data, flags = run_case("user-lstm-lm-noclip", tmp_path)
     loss = data.scalar("train_loss")
     assert loss.max() > 20 * loss.iloc[0]  # the run really blew up
     exploding = active(flags, "exploding_gradient")
@@ -46,6 +46,9 @@ def test_lstm_lm_blow_up_is_exploding_near_step_6_not_vanishing_embedding_or_und
     # a plain loop (no integration in meta) gets the torch code change for clipping
     code = dict(zip(exploding[0].remedy_ids, exploding[0].remedy_code))
     assert code["clipping"].startswith("torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)")
+    # and `gradwatch diagnose` prints it under the remedy
+    report = format_report(diagnose_run(path))
+    assert "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)" in report
 
 
 def test_example_recipe_with_clipping_gets_no_clipping_remedy_and_no_warning(tmp_path):
