@@ -417,6 +417,10 @@ class RunData:
     def lr_series(self) -> pd.Series:
         """The learning rate over steps: the optimizer's own (param group 0, recorded by the
         capture), else a logged `lr` scalar; empty when neither exists."""
+        return self._lr_series
+
+    @cached_property
+    def _lr_series(self) -> pd.Series:
         for name in (OPTIMIZER_LR, "lr", "learning_rate"):
             series = self.scalar(name).dropna()
             if len(series):

@@ -82,7 +82,9 @@ def remedy_code(remedy_id: str, data: RunData) -> str:
     if not options:
         return ""
     template = options.get(integration_of(data), options["torch"])
-    lr = _number(data.lr_series().iloc[0] if len(data.lr_series()) else data.config_value("lr", "learning_rate"))
+    recorded = data.lr_series()
+    # The lr the user wrote is the peak of any schedule (warmup rises to it, decay falls from it).
+    lr = _number(recorded.max() if len(recorded) else data.config_value("lr", "learning_rate"))
     activation = data.activation_name() or ""
     saturating = activation in ("sigmoid", "tanh")
     values = {
