@@ -4,6 +4,10 @@
         run.watch(model, every=10)
         ...; loss.backward(); optimizer.step()
         run.log(step, train_loss=loss.item())
+
+Without `with`, a run left open is finished at interpreter exit, and marked failed by an uncaught
+exception (run_exit.py). `run.step()` marks a step of a hand-written update; `run.unwatch()` removes
+every hook.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
+from . import run_exit
 from .runlog import schema
 from .runlog.reader import current_process_identity
 from .runlog.writer import RunWriter
@@ -136,6 +141,7 @@ class Run:
         self._barrier()
         if self.rank != 0:
             self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        run_exit.track(self)
 
     # ---- distributed plumbing -------------------------------------------------------------
     def _agree_on_run_id(self, proposed: str) -> str:
@@ -162,8 +168,12 @@ class Run:
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
+        step_offset: int = 0,
     ):
         """Hook every layer of `model`; record statistics every `every` optimizer steps.
+
+        `step_offset` numbers the recorded steps as a framework does (HF Trainer: 1 for the first
+        optimizer step); integrations set it, a plain loop leaves it at 0.
 
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
         other ranks return None and log scalars only.
@@ -182,7 +192,7 @@ class Run:
 
         self._probe = Probe(
             model, self._writer, every=every, histograms=histograms, activations=activations,
-            update_ratio=update_ratio,
+            update_ratio=update_ratio, step_offset=step_offset,
         )
         self._writer.set_meta(
             watch={"every": every, "histograms": histograms, "activations": activations,
@@ -190,6 +200,21 @@ class Run:
             model_summary=_model_summary(model),
         )
         return self._probe
+
+    def unwatch(self) -> None:
+        """Finish the pending record and remove every hook gradwatch put on the model and the
+        optimizers; the run stays open for scalars, and another model can be watched."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    def step(self) -> None:
+        """Mark one optimizer step of a hand-written update (no torch optimizer): call it after
+        updating the weights, before zeroing the gradients. Ignored (with a warning) when the
+        steps are already counted from a torch optimizer."""
+        self._check_open()
+        if self._probe is not None:
+            self._probe.mark_step()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -239,6 +264,7 @@ class Run:
         if status not in schema.STATUSES:
             raise ValueError(f"status must be one of {schema.STATUSES}, got {status!r}")
         self._closed = True
+        run_exit.untrack(self)
         if self._probe is not None:
             self._probe.close()
         try:
