@@ -99,10 +99,13 @@ class Run:
         *,
         dataset: dict | None = None,
         flush_interval_s: float | None = None,
+        distributed: bool = True,
     ):
+        """`distributed=False`: this process records alone, with no collective calls, even inside
+        torch.distributed (integrations that run on rank zero only)."""
         name = _validate_name(name)
         config = _config_json(config)
-        self.rank, self.world_size = _distributed()
+        self.rank, self.world_size = _distributed() if distributed else (0, 1)
         root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id

@@ -431,6 +431,8 @@ class Probe:
             self._complete_step()
 
     def _complete_step(self) -> None:
+        if self._order_handles:  # the root module itself is never called (a LightningModule's
+            self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
             if self._finish_handle is None:
