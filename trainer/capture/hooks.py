@@ -8,6 +8,8 @@ the loaded model's first forward pass removes it, and the copy runs as if never 
 
 from __future__ import annotations
 
+import torch
+
 _HOOK_TABLES = ("_forward_pre_hooks", "_forward_hooks")
 _HOOK_FLAGS = ("_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs", "_forward_hooks_always_called")
 
@@ -20,6 +22,10 @@ class ModuleHook:
     def __init__(self, fn):
         self.fn = fn
 
+    # Under torch.compile the hook runs eagerly, outside the graph: dynamo never traces gradwatch's
+    # bookkeeping (handles, locks, clocks, bincount), and on unlogged steps, when no hook is
+    # attached, the compiled forward is the user's graph alone.
+    @torch.compiler.disable
     def __call__(self, *args):
         return self.fn(*args)
 
