@@ -260,8 +260,8 @@ class Run:
             self._probe.finish_pending()
         self._writer.flush()
 
-    def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """Close the run with a final status; idempotent."""
+    def finish(self, status: str = "finished", error: str | None = None, *, ended: float | None = None) -> None:
+        """Close the run with a final status (`ended`: its end time, default now); idempotent."""
         if self._closed:
             return
         if status not in schema.STATUSES:
@@ -272,7 +272,7 @@ class Run:
             self._probe.close()
         try:
             if self.rank == 0:
-                self._writer.set_meta_now(status=status, ended=time.time(), error=error)
+                self._writer.set_meta_now(status=status, ended=time.time() if ended is None else ended, error=error)
             else:
                 self._writer.flush()
         finally:

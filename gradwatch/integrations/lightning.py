@@ -22,8 +22,7 @@ from lightning.pytorch.loggers.logger import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from gradwatch.trainer.run import Run
-
-from .names import gradwatch_name
+from gradwatch.trainer.scalar_names import gradwatch_name
 
 STOPPING_EXCEPTIONS = ("KeyboardInterrupt", "SIGTERMException")
 

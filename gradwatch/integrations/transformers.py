@@ -22,8 +22,7 @@ import transformers
 from transformers import TrainerCallback
 
 from gradwatch.trainer.run import Run
-
-from .names import gradwatch_name
+from gradwatch.trainer.scalar_names import gradwatch_name
 
 # Logged once by Trainer.train() at its end; they describe the run, not a step.
 SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
