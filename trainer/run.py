@@ -179,7 +179,8 @@ class Run:
         optimizer step); integrations set it, a plain loop leaves it at 0.
 
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
-        other ranks return None and log scalars only.
+        other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) every rank
+        measures its shard and rank 0 records the combined statistics: watch on every rank.
         """
         from torch import nn
 
@@ -189,14 +190,18 @@ class Run:
             raise RunSetupError(f"every must be an integer >= 1 (log every N optimizer steps), got {every!r}")
         if self._probe is not None:
             raise RunSetupError("this run already watches a model; use one Run per model")
-        if self.rank != 0:
+        from .capture import sharded
+
+        if self.rank != 0 and not sharded.is_sharded(model):
             return None
         from .capture.probe import Probe
 
         self._probe = Probe(
-            model, self._writer, every=every, histograms=histograms, activations=activations,
+            model, self._writer, every=every, histograms=histograms, activations=activations and self.rank == 0,
             update_ratio=update_ratio, step_offset=step_offset,
         )
+        if self.rank != 0:
+            return self._probe
         self._writer.set_meta(
             watch={"every": every, "histograms": histograms, "activations": activations,
                    "update_ratio": update_ratio},

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import tensor_stats
+from . import sharded, tensor_stats
 from .activation_stats import (
     ActivationAccumulator,
     DeferredOutputs,
@@ -147,6 +147,9 @@ class Probe:
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
+        # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
+        self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
+        self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
         self.step = 0  # optimizer steps completed
         # Recorded step = step + step_offset (HF Trainer numbers its first optimizer step 1).
@@ -395,7 +398,7 @@ class Probe:
 
     def _weight_samples(self) -> list[torch.Tensor]:
         return [
-            _owned(self._sampler.sample(p.tensor.detach().reshape(-1)), p.tensor)
+            _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
             for p in self.params if p.tensor.requires_grad
         ]
 
@@ -406,7 +409,7 @@ class Probe:
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
         if grads:
-            moments = tensor_stats.moment_stats(grads)
+            moments = self._moment_stats(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
             hist, sampled = None, []
             if self.histograms:
@@ -485,12 +488,13 @@ class Probe:
 
     def _record(self, step: int, pending, old_samples, acts) -> None:
         present, grad_moments, grad_nonfinite, grad_hist, sampled_g = pending
-        weights = [p.tensor.detach() for p in self.params]
+        weights = [sharded.local(p.tensor.detach()) for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
-        w_moments = tensor_stats.moment_stats(weights)
+        w_moments = self._moment_stats(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
         ratios = torch.full((len(weights),), float("nan"), device=device)
+        index, update_norms = None, None
         if self.update_ratio and old_samples is not None:
             trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
             if trainable_idx and len(trainable_idx) == len(old_samples):
@@ -498,11 +502,20 @@ class Probe:
                 deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
                 # Scale the sample's norm to the whole tensor: exact when the sample is the whole
                 # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
-                ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
+                update_norms = deltas.to(device) * scale
         hist = None
         if self.histograms:
             w_hist = self._hist.counts(w_samples)
             hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
+        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
+        if self._shards is not None:
+            combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
+                                            hist, sampled_g, sampled_w)
+            if combined is None:  # not rank 0: its part is sent
+                return
+            grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
+        if update_norms is not None:
+            ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
         act_names = [name for name, acc in acts.items() if acc.has_data]
         act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
         self._register_tensors(act_names, acts)
@@ -529,7 +542,6 @@ class Probe:
         grad_ids = [self._tensor_ids[p.name] for p in present]
         weight_ids = [self._tensor_ids[p.name] for p in self.params]
         act_ids = [self._tensor_ids[name] for name in act_names]
-        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
         has_hist = hist is not None
 
         def resolve():
@@ -586,4 +598,4 @@ def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     """Sparse gradients (sparse embeddings) are measured on their stored values."""
-    return grad.coalesce().values() if grad.is_sparse else grad.detach()
+    return grad.coalesce().values() if grad.is_sparse else sharded.local(grad.detach())
