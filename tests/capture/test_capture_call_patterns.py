@@ -201,3 +201,26 @@ def test_a_run_without_with_is_flushed_and_marked_at_exit(tmp_path, ending, stat
         assert (reader.meta.get("error") or None) is None if error is None else error in reader.meta["error"]
         assert reader.scalar_series("train_loss")["value"].tolist() == [0.0, 1.0, 2.0]
         assert reader.logged_steps().tolist() == [0, 1, 2]
+
+
+def test_two_optimizers_one_record_per_step_with_both_parts(tmp_path):
+    model = make_model()
+    first = torch.optim.SGD(model[0].parameters(), lr=0.1)
+    second = torch.optim.Adam(model[2].parameters(), lr=0.01)
+    seen, after = [], []
+    with Run(tmp_path, name="two-optimizers") as run:
+        run.watch(model, every=1)
+        for x, y in batches(3):
+            first.zero_grad()
+            second.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            seen.append({n: p.grad.clone() for n, p in model.named_parameters()})
+            first.step()
+            second.step()
+            after.append(model[2].weight.detach().clone())
+    grads, weights = stats(run.path, "grad"), stats(run.path, "weight")
+    assert sorted({s for s, _ in grads}) == [0, 1, 2]
+    for step, reference in enumerate(seen):
+        assert_norms(grads, step, reference)
+        # The record waits for the second optimizer: its update is in the recorded weights.
+        assert weights[(step, "2.weight")]["norm"] == pytest.approx(after[step].norm().item(), rel=1e-6)

@@ -120,3 +120,22 @@ def test_a_failing_fit_is_marked_failed_with_the_exception(tmp_path):
         assert reader.status() == "failed"
         assert "RuntimeError: boom at step 3" in reader.meta["error"]
         assert sorted(reader.logged_steps()) == [0, 1, 2]
+
+
+class Interrupted(Classifier):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 2:
+            raise KeyboardInterrupt
+        return super().training_step(batch, batch_idx)
+
+
+def test_an_interrupted_fit_is_marked_stopped(tmp_path):
+    torch.manual_seed(0)
+    try:
+        fit(tmp_path, Interrupted())
+    except (KeyboardInterrupt, SystemExit):
+        pass  # Lightning handles Ctrl-C itself (and may exit)
+    (folder,) = [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    with RunReader(folder) as reader:
+        assert reader.status() == "stopped"
+        assert sorted(reader.logged_steps()) == [0, 1]
