@@ -10,7 +10,7 @@ from dash import ALL, ClientsideFunction, Input, Output, Patch, State, dcc, html
 
 from .. import components, figures, ids
 from ..context import AppContext
-from ..data import RunNotFound, config_summary, dataset_label, duration_s
+from ..data import RunLogError, config_summary, dataset_label, duration_s
 from ..views import run as logic
 
 PATH = "/run"
@@ -21,11 +21,22 @@ def layout(ctx: AppContext, **query) -> html.Div:
     view = logic.parse_run_query(query)
     page = logic.run_page_impl(ctx.store, view)
     if page["error"]:
-        return html.Div(className="page", children=[
-            html.Div(className="page-title", children=[html.H2("Run")]),
-            components.error_box(page["error"], "This run cannot be shown"),
-            dcc.Link("← all runs", href="/"),
-        ])
+        return _error_page(page["error"])
+    try:
+        return _run_layout(ctx, page)
+    except RunLogError as exc:  # a corrupt record found while drawing: the run's error, not a crash
+        return _error_page(str(exc))
+
+
+def _error_page(message: str) -> html.Div:
+    return html.Div(className="page", children=[
+        html.Div(className="page-title", children=[html.H2("Run")]),
+        components.error_box(message, "This run cannot be shown"),
+        dcc.Link("← all runs", href="/"),
+    ])
+
+
+def _run_layout(ctx: AppContext, page: dict) -> html.Div:
     info, view = page["info"], page["view"]
     meta = info["meta"]
     running = info["status"] == "running"
@@ -148,7 +159,7 @@ def layout(ctx: AppContext, **query) -> html.Div:
 def _notes(ctx: AppContext, run_id: str) -> list:
     try:
         return ctx.store.notes(run_id)
-    except RunNotFound:
+    except RunLogError:
         return []
 
 
@@ -236,7 +247,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         # The overfitting marks come from the diagnosis, which may finish later: see mark_overfitting.
         try:
             result = logic.scalars_impl(store, run_id, rng, _notes(ctx, run_id), None)
-        except RunNotFound as exc:
+        except RunLogError as exc:
             empty = figures.empty_figure(str(exc))
             return empty, empty, None, None
         figs = result["figures"]
@@ -251,7 +262,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     def draw_signals(rng, _refresh, _stage, run_id):
         try:
             result = logic.signals_impl(store, run_id, rng, _notes(ctx, run_id))
-        except RunNotFound as exc:
+        except RunLogError as exc:
             return figures.empty_figure(str(exc)), None
         return result["figures"][ids.FIG_SIGNALS], result["live"]
 
@@ -266,7 +277,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         try:
             result = logic.layers_impl(store, run_id, rng, (sel_layer or {}).get("layer"), _notes(ctx, run_id),
                                        _flags_now(flags))
-        except RunNotFound as exc:
+        except RunLogError as exc:
             empty = figures.empty_figure(str(exc))
             return empty, empty, empty, None
         figs = result["figures"]
@@ -283,7 +294,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         try:
             result = logic.hist_impl(store, dict(info or {}, run_id=run_id), sel_layer.get("layer"),
                                      sel_layer.get("param"), rng, _notes(ctx, run_id))
-        except RunNotFound as exc:
+        except RunLogError as exc:
             empty = figures.empty_figure(str(exc))
             return empty, empty, None
         figs = result["figures"]
@@ -297,7 +308,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     def draw_flow(sel_step, sel_layer, run_id):
         try:
             return logic.flow_impl(store, run_id, sel_step, (sel_layer or {}).get("layer"))["figure"]
-        except RunNotFound as exc:
+        except RunLogError as exc:
             return figures.empty_figure(str(exc))
 
     @app.callback(
@@ -309,7 +320,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     def draw_epochs(sel_layer, _refresh, _stage, run_id):
         try:
             return logic.epochs_impl(store, run_id, (sel_layer or {}).get("layer"))
-        except RunNotFound as exc:
+        except RunLogError as exc:
             return figures.empty_figure(str(exc))
 
     # ---- flags and details -------------------------------------------------------------------------
@@ -323,7 +334,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         try:
             result = logic.flags_impl(store, run_id, wait=False)
             info = store.run_info(run_id)
-        except RunNotFound as exc:
+        except RunLogError as exc:
             return components.error_box(str(exc)), [], no_update, True
         if dash.ctx.triggered_id == "flags-interval" and result["pending"]:
             return no_update, no_update, no_update, False  # still diagnosing
@@ -461,6 +472,6 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
 
         try:
             report = render_report(store, run_id)
-        except RunNotFound:
+        except RunLogError:
             raise dash.exceptions.PreventUpdate from None
         return {"content": report, "filename": f"{run_id}-report.html", "type": "text/html", "base64": False}

@@ -18,8 +18,10 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from gradwatch.trainer.runlog.validate import clamp_step
+
 from .. import figures, ids
-from ..data import RunNotFound, RunStore
+from ..data import RunLogError, RunNotFound, RunStore
 from ..figures import scalar_group
 
 LAYER_PATTERN = re.compile(r"^[\w.\-:/\[\] ]{1,200}$")
@@ -48,13 +50,29 @@ class RunView:
 
 
 def _int_or_none(value) -> int | None:
+    """A step from a URL, a form or a callback: an int clamped to 0..MAX_STEP, None if no number
+    (`1e400` and `99999999999999999999` mean "the end", never an OverflowError)."""
     if value is None or value == "":
         return None
-    try:
-        number = int(float(value))
-    except (TypeError, ValueError):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value < 0:
         return None
-    return number if number >= 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return None
+    return clamp_step(value)
+
+
+def step_bounds(rng: dict | None) -> tuple[int | None, int | None]:
+    """(from, to) of a step-range store, each sanitised (a crafted callback may send anything)."""
+    rng = rng if isinstance(rng, dict) else {}
+    lo, hi = _int_or_none(rng.get("from")), _int_or_none(rng.get("to"))
+    if lo is not None and hi is not None and hi < lo:
+        lo, hi = hi, lo
+    return lo, hi
 
 
 def parse_run_query(query: dict) -> RunView:
@@ -90,7 +108,7 @@ def run_page_impl(store: RunStore, view: RunView) -> dict:
     """Run info and the normalised view; {"error": message} for a bad or unreadable run id."""
     try:
         info = store.run_info(view.run)
-    except RunNotFound as exc:
+    except RunLogError as exc:
         return {"error": str(exc), "info": None, "view": view}
     layers = info["layers"]
     if view.layer and view.layer not in layers:
@@ -268,7 +286,7 @@ CHART_OF_GROUP = {"loss": ids.FIG_LOSS, "accuracy": ids.FIG_ACC, "signals": ids.
 
 def scalars_impl(store: RunStore, run_id: str, rng: dict | None, notes: list, flags: list | None) -> dict:
     """Loss and accuracy charts (training vs validation) plus the "scalars" channel state."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    lo, hi = step_bounds(rng)
     view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("loss", "accuracy"))
     series = {name: s.as_lists() for name, s in view["series"].items()}
     uirev = f"{run_id}:{lo}:{hi}"
@@ -283,7 +301,7 @@ def scalars_impl(store: RunStore, run_id: str, rng: dict | None, notes: list, fl
 
 def signals_impl(store: RunStore, run_id: str, rng: dict | None, notes: list) -> dict:
     """Every other scalar (gradient norm, learning rate, a user's own) plus the "signals" channel state."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    lo, hi = step_bounds(rng)
     view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("signals",))
     series = {name: s.as_lists() for name, s in view["series"].items()}
     step_range = (lo, hi) if lo is not None and hi is not None else None
@@ -306,7 +324,7 @@ LAYER_CHARTS = {
 def layers_impl(store: RunStore, run_id: str, rng: dict | None, layer: str | None, notes: list,
                 flags: list | None) -> dict:
     """Per-layer time series: gradient norm, update-to-weight ratio, activation fractions."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    lo, hi = step_bounds(rng)
     must = sorted({s for f in flags or [] for s in (f.get("first_step"), f.get("last_step")) if s is not None})
     view = store.layer_view(run_id, lo, hi, LAYER_MAX_POINTS, tuple(must))
     tables = view["tables"]
@@ -333,7 +351,7 @@ def hist_impl(store: RunStore, info: dict, layer: str | None, param: str | None,
     """Gradient and weight histogram heatmaps of the selected layer's parameter."""
     run_id = info["run_id"]
     hist_layer = histogram_layer(info, layer)
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
+    lo, hi = step_bounds(rng)
     step_range = (lo, hi) if lo is not None and hi is not None else None
     live = {"run": run_id, "rev": _rev(), "appended": 0, "tensor": None, "steps": {}, "range_to": hi,
             "keys": {}}
@@ -359,7 +377,7 @@ def hist_impl(store: RunStore, info: dict, layer: str | None, param: str | None,
 
 
 def flow_impl(store: RunStore, run_id: str, step: dict | None, layer: str | None) -> dict:
-    target = None if not step or step.get("follow") else step.get("step")
+    target = None if not isinstance(step, dict) or step.get("follow") else _int_or_none(step.get("step"))
     flow = store.gradient_flow(run_id, target)
     return {"figure": figures.gradient_flow_chart(flow, selected_layer=layer, uirevision=run_id),
             "step": flow.get("step")}
@@ -388,7 +406,7 @@ def add_note_impl(store: RunStore, *, read_only: bool, run_id: str, text: str | 
     try:
         seq = store.add_note(run_id, text or "", author=(author or "").strip() or "anonymous", step=step_value,
                              layer=(layer or None))
-    except (ValueError, RunNotFound) as exc:
+    except (ValueError, RunLogError) as exc:
         return {"ok": False, "message": str(exc)}
     return {"ok": True, "message": "Note added.", "seq": seq}
 
@@ -505,7 +523,7 @@ def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict |
             status = reader.status()
             cursors = reader.cursors()
             last_logged = reader.last_logged_step()
-    except RunNotFound:
+    except RunLogError:
         out["meta"] = dict(meta, status="missing", running=False)
         return out
     channels = {name: state for name, state in (("scalars", scalars), ("signals", signals))
