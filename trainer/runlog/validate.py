@@ -56,7 +56,7 @@ RESERVED_META: dict[str, tuple[Any, str]] = {
     "heartbeat": (_optional(_finite_number), "a unix time in seconds or null"),
     "error": (_optional(lambda v: isinstance(v, str)), "a string or null"),
     "config": (_optional(lambda v: isinstance(v, dict)), "an object"),
-    "pid": (_optional(lambda v: _count(v) and 0 < v <= MAX_PID), f"a process id (1..{MAX_PID}) or null"),
+    "pid": (_optional(lambda v: _count(v) and v <= MAX_PID), f"a process id (0..{MAX_PID}) or null"),
     "pid_start_ticks": (_optional(_count), "a non-negative integer or null"),
     "host": (_optional(lambda v: isinstance(v, str)), "a host name or null"),
     "world_size": (lambda v: _count(v) and v >= 1, "a positive integer"),
