@@ -26,9 +26,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
+from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir, validate
 from gradwatch.trainer.runlog import schema as log_schema
-from gradwatch.trainer.runlog import validate
 from gradwatch.trainer.runlog.reader import step_range
 
 from . import series

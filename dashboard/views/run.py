@@ -21,7 +21,7 @@ import numpy as np
 from gradwatch.trainer.runlog.validate import clamp_step
 
 from .. import figures, ids
-from ..data import RunLogError, RunNotFound, RunStore
+from ..data import RunLogError, RunStore, run_identity
 from ..figures import scalar_group
 
 LAYER_PATTERN = re.compile(r"^[\w.\-:/\[\] ]{1,200}$")
@@ -31,6 +31,7 @@ HIST_MAX_COLUMNS = 200
 # A channel is redrawn (downsampled again) once this many points were appended to it live.
 APPEND_LIMIT = {"scalars": 8000, "layers": 12000, "hist": 300}
 FLAGS_REFRESH_TICKS = 40  # running runs: re-diagnose (cached for 10 s) every N polls
+IDLE_CHECK_TICKS = 20  # a poll that finds the files unchanged still reads the status every N ticks
 
 
 @dataclass
@@ -519,6 +520,15 @@ def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict |
     if not slow:
         layers = hist = None
     try:
+        # The change check: two stat() calls. Unchanged files mean nothing new, so no query is run;
+        # every IDLE_CHECK_TICKS-th tick still reads the status (a writer can die without writing).
+        ident = list(run_identity(store.run_dir(run_id)))
+    except RunLogError:
+        ident = None
+    if ident is not None and meta.get("ident") == ident and ticks % IDLE_CHECK_TICKS != 0:
+        out["meta"] = dict(meta, ticks=ticks)
+        return out
+    try:
         with store.open(run_id) as reader:
             status = reader.status()
             cursors = reader.cursors()
@@ -581,5 +591,6 @@ def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict |
         out["refresh"].add("notes")
     shown_last = last_logged if slow or meta.get("last_logged") is None else meta.get("last_logged")
     out["meta"] = dict(meta, status=status, running=status == "running", last_logged=shown_last, ticks=ticks,
-                       flags_cursor=cursors["flags"], notes_cursor=cursors["notes"])
+                       flags_cursor=cursors["flags"], notes_cursor=cursors["notes"],
+                       ident=ident if slow else meta.get("ident"))
     return out
