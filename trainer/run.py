@@ -17,6 +17,7 @@ import platform
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -33,9 +34,9 @@ from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
 from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_write_error
 
-# A hidden ".building-<pid>-<run id>" folder older than this whose process is gone was left by a
-# crash (kill -9, full disk) during run creation; any older than STALE_BUILDING_MAX_S is removed too.
-STALE_BUILDING_S = 60.0
+# A hidden ".building-<pid>@<host>-<run id>" folder whose process on this host is gone was left by a
+# crash (kill -9, full disk) during run creation; one older than STALE_BUILDING_MAX_S (another
+# host's, on shared storage) is removed too.
 STALE_BUILDING_MAX_S = 24 * 3600.0
 BUILDING_PREFIX = ".building-"
 
@@ -140,7 +141,7 @@ class Run:
     def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
         complete: a listing never sees a half-made run, and a failure leaves nothing behind."""
-        building = root / f"{BUILDING_PREFIX}{os.getpid()}-{run_id}"
+        building = root / f"{BUILDING_PREFIX}{os.getpid()}@{socket.gethostname()}-{run_id}"
         writer = None
         try:
             building.mkdir()
@@ -385,9 +386,10 @@ def remove_stale_building(root: Path) -> list[Path]:
             age = now - path.lstat().st_mtime
         except OSError:
             continue
-        pid_text = path.name[len(BUILDING_PREFIX):].split("-", 1)[0]
-        alive = pid_text.isdigit() and process_alive(int(pid_text))
-        if (age > STALE_BUILDING_S and not alive) or age > STALE_BUILDING_MAX_S:
+        pid_text, _, rest = path.name[len(BUILDING_PREFIX):].partition("@")
+        here = rest.startswith(socket.gethostname() + "-")
+        dead = here and pid_text.isdigit() and not process_alive(int(pid_text))
+        if dead or age > STALE_BUILDING_MAX_S:
             shutil.rmtree(path, ignore_errors=True)
             removed.append(path)
     return removed
