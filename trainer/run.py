@@ -290,7 +290,10 @@ class Run:
             self._final = (status, error)
         status, error = self._final
         if self._probe is not None:
-            self._probe.close()
+            try:
+                self._probe.close()  # hands its last record to the writer...
+            except RunWriteError:
+                pass  # ...which has failed already: that failure is the status written below
         if self._writer.error and self._writer.on_error == "raise" and status == "finished":
             status, error = "failed", self._writer.error  # a write failed after the last record
         try:
