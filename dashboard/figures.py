@@ -630,14 +630,14 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     fig = go.Figure()
     _add_notes_trace(fig, list(notes))
     fig.add_trace(go.Heatmap(
-        x=plain(table.index.to_numpy()), y=rows, z=shown.astype(object), colorscale=colorscale, zmin=zmin,
+        x=plain(table.index.to_numpy()), y=[escape_text(r) for r in rows], z=shown.astype(object), colorscale=colorscale, zmin=zmin,
         zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
     ))
     marked = [r for r in rows if r in (flagged or {})]
     if marked:
         fig.add_trace(go.Scatter(
-            x=[0.004] * len(marked), y=marked, xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
+            x=[0.004] * len(marked), y=[escape_text(r) for r in marked], xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
             marker=dict(symbol="triangle-right", size=11, color="#c62828", line=dict(width=1, color="white")),
             hovertext=[f"{escape_text(r)}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
             cliponaxis=False, showlegend=True,

@@ -128,11 +128,14 @@ def test_huge_and_crafted_step_values_clamp_instead_of_overflowing(ctx):
                   {"step": "99999999999999999999999999999", "from": "1e308", "to": "inf"}):
         page = str(run_page.layout(ctx, run="good", **query))
         assert "failed to load" not in page and "OverflowError" not in page, query
+    from gradwatch.dashboard.views import run_charts
+
+    info = ctx.store.run_info("good")
     for rng in ({"from": 10**30, "to": 10**40}, {"from": "abc", "to": [1]}, {"from": 1e400, "to": None}, "x"):
-        result = run_logic.scalars_impl(ctx.store, "good", rng, [], None)
-        assert result["figures"]
-        run_logic.layers_impl(ctx.store, "good", rng, None, [], None)
-    assert run_logic.flow_impl(ctx.store, "good", {"step": 10**40, "follow": False}, None)["step"] == 39
+        args = run_page.chart_args("good", {"range": rng if isinstance(rng, dict) else {}}, info=info)
+        assert args.range_from is None or 0 <= args.range_from <= 2**62
+        for chart in run_charts.CHARTS:
+            assert run_charts.render(chart, ctx.store, args)  # no OverflowError from SQLite
     assert run_logic.step_bounds({"from": 10**40, "to": 5}) == (5, 2**62)
 
 

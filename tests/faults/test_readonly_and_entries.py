@@ -41,7 +41,10 @@ def test_runs_on_read_only_media_open_read_only_and_display_normally(tmp_path):
         assert {s["run_id"]: s["error"] for s in summaries} == {"archived": None, "second": None}
         page = str(run_page.layout(ctx, run="archived"))
         assert "cannot be shown" not in page and "unable to open" not in page
-        assert run_logic.hist_impl(ctx.store, ctx.store.run_info("archived"), None, None, None, [])["figures"]
+        from gradwatch.dashboard.views import run_charts
+
+        args = run_page.chart_args("archived", {}, info=ctx.store.run_info("archived"))
+        assert all(run_charts.render(chart, ctx.store, args) for chart in run_charts.CHARTS)
         with pytest.raises(ValueError, match="read-only"):
             add_note(logdir / "archived", "a note")
         result = run_logic.add_note_impl(ctx.store, read_only=False, run_id="archived", text="hi", author="a",
@@ -99,13 +102,16 @@ def test_html_in_a_run_name_is_text_in_legends_hover_and_the_export(tmp_path):
     from gradwatch.dashboard.views import compare as compare_logic
 
     figures = []
-    figures += run_logic.layers_impl(ctx.store, "evil", None, None, [], None)["figures"].values()
-    figures.append(run_logic.flow_impl(ctx.store, "evil", None, None)["figure"])
+    from gradwatch.dashboard.views import run_charts
+
+    args = run_page.chart_args("evil", {}, info=ctx.store.run_info("evil"))
+    figures += [run_charts.render(chart, ctx.store, args)["figure"] for chart in run_charts.CHARTS]
     compared = compare_logic.compare_impl(ctx.store, ["evil", "plain"], None)
     figures += [compared["curves"], compared["flow"]]
     shown = []  # everything plotly renders as text (trace `meta` keys are never shown)
     for fig in figures:
         plain = fig.to_plotly_json()
+        plain["layout"].pop("meta", None)
         for trace in plain["data"]:
             trace.pop("meta", None)
             trace.pop("legendgroup", None)
