@@ -75,20 +75,27 @@ class Viewer(threading.Thread):
     def run(self) -> None:
         # Viewers arrive at random moments within a second, not in lockstep.
         self.stop.wait(random.random())
-        values = {"run-id": self.run_id, "sel-range": {"from": None, "to": None}, "refresh-scalars": 0,
-                  "refresh-layers": 0, "sel-layer": {"layer": self.info["param_layers"][0], "param": "weight"}}
-        _, _, scalars = self.client.call("..fig-loss.figure...", values, "sel-range.data")
-        _, _, layers = self.client.call("..fig-grad-time.figure...", values, "sel-range.data")
-        live_scalars = scalars["response"]["live-scalars"]["data"]
-        live_layers = layers["response"]["live-layers"]["data"]
+        values = {"run-id": self.run_id, "sel-range": {"from": None, "to": None}, "refresh-fig-loss": 0,
+                  "refresh-fig-grad-time": 0, "run-info": self.info,
+                  "sel-layer": {"layer": self.info["param_layers"][0], "param": "weight"}}
+        live = {}
+        for chart in ("fig-loss", "fig-grad-time"):  # the page's live line charts, drawn once
+            for _attempt in range(3):  # a kept-alive connection the server closed: count it, try again
+                try:
+                    _, _, body = self.client.call(f"..{chart}.figure...", values, "sel-range.data")
+                    break
+                except Exception:
+                    self.errors += 1
+            else:
+                return
+            live[f"live-{chart}"] = body["response"][f"live-{chart}"]["data"]
         meta = {"status": "running", "running": True, "ticks": 0}
         tick = 0
         next_at = time.monotonic()
         while not self.stop.is_set():
             tick += 1
-            state = {"poll-tick": tick, "run-id": self.run_id, "live-scalars": live_scalars,
-                     "live-layers": live_layers, "live-hist": None, "live-meta": meta,
-                     "sel-step": {"step": None, "follow": True}, "run-info": self.info}
+            state = {"poll-tick": tick, "run-id": self.run_id, "live-meta": meta, **live,
+                     "sel-step": {"step": None, "follow": True}, "run-step-slider": 0}
             try:
                 seconds, size, body = self.client.call("..delta.data...", state, "poll-tick.data")
             except Exception:
@@ -97,13 +104,13 @@ class Viewer(threading.Thread):
             if body and tick > 2:  # the first polls of a tab catch up with its initial charts
                 self.latencies.append(seconds)
                 self.bytes.append(size)
+            if body:
                 response = body["response"]
                 delta = response.get("delta", {}).get("data") or {}
                 meta = response.get("live-meta", {}).get("data", meta)
-                if "scalars" in delta:  # what the page's clientside applier does
-                    live_scalars = dict(live_scalars, cursor=delta["scalars"]["to"])
-                if "layers" in delta:
-                    live_layers = dict(live_layers, cursor=delta["layers"]["to"])
+                for chart, payload in delta.items():  # what the page's clientside applier does
+                    if f"live-{chart}" in live and isinstance(payload, dict) and "to" in payload:
+                        live[f"live-{chart}"] = dict(live[f"live-{chart}"], cursor=payload["to"])
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
