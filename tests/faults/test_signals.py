@@ -16,14 +16,16 @@ from gradwatch.trainer.runlog import RunReader, list_runs
 
 from .conftest import REPO
 
+# Many scalars per step: closing the run then commits a large last batch, so a second Ctrl-C 30 ms
+# after the first lands while the run is being closed (where it used to leave it "running").
 LOOP = textwrap.dedent("""
     import sys, time
     from gradwatch.trainer.run import Run
-    with Run(sys.argv[1], name="looping", flush_interval_s=0.05) as run:
+    with Run(sys.argv[1], name="looping") as run:
         print(run.path, flush=True)
         step = 0
         while True:
-            run.log(step, loss=1.0 / (step + 1))
+            run.log(step, loss=1.0 / (step + 1), **{f"metric_{i}": float(step) for i in range(200)})
             if step % 50 == 0:
                 run.flush()
                 print("flushed", step, flush=True)
