@@ -271,12 +271,16 @@ class RunWriter:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.rollback()
         _release_reserve(self._reserve)
-        conn = connect(self.db_path)
         try:
-            self._write_meta(conn, dict(items, lost_records=self.lost_records))
-            conn.commit()
-        finally:
-            conn.close()
+            conn = connect(self.db_path)
+            try:
+                self._write_meta(conn, dict(items, lost_records=self.lost_records))
+                conn.commit()
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise RunWriteError(f"{describe_write_error(exc, self.run_dir)}; the final status "
+                                f"{items.get('status')!r} could not be written") from exc
 
     def close(self) -> None:
         if self._thread.is_alive():
