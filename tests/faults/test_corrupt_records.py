@@ -40,6 +40,7 @@ CORRUPTIONS = {
     "meta-started": ("UPDATE meta SET value = '\"2026-12-01 09:00\"' WHERE key = 'started'", "metadata 'started'"),
     "meta-pid": (f"UPDATE meta SET value = '{10**30}' WHERE key = 'pid'", "metadata 'pid'"),
     "meta-status": ("UPDATE meta SET value = '\"exploded\"' WHERE key = 'status'", "metadata 'status'"),
+    "meta-huge-int": ("UPDATE meta SET value = '1" + "0" * 400 + "' WHERE key = 'heartbeat'", "metadata 'heartbeat'"),
 }
 
 
@@ -91,7 +92,7 @@ def test_runs_page_lists_every_corrupt_run_as_an_error_row_and_the_good_one_norm
     summaries, pending = ctx.store.summaries(budget_s=60)
     by_id = {s["run_id"]: s for s in summaries}
     assert pending == 0 and by_id["good"]["error"] is None and by_id["good"]["status"] == "finished"
-    for kind in ("meta-json", "meta-started", "meta-pid", "meta-status", "flag-body"):  # what a listing reads
+    for kind in ("meta-json", "meta-started", "meta-pid", "meta-status", "meta-huge-int", "flag-body"):  # what a listing reads
         assert by_id[kind]["error"] and CORRUPTIONS[kind][1] in by_id[kind]["error"], (kind, by_id[kind])
     page = str(__import__("gradwatch.dashboard.pages.runs", fromlist=["layout"]).layout(ctx))
     assert "Cannot list runs" not in page and "not supported between" not in page

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import os
+import stat
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,12 @@ def _prefix(run_id: str | None) -> str:
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range (10**400 in hand-edited JSON)
+        return False
 
 
 def _count(value) -> bool:
@@ -144,9 +151,6 @@ def entry_problem(path) -> str | None:
 
     Symbolic links are refused rather than followed: a link could make the dashboard read (and
     show) a folder outside the log directory."""
-    import os
-    import stat
-
     try:
         info = os.lstat(path)
     except OSError as exc:
