@@ -320,13 +320,18 @@ class Run:
             status, error = "failed", f"{exc_type.__name__}: {exc}\n{text}"
         # A second Ctrl-C while the run is being closed must not leave it "running": close it anyway
         # (finish resumes where it was interrupted), then let the first exception propagate.
+        interrupted = False
         while True:
             try:
-                with _sigint_deferred():
+                with _sigint_deferred() as deferred:
                     self.finish(status, error)
+                interrupted = interrupted or deferred.noted
                 break
             except KeyboardInterrupt:
+                interrupted = True
                 continue
+        if interrupted and exc_type is None:
+            raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
 
 
@@ -359,16 +364,21 @@ def _model_summary(model) -> dict:
 
 class _sigint_deferred:
     """Within the block, SIGINT is noted instead of raising (main thread only): closing a run is
-    not cut short by a second Ctrl-C. A noted interrupt is dropped: the run is being stopped anyway."""
+    not cut short by a (second) Ctrl-C. `noted` says whether one arrived."""
 
     def __enter__(self):
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        self.noted = False
+        # Only where Python owns the handler (getsignal is None for one installed from C).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
             try:
-                self._previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+                self._previous = signal.signal(signal.SIGINT, self._note)
             except ValueError:  # not the main interpreter
                 self._previous = None
         return self
+
+    def _note(self, signum, frame):
+        self.noted = True
 
     def __exit__(self, *exc):
         if self._previous is not None:
