@@ -102,10 +102,13 @@ def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: d
         items.append(("layer", layer["layer"]))
         if layer.get("param"):
             items.append(("param", layer["param"]))
-    if step and not step.get("follow") and step.get("step") is not None:
-        items.append(("step", int(step["step"])))
-    if rng and rng.get("from") is not None and rng.get("to") is not None:
-        items += [("from", int(rng["from"])), ("to", int(rng["to"]))]
+    # Store values may come from a crafted request: sanitised like every other step bound.
+    step_value = _int_or_none(step.get("step")) if isinstance(step, dict) and not step.get("follow") else None
+    if step_value is not None:
+        items.append(("step", step_value))
+    lo, hi = step_bounds(rng)
+    if lo is not None and hi is not None:
+        items += [("from", lo), ("to", hi)]
     if rows and rows.get("filter"):
         items.append(("filter", rows["filter"]))
     if rows and rows.get("collapse") is not None:
@@ -228,10 +231,12 @@ def reduce_view(state: dict, event: str, value, *, flags: list | None = None, in
             view["param"] = "weight" if "weight" in params else (params[0] if params else None)
     elif event == "param" and value:
         view["param"] = value
-    elif event == "step" and value is not None:
+    elif event == "step" and _int_or_none(value) is not None:
+        value = _int_or_none(value)
+        slider_max = _int_or_none(slider_max)
         at_end = slider_max is not None and value >= slider_max
         view["follow"] = bool(at_end)
-        view["step"] = None if at_end else int(value)
+        view["step"] = None if at_end else value
     elif event == "follow":
         view["follow"] = bool(value)
         if view["follow"]:

@@ -150,3 +150,15 @@ def test_set_meta_refuses_the_keys_gradwatch_keeps_and_the_run_stays_listable(tm
     store = AppContext.from_settings(Settings(logdir=tmp_path, cache_dir=tmp_path / ".cache")).store
     summaries, _ = store.summaries()
     assert [s["status"] for s in summaries] == ["finished"] and summaries[0]["error"] is None
+
+
+def test_crafted_view_state_from_a_callback_is_sanitised(ctx):
+    for sel_range, sel_step in (({"from": "abc", "to": 1e400}, {"step": "1e400", "follow": False}),
+                                ({"from": 10**40, "to": -3}, {"step": [1], "follow": False}), ("x", "y")):
+        query = run_logic.view_query_string("good", {"layer": "net.0"}, sel_step, sel_range)
+        assert query.startswith("?run=good")
+        assert "inf" not in query and "abc" not in query
+    view = run_logic.reduce_view({"step": None, "follow": True, "from": None, "to": None}, "step", "1e400",
+                                 slider_max="oops")
+    assert view["step"] == 2**62 and view["follow"] is False
+    assert run_logic.reduce_view({"step": 3, "follow": False}, "step", "not a number")["step"] == 3
