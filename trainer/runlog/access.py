@@ -34,7 +34,8 @@ def open_for_reading(db_path: Path) -> tuple[sqlite3.Connection, str]:
     folder = db_path.parent
     if writable(folder) and writable(db_path):
         conn = sqlite3.connect(db_path, timeout=30, check_same_thread=False)
-        return _probe(conn), "rw"
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # the reader's first query finds any problem
+        return conn, "rw"
     errors = []
     for mode, params in (("ro", {"mode": "ro"}), ("immutable", {"mode": "ro", "immutable": "1"})):
         if mode == "ro" and not writable(folder) and not (folder / (db_path.name + "-shm")).exists():
