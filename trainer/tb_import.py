@@ -150,8 +150,9 @@ def _write_run(acc, name: str, source: Path, logdir) -> Path:
                 walls.append(wall)
         histogram_tags = [classify_histogram(t) for t in tags.get("histograms", [])]
         walls += _write_histograms(run, acc, histogram_tags)
-        run.set_meta(integration="tensorboard", imported_from=str(source.resolve()),
-                     started=min(walls) if walls else run.started)
+        run.set_meta(integration="tensorboard", imported_from=str(source.resolve()))
+        if walls:  # the recorded run's own start, not the import's (a writer-owned key)
+            run._writer.set_meta(started=min(walls))
     except BaseException as exc:
         run.finish("failed", error=f"{type(exc).__name__}: {exc}")
         raise
