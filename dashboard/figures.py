@@ -225,7 +225,7 @@ def scalar_chart(series: dict[str, dict], group: str, *, notes=(), overfitting: 
         # A run whose loss spans 3+ decades (a blow-up) is unreadable on a linear axis.
         log = log_axis_wanted([series[n]["values"] for n in names])
         fig.update_yaxes(type="log" if log else "linear", exponentformat="power")
-        fig.update_layout(updatemenus=axis_scale_toggle(log))
+        fig.update_layout(updatemenus=axis_scale_toggle(log, height), margin=dict(b=TOGGLE_BOTTOM_MARGIN))
     return fig
 
 
@@ -664,9 +664,17 @@ def log_axis_wanted(arrays, decades: float = 3.0) -> bool:
     return math.isfinite(lo) and hi / lo >= 10**decades
 
 
-def axis_scale_toggle(log: bool, axis: str = "yaxis") -> list[dict]:
-    """linear | log buttons on the chart itself: the toggle costs no server round trip."""
+TOGGLE_BOTTOM_MARGIN = 64  # px below a chart with a scale toggle: tick labels, then the buttons
+
+
+def axis_scale_toggle(log: bool, height: int, axis: str = "yaxis") -> list[dict]:
+    """linear | log buttons on the chart itself (the toggle costs no server round trip), at the
+    bottom right below the tick labels: clear of the legend above the plot, of the modebar at the
+    top right and of the centred axis title."""
+    margin = dict(BASE_LAYOUT["margin"], b=TOGGLE_BOTTOM_MARGIN)
+    plot_px = max(1, height - margin["t"] - margin["b"])
     return [dict(type="buttons", direction="right", showactive=True, active=1 if log else 0, x=1.0, xanchor="right",
-                 y=1.0, yanchor="bottom", pad=dict(t=0, b=2, r=0), font=dict(size=10), bgcolor="#f3f5f8",
+                 y=-(margin["b"] - 2) / plot_px, yanchor="bottom", pad=dict(t=0, b=0, r=0), font=dict(size=10),
+                 bgcolor="#f3f5f8",
                  buttons=[dict(label="linear", method="relayout", args=[{f"{axis}.type": "linear"}]),
                           dict(label="log", method="relayout", args=[{f"{axis}.type": "log"}])])]
