@@ -298,26 +298,30 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     norms = np.asarray(flow["grad_norm"], dtype=float)
     biggest = np.asarray(flow.get("grad_max_abs") or [np.nan] * len(layers), dtype=float)
     bad = np.asarray(flow.get("nonfinite") or [0] * len(layers))
-    colors = layer_colors(layers)
-    bar_colors = []
-    for layer, b in zip(layers, bad):
-        if b > 0:
-            bar_colors.append("#c62828")
-        elif selected_layer in layers and layer != selected_layer:
-            bar_colors.append(_fade(colors[layer]))
-        else:
-            bar_colors.append(colors[layer])
+    horizontal = len(layers) > FLOW_VERTICAL_MAX
+    if horizontal:
+        marker = _depth_marker(layers, bad, selected_layer)
+    else:
+        colors = layer_colors(layers)
+        bar_colors = []
+        for layer, b in zip(layers, bad):
+            if b > 0:
+                bar_colors.append("#c62828")
+            elif selected_layer in layers and layer != selected_layer:
+                bar_colors.append(_fade(colors[layer]))
+            else:
+                bar_colors.append(colors[layer])
+        marker = dict(color=bar_colors)
     finite = np.isfinite(norms) & (norms > 0)
     shown = np.where(finite, norms, np.nan)
     top = float(np.nanmax(shown)) if finite.any() else 1.0
     text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
     # Many layers: horizontal bars, one legible name per row, the chart as tall as it needs.
-    horizontal = len(layers) > FLOW_VERTICAL_MAX
     value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
     fig.add_trace(go.Bar(
         **{layer_axis: layers, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
-        marker=dict(color=bar_colors, line=dict(width=0)),
+        marker=dict(marker, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
         hovertemplate=f"%{{{layer_axis}}}<br>|grad| = %{{customdata[0]:.3e}}<br>max |g| = %{{customdata[1]:.3e}}"
@@ -347,6 +351,19 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
 
 FLOW_VERTICAL_MAX = 24  # more layers than this: horizontal bars
 FLOW_BAR_PX = 14
+NONFINITE_COLOR = "#c62828"
+# Depth colours as numbers on one scale (Viridis 0-0.9, as layer_colors), red at 1 for NaN/Inf: for
+# hundreds of bars plotly validates one number array instead of hundreds of colour strings.
+DEPTH_SCALE = [[v, sample_colorscale("Viridis", [v])[0]] for v in np.linspace(0, 0.9, 10)] + [
+    [0.95, sample_colorscale("Viridis", [0.9])[0]], [0.951, NONFINITE_COLOR], [1.0, NONFINITE_COLOR]]
+
+
+def _depth_marker(layers: list[str], bad, selected_layer: str | None) -> dict:
+    depth = np.linspace(0, 0.9, len(layers)) if len(layers) > 1 else np.zeros(1)
+    depth = np.where(np.asarray(bad) > 0, 1.0, depth)
+    faded = selected_layer in layers
+    opacity = np.where(np.asarray(layers, dtype=object) == selected_layer, 1.0, 0.45) if faded else 1.0
+    return dict(color=depth, colorscale=DEPTH_SCALE, cmin=0.0, cmax=1.0, opacity=opacity)
 
 
 def _fade(rgb: str) -> str:

@@ -222,7 +222,7 @@ def activation_heatmap_figure(data: dict, args: ChartArgs) -> go.Figure:
     if not parts:
         recorded = args.shape.get("activations") or 0
         message = ("no activation statistics\n(saturation needs sigmoid/tanh, dead units ReLU)" if not recorded else
-                   f"{recorded} activation outputs recorded, none of them ReLU-like or sigmoid/tanh:\n"
+                   f"{recorded} activation outputs recorded, none ReLU or sigmoid/tanh:\n"
                    "no dead or saturated fraction applies")
         return figures.empty_figure(message, height=260)
     stuck = parts[0] if len(parts) == 1 else parts[0].combine(parts[1], np.fmax)
