@@ -332,8 +332,9 @@ def make_run(
             error = f"training loss became NaN at step {model.nonfinite_from} (halt_on_nonfinite)"
         end = dict(status=final, ended=started + last * step_seconds, error=error, heartbeat=time.time())
         if results and final == "finished":
-            end["results"] = {"accuracy": 0.78, "macro_f1": 0.77, "confusion_matrix": [[120, 30], [36, 114]],
-                              "class_names": ["negative", "positive"]}
+            # The keys the trainer writes (trainer/train/loop.py, read by trainer.derived.test_metrics).
+            end["results"] = {"test_accuracy": 0.78, "test_macro_f1": 0.77, "test_loss": 0.49,
+                              "confusion_matrix": [[120, 30], [36, 114]], "class_names": ["negative", "positive"]}
         writer.set_meta_now(**end)
     finally:
         writer.close()
