@@ -140,6 +140,17 @@ class RunViews(RunList):
             "cursors": cursors,
         }
 
+    def run_facts(self, run_id: str) -> dict:
+        """The run's derived facts (trainer.derived.run_summary: best/last validation loss and the
+        best epoch, test metrics, gradient gap), cached per database version."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            with self.open(run_id) as reader, reader.snapshot():
+                return derived.run_summary(reader)
+
+        return self._cached(("facts", run_id, run_identity(path)), compute)
+
     def scalar_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
                     max_points: int = 2000, groups: tuple[str, ...] | None = None) -> dict:
         """Scalars (those whose chart group is in `groups`, all by default), downsampled to max_points
