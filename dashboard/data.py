@@ -12,13 +12,15 @@ epoch) in trainer/derived.py. Nothing here writes SQL.
 
 from __future__ import annotations
 
+from gradwatch.trainer.runlog import RunLogError
+
 from .diagnosis import merge_flags, severity_counts
 from .run_data import LIVE_LAYER_QUANTITIES, RunViews, ScalarSeries, scalar_display, tensor_records
 from .store import RunNotFound, run_identity
 from .summaries import config_summary, dataset_label, duration_s
 
 __all__ = [
-    "LIVE_LAYER_QUANTITIES", "RunNotFound", "RunStore", "ScalarSeries", "config_summary", "dataset_label",
+    "LIVE_LAYER_QUANTITIES", "RunLogError", "RunNotFound", "RunStore", "ScalarSeries", "config_summary", "dataset_label",
     "duration_s", "merge_flags", "run_identity", "scalar_display", "severity_counts", "tensor_records",
 ]
 

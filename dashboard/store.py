@@ -32,7 +32,7 @@ def run_identity(run_dir: Path) -> tuple:
     for suffix in ("", "-wal"):
         try:
             info = os.stat(run_dir / (log_schema.DB_FILENAME + suffix))
-        except FileNotFoundError:
+        except OSError:  # missing, or the entry is a plain file / broken link
             parts += [0, 0]
             continue
         parts += [info.st_size, info.st_mtime_ns] if info.st_size else [0, 0]
@@ -105,8 +105,8 @@ class RunFolders:
     def run_ids(self) -> list[str]:
         if not self.logdir.is_dir():
             raise RunLogError(f"log directory {str(self.logdir)!r} does not exist or is not a directory")
-        return sorted(entry.name for entry in os.scandir(self.logdir)
-                      if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
+        # Every entry, not only folders: a symlink or a stray file gets an error row (never hidden).
+        return sorted(entry.name for entry in os.scandir(self.logdir) if not entry.name.startswith("."))
 
     # ---- notes ----------------------------------------------------------------------------------
     def notes(self, run_id: str) -> list[dict]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from gradwatch.trainer import derived
-from gradwatch.trainer.runlog import RunLogError, RunReader
+from gradwatch.trainer.runlog import RunLogError, RunReader, validate
 from gradwatch.trainer.runlog import schema as log_schema
 
 from .diagnosis import RunDiagnosis, severity_counts
@@ -113,8 +113,12 @@ class RunList(RunDiagnosis):
                 "config": "", "steps": None, "best_val_loss": None, "best_epoch": None, "last_val_loss": None,
                 "flags": {"critical": 0, "warning": 0, "info": 0}, "flag_rules": [], "started": None,
                 "duration": None, "job_id": None, "pending": False, "failure": None, "flags_pending": False}
+        problem = validate.entry_problem(path)
+        if problem:
+            return dict(base, error=problem, started=mtime(path))
         if not log_schema.is_valid_run_id(run_id):
-            return dict(base, error="folder name is not a valid run id", started=mtime(path))
+            return dict(base, error="folder name is not a valid run id (export it with `gradwatch export "
+                                    "FOLDER -o report.html`, or rename it)", started=mtime(path))
         try:
             with RunReader(path) as reader:
                 meta = reader.meta

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from . import schema
+from . import schema, validate
 from .layer_stats import step_chunks
 from .steps import step_range
 
@@ -57,7 +57,8 @@ class HistogramQueries:
                 blobs.append(rows[0][1])
         if not blobs:
             return (*_empty(), False)
-        counts = np.stack([schema.decode_hist(b) for b in blobs])
+        counts = np.stack([validate.decode_hist(b, f"{name} ({kind}) at step {s}", self.run_id)
+                           for s, b in zip(out_steps, blobs)])
         return np.array(out_steps, dtype=np.int64), counts, True
 
     def hist_steps(self, name: str, kind: str, step_min: int | None, step_max: int | None) -> np.ndarray:
@@ -88,4 +89,6 @@ class HistogramQueries:
                     blobs.append(blob)
         if not blobs:
             return _empty()
-        return np.array(out_steps, dtype=np.int64), np.stack([schema.decode_hist(b) for b in blobs])
+        counts = np.stack([validate.decode_hist(b, f"{name} ({kind}) at step {s}", self.run_id)
+                           for s, b in zip(out_steps, blobs)])
+        return np.array(out_steps, dtype=np.int64), counts

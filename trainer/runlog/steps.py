@@ -10,6 +10,8 @@ import contextlib
 
 import numpy as np
 
+from . import validate
+
 # The growing tables; each one's newest seq is a cursor a poller passes back as after_seq.
 CURSOR_TABLES = ("scalars", "stats", "flags", "notes", "steps")
 
@@ -17,12 +19,14 @@ CURSOR_TABLES = ("scalars", "stats", "flags", "notes", "steps")
 def step_range(column: str, step_min: int | None, step_max: int | None) -> tuple[str, list[int]]:
     """SQL ` AND column >= ? AND column <= ?` for the bounds given, and its parameters."""
     sql, params = "", []
+    # Bounds are clamped to SQLite's integer range: a URL's 99999999999999999999 means "to the end".
+    step_min, step_max = (validate.clamp_step(v, low=-validate.MAX_STEP) for v in (step_min, step_max))
     if step_min is not None:
         sql += f" AND {column} >= ?"
-        params.append(int(step_min))
+        params.append(step_min)
     if step_max is not None:
         sql += f" AND {column} <= ?"
-        params.append(int(step_max))
+        params.append(step_max)
     return sql, params
 
 
