@@ -76,7 +76,7 @@ class RunDiagnosis(RunFolders):
             if stored is None or status is None:
                 stored, _ = reader.flags()
                 status = reader.status()
-            rows = reader.cursors()["stats"]
+            rows = reader.cursor("stats")
         if status == "running":
             key, expire = ("diagnosis-live", run_id), DIAGNOSIS_TTL_LIVE_S
         else:

@@ -161,7 +161,7 @@ class RunViews(RunList):
             from .figures import scalar_group
 
             with self.open(run_id) as reader, reader.snapshot():
-                cursor = reader.cursors()["scalars"]
+                cursor = reader.cursor("scalars")
                 out = {}
                 names = [n for n in reader.scalar_names() if groups is None or scalar_group(n) in groups]
                 for name in names:
@@ -191,7 +191,7 @@ class RunViews(RunList):
 
         def compute():
             with self.open(run_id) as reader, reader.snapshot():
-                cursor = reader.cursors()["stats"]
+                cursor = reader.cursor("stats")
                 order = layer_order(reader.tensors())
                 chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
                 stats = reader.layer_values_at_steps(chosen)

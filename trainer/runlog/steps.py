@@ -45,11 +45,14 @@ class StepQueries:
 
     def cursors(self) -> dict:
         """The newest seq of each growing table (what a poller passes back as after_seq)."""
-        out = {}
-        for table in CURSOR_TABLES:
-            (value,), = self._query(f"SELECT COALESCE(MAX(seq), 0) FROM {table}")
-            out[table] = int(value)
-        return out
+        return {table: self.cursor(table) for table in CURSOR_TABLES}
+
+    def cursor(self, table: str) -> int:
+        """The newest seq of one growing table (0 when it is empty): one rowid seek."""
+        if table not in CURSOR_TABLES:
+            raise ValueError(f"unknown table {table!r}; growing tables: {', '.join(CURSOR_TABLES)}")
+        (value,), = self._query(f"SELECT COALESCE(MAX(seq), 0) FROM {table}")
+        return int(value)
 
     def count_after(self, table: str, after_seq: int) -> int:
         """How many records of a growing table a poll with `after_seq` would return."""
