@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gradwatch.dashboard.data import DashboardReader, RunNotFound, RunStore, config_summary, merge_flags
+from gradwatch.dashboard.data import RunNotFound, RunStore, config_summary, merge_flags
 from gradwatch.testing import LiveRun, make_corrupt_run, make_run
 from gradwatch.trainer.runlog import RunReader
 
@@ -66,7 +66,7 @@ def test_run_ids_from_urls_are_validated(store):
 
 
 def test_stats_at_steps_matches_the_public_reader(logdir):
-    with DashboardReader(logdir / "overfit") as reader:
+    with RunReader(logdir / "overfit") as reader:
         fast = reader.stats_at_steps([5, 17], kinds=("grad", "weight"))
     with RunReader(logdir / "overfit") as reader:
         slow, _ = reader.layer_stats(kinds=("grad", "weight"))
@@ -168,9 +168,9 @@ def test_config_summary_names_the_regularisers():
 def test_large_runs_are_diagnosed_in_the_background(logdir, tmp_path, monkeypatch):
     import time
 
-    import gradwatch.dashboard.data as data_module
+    import gradwatch.dashboard.diagnosis as diagnosis_module
 
-    monkeypatch.setattr(data_module, "LARGE_RUN_STATS_ROWS", 10)
+    monkeypatch.setattr(diagnosis_module, "LARGE_RUN_STATS_ROWS", 10)
     store = RunStore(logdir, tmp_path / "cache")
     first = store.flags("overfit", wait=False)
     assert first["pending"] and "background" in first["note"]

@@ -573,7 +573,7 @@ class Probe:
             w_hist = counts[n_grad:] if has_hist else None
             blocks.append(StatBlock(
                 np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
-                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio),
+                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, update_ratio=w_ratio),
                 w_hist, np.full(n_weight, has_hist),
             ))
             if acts is not None:
