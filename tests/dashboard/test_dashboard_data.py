@@ -25,7 +25,7 @@ def store(logdir, tmp_path):
 
 
 def test_summaries_show_every_run_and_an_error_row_for_unreadable_ones(store):
-    summaries, pending = store.summaries()
+    summaries, pending = store.summaries(budget_s=60)  # contents, not the time budget (tested below with 0)
     assert pending == 0
     by_id = {s["run_id"]: s for s in summaries}
     assert set(by_id) == {"overfit", "exploding", "healthy", "broken", "bad name!"}
@@ -47,7 +47,7 @@ def test_summaries_are_cached_and_budgeted(logdir, tmp_path):
     summaries, pending = store.summaries(budget_s=0.0)
     assert pending == len(summaries)  # nothing computed yet: placeholders only
     assert all(s["pending"] for s in summaries)
-    store.summaries()
+    store.summaries(budget_s=60)
     calls = []
     original = store._compute_summary
     store._compute_summary = lambda *a: calls.append(a) or original(*a)
@@ -174,7 +174,7 @@ def test_large_runs_are_diagnosed_in_the_background(logdir, tmp_path, monkeypatc
     store = RunStore(logdir, tmp_path / "cache")
     first = store.flags("overfit", wait=False)
     assert first["pending"] and "background" in first["note"]
-    summaries, _ = store.summaries()
+    summaries, _ = store.summaries(budget_s=60)
     assert next(s for s in summaries if s["run_id"] == "overfit")["flags_pending"] in (True, False)
     deadline = time.monotonic() + 30
     while (result := store.flags("overfit", wait=False))["pending"] and time.monotonic() < deadline:

@@ -74,7 +74,7 @@ def test_every_consumer_reports_the_same_facts_for_one_run(run_dir):
         data = RunData.from_reader(reader)
         last = reader.last_logged_step()
     store = RunStore(run_dir.parent)
-    listed = next(s for s in store.summaries()[0] if s["run_id"] == run_dir.name)
+    listed = next(s for s in store.summaries(budget_s=60)[0] if s["run_id"] == run_dir.name)
     inspected = summarize_run(run_dir)
     lesson = summarize(run_dir)
     assert facts["best_epoch"] == 3 and facts["best_val_loss"] == pytest.approx(0.3)
