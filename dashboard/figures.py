@@ -166,14 +166,15 @@ def _base(fig: go.Figure, title: str, height: int, uirevision: str | None, legen
 
 # ---- scalar charts -----------------------------------------------------------------------------
 def _scalar_trace(s: dict, name: str, **style) -> go.Scatter:
-    return go.Scatter(x=plain(s["steps"]), y=plain(s["values"], sig=7), name=name, meta=f"scalar:{name}", **style)
+    return go.Scatter(x=plain(s["steps"]), y=plain(s["values"], sig=7), name=escape_text(name), meta=f"scalar:{name}",
+                      **style)
 
 
 def _bad_marker_trace(s: dict, name: str, y: float) -> go.Scatter:
     return go.Scatter(
-        x=s["bad_steps"], y=[y] * len(s["bad_steps"]), mode="markers", name=f"{name} NaN/Inf",
+        x=s["bad_steps"], y=[y] * len(s["bad_steps"]), mode="markers", name=f"{escape_text(name)} NaN/Inf",
         marker=dict(symbol="x", color="#c62828", size=9), meta=f"bad:{name}",
-        hovertemplate=f"{name} is NaN/Inf at step %{{x}}<extra></extra>",
+        hovertemplate=f"{escape_text(name)} is NaN/Inf at step %{{x}}<extra></extra>",
     )
 
 
@@ -225,7 +226,7 @@ def scalar_chart(series: dict[str, dict], group: str, *, notes=(), overfitting: 
         # A run whose loss spans 3+ decades (a blow-up) is unreadable on a linear axis.
         log = log_axis_wanted([series[n]["values"] for n in names])
         fig.update_yaxes(type="log" if log else "linear", exponentformat="power")
-        fig.update_layout(updatemenus=axis_scale_toggle(log))
+        fig.update_layout(updatemenus=axis_scale_toggle(log, height), margin=dict(b=TOGGLE_BOTTOM_MARGIN))
     return fig
 
 
@@ -274,11 +275,11 @@ def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selecte
         return empty_figure("no other scalars logged", height=160)
     rows = len(names)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[_signal_title(n) for n in names])
+                        subplot_titles=[escape_text(_signal_title(n)) for n in names])
     _add_notes_trace(fig, list(notes))
     for row, name in enumerate(names, start=1):
         s = series[name]
-        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=name,
+        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=escape_text(name),
                                  meta=f"scalar:{name}",
                                  line=dict(width=1.3, color=run_color(row - 1)), showlegend=False), row=row, col=1)
         values = np.asarray(s["values"], dtype=float)
@@ -310,32 +311,37 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     norms = np.asarray(flow["grad_norm"], dtype=float)
     biggest = np.asarray(flow.get("grad_max_abs") or [np.nan] * len(layers), dtype=float)
     bad = np.asarray(flow.get("nonfinite") or [0] * len(layers))
-    colors = layer_colors(layers)
-    bar_colors = []
-    for layer, b in zip(layers, bad):
-        if b > 0:
-            bar_colors.append("#c62828")
-        elif selected_layer in layers and layer != selected_layer:
-            bar_colors.append(_fade(colors[layer]))
-        else:
-            bar_colors.append(colors[layer])
+    horizontal = len(layers) > FLOW_VERTICAL_MAX
+    if horizontal:
+        marker = _depth_marker(layers, bad, selected_layer)
+    else:
+        colors = layer_colors(layers)
+        bar_colors = []
+        for layer, b in zip(layers, bad):
+            if b > 0:
+                bar_colors.append("#c62828")
+            elif selected_layer in layers and layer != selected_layer:
+                bar_colors.append(_fade(colors[layer]))
+            else:
+                bar_colors.append(colors[layer])
+        marker = dict(color=bar_colors)
     finite = np.isfinite(norms) & (norms > 0)
     shown = np.where(finite, norms, np.nan)
     top = float(np.nanmax(shown)) if finite.any() else 1.0
     text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
     # Many layers: horizontal bars, one legible name per row, the chart as tall as it needs.
-    horizontal = len(layers) > FLOW_VERTICAL_MAX
     value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
+    labels = [escape_text(layer) for layer in layers]  # category tick labels render markup too
     fig.add_trace(go.Bar(
-        **{layer_axis: layers, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
-        marker=dict(color=bar_colors, line=dict(width=0)),
+        **{layer_axis: labels, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
+        marker=dict(marker, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
         hovertemplate=f"%{{{layer_axis}}}<br>|grad| = %{{customdata[0]:.3e}}<br>max |g| = %{{customdata[1]:.3e}}"
                       "<br>NaN/Inf elements: %{customdata[2]}<extra></extra>",
     ))
-    fig.add_trace(go.Scatter(**{layer_axis: layers,
+    fig.add_trace(go.Scatter(**{layer_axis: labels,
                                 value_axis: np.where(np.isfinite(biggest) & (biggest > 0), biggest, np.nan)},
                              mode="markers", name="max |gradient element|", meta="flow-max",
                              marker=dict(symbol="line-ns-open" if horizontal else "line-ew-open", size=18 if not
@@ -359,6 +365,19 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
 
 FLOW_VERTICAL_MAX = 24  # more layers than this: horizontal bars
 FLOW_BAR_PX = 14
+NONFINITE_COLOR = "#c62828"
+# Depth colours as numbers on one scale (Viridis 0-0.9, as layer_colors), red at 1 for NaN/Inf: for
+# hundreds of bars plotly validates one number array instead of hundreds of colour strings.
+DEPTH_SCALE = [[v, sample_colorscale("Viridis", [v])[0]] for v in np.linspace(0, 0.9, 10)] + [
+    [0.95, sample_colorscale("Viridis", [0.9])[0]], [0.951, NONFINITE_COLOR], [1.0, NONFINITE_COLOR]]
+
+
+def _depth_marker(layers: list[str], bad, selected_layer: str | None) -> dict:
+    depth = np.linspace(0, 0.9, len(layers)) if len(layers) > 1 else np.zeros(1)
+    depth = np.where(np.asarray(bad) > 0, 1.0, depth)
+    faded = selected_layer in layers
+    opacity = np.where(np.asarray(layers, dtype=object) == selected_layer, 1.0, 0.45) if faded else 1.0
+    return dict(color=depth, colorscale=DEPTH_SCALE, cmin=0.0, cmax=1.0, opacity=opacity)
 
 
 def _fade(rgb: str) -> str:
@@ -385,7 +404,7 @@ def layer_lines_chart(table, *, title: str, y_title: str, key_prefix: str = "lay
             values = np.where(values > 0, values, np.nan)
         chosen = selected_layer == layer
         fig.add_trace(go.Scatter(
-            x=steps, y=plain(values, sig=5), mode="lines", name=layer, meta=f"{key_prefix}:{layer}",
+            x=steps, y=plain(values, sig=5), mode="lines", name=escape_text(layer), meta=f"{key_prefix}:{layer}",
             line=dict(color=colors.get(layer), width=3.5 if chosen else 1.4),
             opacity=1.0 if (chosen or not selected_layer) else 0.55, connectgaps=False,
         ))
@@ -425,7 +444,7 @@ def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_ran
         for layer in table.columns:
             chosen = selected_layer == layer
             fig.add_trace(go.Scatter(
-                x=steps, y=plain(table[layer].to_numpy(dtype=float), sig=5), mode="lines", name=layer, legendgroup=layer,
+                x=steps, y=plain(table[layer].to_numpy(dtype=float), sig=5), mode="lines", name=escape_text(layer), legendgroup=layer,
                 showlegend=col == 1 or name == "dead" and layer not in (saturated.columns if has_sat else []),
                 meta=f"{name}:{layer}", line=dict(color=colors[layer], width=3.5 if chosen else 1.4),
             ), row=1, col=col)
@@ -531,7 +550,7 @@ def weights_by_epoch_chart(data: dict, *, selected_layer=None, uirevision=None, 
         for layer in table.columns:
             chosen = selected_layer == layer
             fig.add_trace(go.Scatter(
-                x=list(table.index), y=table[layer].to_numpy(dtype=float), mode="lines+markers", name=layer,
+                x=list(table.index), y=table[layer].to_numpy(dtype=float), mode="lines+markers", name=escape_text(layer),
                 legendgroup=layer, showlegend=col == 2, marker=dict(size=5),
                 line=dict(color=colors[layer], width=3.5 if chosen else 1.6),
             ), row=1, col=col)
@@ -565,7 +584,7 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
             per_step = name == "train_loss" or not step_to_epoch
             x = list(s["steps"]) if per_step else [step_to_epoch.get(int(st), int(st)) for st in s["steps"]]
             fig.add_trace(go.Scatter(
-                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=run["label"],
+                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=escape_text(run["label"]),
                 legendgroup=run["label"], showlegend=(row, col) == (1, 1),
                 line=dict(color=color, width=1.2 if name == "train_loss" else 2), marker=dict(size=5),
             ), row=row, col=col)
@@ -588,7 +607,7 @@ def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360
         flow = item["flow"]
         norms = np.asarray(flow["grad_norm"], dtype=float)
         fig.add_trace(go.Bar(
-            x=flow["layers"], y=np.where(np.isfinite(norms) & (norms > 0), norms, np.nan), name=item["label"],
+            x=[escape_text(x) for x in flow["layers"]], y=np.where(np.isfinite(norms) & (norms > 0), norms, np.nan), name=escape_text(item["label"]),
             marker=dict(color=run_color(index)),
             hovertemplate=f"{escape_text(item['label'])} (step {flow['step']})<br>%{{x}}: %{{y:.3e}}<extra></extra>",
         ))
@@ -615,7 +634,8 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     what is drawn). Hover names the row, the step and the value."""
     if table is None or table.empty or table.shape[1] == 0:
         return empty_figure(empty_message, height=260)
-    rows = [str(c) for c in table.columns]
+    rows = [escape_text(c) for c in table.columns]  # category tick labels render markup too
+    flagged = {escape_text(k): v for k, v in (flagged or {}).items()}
     values = table.to_numpy(dtype=float).T  # rows x steps
     with np.errstate(divide="ignore", invalid="ignore"):
         shown = np.log10(np.where(values > 0, values, np.nan)) if log_color else values
@@ -640,16 +660,16 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     fig = go.Figure()
     _add_notes_trace(fig, list(notes))
     fig.add_trace(go.Heatmap(
-        x=plain(table.index.to_numpy()), y=rows, z=shown.astype(object), colorscale=colorscale, zmin=zmin,
+        x=plain(table.index.to_numpy()), y=[escape_text(r) for r in rows], z=shown.astype(object), colorscale=colorscale, zmin=zmin,
         zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
     ))
-    marked = [r for r in rows if r in (flagged or {})]
+    marked = [r for r in rows if r in flagged]
     if marked:
         fig.add_trace(go.Scatter(
-            x=[0.004] * len(marked), y=marked, xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
+            x=[0.004] * len(marked), y=[escape_text(r) for r in marked], xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
             marker=dict(symbol="triangle-right", size=11, color="#c62828", line=dict(width=1, color="white")),
-            hovertext=[f"{escape_text(r)}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
+            hovertext=[f"{r}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
             cliponaxis=False, showlegend=True,
         ))
         fig.layout["xaxis2"] = dict(range=[0, 1], overlaying="x", visible=False, fixedrange=True)
@@ -676,9 +696,17 @@ def log_axis_wanted(arrays, decades: float = 3.0) -> bool:
     return math.isfinite(lo) and hi / lo >= 10**decades
 
 
-def axis_scale_toggle(log: bool, axis: str = "yaxis") -> list[dict]:
-    """linear | log buttons on the chart itself: the toggle costs no server round trip."""
+TOGGLE_BOTTOM_MARGIN = 64  # px below a chart with a scale toggle: tick labels, then the buttons
+
+
+def axis_scale_toggle(log: bool, height: int, axis: str = "yaxis") -> list[dict]:
+    """linear | log buttons on the chart itself (the toggle costs no server round trip), at the
+    bottom right below the tick labels: clear of the legend above the plot, of the modebar at the
+    top right and of the centred axis title."""
+    margin = dict(BASE_LAYOUT["margin"], b=TOGGLE_BOTTOM_MARGIN)
+    plot_px = max(1, height - margin["t"] - margin["b"])
     return [dict(type="buttons", direction="right", showactive=True, active=1 if log else 0, x=1.0, xanchor="right",
-                 y=1.0, yanchor="bottom", pad=dict(t=0, b=2, r=0), font=dict(size=10), bgcolor="#f3f5f8",
+                 y=-(margin["b"] - 2) / plot_px, yanchor="bottom", pad=dict(t=0, b=0, r=0), font=dict(size=10),
+                 bgcolor="#f3f5f8",
                  buttons=[dict(label="linear", method="relayout", args=[{f"{axis}.type": "linear"}]),
                           dict(label="log", method="relayout", args=[{f"{axis}.type": "log"}])])]

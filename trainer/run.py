@@ -4,18 +4,28 @@
         run.watch(model, every=10)
         ...; loss.backward(); optimizer.step()
         run.log(step, train_loss=loss.item())
+
+Without `with`, a run left open is finished at interpreter exit, and marked failed by an uncaught
+exception (run_exit.py). `run.step()` marks a step of a hand-written update; `run.unwatch()` removes
+every hook.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
 import platform
 import secrets
+import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,9 +33,17 @@ from typing import Any
 
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
-from .runlog import schema
+from . import run_exit
+from .runlog import schema, validate
+from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
-from .runlog.writer import RunWriter
+from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_write_error
+
+# A hidden ".building-<pid>@<host>-<run id>" folder whose process on this host is gone was left by a
+# crash (kill -9, full disk) during run creation; one older than STALE_BUILDING_MAX_S (another
+# host's, on shared storage) is removed too.
+STALE_BUILDING_MAX_S = 24 * 3600.0
+BUILDING_PREFIX = ".building-"
 
 
 class RunSetupError(ValueError):
@@ -94,22 +112,46 @@ class Run:
         *,
         dataset: dict | None = None,
         flush_interval_s: float | None = None,
+        on_write_error: str = "raise",
+        distributed: bool = True,
     ):
+        """on_write_error: "raise" (default) stops training at the first failed write (a full disk)
+        with RunWriteError and the run marked failed; "warn" warns once and goes on, counting the
+        records lost (meta "lost_records"). `distributed=False`: this process records alone, with no
+        collective calls, even inside torch.distributed (integrations that run on rank zero only)."""
         name = _validate_name(name)
         config = _config_json(config)
-        self.rank, self.world_size = _distributed()
+        if on_write_error not in ON_ERROR_CHOICES:
+            raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
+        self.rank, self.world_size = _distributed() if distributed else (0, 1)
         root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
         self.path = root / run_id
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
+        kwargs["on_error"] = on_write_error
         self._probe = None
         self._closed = False
+        self._finished = False
         self.started = time.time()
         if self.rank == 0:
-            # Built in a hidden folder (readers skip dot-entries) and renamed when its metadata
-            # is complete, so a listing never sees a half-made run.
-            building = root / f".building-{run_id}"
+            remove_stale_building(root)
+            try:
+                self._create(root, run_id, name, config, dataset, kwargs)
+            except (OSError, sqlite3.Error, RunWriteError) as exc:
+                raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
+            self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
+        self._barrier()
+        if self.rank != 0:
+            self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        run_exit.track(self)
+
+    def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
+        """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
+        complete: a listing never sees a half-made run, and a failure leaves nothing behind."""
+        building = root / f"{BUILDING_PREFIX}{os.getpid()}@{socket.gethostname()}-{run_id}"
+        writer = None
+        try:
             building.mkdir()
             writer = RunWriter(building, create=True, **kwargs)
             writer.set_meta_now(
@@ -131,11 +173,14 @@ class Run:
                 **current_process_identity(),
             )
             writer.close()
+            writer = None
             os.rename(building, self.path)
-            self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
-        self._barrier()
-        if self.rank != 0:
-            self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            shutil.rmtree(building, ignore_errors=True)
+            raise
 
     # ---- distributed plumbing -------------------------------------------------------------
     def _agree_on_run_id(self, proposed: str) -> str:
@@ -162,11 +207,16 @@ class Run:
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
+        step_offset: int = 0,
     ):
         """Hook every layer of `model`; record statistics every `every` optimizer steps.
 
+        `step_offset` numbers the recorded steps as a framework does (HF Trainer: 1 for the first
+        optimizer step); integrations set it, a plain loop leaves it at 0.
+
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
-        other ranks return None and log scalars only.
+        other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) every rank
+        measures its shard and rank 0 records the combined statistics: watch on every rank.
         """
         from torch import nn
 
@@ -176,20 +226,39 @@ class Run:
             raise RunSetupError(f"every must be an integer >= 1 (log every N optimizer steps), got {every!r}")
         if self._probe is not None:
             raise RunSetupError("this run already watches a model; use one Run per model")
-        if self.rank != 0:
+        from .capture import sharded
+
+        if self.rank != 0 and not sharded.is_sharded(model):
             return None
         from .capture.probe import Probe
 
         self._probe = Probe(
-            model, self._writer, every=every, histograms=histograms, activations=activations,
-            update_ratio=update_ratio,
+            model, self._writer, every=every, histograms=histograms, activations=activations and self.rank == 0,
+            update_ratio=update_ratio, step_offset=step_offset,
         )
+        if self.rank != 0:
+            return self._probe
         self._writer.set_meta(
             watch={"every": every, "histograms": histograms, "activations": activations,
                    "update_ratio": update_ratio},
             model_summary=_model_summary(model),
         )
         return self._probe
+
+    def unwatch(self) -> None:
+        """Finish the pending record and remove every hook gradwatch put on the model and the
+        optimizers; the run stays open for scalars, and another model can be watched."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    def step(self) -> None:
+        """Mark one optimizer step of a hand-written update (no torch optimizer): call it after
+        updating the weights, before zeroing the gradients. Ignored (with a warning) when the
+        steps are already counted from a torch optimizer."""
+        self._check_open()
+        if self._probe is not None:
+            self._probe.mark_step()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -211,10 +280,14 @@ class Run:
             self._writer.add_scalars(int(step), values, time.time(), self.rank)
 
     def set_meta(self, **items: Any) -> None:
-        """Store extra metadata (results, dataset, model summary) with the run."""
+        """Store extra metadata (results, dataset, model summary) with the run. Keys gradwatch keeps
+        itself (status, started, pid, ...) are refused with a ValueError."""
         self._check_open()
+        validate.check_user_meta(items)
+        items = json.loads(json.dumps(items, default=_json_default))
+        validate.check_meta(items)
         if self.rank == 0:
-            self._writer.set_meta(**json.loads(json.dumps(items, default=_json_default)))
+            self._writer.set_meta(**items)
 
     def add_flag(self, step: int, flag: dict) -> None:
         """Store a diagnosis flag raised live at `step`."""
@@ -232,34 +305,67 @@ class Run:
             self._probe.finish_pending()
         self._writer.flush()
 
-    def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """Close the run with a final status; idempotent."""
-        if self._closed:
+    @property
+    def lost_records(self) -> int:
+        """Records that could not be written (on_write_error="warn"); 0 when every write succeeded."""
+        return self._writer.lost_records
+
+    def finish(self, status: str = "finished", error: str | None = None, *, ended: float | None = None) -> None:
+        """Close the run with a final status (`ended`: its end time, default now); idempotent, and
+        safe to call again after a second Ctrl-C interrupted it (the first status asked for wins)."""
+        if self._finished:
             return
         if status not in schema.STATUSES:
             raise ValueError(f"status must be one of {schema.STATUSES}, got {status!r}")
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._final = (status, error, ended)
+        status, error, ended = self._final
         if self._probe is not None:
-            self._probe.close()
+            try:
+                self._probe.close()  # hands its last record to the writer...
+            except RunWriteError:
+                pass  # ...which has failed already: that failure is the status written below
+        if self._writer.error and self._writer.on_error == "raise" and status == "finished":
+            status, error = "failed", self._writer.error  # a write failed after the last record
         try:
             if self.rank == 0:
-                self._writer.set_meta_now(status=status, ended=time.time(), error=error)
+                self._writer.write_final_meta(
+                    {"status": status, "ended": time.time() if ended is None else ended, "error": error})
             else:
                 self._writer.flush()
         finally:
             self._writer.close()
+            self._finished = True
+            run_exit.untrack(self)
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
-            self.finish("finished")
+            status, error = "finished", None
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("stopped", error="interrupted (KeyboardInterrupt)")
+            status, error = "stopped", "interrupted (KeyboardInterrupt)"
+        elif issubclass(exc_type, RunWriteError):
+            status, error = "failed", str(exc)  # one line: "disk full: ..."
         else:
             text = "".join(traceback.format_exception(exc_type, exc, tb)[-3:]).strip()
-            self.finish("failed", error=f"{exc_type.__name__}: {exc}\n{text}")
+            status, error = "failed", f"{exc_type.__name__}: {exc}\n{text}"
+        # A second Ctrl-C while the run is being closed must not leave it "running": close it anyway
+        # (finish resumes where it was interrupted), then let the first exception propagate.
+        interrupted = False
+        while True:
+            try:
+                with _sigint_deferred() as deferred:
+                    self.finish(status, error)
+                interrupted = interrupted or deferred.noted
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                continue
+        if interrupted and exc_type is None:
+            raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
 
 
@@ -288,3 +394,49 @@ def _model_summary(model) -> dict:
         "tensors": len(params),
         "text": str(inner)[:20000],
     }
+
+
+class _sigint_deferred:
+    """Within the block, SIGINT is noted instead of raising (main thread only): closing a run is
+    not cut short by a (second) Ctrl-C. `noted` says whether one arrived."""
+
+    def __enter__(self):
+        self._previous = None
+        self.noted = False
+        # Only where Python owns the handler (getsignal is None for one installed from C).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._note)
+            except ValueError:  # not the main interpreter
+                self._previous = None
+        return self
+
+    def _note(self, signum, frame):
+        self.noted = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def remove_stale_building(root: Path) -> list[Path]:
+    """Remove hidden half-built run folders left by a crash during run creation; returns them."""
+    removed = []
+    now = time.time()
+    try:
+        entries = [p for p in root.iterdir() if p.name.startswith(BUILDING_PREFIX)]
+    except OSError:
+        return removed
+    for path in entries:
+        try:
+            age = now - path.lstat().st_mtime
+        except OSError:
+            continue
+        pid_text, _, rest = path.name[len(BUILDING_PREFIX):].partition("@")
+        here = rest.startswith(socket.gethostname() + "-")
+        dead = here and pid_text.isdigit() and not process_alive(int(pid_text))
+        if dead or age > STALE_BUILDING_MAX_S:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

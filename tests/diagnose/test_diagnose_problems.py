@@ -202,3 +202,11 @@ def test_a_plain_rnn_keeps_its_embedding_on_the_depth_path():
     data.__dict__.pop("architecture", None)
     data.__dict__.pop("depth_layers", None)
     assert data.architecture == "rnn" and data.depth_layers == ["encoder", "rnn", "decoder"]
+
+
+def test_merging_an_already_merged_result_again_changes_nothing():
+    posthoc = [vanishing(["fc1", "fc2"], 4, 99)]
+    stored = [vanishing(["fc1"], 4, 20, raised_step=20), vanishing(["fc9"], 400, 420, raised_step=400)]
+    once = merge_flags(posthoc, stored)
+    twice = merge_flags(once, stored)
+    assert [(f["layers"], f["explanation"]) for f in twice] == [(f["layers"], f["explanation"]) for f in once]

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from gradwatch.testing import stat_row
 from gradwatch.trainer.runlog import RunLogError, RunReader, list_runs, resolve_run_dir, schema
 from gradwatch.trainer.runlog.writer import LayerRecord, RunWriter
 
@@ -141,7 +142,8 @@ def test_reader_thread_polling_a_fast_writer_sees_every_record_once_in_order(tmp
             writer.add_scalars(i, {"a": float(i), "b": -float(i)}, time.time())
             if i % 4 == 0 and i // 4 < n_records:
                 step = i // 4
-                rows = [(t, k, (float(step), 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, float("nan"), float("nan")), hist)
+                rows = [(t, k, stat_row(norm=float(step), mean=0.0, std=0.0, min=0.0, max=0.0, nan_count=0,
+                                        inf_count=0, zero_frac=0.0), hist)
                         for t in (1, 2, 3) for k in (0, 1)]
                 writer.add_layer_record(LayerRecord(step, time.time(), None, rows=rows))
             if i % 25 == 0:

@@ -1,22 +1,27 @@
 """Hooks a model and records per-layer statistics at every `every`-th optimizer step.
 
 A step is one `optimizer.step()` of the first torch optimizer seen stepping the watched
-parameters (global optimizer hooks: no change to the user's loop). On a logged step:
+parameters (global optimizer hooks: no change to the user's loop), or one `mark_step()` (`run.step()`)
+in a loop that updates the weights by hand. On a logged step:
 - forward hooks accumulate activation statistics (grad-enabled passes only, so validation under
   `torch.no_grad()` is not mixed in; small CPU outputs are measured in stacks at the step);
-- the optimizer pre-step hook measures gradients as the optimizer sees them (after AMP
-  unscaling and after any clipping the user did), bins their histograms and snapshots the
-  weights' samples;
+- gradients are measured once, as the optimizer sees them (after AMP unscaling and after any
+  clipping the user did), with their histograms, and the weights' samples are snapshot: in the
+  optimizer pre-step hook, or, for `step(closure)` (Lightning, LBFGS), right after the closure's
+  first call (the forward and backward happen inside the step), or earlier when an integration
+  calls `gradients_ready()`;
 - once every optimizer has stepped (at the next forward pass, step or flush) the new weights,
   update-to-weight ratios and weight histograms are measured and one packed tensor goes to the
   writer, copied to the host once.
 On other steps only the optimizer hooks run (they count); forward hooks are attached from the
 step before a logged step until it ends. The writer thread unpacks records, never the training thread.
+Hooks pickle as no-ops (see hooks.py); layer order and activation modules are decided in layers.py.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,16 +31,28 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import tensor_stats
+from . import sharded, tensor_stats
 from .activation_stats import (
-    ACTIVATION_TYPES,
     ActivationAccumulator,
     DeferredOutputs,
     deferrable,
     finish_activations,
     first_tensor,
 )
+from .hooks import ModuleHook
+from .layers import (
+    activation_candidate,
+    acts_like_activation,
+    forward_rank,
+    is_channels_first_producer,
+    is_named_activation,
+    param_layer,
+)
 from .lr_record import LearningRateRecorder
+
+
+class StepNotSeenWarning(UserWarning):
+    """Forward passes keep coming but no optimizer step (or run.step()) is ever seen."""
 
 
 @dataclass
@@ -71,7 +88,7 @@ def collect_params(model: nn.Module) -> list[WatchedParam]:
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            layer = module_name or type(module).__name__
+            layer = param_layer(module_name, module, param_name) if module_name else type(module).__name__
             found.append(WatchedParam(f"{layer}.{param_name}", layer, param_name, type(module).__name__, param))
     return found
 
@@ -87,28 +104,27 @@ def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return chosen
 
 
-def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
-    """Modules whose outputs are measured, with whether their outputs are channels-first.
-
-    Activation and recurrent modules; if the model has none (functional activations), every
-    leaf module, so some output statistics always exist. An activation registered after a
-    convolution (the usual Sequential layout) is taken to see channels-first maps.
-    """
-    chosen, fallback = [], []
-    previous_param_type = ""
+def activation_modules(model: nn.Module) -> tuple[list, list]:
+    """(activation modules known by name, parameter-free leaves whose first call decides), each as
+    (name, module, channels_first). An activation registered after a convolution (the usual
+    Sequential layout) is taken to see channels-first maps."""
+    named, candidates = [], []
+    after_conv = False
     for name, module in ordered_modules(model):
-        kind = type(module).__name__
-        channels_first = previous_param_type.startswith("Conv")
-        if kind in ACTIVATION_TYPES:
-            chosen.append((name, module, channels_first))
-        fallback.append((name, module, channels_first))
+        if is_named_activation(module):
+            named.append((name, module, after_conv))
+        elif activation_candidate(module):
+            candidates.append((name, module, after_conv))
         if next(module.parameters(recurse=False), None) is not None:
-            previous_param_type = kind
-    return chosen or fallback
+            after_conv = is_channels_first_producer(module)
+    return named, candidates
 
 
 class Probe:
     """Statistics capture for one model; create through `Run.watch`."""
+
+    # Grad-enabled forward passes without any step before the one-time StepNotSeenWarning.
+    STEPLESS_FORWARDS = 64
 
     def __init__(
         self,
@@ -120,6 +136,7 @@ class Probe:
         activations: bool = True,
         update_ratio: bool = True,
         sample_size: int = schema.HIST_SAMPLE_SIZE,
+        step_offset: int = 0,
     ):
         self.model = unwrap_model(model)
         self.writer = writer
@@ -131,9 +148,19 @@ class Probe:
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
+        # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
+        self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
+        self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
         self.step = 0  # optimizer steps completed
+        # Recorded step = step + step_offset (HF Trainer numbers its first optimizer step 1).
+        self.step_offset = step_offset
         self._optimizer_ref = None  # the optimizer whose steps are counted
+        self._measured = False  # the gradients of the step in progress are taken
+        self._manual = False  # steps are marked by mark_step() (hand-written updates)
+        self._dormant = False  # no step ever seen: activation hooks detached until one is
+        self._stepless_forwards = 0
+        self._warned: set[str] = set()
         self._order: dict[str, int] = {}
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
@@ -154,56 +181,118 @@ class Probe:
         # logged step until it ends, the start-of-forward hook while a record waits to be
         # finished. A module with any hook leaves PyTorch's hook-free fast call path, so
         # permanent hooks would tax every step, logged or not.
-        self._act_specs = activation_modules(self.model) if activations else []
+        named, candidates = activation_modules(self.model) if activations else ([], [])
+        self._act_specs = named
         self._act_handles: list = []
+        self._acts_on = False
         self._finish_handle = None
         self._deferred = DeferredOutputs()
         self._hist = tensor_stats.HistogramBatcher()
         self._grad_hist = tensor_stats.HistogramBatcher()
-        # Order hooks learn the forward order during the first forward pass, then remove
-        # themselves.
+        # Order hooks learn the forward order during the first forward pass (and which
+        # parameter-free leaves act like activations), then remove themselves. The root is no
+        # layer of that order: its own parameters are placed last (layers.py).
         self._order_handles = [
-            module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
+            module.register_forward_pre_hook(ModuleHook(self._order_hook(name)))
+            for name, module in ordered_modules(self.model) if module is not self.model
         ]
-        self._order_handles.append(self.model.register_forward_hook(self._order_done))
+        self._order_handles += [
+            module.register_forward_hook(ModuleHook(self._discover_hook(name, channels_first)))
+            for name, module, channels_first in candidates
+        ]
+        self._order_handles.append(self.model.register_forward_hook(ModuleHook(self._order_done)))
+        # Until the first step: counts forward passes (warns when no step ever comes) and, in a
+        # hand-written loop, snapshots the weights before the update of a logged step.
+        self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
         self._sync_activation_hooks()
 
     # ---- state ----------------------------------------------------------------------------
     @property
     def logging_now(self) -> bool:
-        """Whether the optimizer step in progress (index self.step) is recorded."""
-        return self.step % self.every == 0
+        """Whether the optimizer step in progress (index self.step) is recorded: the first step and
+        every `every`-th step as the run numbers them (step + step_offset)."""
+        return self.step == 0 or (self.step + self.step_offset) % self.every == 0
 
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
-        for handle in self._handles + self._order_handles + self._act_handles:
+        extra = [h for h in (self._watchdog, self._finish_handle) if h is not None]
+        for handle in self._handles + self._order_handles + self._act_handles + extra:
             handle.remove()
         self._handles = self._order_handles = self._act_handles = []
+        self._watchdog = self._finish_handle = None
+        self._acts_on = False
         self._act_specs = []
         self._old_samples = None
         self._deferred.clear()
 
     def _sync_activation_hooks(self) -> None:
         """Activation hooks on exactly while the step in progress is a logged one."""
-        want = bool(self._act_specs) and self.logging_now
-        if want and not self._act_handles:
-            self._act_handles = [
-                module.register_forward_hook(self._forward_hook(name, type(module).__name__, channels_first))
-                for name, module, channels_first in self._act_specs
-            ]
-        elif not want and self._act_handles:
+        want = bool(self._act_specs) and self.logging_now and not self._dormant
+        if want and not self._acts_on:
+            self._act_handles = [self._attach_activation(*spec) for spec in self._act_specs]
+            self._acts_on = True
+        elif not want and self._acts_on:
             for handle in self._act_handles:
                 handle.remove()
             self._act_handles = []
+            self._acts_on = False
+
+    def _attach_activation(self, name: str, module: nn.Module, channels_first: bool):
+        hook = ModuleHook(self._forward_hook(name, type(module).__name__, channels_first))
+        return module.register_forward_hook(hook)
 
     def _counts(self, optimizer) -> bool:
-        """Only the first optimizer that steps our parameters advances the step count."""
+        """Only the first optimizer that steps our parameters advances the step count (none once
+        steps are marked by hand)."""
+        if self._manual:
+            return False
         if self._optimizer_ref is None:
             if not any(id(p) in self._param_ids for g in optimizer.param_groups for p in g["params"]):
                 return False
             self._optimizer_ref = optimizer
+            self._remove_watchdog()
         return optimizer is self._optimizer_ref
+
+    def _remove_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.remove()
+            self._watchdog = None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, StepNotSeenWarning, stacklevel=3)
+
+    # ---- explicit steps (hand-written updates, integrations) -----------------------------
+    def mark_step(self) -> None:
+        """One optimizer step of a hand-written update (`p.data.add_(p.grad, alpha=-lr)`): call it
+        after the update, before the gradients are zeroed."""
+        if self._optimizer_ref is not None:
+            self._warn_once("mark", f"run.step() ignored: steps are already counted from "
+                                    f"{type(self._optimizer_ref).__name__}.step()")
+            return
+        if not self._manual:
+            self._manual = True
+            if self._watchdog is None:
+                self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
+        self.finish_pending()
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
+        self._complete_step()
+        self.finish_pending()  # the weights are already updated: nothing to wait for
+
+    def gradients_ready(self) -> None:
+        """Measure the step's gradients now (an integration's "before optimizer step" callback:
+        after unscaling, before the framework clips); later measurement points of the step skip."""
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
+
+    def set_step(self, step: int) -> None:
+        """Follow a framework's own step counter (resumed training, several optimizers)."""
+        if step != self.step:
+            self.step = step
+            self._sync_activation_hooks()
 
     # ---- hooks ----------------------------------------------------------------------------
     def _order_hook(self, name: str):
@@ -213,6 +302,39 @@ class Probe:
 
         return hook
 
+    def _discover_hook(self, name: str, channels_first: bool):
+        def hook(module, inputs, output):
+            if not acts_like_activation(inputs, output):
+                return
+            spec = (name, module, channels_first)
+            self._act_specs.append(spec)
+            if self._acts_on:  # activations of this step are being taken: this call counts too
+                handle = self._attach_activation(*spec)
+                self._act_handles.append(handle)
+                self._forward_hook(name, type(module).__name__, channels_first)(module, inputs, output)
+
+        return hook
+
+    def _forward_seen(self, module, inputs) -> None:
+        if not torch.is_grad_enabled():
+            return
+        # Whether updates are hand-written is known only at the first run.step(): snapshot
+        # the weights before the first step's update too (an optimizer step replaces it).
+        if self.logging_now and self.update_ratio and self._old_samples is None:
+            self._old_samples = self._weight_samples()
+        if self._manual:
+            return
+        self._stepless_forwards += 1
+        if self._stepless_forwards >= self.STEPLESS_FORWARDS:
+            self._warn_once("stepless", (
+                f"gradwatch: {self._stepless_forwards} forward passes of {type(self.model).__name__} and no "
+                "optimizer step: nothing is recorded. If you update the weights by hand, call run.step() after "
+                "each update; activation hooks are detached until a step is seen."))
+            self._dormant = True
+            self._acts, self._deferred = {}, DeferredOutputs()
+            self._sync_activation_hooks()
+            self._remove_watchdog()
+
     def _order_done(self, module, inputs, output) -> None:
         for handle in self._order_handles:
             handle.remove()
@@ -220,7 +342,8 @@ class Probe:
 
     def _forward_hook(self, name: str, module_type: str, channels_first: bool):
         def hook(module, inputs, output):
-            if self.activations and self.step % self.every == 0 and torch.is_grad_enabled():
+            # Not after the step's gradients are taken: LBFGS calls its closure again.
+            if self.activations and self.logging_now and not self._measured and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
                     acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
@@ -248,18 +371,47 @@ class Probe:
         self._record(*state)
 
     @torch.no_grad()
-    def _before_step(self, optimizer, args, kwargs) -> None:
+    def _before_step(self, optimizer, args, kwargs):
         if not self._counts(optimizer):
-            return
+            return None
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
-        if not self.logging_now:
-            return
+        if not self.logging_now or self._measured:
+            return None
+        closure = args[1] if len(args) > 1 else kwargs.get("closure")
+        if callable(closure):
+            return self._measuring_closure(args, kwargs, closure)
+        self._measure_gradients()
+        return None
+
+    def _measuring_closure(self, args, kwargs, closure):
+        """step(closure) runs forward and backward inside the step: measure after the closure's
+        first call (LBFGS calls it again after moving the weights), before the update."""
+
+        def closure_then_measure(*a, **k):
+            loss = closure(*a, **k)
+            if self.logging_now and not self._measured:
+                self._measure_gradients()
+            return loss
+
+        if len(args) > 1:
+            return (args[0], closure_then_measure, *args[2:]), kwargs
+        return args, {**kwargs, "closure": closure_then_measure}
+
+    def _weight_samples(self) -> list[torch.Tensor]:
+        return [
+            _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
+            for p in self.params if p.tensor.requires_grad
+        ]
+
+    @torch.no_grad()
+    def _measure_gradients(self) -> None:
+        self._measured = True
         self._deferred.flush()  # every forward pass of this step is done: measure its activations
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
         if grads:
-            moments = tensor_stats.moment_stats(grads)
+            moments = self._moment_stats(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
             hist, sampled = None, []
             if self.histograms:
@@ -270,28 +422,35 @@ class Probe:
             self._pending = (present, moments, nonfinite, hist, sampled)
         else:
             self._pending = ([], None, None, None, [])
-        if self.update_ratio:
+        if self.update_ratio and not self._manual:
             # The update-to-weight ratio needs the weights before the step. Keeping only the
             # histogram sample of each tensor (a copy of at most sample_size elements) instead
             # of the whole model saves a full copy, subtraction and norm pass per logged step.
-            self._old_samples = [
-                _owned(self._sampler.sample(p.tensor.detach().reshape(-1)), p.tensor)
-                for p in self.params if p.tensor.requires_grad
-            ]
+            # (A hand-written update has happened by now: its snapshot is taken at the first
+            # forward pass of the step.)
+            self._old_samples = self._weight_samples()
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
-        if not self._counts(optimizer):
-            return
+        if self._counts(optimizer):
+            self._complete_step()
+
+    def _complete_step(self) -> None:
+        if self._order_handles:  # the root module itself is never called (a LightningModule's
+            self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
             if self._finish_handle is None:
-                self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
-        self._lr.after_step(optimizer, self.step, self.logging_now)
+                self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
+        if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
+            self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         self.step += 1
         self._acts = {}
         self._pending = None
         self._old_samples = None
+        self._measured = False
+        self._dormant = False
+        self._stepless_forwards = 0
         self._sync_activation_hooks()
 
     # ---- recording ------------------------------------------------------------------------
@@ -309,20 +468,20 @@ class Probe:
 
     def _register_tensors(self, act_names: list[str], acts: dict) -> None:
         """Send tensor descriptions for names not seen before, ordered by first forward call."""
-        late = len(self._order) + 1000
+        late = 2 * len(self._order) + 2
         new = []
         for p in self.params:
             if p.name not in self._tensor_ids:
                 new.append(dict(
                     name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
                     shape=list(p.tensor.shape), numel=p.tensor.numel(),
-                    ord=self._order.get(p.layer, late), trainable=p.tensor.requires_grad,
+                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
                 ))
         for name in act_names:
             if name not in self._tensor_ids:
                 new.append(dict(
                     name=name, layer=name, param="", role="output", module_type=acts[name].module_type,
-                    shape=[], numel=0, ord=self._order.get(name, late), trainable=False,
+                    shape=[], numel=0, ord=forward_rank(name, self._order, late), trainable=False,
                 ))
         if not new:
             return
@@ -333,12 +492,13 @@ class Probe:
 
     def _record(self, step: int, pending, old_samples, acts) -> None:
         present, grad_moments, grad_nonfinite, grad_hist, sampled_g = pending
-        weights = [p.tensor.detach() for p in self.params]
+        weights = [sharded.local(p.tensor.detach()) for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
-        w_moments = tensor_stats.moment_stats(weights)
+        w_moments = self._moment_stats(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
         ratios = torch.full((len(weights),), float("nan"), device=device)
+        index, update_norms = None, None
         if self.update_ratio and old_samples is not None:
             trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
             if trainable_idx and len(trainable_idx) == len(old_samples):
@@ -346,11 +506,20 @@ class Probe:
                 deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
                 # Scale the sample's norm to the whole tensor: exact when the sample is the whole
                 # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
-                ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
+                update_norms = deltas.to(device) * scale
         hist = None
         if self.histograms:
             w_hist = self._hist.counts(w_samples)
             hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
+        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
+        if self._shards is not None:
+            combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
+                                            hist, sampled_g, sampled_w)
+            if combined is None:  # not rank 0: its part is sent
+                return
+            grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
+        if update_norms is not None:
+            ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
         act_names = [name for name, acc in acts.items() if acc.has_data]
         act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
         self._register_tensors(act_names, acts)
@@ -377,7 +546,6 @@ class Probe:
         grad_ids = [self._tensor_ids[p.name] for p in present]
         weight_ids = [self._tensor_ids[p.name] for p in self.params]
         act_ids = [self._tensor_ids[name] for name in act_names]
-        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
         has_hist = hist is not None
 
         def resolve():
@@ -409,7 +577,7 @@ class Probe:
             w_hist = counts[n_grad:] if has_hist else None
             blocks.append(StatBlock(
                 np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
-                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio),
+                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, update_ratio=w_ratio),
                 w_hist, np.full(n_weight, has_hist),
             ))
             if acts is not None:
@@ -423,7 +591,7 @@ class Probe:
         if self._last_record_clock is not None and step > self._last_record_step:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
-        self.writer.add_layer_record(LayerRecord(step, time.time(), step_time, resolve=resolve))
+        self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
 
 
 def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -434,4 +602,4 @@ def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     """Sparse gradients (sparse embeddings) are measured on their stored values."""
-    return grad.coalesce().values() if grad.is_sparse else grad.detach()
+    return grad.coalesce().values() if grad.is_sparse else sharded.local(grad.detach())

@@ -17,13 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import derived
+from ..runlog import schema
 from ..runlog.schema import OPTIMIZER_LR
 
 SCALAR_COLUMNS = ("step", "name", "value")
-STATS_COLUMNS = (
-    "step", "name", "layer", "param", "kind", "norm", "mean", "std", "min", "max", "nan_count",
-    "inf_count", "zero_frac", "update_ratio", "saturated_frac", "dead_frac",
-)
+STATS_COLUMNS = ("step", "name", "layer", "param", "kind", *schema.STAT_FIELDS)
 TENSOR_COLUMNS = (
     "tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable",
 )
@@ -52,11 +51,8 @@ def _empty(columns) -> pd.DataFrame:
 class LayerViews:
     """Per-layer tables derived from statistics rows; each indexed by step, columns in forward order.
 
-    grad_norm: a layer's gradient norm, sqrt(sum of its parameters' squared norms).
-    weight_norm: the same for the weights.
-    update_ratio: |delta W| / |W| of the layer's parameters together (from each parameter's ratio
-        and weight norm).
-    saturated / dead: activation rows' saturated_frac / dead_frac (mean if a module is seen twice).
+    grad_norm, weight_norm, update_ratio, saturated (saturated_frac), dead (dead_frac): the tables
+        of trainer.derived.layer_table (a layer's norm is sqrt(sum of its parameters' squared norms)).
     nonfinite: long table (step, layer, kind, nan_count, inf_count) of rows holding NaN or Inf.
     """
 
@@ -77,50 +73,14 @@ class LayerViews:
         if stats is None or len(stats) == 0:
             return cls.empty()
         layers = list(dict.fromkeys(list(order) + list(pd.unique(stats["layer"]))))
-        layer_code = pd.Index(layers).get_indexer(stats["layer"])
-        steps, step_code = np.unique(stats["step"].to_numpy(dtype=np.int64), return_inverse=True)
+        steps = pd.Index(np.unique(stats["step"].to_numpy(dtype=np.int64)), name="step")
+
+        def table(quantity):
+            # Every table spans every step of the rows (NaN where a layer has no row of that kind).
+            return derived.layer_table(stats, quantity, layers).reindex(steps)
+
         kind = stats["kind"].to_numpy(dtype=object)
         norm = stats["norm"].to_numpy(dtype=float)
-        shape = (len(steps), len(layers))
-        flat = step_code * len(layers) + layer_code
-
-        def total(mask, values):
-            cells = np.bincount(flat[mask], weights=values[mask], minlength=shape[0] * shape[1])
-            return cells.reshape(shape)
-
-        def present(mask):
-            return np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape) > 0
-
-        def frame(values, has):
-            out = pd.DataFrame(np.where(has, values, np.nan), index=pd.Index(steps, name="step"), columns=layers)
-            return out.loc[:, has.any(axis=0)]
-
-        is_grad = kind == "grad"
-        grad_sq = total(is_grad, norm**2)
-        grad_norm = frame(np.sqrt(grad_sq), present(is_grad))
-
-        is_weight = kind == "weight"
-        weight_sq = total(is_weight, norm**2)
-        weight_norm = frame(np.sqrt(weight_sq), present(is_weight))
-
-        ratio = stats["update_ratio"].to_numpy(dtype=float)
-        has_ratio = is_weight & np.isfinite(ratio) & np.isfinite(norm)
-        delta_sq = total(has_ratio, (ratio * norm) ** 2)
-        ratio_weight_sq = total(has_ratio, norm**2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            layer_ratio = np.sqrt(delta_sq / ratio_weight_sq)
-        update_ratio = frame(layer_ratio, present(has_ratio))
-
-        is_act = kind == "activation"
-        views = {}
-        for column in ("saturated_frac", "dead_frac"):
-            values = stats[column].to_numpy(dtype=float)
-            mask = is_act & np.isfinite(values)
-            count = np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                mean = total(mask, values) / count
-            views[column] = frame(mean, count > 0)
-
         nan_count = stats["nan_count"].fillna(0).to_numpy(dtype=float)
         inf_count = stats["inf_count"].fillna(0).to_numpy(dtype=float)
         bad = (nan_count > 0) | (inf_count > 0) | np.isinf(norm)
@@ -133,7 +93,8 @@ class LayerViews:
                 "inf_count": inf_count[bad].astype(np.int64),
             }
         )
-        return cls(grad_norm, weight_norm, update_ratio, views["saturated_frac"], views["dead_frac"], nonfinite)
+        return cls(table("grad_norm"), table("weight_norm"), table("update_ratio"), table("saturated_frac"),
+                   table("dead_frac"), nonfinite)
 
     def extend(self, newer: LayerViews, order: list[str]) -> LayerViews:
         """These tables followed by `newer`'s; a step present in both keeps the newer values."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .. import derived
 from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
 from .flags import Flag, fmt, layer_list
@@ -276,7 +277,7 @@ class ExplodingGradient(Rule):
         grads = data.views.grad_norm
         if grads.empty:
             return total
-        return pd.Series(np.sqrt((grads.to_numpy(dtype=float) ** 2).sum(axis=1)), index=grads.index)
+        return derived.total_norm(grads)
 
     def _applied_norm(self, data: RunData, total: pd.Series) -> tuple[pd.Series, bool, float | None]:
         clipped = data.scalar("grad_norm_clipped")
@@ -428,7 +429,7 @@ class ExplodingGradient(Rule):
         steps = grads.index.to_numpy(dtype=np.int64)
         clip = data.clip_norm()
         if clip is not None:
-            total = np.sqrt((values**2).sum(axis=1, keepdims=True))
+            total = derived.total_norm(grads).to_numpy()[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = values * np.minimum(1.0, clip / total)
         before = steps < first_step

@@ -20,6 +20,10 @@ def merge_flags(diagnosed: list[dict], stored: list[dict]) -> list[dict]:
     """Post-hoc flags (`diagnosed`) and stored live flags (`stored`) -> one dict per problem, critical
     first, then by first step. Each merged flag has `source` ("diagnosis" when the post-hoc diagnosis
     still finds it, else "live") and, when it merged several findings, `history`."""
+    # A result merged before (diagnose_run merges, then the dashboard merges newer stored flags in):
+    # its cleared problems are rebuilt from the stored flags, its text from the original finding.
+    diagnosed = [f for f in diagnosed
+                 if f.get("source") != "live" and (f.get("history") or {}).get("active", True)]
     items = [(dict(f), "diagnosis") for f in diagnosed] + [(dict(f), "live") for f in stored]
     groups: list[list[tuple[dict, str]]] = []
     for item in items:
@@ -87,8 +91,9 @@ def _merge_group(group: list[tuple[dict, str]]) -> dict:
     merged = dict(base, severity=worst.get("severity"), layers=layers,
                   first_step=min(firsts) if firsts else None, last_step=max(lasts) if lasts else None,
                   source="diagnosis" if posthoc else "live", history=history)
-    merged["explanation"] = (base.get("explanation") or "").rstrip() + " " + history_sentence(history, posthoc_layers=
-                                                                                               set(layers) - seen)
+    finding = (base.get("finding") or base.get("explanation") or "").rstrip()
+    merged["finding"] = finding
+    merged["explanation"] = finding + " " + history_sentence(history, posthoc_layers=set(layers) - seen)
     return merged
 
 

@@ -18,15 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema
+from . import schema, validate
+from .access import open_for_reading
+from .errors import RunLogError
+from .histograms import HistogramQueries
+from .layer_stats import LayerStatsQueries, stats_frame
 from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
+from .rollup import ScalarQueries
+from .steps import StepQueries, step_range  # noqa: F401 (step_range re-exported)
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
 STALE_AFTER_S = 120.0
-
-
-class RunLogError(Exception):
-    """A run folder cannot be read; the message names the folder and the problem."""
 
 
 @dataclass(frozen=True)
@@ -38,18 +40,6 @@ class RunEntry:
     meta: dict | None
     status: str | None
     error: str | None
-
-
-def step_range(column: str, step_min: int | None, step_max: int | None) -> tuple[str, list[int]]:
-    """SQL ` AND column >= ? AND column <= ?` for the bounds given, and its parameters."""
-    sql, params = "", []
-    if step_min is not None:
-        sql += f" AND {column} >= ?"
-        params.append(int(step_min))
-    if step_max is not None:
-        sql += f" AND {column} <= ?"
-        params.append(int(step_max))
-    return sql, params
 
 
 def resolve_run_dir(logdir: str | os.PathLike, run_id: str) -> Path:
@@ -74,6 +64,10 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
     for child in root.iterdir():
         if child.name.startswith("."):
             continue
+        problem = validate.entry_problem(child)
+        if problem:
+            entries.append(RunEntry(child.name, child, None, None, problem))
+            continue
         if not schema.is_valid_run_id(child.name):
             entries.append(RunEntry(child.name, child, None, None, "name is not a valid run id"))
             continue
@@ -82,7 +76,7 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
                 entries.append(RunEntry(child.name, child, reader.meta, reader.status(), None))
         except RunLogError as exc:
             entries.append(RunEntry(child.name, child, None, None, str(exc)))
-    entries.sort(key=lambda e: (e.meta or {}).get("started", 0) or 0, reverse=True)
+    entries.sort(key=lambda e: float((e.meta or {}).get("started") or 0), reverse=True)
     return entries
 
 
@@ -96,8 +90,13 @@ def _decode_meta(rows) -> dict:
     return meta
 
 
-class RunReader:
-    """Read-only view of one run folder. Cheap to open; safe beside a live writer."""
+class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, HistogramQueries):
+    """Read-only view of one run folder. Cheap to open; safe beside a live writer.
+
+    The indexed queries of long runs live by job in the mixins: steps.py (snapshot, cursors,
+    sampled steps), rollup.py (scalar arrays and roll-ups), layer_stats.py (statistics at steps),
+    histograms.py (sampled histograms). Every SQL statement that reads a run folder is in this package.
+    """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
@@ -108,11 +107,19 @@ class RunReader:
         if not db.is_file():
             raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
         self.db_path = db
-        self._conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            # Read-only media (an archive, a snapshot) open with mode=ro or immutable=1.
+            self._conn, self.access_mode = open_for_reading(db)
+        except sqlite3.OperationalError as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot open {schema.DB_FILENAME} ({exc})") from exc
+        except sqlite3.Error as exc:
+            raise RunLogError(
+                f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
+        try:
             self.meta = self._read_meta()
             self._check_version()
+            validate.check_meta(self.meta, self.run_id)
+            self.schema_version = int(self.meta["schema_version"])  # picks the column reads (schema.STAT_TABLE)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
@@ -180,7 +187,7 @@ class RunReader:
             rows,
             columns=["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"],
         )
-        df["shape"] = df["shape"].map(json.loads)
+        df["shape"] = [validate.decode_shape(text, name, self.run_id) for text, name in zip(df["shape"], df["name"])]
         df["trainable"] = df["trainable"].astype(bool)
         return df
 
@@ -246,9 +253,7 @@ class RunReader:
         saturated_frac and dead_frac (activations). NaN where a statistic does not apply.
         """
         sql = (
-            "SELECT s.seq, s.step, s.tensor_id, t.name, t.layer, t.param, s.kind, s.norm, s.mean,"
-            " s.std, s.min, s.max, s.nan_count, s.inf_count, s.zero_frac, s.extra, s.dead_frac"
-            " FROM stats s JOIN tensors t ON t.id = s.tensor_id"
+            self.stats_select("s")
             # With a step range, `+s.seq` keeps SQLite from scanning by rowid so it uses the
             # step index; without one, the rowid range (seq > cursor) is the fast path.
             + (" WHERE +s.seq > ?" if step_min is not None or step_max is not None else " WHERE s.seq > ?")
@@ -264,20 +269,7 @@ class RunReader:
         if names:
             sql += f" AND t.name IN ({','.join('?' * len(names))})"
             params += list(names)
-        rows = self._query(sql + " ORDER BY s.seq", params)
-        cols = [
-            "seq", "step", "tensor_id", "name", "layer", "param", "kind", "norm", "mean", "std",
-            "min", "max", "nan_count", "inf_count", "zero_frac", "extra", "dead_frac",
-        ]
-        df = pd.DataFrame(rows, columns=cols)
-        for col in ("norm", "mean", "std", "min", "max", "zero_frac", "extra", "dead_frac"):
-            df[col] = df[col].astype(float)
-        df["kind"] = df["kind"].map(schema.KIND_NAMES)
-        is_weight = df["kind"] == "weight"
-        is_act = df["kind"] == "activation"
-        df["update_ratio"] = df["extra"].where(is_weight)
-        df["saturated_frac"] = df["extra"].where(is_act)
-        df = df.drop(columns=["extra"])
+        df = stats_frame(self._query(sql + " ORDER BY s.seq", params))
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 
@@ -312,7 +304,7 @@ class RunReader:
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, schema.HIST_LEN), dtype=np.int64)
         steps = np.array([r[0] for r in rows], dtype=np.int64)
-        counts = np.stack([schema.decode_hist(r[1]) for r in rows])
+        counts = np.stack([validate.decode_hist(r[1], f"{name} ({kind}) at step {r[0]}", self.run_id) for r in rows])
         return steps, counts
 
     # ---- flags and notes ------------------------------------------------------------------
@@ -320,7 +312,7 @@ class RunReader:
         rows = self._query("SELECT seq, raised_step, wall, body FROM flags WHERE seq > ? ORDER BY seq", (after_seq,))
         flags = []
         for seq, raised_step, wall, body in rows:
-            flag = json.loads(body)
+            flag = validate.decode_flag(body, seq, self.run_id)
             flag.update(seq=seq, raised_step=raised_step, raised_wall=wall)
             flags.append(flag)
         return flags, (rows[-1][0] if rows else after_seq)
@@ -349,17 +341,29 @@ class RunReader:
 def add_note(run_dir: str | os.PathLike, text: str, *, author: str = "anonymous", step: int | None = None,
              layer: str | None = None) -> int:
     """Append a team note to a run folder; returns its seq. Validates lengths, stores text as given."""
+    for label, value in (("text", text), ("author", author), ("layer", layer)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"a note's {label} must be text, got {type(value).__name__}")
     text = (text or "").strip()
     author = (author or "anonymous").strip() or "anonymous"
+    layer = (layer or "").strip() or None
+    if layer is not None and len(layer) > schema.NOTE_LAYER_MAX_CHARS:
+        raise ValueError(f"a note's layer is at most {schema.NOTE_LAYER_MAX_CHARS} characters, got {len(layer)}")
     if not text:
         raise ValueError("a note needs some text")
     if len(text) > schema.NOTE_MAX_CHARS:
         raise ValueError(f"a note is at most {schema.NOTE_MAX_CHARS} characters, got {len(text)}")
     if len(author) > schema.NOTE_AUTHOR_MAX_CHARS:
         raise ValueError(f"an author name is at most {schema.NOTE_AUTHOR_MAX_CHARS} characters")
-    if step is not None and (not isinstance(step, int) or step < 0):
-        raise ValueError(f"a note's step must be a non-negative integer, got {step!r}")
-    RunReader(run_dir).close()  # validates the folder first
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= validate.MAX_STEP):
+        raise ValueError(f"a note's step must be an integer from 0 to {validate.MAX_STEP}, got {step!r}")
+    with RunReader(run_dir) as reader:  # validates the folder first
+        if reader.access_mode != "rw":
+            raise ValueError(f"run {reader.run_id!r} is on read-only storage: notes cannot be added")
+        (count,), = reader._query("SELECT COUNT(*) FROM notes")
+    if count >= schema.NOTES_MAX_PER_RUN:
+        raise ValueError(f"run {Path(run_dir).name!r} already has {count} notes, the most a run keeps "
+                         f"({schema.NOTES_MAX_PER_RUN})")
     from .writer import connect
 
     conn = connect(Path(run_dir) / schema.DB_FILENAME)
@@ -370,5 +374,7 @@ def add_note(run_dir: str | os.PathLike, text: str, *, author: str = "anonymous"
         )
         conn.commit()
         return int(cur.lastrowid)
+    except sqlite3.Error as exc:
+        raise ValueError(f"cannot store the note in run {Path(run_dir).name!r} ({exc})") from None
     finally:
         conn.close()
