@@ -85,9 +85,11 @@ def histogram_stats(h) -> tuple[list[float], np.ndarray]:
     var = (h.sum_squares - n * mean * mean) / (n - 1) if n > 1 else 0.0
     counts = rebin(list(h.bucket_limit), list(h.bucket), h.min, h.max)
     zero_frac = counts[schema.HIST_ZERO_INDEX] / n if n else math.nan
-    nan = math.nan
-    stats = [math.sqrt(max(h.sum_squares, 0.0)), mean, math.sqrt(max(var, 0.0)), h.min, h.max, nan, nan,
-             zero_frac, nan, nan]
+    known = {"norm": math.sqrt(max(h.sum_squares, 0.0)), "mean": mean, "std": math.sqrt(max(var, 0.0)),
+             "min": h.min, "max": h.max, "zero_frac": zero_frac}
+    stats = [math.nan] * len(schema.STAT_FIELDS)  # what TensorBoard does not keep stays unknown
+    for name, value in known.items():
+        stats[schema.STAT_INDEX[name]] = value
     return stats, counts
 
 
