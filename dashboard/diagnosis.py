@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+from gradwatch.trainer.diagnose.merge import merge_flags as merge_problem_flags
 from gradwatch.trainer.runlog import RunLogError, RunReader
 
 from .store import CACHE_EXPIRE_S, RunFolders, run_identity
@@ -28,18 +29,9 @@ def severity_counts(flags: list[dict]) -> dict:
 
 
 def merge_flags(diagnosed: list[dict], stored: list[dict]) -> list[dict]:
-    """Post-hoc diagnosis first; stored live flags only where the diagnosis has no flag with the same
-    rule and layers (a user's own run.add_flag, or a rule whose condition has since cleared)."""
-    seen = {(f.get("rule"), tuple(f.get("layers") or [])) for f in diagnosed}
-    out = [dict(f, source="diagnosis") for f in diagnosed]
-    for flag in stored:
-        key = (flag.get("rule"), tuple(flag.get("layers") or []))
-        if key not in seen:
-            seen.add(key)
-            out.append(dict(flag, source="live"))
-    rank = {"critical": 0, "warning": 1, "info": 2}
-    out.sort(key=lambda f: (rank.get(f.get("severity"), 3), f.get("first_step") is None, f.get("first_step") or 0))
-    return out
+    """One flag per problem: post-hoc diagnosis and stored live flags of the same rule with
+    overlapping layers or steps merged, with how it evolved (trainer.diagnose.merge)."""
+    return merge_problem_flags(diagnosed, stored)
 
 
 def diagnose_folder(path: Path) -> dict:

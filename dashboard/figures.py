@@ -253,17 +253,29 @@ def _mark_overfitting(fig: go.Figure, marks: dict) -> None:
                       annotation_font=dict(color="#2e7d32", size=11))
 
 
+def _signal_title(name: str) -> str:
+    """The capture's own scalars by what they are; a user's scalars by their name."""
+    if name == log_schema.OPTIMIZER_LR:
+        return "learning rate (from the optimizer)"
+    if name.startswith(log_schema.OPTIMIZER_LR + "_g"):
+        return f"learning rate (from the optimizer, param group {name[len(log_schema.OPTIMIZER_LR) + 2:]})"
+    if name == log_schema.SENTINEL_GRAD_NORM:
+        return "gradient norm (every step)"
+    return name.replace("_", " ")
+
+
 def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selected_step=None, uirevision=None,
                   height_per_row: int = 150) -> go.Figure:
     """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts."""
     names = sorted(n for n in series if scalar_group(n) == "signals")
-    preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", "lr") if n in names]
+    preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", log_schema.SENTINEL_GRAD_NORM, "lr",
+                             log_schema.OPTIMIZER_LR) if n in names]
     names = preferred + [n for n in names if n not in preferred]
     if not names:
         return empty_figure("no other scalars logged", height=160)
     rows = len(names)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[escape_text(n.replace("_", " ")) for n in names])
+                        subplot_titles=[escape_text(_signal_title(n)) for n in names])
     _add_notes_trace(fig, list(notes))
     for row, name in enumerate(names, start=1):
         s = series[name]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gradwatch.trainer.runlog import RunReader, list_runs
+from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "ddp_worker.py"
 STEPS = 4
@@ -89,13 +90,15 @@ def test_ddp_scalars_come_from_both_ranks(ddp_run):
     with RunReader(results[0]["path"]) as reader:
         every, _ = reader.scalars(rank=None)
         rank0, _ = reader.scalars()
+        rank0 = rank0[rank0["name"] != OPTIMIZER_LR]  # the capture's own lr records (rank 0 watches)
     assert sorted(set(every["rank"])) == [0, 1]
     for rank in (0, 1):
         mine = every[every["rank"] == rank]
         assert sorted(mine[mine["name"] == "train_loss"]["step"]) == list(range(STEPS))
         assert set(mine[mine["name"] == "rank_id"]["value"]) == {float(rank)}
     assert set(rank0["rank"]) == {0} and len(rank0) == 2 * STEPS
-    assert every["seq"].tolist() == list(range(1, 4 * STEPS + 1))
+    # two scalars per rank per step, and rank 0's optimizer lr (every=1): seq has no gaps
+    assert every["seq"].tolist() == list(range(1, 5 * STEPS + 1))
 
 
 def test_ddp_rank_1_closing_last_keeps_rank_0_histogram_drop_count(ddp_run):

@@ -14,6 +14,7 @@ import pytest
 
 from gradwatch.testing import stat_row
 from gradwatch.trainer.runlog import RunLogError, RunReader, list_runs, resolve_run_dir, schema
+from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 from gradwatch.trainer.runlog.writer import LayerRecord, RunWriter
 
 
@@ -100,12 +101,13 @@ def test_reader_polling_a_run_training_in_another_thread_sees_every_record_once_
     poller.close()
     assert not errors, errors
     per_record = 4 * 2 + 1  # 4 parameter tensors x (grad, weight) + 1 activation (Tanh)
-    assert_exactly_once_in_order(poller.scalars, 2 * n_steps)
+    # two logged scalars per step, and the optimizer's lr the capture records at each logged step
+    assert_exactly_once_in_order(poller.scalars, 3 * n_steps)
     assert_exactly_once_in_order(poller.steps, n_steps)
     assert_exactly_once_in_order(poller.stats, per_record * n_steps)
     assert [r["step"] for r in poller.steps] == list(range(n_steps))
     assert sorted((r["step"], r["name"]) for r in poller.scalars) == sorted(
-        (s, n) for s in range(n_steps) for n in ("check", "train_loss"))
+        (s, n) for s in range(n_steps) for n in ("check", "train_loss", OPTIMIZER_LR))
     assert all(r["value"] == 2 * r["step"] + 1 for r in poller.scalars if r["name"] == "check")
     assert poller.batches_with_news >= 3, "the reader never saw the run while it was being written"
     assert all(size == per_record for batch in sizes for size in batch.values())
@@ -279,7 +281,9 @@ def test_good_run_reads_fully_beside_bad_ones(messy_logdir):
     logs, run = messy_logdir
     with RunReader(resolve_run_dir(logs, run.id)) as reader:
         assert reader.steps()[0]["step"].tolist() == list(range(30))
-        assert len(reader.scalars()[0]) == 30
+        scalars = reader.scalars()[0]
+        # the logged loss, and the optimizer's lr the capture records at each logged step
+        assert len(scalars[scalars["name"] != OPTIMIZER_LR]) == 30 and (scalars["name"] == OPTIMIZER_LR).sum() == 30
         assert len(reader.layer_stats()[0]) == 30 * (4 * 2 + 1)
 
 

@@ -48,6 +48,7 @@ from .layers import (
     is_named_activation,
     param_layer,
 )
+from .lr_record import LearningRateRecorder
 
 
 class StepNotSeenWarning(UserWarning):
@@ -171,6 +172,7 @@ class Probe:
         # is finished at the next forward pass (or step, or close), so a second optimizer
         # stepping other parameters after the first is seen in the weights and update ratios.
         self._unfinished = None
+        self._lr = LearningRateRecorder(writer)
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
@@ -440,6 +442,8 @@ class Probe:
             self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
             if self._finish_handle is None:
                 self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
+        if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
+            self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         self.step += 1
         self._acts = {}
         self._pending = None

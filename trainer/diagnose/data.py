@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import derived
 from ..runlog import schema
+from ..runlog.schema import OPTIMIZER_LR
 
 SCALAR_COLUMNS = ("step", "name", "value")
 STATS_COLUMNS = ("step", "name", "layer", "param", "kind", *schema.STAT_FIELDS)
@@ -31,6 +32,15 @@ KINDS = ("grad", "weight", "activation")
 CLIP_KEYS = ("clip_grad_norm", "grad_clip", "clip_norm", "max_grad_norm", "gradient_clip_val", "clip")
 NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "n_labels")
 BATCH_SIZE_KEYS = ("batch_size", "batch")
+VOCAB_KEYS = ("vocab_size", "n_vocab", "ntokens", "ntoken", "vocab")
+# Module types by the part they play; the rules treat them differently (docs/diagnosis.md).
+EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
+NORM_TYPES = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
+                        "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LlamaRMSNorm", "T5LayerNorm", "SyncBatchNorm"})
+RECURRENT_TYPES = frozenset({"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"})
+GATED_RECURRENT_TYPES = frozenset({"LSTM", "GRU", "LSTMCell", "GRUCell"})
+# Attention modules (torch's and the usual transformers classes) mark a transformer.
+ATTENTION_MARKERS = ("Attention", "TransformerEncoderLayer", "TransformerDecoderLayer", "MultiheadAttention")
 
 
 def _empty(columns) -> pd.DataFrame:
@@ -214,6 +224,64 @@ class RunData:
         return recorded
 
     @cached_property
+    def depth_layers(self) -> list[str]:
+        """Weighted layers that gradients flow *through* on their way to the input: the weighted
+        layers without embeddings (an input lookup whose gradient is sparse - a batch touches a
+        few rows - so its norm says nothing about how much signal survived the depth) and without
+        frozen ones. Vanishing-gradient verdicts need evidence on these. Plain RNNs keep their
+        embedding (below)."""
+        if self.architecture == "rnn":
+            # A plain RNN loses its gradient through time on the way back to the words: the
+            # embedding is where that shows (the RNN's own weights still get gradient from the
+            # last positions), so it stays on the path.
+            return list(self.weighted_layers)
+        types = self.module_types
+        return [layer for layer in self.weighted_layers if types.get(layer, "") not in EMBEDDING_TYPES]
+
+    def layer_kind(self, layer: str) -> str:
+        """embedding, norm, recurrent, attention, conv, linear or other, from the module type."""
+        kind = self.module_types.get(layer, "")
+        if kind in EMBEDDING_TYPES:
+            return "embedding"
+        if kind in NORM_TYPES or kind.endswith("Norm"):
+            return "norm"
+        if kind in RECURRENT_TYPES:
+            return "recurrent"
+        if any(marker in kind for marker in ATTENTION_MARKERS):
+            return "attention"
+        if kind.startswith("Conv") and kind != "Conv1D":  # transformers' Conv1D is a Linear
+            return "conv"
+        if kind in ("Linear", "Conv1D", "Bilinear", "LazyLinear"):
+            return "linear"
+        return "other"
+
+    @cached_property
+    def architecture(self) -> str:
+        """transformer, gated-rnn (LSTM/GRU), rnn (plain), cnn or mlp: what remedies must fit.
+        Read from module types (and the layer names of attention blocks), else config["model"]."""
+        types = set(self.module_types.values())
+        layers = " ".join(self.module_types).lower()
+        if any(marker in t for t in types for marker in ATTENTION_MARKERS) or ".attn" in layers or "attention" in layers:
+            return "transformer"
+        if types & GATED_RECURRENT_TYPES:
+            return "gated-rnn"
+        if types & RECURRENT_TYPES:
+            return "rnn"
+        model = str(self.config_value("model", "arch", default="")).lower()
+        if model in ("lstm", "gru"):
+            return "gated-rnn"
+        if model == "rnn":
+            return "rnn"
+        if model in ("transformer", "gpt2", "bert"):
+            return "transformer"
+        if any(t.startswith("Conv") and t != "Conv1D" for t in types) or model == "cnn":
+            return "cnn"
+        return "mlp"
+
+    def has_module_kind(self, *kinds: str) -> bool:
+        return any(self.layer_kind(layer) in kinds for layer in self.module_types)
+
+    @cached_property
     def module_types(self) -> dict[str, str]:
         if not len(self.tensors):
             return {}
@@ -275,8 +343,11 @@ class RunData:
         return _find_key(self.config, keys, default)
 
     def clip_norm(self) -> float | None:
-        """The gradient-clipping max norm from the config, or None when clipping is off/unknown."""
+        """The gradient-clipping max norm from the config (or meta "grad_clip", which the
+        framework integrations write), or None when clipping is off/unknown."""
         value = self.config_value(*CLIP_KEYS)
+        if value is None:
+            value = self.meta.get("grad_clip")
         if isinstance(value, dict):
             value = _find_key(value, ("max_norm", "value", "norm"), None)
         try:
@@ -303,6 +374,50 @@ class RunData:
             if module_type == "Linear" and param == "weight" and isinstance(shape, (list, tuple)) and shape:
                 return int(shape[0])
         return None
+
+    def lr_series(self) -> pd.Series:
+        """The learning rate over steps: the optimizer's own (param group 0, recorded by the
+        capture), else a logged `lr` scalar; empty when neither exists."""
+        return self._lr_series
+
+    @cached_property
+    def _lr_series(self) -> pd.Series:
+        for name in (OPTIMIZER_LR, "lr", "learning_rate"):
+            series = self.scalar(name).dropna()
+            if len(series):
+                return series
+        return self.scalar(OPTIMIZER_LR)
+
+    def clips_gradients(self) -> bool:
+        """Whether the run already clips gradients: a clip norm in the config or meta "grad_clip",
+        or a logged grad_norm_clipped."""
+        return self.clip_norm() is not None or self.has_scalar("grad_norm_clipped")
+
+    def uniform_loss(self) -> float | None:
+        """ln K, the cross-entropy of a uniform guess over K classes (or K tokens), when K is known
+        and the loss looks like a cross-entropy over them: from config num_classes / vocab_size,
+        or the output width of the last Linear layer when the untrained loss sits near ln K (a
+        regression loss is not compared with it)."""
+        configured = self.config_value(*NUM_CLASSES_KEYS, *VOCAB_KEYS)
+        if isinstance(configured, (list, tuple)):
+            configured = len(configured)
+        try:
+            k = int(configured) if configured is not None else None
+        except (TypeError, ValueError):
+            k = None
+        from_config = k is not None and k > 1
+        if not from_config:
+            k = self.num_classes()
+        if not k or k < 2:
+            return None
+        level = math.log(k)
+        if from_config:
+            return level
+        loss = self.scalar("train_loss").dropna()
+        if not len(loss):
+            return None
+        initial = float(np.median(loss.to_numpy(dtype=float)[:3]))
+        return level if 0.5 * level <= initial <= 2.0 * level else None
 
     def activation_name(self) -> str | None:
         """The hidden activation: config["activation"], else the most common activation module type."""

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .. import derived
+from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
 from .flags import Flag, fmt, layer_list
 from .rule import Rule
@@ -74,12 +75,12 @@ class VanishingGradient(Rule):
 
     def skip_reason(self, data: RunData) -> str | None:
         reason = super().skip_reason(data)
-        if reason is None and len(data.weighted_layers) < 2:
-            reason = "needs gradient norms of at least two weighted layers"
+        if reason is None and len(data.depth_layers) < 2:
+            reason = "needs gradient norms of at least two weight matrices on the depth path (embeddings left out)"
         return reason
 
     def check(self, data: RunData) -> list[Flag]:
-        layers = data.weighted_layers
+        layers = data.depth_layers
         grads = data.views.grad_norm[layers]
         norms = grads.to_numpy(dtype=float)
         steps = _steps(grads)
@@ -149,6 +150,8 @@ class VanishingGradient(Rule):
 
 def _vanishing_remedies(data: RunData) -> list[str]:
     activation = data.activation_name() or ""
+    if data.architecture in ("transformer", "gated-rnn"):
+        return ["init", "lower-lr"]  # residual/gated paths: neither ReLU nor batch norm fits them
     if data.is_plain_rnn():
         return ["lstm", "relu", "init", "batchnorm"]
     if activation in SATURATING:
@@ -218,7 +221,8 @@ class ExplodingGradient(Rule):
     negligible_fraction: float = 1e-6
 
     def skip_reason(self, data: RunData) -> str | None:
-        if data.views.grad_norm.empty and not data.has_scalar("grad_norm_total") and data.views.update_ratio.empty:
+        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total")
+                and not data.has_scalar(SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
             return "no gradient norms recorded (neither per-layer statistics nor grad_norm_total)"
         return None
 
@@ -262,10 +266,14 @@ class ExplodingGradient(Rule):
         return surge.growth_onset is not None or int(surge.spikes.sum()) >= self.min_spikes
 
     def _total_norm(self, data: RunData) -> pd.Series:
-        """Unclipped total gradient norm: the trainer's grad_norm_total, else from the layers."""
+        """Total gradient norm: the trainer's grad_norm_total (before clipping), else the capture's
+        every-step sentinel (as the optimizer sees it), else from the logged layers."""
         total = data.scalar("grad_norm_total")
         if len(total):
             return total
+        sentinel = data.scalar(SENTINEL_GRAD_NORM)
+        if len(sentinel):
+            return sentinel
         grads = data.views.grad_norm
         if grads.empty:
             return total
@@ -290,7 +298,8 @@ class ExplodingGradient(Rule):
         signals: list[tuple[int, int, str]] = []  # (first step, last step, sentence part)
 
         surge = self._surge(applied.to_numpy(dtype=float)) if len(applied) else None
-        if surge is not None and self._fires(surge):
+        # One 100x spike alone can be a misfit batch; with the loss diverging too it is the blow-up.
+        if surge is not None and (self._fires(surge) or (surge.spikes.any() and _loss_diverges(data))):
             signals.append(self._describe_surge(applied, surge, clipping, evidence))
         blowup = self._blowup(total)
         if blowup is not None:
@@ -479,6 +488,12 @@ class ExplodingGradient(Rule):
             ),
             remedy_ids=["lower-lr", "init", "batchnorm"],
         )
+
+
+def _loss_diverges(data: RunData) -> bool:
+    from .loss import LossDivergence  # the loss rule confirms a lone gradient spike
+
+    return any(flag.severity != "info" for flag in LossDivergence()(data))
 
 
 def _exploding_remedies(data: RunData, clipping: bool) -> list[str]:

@@ -326,3 +326,19 @@ NOTE_AUTHOR_MAX_CHARS = 64
 NOTE_LAYER_MAX_CHARS = 200
 # Beyond this many notes a run refuses more: every viewer's page loads them all.
 NOTES_MAX_PER_RUN = 500
+
+# --- Scalars the capture writes itself (the user logs the rest under any names) ------------------
+# Every-step gradient sentinels: the total gradient norm and the count of non-finite gradient
+# values at every optimizer step, logged or not (cheap device-side checks, flushed in batches).
+SENTINEL_GRAD_NORM = "sentinel_grad_norm"
+SENTINEL_NONFINITE = "sentinel_nonfinite"
+# Each param group's learning rate as the optimizer used it at a step: group 0 under OPTIMIZER_LR,
+# group i > 0 under OPTIMIZER_LR_GROUP.format(i=i). Written at logged steps and whenever a value
+# changed, so a schedule (warmup, decay) is recorded without the user logging it.
+OPTIMIZER_LR = "opt_lr"
+OPTIMIZER_LR_GROUP = "opt_lr_g{i}"
+
+
+def optimizer_lr_name(group: int) -> str:
+    """The scalar name of param group `group`'s learning rate."""
+    return OPTIMIZER_LR if group == 0 else OPTIMIZER_LR_GROUP.format(i=group)
