@@ -124,7 +124,7 @@ def test_exploding_loss_axis_is_logarithmic_with_a_toggle(server, new_page):
     page = new_page(viewport=(1280, 900))
     page.goto(server.url + "/run?run=exploding")
     page.wait_for_function("() => { const gd = document.querySelector('#fig-loss .js-plotly-plot');"
-                           " return gd && gd.layout && gd.layout.yaxis.type === 'log'; }")
+                           " return gd && gd.layout && gd.layout.yaxis.type === 'log'; }", timeout=60_000)
     page.locator("#fig-loss .updatemenu-button", has_text="linear").click()
     page.wait_for_function("() => document.querySelector('#fig-loss .js-plotly-plot').layout.yaxis.type === 'linear'")
     page.locator("#fig-loss .updatemenu-button", has_text="log").click()
