@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gradwatch.trainer.runlog import RunReader, list_runs
+from gradwatch.trainer.runlog import RunReader, list_runs, schema
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "ddp_worker.py"
 STEPS = 4
@@ -94,8 +94,10 @@ def test_ddp_scalars_come_from_both_ranks(ddp_run):
         mine = every[every["rank"] == rank]
         assert sorted(mine[mine["name"] == "train_loss"]["step"]) == list(range(STEPS))
         assert set(mine[mine["name"] == "rank_id"]["value"]) == {float(rank)}
-    assert set(rank0["rank"]) == {0} and len(rank0) == 2 * STEPS
-    assert every["seq"].tolist() == list(range(1, 4 * STEPS + 1))
+    sentinels = rank0["name"].isin([schema.SENTINEL_GRAD_NORM, schema.SENTINEL_NONFINITE])
+    assert set(rank0["rank"]) == {0} and len(rank0[~sentinels]) == 2 * STEPS
+    assert sorted(rank0[rank0["name"] == schema.SENTINEL_GRAD_NORM]["step"]) == list(range(STEPS))  # rank 0's probe
+    assert every["seq"].tolist() == list(range(1, 6 * STEPS + 1))  # 2 scalars x 2 ranks + 2 sentinels
 
 
 def test_ddp_rank_1_closing_last_keeps_rank_0_histogram_drop_count(ddp_run):

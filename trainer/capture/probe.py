@@ -29,12 +29,16 @@ from ..runlog.writer import LayerRecord, RunWriter, StatBlock
 from . import tensor_stats
 from .activation_stats import (
     ACTIVATION_TYPES,
+    SATURATION_BOUNDS,
     ActivationAccumulator,
     DeferredOutputs,
     deferrable,
     finish_activations,
     first_tensor,
 )
+from .cadence import make_cadence
+from .multi_tensor import Measurer
+from .sentinels import Sentinels
 
 
 @dataclass
@@ -114,7 +118,8 @@ class Probe:
         model: nn.Module,
         writer: RunWriter,
         *,
-        every: int = 10,
+        every: int | str = 10,
+        budget: float | None = None,
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
@@ -122,7 +127,7 @@ class Probe:
     ):
         self.model = unwrap_model(model)
         self.writer = writer
-        self.every = every
+        self._cadence = make_cadence(every, budget)
         self.histograms = histograms
         self.activations = activations
         self.update_ratio = update_ratio
@@ -130,14 +135,14 @@ class Probe:
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
-        self._sampler = tensor_stats.SampleIndex(sample_size)
+        self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
+        self._sentinels = Sentinels(writer)
         self.step = 0  # optimizer steps completed
         self._optimizer_ref = None  # the optimizer whose steps are counted
         self._order: dict[str, int] = {}
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
-        self._pending = None  # gradient results of the step in progress
-        self._old_samples: list[torch.Tensor] | None = None
+        self._pending = None  # multi-tensor work of the step in progress (gradients copied)
         self._last_record_clock: float | None = None
         self._last_record_step = 0
         # A logged step's measurements wait here until every optimizer has stepped: the record
@@ -156,8 +161,6 @@ class Probe:
         self._act_handles: list = []
         self._finish_handle = None
         self._deferred = DeferredOutputs()
-        self._hist = tensor_stats.HistogramBatcher()
-        self._grad_hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass, then remove
         # themselves.
         self._order_handles = [
@@ -170,16 +173,21 @@ class Probe:
     @property
     def logging_now(self) -> bool:
         """Whether the optimizer step in progress (index self.step) is recorded."""
-        return self.step % self.every == 0
+        return self._cadence.logged(self.step)
+
+    @property
+    def every(self) -> int:
+        """The statistics cadence now (chosen by the time budget under every="auto")."""
+        return self._cadence.every
 
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
+        self._sentinels.close()
         for handle in self._handles + self._order_handles + self._act_handles:
             handle.remove()
         self._handles = self._order_handles = self._act_handles = []
         self._act_specs = []
-        self._old_samples = None
         self._deferred.clear()
 
     def _sync_activation_hooks(self) -> None:
@@ -218,7 +226,7 @@ class Probe:
 
     def _forward_hook(self, name: str, module_type: str, channels_first: bool):
         def hook(module, inputs, output):
-            if self.activations and self.step % self.every == 0 and torch.is_grad_enabled():
+            if self.activations and self.logging_now and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
                     acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
@@ -251,60 +259,42 @@ class Probe:
             return
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
+        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
+        self._sentinels.observe(self.step, [g for _, g in present])
         if not self.logging_now:
             return
-        self._deferred.flush()  # every forward pass of this step is done: measure its activations
-        present = [p for p in self.params if p.tensor.grad is not None]
-        grads = [_dense(p.tensor.grad) for p in present]
-        if grads:
-            moments = tensor_stats.moment_stats(grads)
-            nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
-            hist, sampled = None, []
-            if self.histograms:
-                # Binned now, not at the record: a gradient zeroed in place (zero_grad with
-                # set_to_none=False) before the record is finished would read as all zeros.
-                samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
-                hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
-            self._pending = (present, moments, nonfinite, hist, sampled)
-        else:
-            self._pending = ([], None, None, None, [])
-        if self.update_ratio:
-            # The update-to-weight ratio needs the weights before the step. Keeping only the
-            # histogram sample of each tensor (a copy of at most sample_size elements) instead
-            # of the whole model saves a full copy, subtraction and norm pass per logged step.
-            self._old_samples = [
-                _owned(self._sampler.sample(p.tensor.detach().reshape(-1)), p.tensor)
-                for p in self.params if p.tensor.requires_grad
-            ]
+        # Every forward pass of this step is done: the held activation outputs join the copy.
+        names = {id(acc): name for name, acc in self._acts.items()}
+        held = []
+        for acc, y in self._deferred.take():
+            if acc.has_data:  # part of this module's outputs was already measured (memory budget)
+                acc.add(y)
+            else:
+                held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
+        # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
+        # with set_to_none=False) before the record is finished would read as all zeros. The
+        # weights are sampled now too, for the update-to-weight ratio.
+        groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params])
+        self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
         if not self._counts(optimizer):
             return
         if self.logging_now and self._pending is not None:
-            self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
+            self._unfinished = (self.step, self._pending, self._acts)
             if self._finish_handle is None:
                 self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
+        changed = self._cadence.observe(self.step, time.perf_counter())
+        if changed is not None or (self.step == 0 and self._cadence.auto):
+            self.writer.add_scalars(self.step, {schema.CAPTURE_EVERY: float(self.every)}, time.time())
         self.step += 1
         self._acts = {}
         self._pending = None
-        self._old_samples = None
         self._sync_activation_hooks()
 
-    # ---- recording ------------------------------------------------------------------------
-    def _ratio_layout(self, weights, w_samples, device):
-        """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
-        (a host-to-device copy per step would synchronise an accelerator)."""
-        key = tuple(p.tensor.requires_grad for p in self.params)
-        cached = getattr(self, "_ratio_cache", None)
-        if cached is None or cached[0] != key:
-            idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
-            scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
-                                 device=device)
-            cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
-        return cached[1], cached[2], cached[3]
-
-    def _register_tensors(self, act_names: list[str], acts: dict) -> None:
+    # ---- recording ----------------------------------------------------------------------------
+    def _register_tensors(self, act_types: dict[str, str]) -> None:
         """Send tensor descriptions for names not seen before, ordered by first forward call."""
         late = len(self._order) + 1000
         new = []
@@ -315,10 +305,10 @@ class Probe:
                     shape=list(p.tensor.shape), numel=p.tensor.numel(),
                     ord=self._order.get(p.layer, late), trainable=p.tensor.requires_grad,
                 ))
-        for name in act_names:
+        for name, module_type in act_types.items():
             if name not in self._tensor_ids:
                 new.append(dict(
-                    name=name, layer=name, param="", role="output", module_type=acts[name].module_type,
+                    name=name, layer=name, param="", role="output", module_type=module_type,
                     shape=[], numel=0, ord=self._order.get(name, late), trainable=False,
                 ))
         if not new:
@@ -328,91 +318,74 @@ class Probe:
             self._tensor_ids[t["name"]] = t["id"]
         self.writer.add_tensors(new)
 
-    def _record(self, step: int, pending, old_samples, acts) -> None:
-        present, grad_moments, grad_nonfinite, grad_hist, sampled_g = pending
-        weights = [p.tensor.detach() for p in self.params]
-        device = weights[0].device
-        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
-        w_moments = tensor_stats.moment_stats(weights)
-        w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
-        ratios = torch.full((len(weights),), float("nan"), device=device)
-        if self.update_ratio and old_samples is not None:
-            trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
-            if trainable_idx and len(trainable_idx) == len(old_samples):
-                new = [w_samples[i] for i in trainable_idx]
-                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
-                # Scale the sample's norm to the whole tensor: exact when the sample is the whole
-                # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
-                ratios[index] = deltas.to(device) * scale / w_moments[index, 0].clamp(min=1e-30)
-        hist = None
-        if self.histograms:
-            w_hist = self._hist.counts(w_samples)
-            hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
-        act_names = [name for name, acc in acts.items() if acc.has_data]
-        act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
-        self._register_tensors(act_names, acts)
+    def _record(self, step: int, pending, acts) -> None:
+        present, groups, held_types = pending
+        groups = self._measurer.finish(groups)
+        measured = [name for name, acc in acts.items() if acc.has_data]  # outputs measured per call
+        act_types = dict(held_types)
+        act_types.update({name: acts[name].module_type for name in measured})
+        self._register_tensors(act_types)
+        # One host copy per logged step: CPU groups are host arrays already; accelerator groups
+        # (and per-call activation rows) are packed on the device and copied once, non-blocking
+        # into pinned memory, read back by the writer thread after a CUDA event.
+        host_parts = [g.host for g in groups if g.host is not None]
+        device_parts = [g.packed for g in groups if g.packed is not None]
+        sizes = [len(g.host) if g.host is not None else g.packed.numel() for g in groups]
+        if measured:
+            rows = finish_activations([acts[n] for n in measured]).double().flatten()
+            (device_parts if rows.device.type != "cpu" else host_parts).append(rows if rows.device.type != "cpu"
+                                                                               else rows.numpy())
+        event, device_host = None, None
+        if device_parts:
+            device = device_parts[0].device
+            packed = device_parts[0] if len(device_parts) == 1 else torch.cat([x.to(device) for x in device_parts])
+            device_host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=packed.device.type == "cuda")
+            device_host.copy_(packed, non_blocking=True)
+            if packed.device.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
+        on_host = [g.host is not None for g in groups]
+        for g in groups:
+            g.packed = g.host = None  # results live in the parts above from here on
 
-        n_grad, n_weight = len(present), len(weights)
-        parts = []
-        if n_grad:
-            parts += [grad_moments.to(device).flatten(), grad_nonfinite.to(device).flatten()]
-        parts += [w_moments.flatten(), w_nonfinite.flatten(), ratios]
-        if hist is not None:
-            parts.append(hist.flatten())
-        if act_rows is not None:
-            parts.append(act_rows.float().flatten())
-        packed = torch.cat(parts)
-        event = None
-        if packed.device.type == "cuda":
-            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host = packed if packed.device.type == "cpu" else packed.cpu()
-
-        grad_ids = [self._tensor_ids[p.name] for p in present]
+        grad_ids = [(i, self._tensor_ids[self.params[i].name]) for i, _ in present]
         weight_ids = [self._tensor_ids[p.name] for p in self.params]
-        act_ids = [self._tensor_ids[name] for name in act_names]
-        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
-        has_hist = hist is not None
+        trainable = [p.tensor.requires_grad for p in self.params]
+        held_ids = [(name, self._tensor_ids[name]) for name in held_types]
+        measured_ids = [self._tensor_ids[name] for name in measured]
+        measurer = self._measurer
 
         def resolve():
             if event is not None:
                 event.synchronize()
-            flat = host.numpy()
-            pos = 0
-
-            def take(n, width):
-                nonlocal pos
-                block = flat[pos: pos + n * width].reshape(n, width)
-                pos += n * width
-                return block
-
-            g_mom = take(n_grad, tensor_stats.N_MOMENTS) if n_grad else None
-            g_nf = take(n_grad, 2) if n_grad else None
-            w_mom, w_nf = take(n_weight, tensor_stats.N_MOMENTS), take(n_weight, 2)
-            w_ratio = take(n_weight, 1)[:, 0]
-            counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
-            acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
-            blocks = []
-            if n_grad:
-                g_hist = counts[:n_grad] if has_hist else None
-                blocks.append(StatBlock(
-                    np.asarray(grad_ids), np.full(n_grad, schema.KIND_GRAD),
-                    tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g),
-                    g_hist, np.full(n_grad, has_hist),
-                ))
-            w_hist = counts[n_grad:] if has_hist else None
-            blocks.append(StatBlock(
-                np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
-                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, extra=w_ratio),
-                w_hist, np.full(n_weight, has_hist),
-            ))
-            if acts is not None:
-                blocks.append(StatBlock(
-                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), acts.astype(np.float64),
-                ))
+            host_iter, device_flat, device_pos = iter(host_parts), None, 0
+            if device_host is not None:
+                device_flat = device_host.numpy()
+            stats = {}
+            for g, size, cpu in zip(groups, sizes, on_host):
+                if cpu:
+                    values = next(host_iter)
+                else:
+                    values = device_flat[device_pos: device_pos + size]
+                    device_pos += size
+                stats.update(measurer.decode(g, values))
+            blocks = [
+                _stat_block(schema.KIND_GRAD, [tid for _, tid in grad_ids],
+                            [stats.get(("grad", i)) for i, _ in grad_ids], measurer.histograms),
+                _stat_block(schema.KIND_WEIGHT, weight_ids,
+                            [stats.get(("weight", i)) for i in range(len(weight_ids))], measurer.histograms,
+                            trainable=trainable),
+                _stat_block(schema.KIND_ACTIVATION, [tid for _, tid in held_ids],
+                            [stats.get(("act", name)) for name, _ in held_ids], False, act_types=act_types,
+                            act_names=[name for name, _ in held_ids]),
+            ]
+            if measured_ids:
+                rows = next(host_iter, None)
+                if rows is None:
+                    rows = device_flat[device_pos:]
+                rows = np.asarray(rows).reshape(len(measured_ids), tensor_stats.N_FIELDS)
+                blocks.append(StatBlock(np.asarray(measured_ids), np.full(len(measured_ids), schema.KIND_ACTIVATION),
+                                        rows.astype(np.float64)))
             return StatBlock.concat(blocks)
 
         now = time.perf_counter()
@@ -423,12 +396,36 @@ class Probe:
         self.writer.add_layer_record(LayerRecord(step, time.time(), step_time, resolve=resolve))
 
 
-def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """The sample itself when it is already a copy; a copy when it is the source's own memory
-    (small tensors are "sampled" whole), which the optimizer step is about to change."""
-    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
+def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
+                act_types=None, act_names=None) -> StatBlock:
+    """Rows in STAT_FIELDS order from Measurer.decode results (None: an empty tensor)."""
+    n = len(ids)
+    out = np.full((n, tensor_stats.N_FIELDS), np.nan)
+    hists = np.zeros((n, schema.HIST_LEN))
+    has = np.zeros(n, bool)
+    for r, m in enumerate(measured):
+        if m is None:  # an empty tensor: nothing to measure
+            out[r, [tensor_stats.F_NORM, tensor_stats.F_MEAN, tensor_stats.F_STD]] = 0.0
+            out[r, [tensor_stats.F_NAN, tensor_stats.F_INF]] = 0.0
+            continue
+        out[r, :tensor_stats.F_ZERO + 1] = (m["norm"], m["mean"], m["std"], m["min"], m["max"], m["nan"], m["inf"],
+                                            m["zero_frac"])
+        if kind == schema.KIND_ACTIVATION:
+            # Activations report NaN and Inf together (docs/log-format.md).
+            out[r, tensor_stats.F_NAN], out[r, tensor_stats.F_INF] = m["nan"] + m["inf"], 0.0
+            if act_types[act_names[r]] in SATURATION_BOUNDS:
+                out[r, tensor_stats.F_EXTRA] = m["saturated"]
+            out[r, tensor_stats.F_DEAD] = m["dead"]
+        elif kind == schema.KIND_WEIGHT and trainable[r]:
+            out[r, tensor_stats.F_EXTRA] = m["ratio"]
+        if histograms and m["hist"] is not None:
+            hists[r], has[r] = m["hist"], True
+    if kind != schema.KIND_ACTIVATION and not histograms:
+        out[:, tensor_stats.F_ZERO] = np.nan
+    return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), out, hists if has.any() else None,
+                     has if has.any() else None)
 
 
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     """Sparse gradients (sparse embeddings) are measured on their stored values."""
-    return grad.coalesce().values() if grad.is_sparse else grad.detach()
+    return grad.coalesce().values() if grad.is_sparse else grad
