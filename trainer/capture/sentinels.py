@@ -26,7 +26,9 @@ class Sentinels:
         self.rank = rank
         self._buffers: dict[str, torch.Tensor] = {}  # device -> [CAPACITY, width] float32
         self._steps: list[tuple[int, float]] = []  # (step, wall time) of the buffered rows
-        self._in_flight: list = []  # (steps, host array, event) copies not yet written
+        self._in_flight: list = []  # (steps, host array or tensor, event) copies not yet written
+        self._host_out = torch.empty(CAPACITY, 2)
+        self._host_view = self._host_out.numpy()
 
     def observe(self, step: int, grads: list[torch.Tensor]) -> None:
         """Buffer this step's per-tensor gradient norms (called from the optimizer pre-step hook)."""
@@ -54,19 +56,27 @@ class Sentinels:
             return
         n = len(self._steps)
         totals = []
-        for buf in self._buffers.values():
+        for device, buf in self._buffers.items():
             rows = buf[:n]
-            totals.append(torch.stack([rows.square().sum(1), (~torch.isfinite(rows)).sum(1, dtype=torch.float32)], 1))
+            columns = [rows.square().sum(1), (~torch.isfinite(rows)).sum(1, dtype=torch.float32)]
+            if device == "cpu" and len(self._buffers) == 1:
+                # Into a persistent tensor with a numpy view made once: a numpy copy reads it
+                # without the conversion ops a fresh tensor's .numpy() dispatches.
+                torch.stack(columns, 1, out=self._host_out[:n])
+                totals.append(None)
+            else:
+                totals.append(torch.stack(columns, 1))
             buf.zero_()  # rows of fewer gradients than the buffer width must add nothing
-        packed = totals[0] if len(totals) == 1 else sum(t.to(totals[0].device) for t in totals)
         event = None
-        if packed.device.type == "cuda":
-            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+        if totals[0] is None:
+            host = self._host_view[:n].copy()
         else:
-            host = packed
+            packed = sum(t.to(totals[0].device) for t in totals)
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=packed.device.type == "cuda")
+            host.copy_(packed, non_blocking=True)
+            if packed.device.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
         self._in_flight.append((self._steps, host, event))
         self._steps = []
         if event is None:
@@ -80,7 +90,7 @@ class Sentinels:
                 continue
             if event is not None:
                 event.synchronize()
-            values = host.numpy()
+            values = host if isinstance(host, np.ndarray) else host.numpy()
             norms, nonfinite = np.sqrt(values[:, 0]), values[:, 1]
             for (step, wall), norm, bad in zip(steps, norms.tolist(), nonfinite.tolist()):
                 self.writer.add_scalars(step, {schema.SENTINEL_GRAD_NORM: norm, schema.SENTINEL_NONFINITE: bad},

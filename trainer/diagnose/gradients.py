@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..runlog import schema
 from .data import RunData
 from .flags import Flag, fmt, layer_list
 from .rule import Rule
@@ -217,7 +218,8 @@ class ExplodingGradient(Rule):
     negligible_fraction: float = 1e-6
 
     def skip_reason(self, data: RunData) -> str | None:
-        if data.views.grad_norm.empty and not data.has_scalar("grad_norm_total") and data.views.update_ratio.empty:
+        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total")
+                and not data.has_scalar(schema.SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
             return "no gradient norms recorded (neither per-layer statistics nor grad_norm_total)"
         return None
 
@@ -261,10 +263,15 @@ class ExplodingGradient(Rule):
         return surge.growth_onset is not None or int(surge.spikes.sum()) >= self.min_spikes
 
     def _total_norm(self, data: RunData) -> pd.Series:
-        """Unclipped total gradient norm: the trainer's grad_norm_total, else from the layers."""
+        """Total gradient norm: the trainer's unclipped grad_norm_total, else the probe's
+        every-step sentinel (the norm the optimizer saw, every step whatever the statistics
+        cadence, so a surge is dated to its step), else the sum over the logged layers."""
         total = data.scalar("grad_norm_total")
         if len(total):
             return total
+        sentinel = data.scalar(schema.SENTINEL_GRAD_NORM)
+        if len(sentinel):
+            return sentinel
         grads = data.views.grad_norm
         if grads.empty:
             return total
