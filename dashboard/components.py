@@ -277,8 +277,25 @@ def meta_panel(info: dict) -> list:
             confusion_table(matrix, names) if matrix else None,
         ]))
     if meta.get("error"):
-        blocks.insert(0, error_box(str(meta["error"]), "The run ended with an error"))
+        blocks.insert(0, run_error(meta["error"]))
     return blocks
+
+
+def error_cause(error) -> tuple[str, str]:
+    """(the cause in one line, the rest): a failed run's error is "Type: message" then its traceback."""
+    text = str(error or "").strip()
+    first, _, rest = text.partition("\n")
+    return (first[:300] + ("…" if len(first) > 300 else "")), rest.strip()
+
+
+def run_error(error) -> html.Div:
+    """The run's error: its cause in one line, the traceback folded away."""
+    cause, details = error_cause(error)
+    return html.Div(className="error-box", role="alert", children=[
+        html.Strong("The run ended with an error"), html.Div(cause, className="run-error-cause"),
+        html.Details(className="run-error", children=[html.Summary("traceback"), html.Pre(details)])
+        if details else None,
+    ])
 
 
 def confusion_table(matrix, names) -> html.Table:

@@ -17,10 +17,9 @@ from pathlib import Path
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from . import ids
-from .components import RULE_TITLES, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
+from .components import RULE_TITLES, error_cause, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
 from .data import RunNotFound, RunStore, config_summary, dataset_label, duration_s
-from .views import run as run_logic
+from .views import run_charts
 
 STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d2430;margin:24px auto;max-width:1300px;
@@ -74,6 +73,14 @@ def _flags_html(flags: list[dict], config: dict) -> str:
     return "".join(parts)
 
 
+def _error_html(error) -> str:
+    if not error:
+        return ""
+    cause, details = error_cause(error)
+    folded = f"<details><summary>traceback</summary><pre>{_e(details)}</pre></details>" if details else ""
+    return f"<div style='color:#c62828'><b>Error:</b> {_e(cause)}{folded}</div>"
+
+
 def render_report(store: RunStore, run_id: str) -> str:
     """The report of one run of `store` as an HTML string (RunNotFound for a bad id)."""
     info = store.run_info(run_id)
@@ -82,21 +89,15 @@ def render_report(store: RunStore, run_id: str) -> str:
     flags_result = store.flags(run_id, status=info["status"])
     flags = flags_result["flags"]
     notes = store.notes(run_id)
-    scalars = run_logic.scalars_impl(store, run_id, None, notes, flags)["figures"]
-    scalars.update(run_logic.signals_impl(store, run_id, None, notes)["figures"])
     layer_for = info["param_layers"][0] if info["param_layers"] else None
-    layers = run_logic.layers_impl(store, run_id, None, None, notes, flags)["figures"]
-    hist = run_logic.hist_impl(store, info, layer_for, None, None, notes)["figures"]
-    flow = run_logic.flow_impl(store, run_id, None, None)["figure"]
-    epochs = run_logic.epochs_impl(store, run_id, None)
-
-    charts = [
-        ("loss", scalars[ids.FIG_LOSS]), ("accuracy", scalars[ids.FIG_ACC]), ("flow", flow),
-        ("gradtime", layers[ids.FIG_GRAD_TIME]), ("histgrad", hist[ids.FIG_HIST_GRAD]),
-        ("histweight", hist[ids.FIG_HIST_WEIGHT]), ("ratio", layers[ids.FIG_RATIO]), ("act", layers[ids.FIG_ACT]),
-    ]
-    grid = "".join(f"<div>{_figure_div(fig, f'fig-{name}')}</div>" for name, fig in charts)
-    wide = _figure_div(epochs, "fig-epochs") + _figure_div(scalars[ids.FIG_SIGNALS], "fig-signals")
+    args = run_charts.ChartArgs(run_id=run_id, layer=layer_for, step={"step": None, "follow": True},
+                                notes=tuple(notes), flags=tuple(flags), info=info,
+                                shape={"layers": len(info["layers"]),
+                                       "activations": sum(1 for t in info["tensors"] if t["role"] != "param")})
+    # Every chart the registry marks for export, in page order: half-width ones in the grid.
+    drawn = [(chart, run_charts.render(chart, store, args)["figure"]) for chart in run_charts.CHARTS if chart.export]
+    grid = "".join(f"<div>{_figure_div(fig, chart.id)}</div>" for chart, fig in drawn if not chart.wide)
+    wide = "".join(_figure_div(fig, chart.id) for chart, fig in drawn if chart.wide)
     results = meta.get("results") if isinstance(meta.get("results"), dict) else {}
     notes_html = "".join(
         f"<div class='note'><b>{_e(n.get('author'))}</b> <span class='muted'>{_e(fmt_time(n.get('wall')))}"
@@ -113,7 +114,7 @@ def render_report(store: RunStore, run_id: str) -> str:
 <script type="text/javascript">{get_plotlyjs()}</script></head>
 <body>
 <h1>{_e(title)}</h1><div class="muted">run <code>{_e(run_id)}</code> · {head}</div>
-{f"<p style='color:#c62828'><b>Error:</b> {_e(meta.get('error'))}</p>" if meta.get('error') else ''}
+{_error_html(meta.get('error'))}
 <h2>Flags</h2>{_flags_html(flags, config)}
 <h2>Charts</h2><div class="grid">{grid}</div>{wide}
 <h2>Team notes</h2>{notes_html}

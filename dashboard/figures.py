@@ -117,7 +117,7 @@ def empty_figure(message: str, height: int = 260) -> go.Figure:
     fig = go.Figure(layout=dict(BASE_LAYOUT, height=height))
     fig.update_layout(
         xaxis=dict(visible=False), yaxis=dict(visible=False),
-        annotations=[dict(text=escape_text(message), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+        annotations=[dict(text="<br>".join(escape_text(line) for line in str(message).split("\n")), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                           font=dict(size=13, color="#666"))],
     )
     return fig
@@ -220,7 +220,13 @@ def scalar_chart(series: dict[str, dict], group: str, *, notes=(), overfitting: 
     if group == "accuracy":
         fig.update_yaxes(rangemode="tozero")
     _step_range(fig, step_range)
-    return _base(fig, title, height, uirevision)
+    fig = _base(fig, title, height, uirevision)
+    if group == "loss":
+        # A run whose loss spans 3+ decades (a blow-up) is unreadable on a linear axis.
+        log = log_axis_wanted([series[n]["values"] for n in names])
+        fig.update_yaxes(type="log" if log else "linear", exponentformat="power")
+        fig.update_layout(updatemenus=axis_scale_toggle(log))
+    return fig
 
 
 def _finite_max(arrays) -> float:
@@ -297,7 +303,7 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     for layer, b in zip(layers, bad):
         if b > 0:
             bar_colors.append("#c62828")
-        elif selected_layer and layer != selected_layer:
+        elif selected_layer in layers and layer != selected_layer:
             bar_colors.append(_fade(colors[layer]))
         else:
             bar_colors.append(colors[layer])
@@ -305,23 +311,42 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     shown = np.where(finite, norms, np.nan)
     top = float(np.nanmax(shown)) if finite.any() else 1.0
     text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
+    # Many layers: horizontal bars, one legible name per row, the chart as tall as it needs.
+    horizontal = len(layers) > FLOW_VERTICAL_MAX
+    value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
     fig.add_trace(go.Bar(
-        x=layers, y=np.where(finite, norms, top), marker=dict(color=bar_colors, line=dict(width=0)),
+        **{layer_axis: layers, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
+        marker=dict(color=bar_colors, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
-        hovertemplate="%{x}<br>|grad| = %{customdata[0]:.3e}<br>max |g| = %{customdata[1]:.3e}"
+        hovertemplate=f"%{{{layer_axis}}}<br>|grad| = %{{customdata[0]:.3e}}<br>max |g| = %{{customdata[1]:.3e}}"
                       "<br>NaN/Inf elements: %{customdata[2]}<extra></extra>",
     ))
-    fig.add_trace(go.Scatter(x=layers, y=np.where(np.isfinite(biggest) & (biggest > 0), biggest, np.nan),
+    fig.add_trace(go.Scatter(**{layer_axis: layers,
+                                value_axis: np.where(np.isfinite(biggest) & (biggest > 0), biggest, np.nan)},
                              mode="markers", name="max |gradient element|", meta="flow-max",
-                             marker=dict(symbol="line-ew-open", size=18, color="#333"), hoverinfo="skip"))
-    fig.update_yaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
-    fig.update_xaxes(title_text="layer (input → output)", type="category")
+                             marker=dict(symbol="line-ns-open" if horizontal else "line-ew-open", size=18 if not
+                                         horizontal else 10, color="#333"), hoverinfo="skip"))
     step = flow.get("step")
-    fig = _base(fig, f"Gradient flow at step {step}", height, uirevision)
+    if horizontal:
+        # The value axis on top: a tall chart scrolls in its card, and its top stays in view.
+        fig.update_xaxes(type="log", title_text="gradient norm (log)", exponentformat="power", side="top")
+        fig.update_yaxes(title_text=None, type="category", autorange="reversed", tickfont=dict(size=10), dtick=1)
+        height = max(height, 130 + FLOW_BAR_PX * len(layers))
+    else:
+        fig.update_yaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
+        fig.update_xaxes(title_text="layer (input → output)", type="category")
+    fig = _base(fig, f"Gradient flow at step {step}" + (" (input ↓ output)" if horizontal else ""), height, uirevision)
     fig.update_layout(hovermode="closest", bargap=0.25)
+    if horizontal:  # title, legend, then the top axis: fixed pixel room whatever the height
+        fig.update_layout(margin=dict(t=120), legend=dict(y=1 - 36 / height, yanchor="top", yref="container", x=0,
+                                                             xref="paper"))
     return fig
+
+
+FLOW_VERTICAL_MAX = 24  # more layers than this: horizontal bars
+FLOW_BAR_PX = 14
 
 
 def _fade(rgb: str) -> str:
@@ -374,7 +399,7 @@ def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_ran
     has_sat = saturated is not None and not saturated.empty and saturated.shape[1] > 0
     has_dead = dead is not None and not dead.empty and dead.shape[1] > 0
     if not has_sat and not has_dead:
-        return empty_figure("no activation statistics (saturation needs sigmoid/tanh, dead units ReLU)",
+        return empty_figure("no activation statistics\n(saturation needs sigmoid/tanh, dead units ReLU)",
                             height=height)
     panels = [(name, table) for name, table in (("saturated", saturated), ("dead", dead))
               if table is not None and not table.empty and table.shape[1] > 0]
@@ -513,7 +538,8 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
     """
     if not runs:
         return empty_figure("pick two or more runs to compare", height=300)
-    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.14, horizontal_spacing=0.08,
+    # Room between the rows for the first row's axis titles and the second row's subplot titles.
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.22, horizontal_spacing=0.08,
                         subplot_titles=["validation loss", "training loss (epoch)", "validation accuracy",
                                         "training loss (per step)"])
     panels = ((1, 1, "val_loss"), (1, 2, "epoch_train_loss"), (2, 1, "val_acc"), (2, 2, "train_loss"))
@@ -559,3 +585,88 @@ def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360
     fig = _base(fig, f"Gradient flow at step {step}", height, None)
     fig.update_layout(barmode="group", hovermode="closest")
     return fig
+
+
+# ---- all layers in one picture ------------------------------------------------------------------
+HEATMAP_ROW_PX = 11  # a row per layer this tall until the picture reaches HEATMAP_MAX_PX
+HEATMAP_MAX_PX = 900
+
+
+def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True, flagged: dict | None = None,
+                  colorscale: str = "Viridis", zmid: float | None = None, zrange: tuple | None = None,
+                  notes=(), step_range=None, uirevision=None, empty_message: str = "nothing logged yet",
+                  meta: str = "heatmap") -> go.Figure:
+    """Every layer (or layer group) x step in one picture: rows in forward order top to bottom,
+    colour = the value (log10 when `log_color`), flagged rows marked with a red triangle at the left.
+
+    table: step index x row columns (already filtered, grouped and downsampled: what is sent is
+    what is drawn). Hover names the row, the step and the value."""
+    if table is None or table.empty or table.shape[1] == 0:
+        return empty_figure(empty_message, height=260)
+    rows = [str(c) for c in table.columns]
+    values = table.to_numpy(dtype=float).T  # rows x steps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shown = np.log10(np.where(values > 0, values, np.nan)) if log_color else values
+    shown = np.where(np.isfinite(shown), np.round(shown, 2), np.nan)
+    finite = shown[np.isfinite(shown)]
+    if zrange is not None:
+        zmin, zmax = zrange
+    elif len(finite):
+        zmin, zmax = float(np.percentile(finite, 1)), float(np.percentile(finite, 99))
+        zmin, zmax = (zmin - 0.5, zmax + 0.5) if zmax - zmin < 1e-9 else (zmin, zmax)
+    else:
+        zmin, zmax = 0.0, 1.0
+    colorbar = dict(title=dict(text=value_label, side="right"), thickness=12)
+    if log_color:
+        ticks = list(range(math.ceil(zmin), math.floor(zmax) + 1))
+        if len(ticks) < 3:  # under two decades: five evenly spaced ticks, labelled with their values
+            ticks = [float(t) for t in np.linspace(zmin, zmax, 5)]
+        ticks = ticks[::max(1, len(ticks) // 6)]
+        colorbar.update(tickvals=ticks, ticktext=[f"{10 ** t:.2g}" if not float(t).is_integer() else f"1e{int(t)}"
+                                                  for t in ticks])
+    value_text = "1e%{z:.2f}" if log_color else "%{z:.3f}"
+    fig = go.Figure()
+    _add_notes_trace(fig, list(notes))
+    fig.add_trace(go.Heatmap(
+        x=plain(table.index.to_numpy()), y=rows, z=shown.astype(object), colorscale=colorscale, zmin=zmin,
+        zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
+        hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
+    ))
+    marked = [r for r in rows if r in (flagged or {})]
+    if marked:
+        fig.add_trace(go.Scatter(
+            x=[0.004] * len(marked), y=marked, xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
+            marker=dict(symbol="triangle-right", size=11, color="#c62828", line=dict(width=1, color="white")),
+            hovertext=[f"{escape_text(r)}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
+            cliponaxis=False, showlegend=True,
+        ))
+        fig.layout["xaxis2"] = dict(range=[0, 1], overlaying="x", visible=False, fixedrange=True)
+    height = 120 + min(HEATMAP_MAX_PX, max(200, HEATMAP_ROW_PX * len(rows)))
+    fig.update_yaxes(autorange="reversed", type="category", title_text=None, tickfont=dict(size=10))
+    fig.update_xaxes(title_text="optimizer step")
+    _step_range(fig, step_range)
+    fig = _base(fig, title, height, uirevision)
+    fig.update_layout(hovermode="closest", meta={"rows": rows, "flagged": marked})
+    return fig
+
+
+def log_axis_wanted(arrays, decades: float = 3.0) -> bool:
+    """A log y axis reads better when the positive values span `decades` or more (and none is <= 0)."""
+    lo, hi = math.inf, -math.inf
+    for values in arrays:
+        arr = np.asarray(values, dtype=float)
+        arr = arr[np.isfinite(arr)]
+        if not len(arr):
+            continue
+        if arr.min() <= 0:
+            return False
+        lo, hi = min(lo, float(arr.min())), max(hi, float(arr.max()))
+    return math.isfinite(lo) and hi / lo >= 10**decades
+
+
+def axis_scale_toggle(log: bool, axis: str = "yaxis") -> list[dict]:
+    """linear | log buttons on the chart itself: the toggle costs no server round trip."""
+    return [dict(type="buttons", direction="right", showactive=True, active=1 if log else 0, x=1.0, xanchor="right",
+                 y=1.0, yanchor="bottom", pad=dict(t=0, b=2, r=0), font=dict(size=10), bgcolor="#f3f5f8",
+                 buttons=[dict(label="linear", method="relayout", args=[{f"{axis}.type": "linear"}]),
+                          dict(label="log", method="relayout", args=[{f"{axis}.type": "log"}])])]

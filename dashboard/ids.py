@@ -44,15 +44,18 @@ FIG_ACC = "fig-acc"
 FIG_SIGNALS = "fig-signals"
 FIG_FLOW = "fig-flow"
 FIG_GRAD_TIME = "fig-grad-time"
+FIG_GRAD_HEAT = "fig-grad-heat"
 FIG_HIST_GRAD = "fig-hist-grad"
 FIG_HIST_WEIGHT = "fig-hist-weight"
 FIG_WEIGHTS_EPOCH = "fig-weights-epoch"
 FIG_RATIO = "fig-ratio"
 FIG_ACT = "fig-act"
-SCALAR_FIGS = (FIG_LOSS, FIG_ACC, FIG_SIGNALS)
-LAYER_FIGS = (FIG_GRAD_TIME, FIG_RATIO, FIG_ACT)
-HIST_FIGS = (FIG_HIST_GRAD, FIG_HIST_WEIGHT)
-NOTE_FIGS = SCALAR_FIGS + LAYER_FIGS + HIST_FIGS  # step charts with a notes trace (trace 0)
+RUN_ROW_FILTER = "run-row-filter"  # text: layer name filter (substring or glob) of the per-layer charts
+RUN_ROW_GROUP = "run-row-group"  # checklist: group repeated blocks
+SEL_ROWS = "sel-rows"  # store {"filter", "collapse"}
+RUN_SHAPE = "run-shape"  # store {"layers", "activations"}: the model's size, for the charts' budgets
+NOTES_DATA = "notes-data"  # store: the run's notes (charts draw them without reading them again)
+LIVE_CHARTS = "live-charts"  # store: ids of the charts with a live channel, in the order of their stores
 
 FLAGS_PANEL = "flags-panel"
 FLAGS_DATA = "flags-data"  # store: the flags shown, in panel order
@@ -71,17 +74,8 @@ EXPORT_DOWNLOAD = "export-download"
 # Live streaming
 POLL_INTERVAL = "poll-interval"
 POLL_TICK = "poll-tick"  # store written by the clientside gate (visible tab, live run)
-LIVE_SCALARS = "live-scalars"  # store: cursor, figure revision, trace keys of the scalar charts
-LIVE_SIGNALS = "live-signals"
-LIVE_LAYERS = "live-layers"
-LIVE_HIST = "live-hist"
 LIVE_META = "live-meta"  # store: status, flags/notes cursors, epochs, last logged step
 DELTA = "delta"  # store: what the last poll returned (applied by a clientside callback)
-REFRESH_SCALARS = "refresh-scalars"
-REFRESH_SIGNALS = "refresh-signals"
-REFRESH_LAYERS = "refresh-layers"
-REFRESH_HIST = "refresh-hist"
-REFRESH_EPOCHS = "refresh-epochs"
 ZOOM_EVENT = "zoom-event"  # an x-axis zoom or reset on any step chart (filtered clientside)
 FIRST_PAINT_STAGE = "first-paint-stage"  # 1 once the first charts are drawn: the rest may load
 FIRST_PAINT_TIMER = "first-paint-timer"
@@ -112,6 +106,16 @@ JOBS_TABLE = "jobs-table"
 JOBS_INTERVAL = "jobs-interval"
 JOBS_MESSAGE = "jobs-message"
 LAUNCH_QUERY = "launch-query"  # store: option values from the URL
+
+
+def live_store(chart_id: str) -> str:
+    """A chart's channel store: cursor, figure revision and trace keys its figure was built at."""
+    return f"live-{chart_id}"
+
+
+def refresh_store(chart_id: str) -> str:
+    """A chart's redraw counter (bumped by the live poll when the chart must be drawn again)."""
+    return f"refresh-{chart_id}"
 
 
 def flag_card(index: int) -> dict:

@@ -29,13 +29,14 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       return noUpdate;
     },
 
-    /* Run page: the charts below the first ones are asked for only once the loss chart has been
-       drawn (or after 3 s), so on a fast server their ten figures do not arrive together and make
-       the browser draw all of them before showing the first. Returns [stage, interval disabled]. */
+    /* Run page: the charts below the first ones are asked for only once a chart drawn with the page
+       (class first-paint) has been drawn (or after 3 s), so on a fast server their figures do not
+       arrive together and make the browser draw all of them before showing the first.
+       Returns [stage, interval disabled]. */
     firstPaintStage: function (nIntervals, stage) {
       const noUpdate = window.dash_clientside.no_update;
       if (stage) { return [noUpdate, true]; }
-      const drawn = document.querySelector("#fig-loss .main-svg");
+      const drawn = document.querySelector(".first-paint .main-svg");
       if (drawn || (nIntervals || 0) >= 30) { return [1, true]; }
       return [noUpdate, noUpdate];
     },
@@ -46,38 +47,26 @@ window.dash_clientside = Object.assign({}, window.dash_clientside, {
       return nIntervals || 0;
     },
 
-    /* Apply one poll's delta. Each channel's payload extends the figures only if the channel store
-       still holds the cursor and revision the server computed it from; then the cursor advances.
-       A repeated or late payload therefore never duplicates a point, and nothing is skipped
-       because the next poll asks again from the cursor actually shown. */
-    applyDelta: function (delta, scalars, layers, hist, signals) {
+    /* Apply one poll's delta. chartIds (read from the page: the live-charts store) lists the live
+       charts in the order of this callback's outputs and of the channel stores passed after it. A
+       chart's payload extends its figure only if its store still holds the cursor and revision the
+       server computed it from; then the cursor advances. A repeated or late payload therefore never
+       duplicates a point, and nothing is skipped because the next poll asks again from the cursor
+       actually shown. Returns [extendData per chart..., channel store per chart...]. */
+    applyDelta: function (delta, chartIds) {
       const noUpdate = window.dash_clientside.no_update;
-      const figs = {
-        "fig-loss": noUpdate, "fig-acc": noUpdate, "fig-signals": noUpdate,
-        "fig-grad-time": noUpdate, "fig-ratio": noUpdate, "fig-act": noUpdate,
-        "fig-hist-grad": noUpdate, "fig-hist-weight": noUpdate,
-      };
-      /* A cursor channel's payload applies only on top of exactly the cursor and revision it extends. */
-      function channel(d, store) {
-        if (!d || !store || d.base !== store.cursor || d.rev !== store.rev) { return noUpdate; }
-        Object.keys(d.extend || {}).forEach(function (id) { figs[id] = d.extend[id]; });
-        return Object.assign({}, store, {cursor: d.to, appended: (store.appended || 0) + (d.added || 0)});
-      }
-      let newScalars = noUpdate, newLayers = noUpdate, newHist = noUpdate, newSignals = noUpdate;
-      if (delta) {
-        newScalars = channel(delta.scalars, scalars);
-        newSignals = channel(delta.signals, signals);
-        newLayers = channel(delta.layers, layers);
-        const h = delta.hist;
-        if (h && hist && h.rev === hist.rev && h.base && hist.steps &&
-            h.base.grad === hist.steps.grad && h.base.weight === hist.steps.weight) {
-          Object.keys(h.extend || {}).forEach(function (id) { figs[id] = h.extend[id]; });
-          newHist = Object.assign({}, hist, {steps: h.to, appended: (hist.appended || 0) + (h.added || 0)});
-        }
-      }
-      return [figs["fig-loss"], figs["fig-acc"], figs["fig-signals"], figs["fig-grad-time"], figs["fig-ratio"],
-              figs["fig-act"], figs["fig-hist-grad"], figs["fig-hist-weight"], newScalars, newLayers, newHist,
-              newSignals];
+      const ids = Array.isArray(chartIds) ? chartIds : [];
+      const stores = Array.prototype.slice.call(arguments, 2);
+      const figs = ids.map(function () { return noUpdate; });
+      const next = ids.map(function () { return noUpdate; });
+      ids.forEach(function (id, i) {
+        const d = delta && delta[id];
+        const store = stores[i];
+        if (!d || !store || d.rev !== store.rev || JSON.stringify(d.base) !== JSON.stringify(store.cursor)) { return; }
+        if (d.extend) { figs[i] = d.extend; }
+        next[i] = Object.assign({}, store, {cursor: d.to, appended: (store.appended || 0) + (d.added || 0)});
+      });
+      return figs.concat(next);
     },
 
     /* Write the view into the address bar without a navigation, so a copied link reproduces it. */

@@ -11,10 +11,39 @@ from dash import ALL, ClientsideFunction, Input, Output, Patch, State, dcc, html
 from .. import components, figures, ids
 from ..context import AppContext
 from ..data import RunNotFound, config_summary, dataset_label, duration_s
+from ..layer_groups import should_collapse
 from ..views import run as logic
+from ..views.run_charts import CHARTS, LIVE_CHARTS, ChartArgs, render
 
 PATH = "/run"
-STEP_FIGS = ids.NOTE_FIGS
+STEP_CHARTS = tuple(chart for chart in CHARTS if chart.step_axis)
+# Where each declared input of a chart comes from (views/run_charts.Chart.inputs).
+CHART_INPUTS = {"range": ids.SEL_RANGE, "layer": ids.SEL_LAYER, "step": ids.SEL_STEP, "rows": ids.SEL_ROWS,
+                "flags": ids.FLAGS_DATA}
+
+
+def chart_args(run_id: str, values: dict, notes=None, shape=None, info=None) -> ChartArgs:
+    """ChartArgs from the page's store values (any may be missing: defaults)."""
+    rng, layer = values.get("range") or {}, values.get("layer") or {}
+    rows = values.get("rows") or {}
+    flags = values.get("flags")
+    return ChartArgs(run_id=run_id, range_from=rng.get("from"), range_to=rng.get("to"), layer=layer.get("layer"),
+                     param=layer.get("param"), step=values.get("step"), row_filter=rows.get("filter") or "",
+                     collapse=rows.get("collapse"), notes=tuple(notes or ()),
+                     flags=tuple(flags if isinstance(flags, list) else ()), shape=shape or {}, info=info or {})
+
+
+def _run_shape(info: dict) -> dict:
+    return {"layers": len(info["layers"]),
+            "activations": sum(1 for t in info["tensors"] if t["role"] != "param")}
+
+
+def _chart_card(chart, figure=None):
+    graph = components.graph(chart.id, figure)
+    if chart.first_paint:
+        graph.className = "chart first-paint"
+    classes = " ".join(c for c in ("wide" if chart.wide else "", "scroll-card" if chart.scroll else "") if c)
+    return components.card(None, graph, class_name=classes)
 
 
 def layout(ctx: AppContext, **query) -> html.Div:
@@ -38,11 +67,14 @@ def layout(ctx: AppContext, **query) -> html.Div:
     sel_range = {"from": view.range_from, "to": view.range_to}
     live_meta = {"status": info["status"], "running": running, "last_logged": last, "ticks": 0,
                  "flags_cursor": info["cursors"]["flags"], "notes_cursor": info["cursors"]["notes"]}
+    sel_rows = {"filter": view.row_filter, "collapse": view.collapse}
+    shape = _run_shape(info)
     # The first charts (loss, accuracy, gradient flow) come with the page itself, so they paint
     # without waiting for a callback round trip queued behind every other chart's.
     notes = ctx.store.notes(info["run_id"])
-    first_charts = logic.scalars_impl(ctx.store, info["run_id"], sel_range, notes, None)
-    flow_figure = logic.flow_impl(ctx.store, info["run_id"], sel_step, view.layer)["figure"]
+    args = chart_args(info["run_id"], {"range": sel_range, "layer": {"layer": view.layer, "param": view.param},
+                                       "step": sel_step, "rows": sel_rows}, notes, shape)
+    drawn = {chart.id: render(chart, ctx.store, args) for chart in CHARTS if chart.first_paint}
     header_bits = [b for b in (dataset_label(meta.get("dataset")), f"preset {config['preset']}" if config.get("preset")
                                else "", config_summary(config)) if b]
     return html.Div(className="page", children=[
@@ -50,16 +82,19 @@ def layout(ctx: AppContext, **query) -> html.Div:
         dcc.Store(id=ids.RUN_ID, data=info["run_id"]),
         dcc.Store(id="run-info", data={k: info[k] for k in ("run_id", "layers", "param_layers", "tensors",
                                                             "first_step", "last_logged_step")}),
+        dcc.Store(id=ids.RUN_SHAPE, data=shape),
         dcc.Store(id=ids.SEL_LAYER, data={"layer": view.layer, "param": view.param}),
         dcc.Store(id=ids.SEL_STEP, data=sel_step),
         dcc.Store(id=ids.SEL_RANGE, data=sel_range),
-        dcc.Store(id="view-search", data=None), dcc.Store(id="scalars-rev", data=first_charts["live"]["rev"]),
+        dcc.Store(id=ids.SEL_ROWS, data=sel_rows),
+        dcc.Store(id="view-search", data=None),
         html.Div(id=ids.VIEW_URL_SYNC, hidden=True),
-        dcc.Store(id=ids.LIVE_SCALARS, data=first_charts["live"]), dcc.Store(id=ids.LIVE_SIGNALS), dcc.Store(id=ids.LIVE_LAYERS),
-        dcc.Store(id=ids.LIVE_HIST),
+        dcc.Store(id=ids.NOTES_DATA, data=notes),
+        dcc.Store(id=ids.LIVE_CHARTS, data=[chart.id for chart in LIVE_CHARTS]),
+        *[dcc.Store(id=ids.live_store(chart.id), data=(drawn.get(chart.id) or {}).get("live")) for chart in LIVE_CHARTS],
+        *[dcc.Store(id=ids.refresh_store(chart.id), data=0) for chart in CHARTS],
         dcc.Store(id=ids.LIVE_META, data=live_meta), dcc.Store(id=ids.DELTA), dcc.Store(id=ids.POLL_TICK),
-        *[dcc.Store(id=i, data=0) for i in (ids.REFRESH_SCALARS, ids.REFRESH_SIGNALS, ids.REFRESH_LAYERS, ids.REFRESH_HIST,
-                                            ids.REFRESH_EPOCHS, ids.REFRESH_FLAGS, ids.REFRESH_NOTES)],
+        *[dcc.Store(id=i, data=0) for i in (ids.REFRESH_FLAGS, ids.REFRESH_NOTES)],
         dcc.Store(id=ids.FLAGS_DATA, data=[]),
         dcc.Store(id=ids.NOTE_AUTHOR_MEMORY, storage_type="local"),
         dcc.Interval(id=ids.POLL_INTERVAL, interval=ctx.settings.poll_ms, disabled=not running),
@@ -93,6 +128,14 @@ def layout(ctx: AppContext, **query) -> html.Div:
                                  step=info["every"] or 1, value=slider_value if slider_value is not None else 0,
                                  marks=logic.slider_marks(first, last), updatemode="mouseup",
                                  tooltip={"placement": "bottom", "always_visible": False})]),
+            html.Div([html.Label("Layers shown (name filter: substring or glob, comma-separated)", className="ctl",
+                                 htmlFor=ids.RUN_ROW_FILTER),
+                      html.Div(className="range-inputs", children=[
+                          dcc.Input(id=ids.RUN_ROW_FILTER, type="search", value=view.row_filter, debounce=True,
+                                    placeholder="e.g. attn or *.mlp.*", className="row-filter", maxLength=200),
+                          dcc.Checklist(id=ids.RUN_ROW_GROUP, options=[{"label": " group blocks", "value": "group"}],
+                                        value=["group"] if should_collapse(info["layers"], view.collapse) else []),
+                      ])]),
             html.Div([html.Label("Step range (zoom any chart)", className="ctl"), html.Div(className="range-inputs", children=[
                 dcc.Input(id=ids.RUN_RANGE_FROM, type="number", min=0, placeholder="from", value=view.range_from,
                           debounce=True),
@@ -102,22 +145,8 @@ def layout(ctx: AppContext, **query) -> html.Div:
             ])]),
         ])),
         html.Div(className="side-layout", children=[
-            html.Div(children=[
-                html.Div(className="grid2", children=[
-                    components.card(None, components.graph(ids.FIG_LOSS, first_charts["figures"][ids.FIG_LOSS])),
-                    components.card(None, components.graph(ids.FIG_ACC, first_charts["figures"][ids.FIG_ACC])),
-                    components.card(None, components.graph(ids.FIG_FLOW, flow_figure)),
-                    components.card(None, components.graph(ids.FIG_GRAD_TIME)),
-                    components.card(None, components.graph(ids.FIG_HIST_GRAD)),
-                    components.card(None, components.graph(ids.FIG_HIST_WEIGHT)),
-                ]),
-                components.card(None, components.graph(ids.FIG_WEIGHTS_EPOCH)),
-                html.Div(className="grid2", children=[
-                    components.card(None, components.graph(ids.FIG_RATIO)),
-                    components.card(None, components.graph(ids.FIG_ACT)),
-                ]),
-                components.card(None, components.graph(ids.FIG_SIGNALS)),
-            ]),
+            html.Div(className="grid2 charts", children=[
+                _chart_card(chart, (drawn.get(chart.id) or {}).get("figure")) for chart in CHARTS]),
             html.Div(children=[
                 components.card("Team notes", [
                     html.Div(className="note-form", children=[
@@ -156,33 +185,64 @@ def _flags_now(flags_data) -> list:
     return flags_data if isinstance(flags_data, list) else []
 
 
+def _register_chart(app: dash.Dash, ctx: AppContext, chart) -> None:
+    """One callback per declared chart: its inputs from the page's stores, one read, one figure."""
+    live = chart in LIVE_CHARTS
+    names = [name for name in chart.inputs if name in CHART_INPUTS]
+    inputs = [Input(CHART_INPUTS[name], "data") for name in names] + [Input(ids.refresh_store(chart.id), "data")]
+    if not chart.first_paint:
+        inputs.append(Input(ids.FIRST_PAINT_STAGE, "data"))  # drawn once the first charts are
+    states = [State(ids.RUN_ID, "data"), State(ids.NOTES_DATA, "data"), State(ids.RUN_SHAPE, "data")]
+    if "info" in chart.inputs:
+        states.append(State("run-info", "data"))
+    outputs = [Output(chart.id, "figure")] + ([Output(ids.live_store(chart.id), "data")] if live else [])
+
+    @app.callback(*outputs, *inputs, *states, prevent_initial_call=True)
+    def draw(*values):
+        named = dict(zip(names, values))
+        run_id, notes, shape, *info = values[len(inputs):]
+        info = dict(info[0] or {}, run_id=run_id) if info else None
+        try:
+            result = render(chart, ctx.store, chart_args(run_id, named, notes, shape, info))
+        except RunNotFound as exc:
+            result = {"figure": figures.empty_figure(str(exc)), "live": None}
+        return (result["figure"], result["live"]) if live else result["figure"]
+
+    draw.__name__ = f"draw_{chart.id.replace('-', '_')}"
+
+
 def register(app: dash.Dash, ctx: AppContext) -> None:
     store = ctx.store
 
     # ---- view state: one reducer for every control that moves the view --------------------------
     app.clientside_callback(ClientsideFunction("gradwatch", "zoomEvent"), Output(ids.ZOOM_EVENT, "data"),
-                            *[Input(fig_id, "relayoutData") for fig_id in STEP_FIGS], prevent_initial_call=True)
+                            *[Input(chart.id, "relayoutData") for chart in STEP_CHARTS], prevent_initial_call=True)
 
     @app.callback(
         Output(ids.SEL_LAYER, "data"), Output(ids.SEL_STEP, "data"), Output(ids.SEL_RANGE, "data"),
+        Output(ids.SEL_ROWS, "data"),
         Output(ids.RUN_LAYER, "value"), Output(ids.RUN_PARAM, "options"), Output(ids.RUN_PARAM, "value"),
         Output(ids.RUN_STEP_SLIDER, "value"), Output(ids.RUN_FOLLOW, "value"),
         Output(ids.RUN_RANGE_FROM, "value"), Output(ids.RUN_RANGE_TO, "value"), Output("view-search", "data"),
         Input(ids.RUN_LAYER, "value"), Input(ids.RUN_PARAM, "value"), Input(ids.RUN_STEP_SLIDER, "value"),
         Input(ids.RUN_FOLLOW, "value"), Input(ids.RUN_RANGE_FROM, "value"), Input(ids.RUN_RANGE_TO, "value"),
         Input(ids.RUN_RANGE_RESET, "n_clicks"), Input({"type": "flag-card", "index": ALL}, "n_clicks"),
-        Input(ids.ZOOM_EVENT, "data"),
+        Input(ids.ZOOM_EVENT, "data"), Input(ids.RUN_ROW_FILTER, "value"), Input(ids.RUN_ROW_GROUP, "value"),
         State(ids.SEL_LAYER, "data"), State(ids.SEL_STEP, "data"), State(ids.SEL_RANGE, "data"),
+        State(ids.SEL_ROWS, "data"),
         State(ids.FLAGS_DATA, "data"), State("run-info", "data"), State(ids.RUN_STEP_SLIDER, "max"),
         State(ids.RUN_ID, "data"),
         prevent_initial_call=True,
     )
-    def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, zoom, *rest):
-        sel_layer, sel_step, sel_range, flags, info, slider_max, run_id = rest
+    def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, zoom, row_filter,
+                    row_group, *rest):
+        sel_layer, sel_step, sel_range, sel_rows, flags, info, slider_max, run_id = rest
         trigger = dash.ctx.triggered_id
         state = {"layer": (sel_layer or {}).get("layer"), "param": (sel_layer or {}).get("param"),
                  "step": (sel_step or {}).get("step"), "follow": bool((sel_step or {}).get("follow")),
-                 "from": (sel_range or {}).get("from"), "to": (sel_range or {}).get("to"), "flag": None}
+                 "from": (sel_range or {}).get("from"), "to": (sel_range or {}).get("to"),
+                 "filter": (sel_rows or {}).get("filter") or "", "collapse": (sel_rows or {}).get("collapse"),
+                 "flag": None}
         if isinstance(trigger, dict) and trigger.get("type") == "flag-card":
             if not dash.ctx.triggered or not dash.ctx.triggered[0].get("value"):
                 raise dash.exceptions.PreventUpdate  # a freshly drawn card (n_clicks 0), not a click
@@ -195,6 +255,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
                 ids.RUN_LAYER: ("layer", layer), ids.RUN_PARAM: ("param", param), ids.RUN_STEP_SLIDER: ("step", slider),
                 ids.RUN_FOLLOW: ("follow", bool(follow)), ids.RUN_RANGE_FROM: ("from", range_from),
                 ids.RUN_RANGE_TO: ("to", range_to), ids.RUN_RANGE_RESET: ("range-reset", None),
+                ids.RUN_ROW_FILTER: ("filter", row_filter), ids.RUN_ROW_GROUP: ("collapse", bool(row_group)),
             }.get(trigger, (None, None))
             if event is None:
                 raise dash.exceptions.PreventUpdate
@@ -202,6 +263,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         new_layer = {"layer": new["layer"], "param": new["param"]}
         new_step = {"step": new["step"], "follow": new["follow"], "latest": slider_max}
         new_range = {"from": new["from"], "to": new["to"]}
+        new_rows = {"filter": new["filter"], "collapse": new["collapse"]}
 
         def changed(old, value):
             return no_update if old == value else value
@@ -209,12 +271,13 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         params = logic.layer_params(info or {}, new["layer"])
         return (
             changed(sel_layer, new_layer), changed(sel_step, new_step), changed(sel_range, new_range),
+            changed(sel_rows, new_rows),
             changed(layer, new["layer"]), params if new["layer"] != state["layer"] else no_update,
             changed(param, new["param"]),
             changed(slider, slider_max if new["follow"] else new["step"]),
             changed(follow, ["follow"] if new["follow"] else []),
             changed(range_from, new["from"]), changed(range_to, new["to"]),
-            logic.view_query_string(run_id, new_layer, new_step, new_range),
+            logic.view_query_string(run_id, new_layer, new_step, new_range, new_rows),
         )
 
     app.clientside_callback(ClientsideFunction("gradwatch", "firstPaintStage"),
@@ -225,92 +288,9 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     app.clientside_callback(ClientsideFunction("gradwatch", "syncUrl"), Output(ids.VIEW_URL_SYNC, "children"),
                             Input("view-search", "data"), prevent_initial_call=True)
 
-    # ---- charts -----------------------------------------------------------------------------------
-    @app.callback(
-        Output(ids.FIG_LOSS, "figure"), Output(ids.FIG_ACC, "figure"),
-        Output(ids.LIVE_SCALARS, "data"), Output("scalars-rev", "data"),
-        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SCALARS, "data"), State(ids.RUN_ID, "data"),
-        prevent_initial_call=True,  # the page layout carries the first drawing
-    )
-    def draw_scalars(rng, _refresh, run_id):
-        # The overfitting marks come from the diagnosis, which may finish later: see mark_overfitting.
-        try:
-            result = logic.scalars_impl(store, run_id, rng, _notes(ctx, run_id), None)
-        except RunNotFound as exc:
-            empty = figures.empty_figure(str(exc))
-            return empty, empty, None, None
-        figs = result["figures"]
-        return figs[ids.FIG_LOSS], figs[ids.FIG_ACC], result["live"], result["live"]["rev"]
-
-    @app.callback(
-        Output(ids.FIG_SIGNALS, "figure"), Output(ids.LIVE_SIGNALS, "data"),
-        Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_SIGNALS, "data"), Input(ids.FIRST_PAINT_STAGE, "data"),
-        State(ids.RUN_ID, "data"),
-        prevent_initial_call=True,  # drawn once the first charts are (see firstPaintStage)
-    )
-    def draw_signals(rng, _refresh, _stage, run_id):
-        try:
-            result = logic.signals_impl(store, run_id, rng, _notes(ctx, run_id))
-        except RunNotFound as exc:
-            return figures.empty_figure(str(exc)), None
-        return result["figures"][ids.FIG_SIGNALS], result["live"]
-
-    @app.callback(
-        Output(ids.FIG_GRAD_TIME, "figure"), Output(ids.FIG_RATIO, "figure"), Output(ids.FIG_ACT, "figure"),
-        Output(ids.LIVE_LAYERS, "data"),
-        Input(ids.SEL_RANGE, "data"), Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_LAYERS, "data"),
-        Input(ids.FIRST_PAINT_STAGE, "data"), State(ids.RUN_ID, "data"), State(ids.FLAGS_DATA, "data"),
-        prevent_initial_call=True,
-    )
-    def draw_layers(rng, sel_layer, _refresh, _stage, run_id, flags):
-        try:
-            result = logic.layers_impl(store, run_id, rng, (sel_layer or {}).get("layer"), _notes(ctx, run_id),
-                                       _flags_now(flags))
-        except RunNotFound as exc:
-            empty = figures.empty_figure(str(exc))
-            return empty, empty, empty, None
-        figs = result["figures"]
-        return figs[ids.FIG_GRAD_TIME], figs[ids.FIG_RATIO], figs[ids.FIG_ACT], result["live"]
-
-    @app.callback(
-        Output(ids.FIG_HIST_GRAD, "figure"), Output(ids.FIG_HIST_WEIGHT, "figure"), Output(ids.LIVE_HIST, "data"),
-        Input(ids.SEL_LAYER, "data"), Input(ids.SEL_RANGE, "data"), Input(ids.REFRESH_HIST, "data"),
-        Input(ids.FIRST_PAINT_STAGE, "data"), State(ids.RUN_ID, "data"), State("run-info", "data"),
-        prevent_initial_call=True,
-    )
-    def draw_histograms(sel_layer, rng, _refresh, _stage, run_id, info):
-        sel_layer = sel_layer or {}
-        try:
-            result = logic.hist_impl(store, dict(info or {}, run_id=run_id), sel_layer.get("layer"),
-                                     sel_layer.get("param"), rng, _notes(ctx, run_id))
-        except RunNotFound as exc:
-            empty = figures.empty_figure(str(exc))
-            return empty, empty, None
-        figs = result["figures"]
-        return figs[ids.FIG_HIST_GRAD], figs[ids.FIG_HIST_WEIGHT], result["live"]
-
-    @app.callback(
-        Output(ids.FIG_FLOW, "figure"),
-        Input(ids.SEL_STEP, "data"), Input(ids.SEL_LAYER, "data"), State(ids.RUN_ID, "data"),
-        prevent_initial_call=True,  # the page layout carries the first drawing
-    )
-    def draw_flow(sel_step, sel_layer, run_id):
-        try:
-            return logic.flow_impl(store, run_id, sel_step, (sel_layer or {}).get("layer"))["figure"]
-        except RunNotFound as exc:
-            return figures.empty_figure(str(exc))
-
-    @app.callback(
-        Output(ids.FIG_WEIGHTS_EPOCH, "figure"),
-        Input(ids.SEL_LAYER, "data"), Input(ids.REFRESH_EPOCHS, "data"), Input(ids.FIRST_PAINT_STAGE, "data"),
-        State(ids.RUN_ID, "data"),
-        prevent_initial_call=True,
-    )
-    def draw_epochs(sel_layer, _refresh, _stage, run_id):
-        try:
-            return logic.epochs_impl(store, run_id, (sel_layer or {}).get("layer"))
-        except RunNotFound as exc:
-            return figures.empty_figure(str(exc))
+    # ---- charts: one callback each, from the registry -------------------------------------------
+    for chart in CHARTS:
+        _register_chart(app, ctx, chart)
 
     # ---- flags and details -------------------------------------------------------------------------
     @app.callback(
@@ -333,20 +313,6 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
             panel = [html.P(f"{result['note']}…", className="muted")] + panel
         return panel, result["flags"], components.meta_panel(info), not result["pending"]
 
-    @app.callback(
-        Output(ids.FIG_LOSS, "figure", allow_duplicate=True),
-        Input(ids.FLAGS_DATA, "data"), Input("scalars-rev", "data"),
-        prevent_initial_call=True,
-    )
-    def mark_overfitting(flags, rev):
-        if not logic.overfitting_marks(_flags_now(flags)) or not rev:
-            raise dash.exceptions.PreventUpdate
-        marks = logic.marker_layout(flags)
-        patch = Patch()
-        patch["layout"]["shapes"] = marks["shapes"]
-        patch["layout"]["annotations"] = marks["annotations"]
-        return patch
-
     # ---- notes ------------------------------------------------------------------------------------
     @app.callback(
         Output(ids.NOTE_AUTHOR, "value"),
@@ -359,16 +325,15 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
             raise dash.exceptions.PreventUpdate
         return saved
 
-    note_fig_outputs = [Output(fig_id, "figure", allow_duplicate=True) for fig_id in STEP_FIGS]
+    note_outputs = [Output(chart.id, "figure", allow_duplicate=True) for chart in LIVE_CHARTS]
 
     @app.callback(
         Output(ids.NOTES_LIST, "children"), Output(ids.NOTE_MESSAGE, "children"), Output(ids.NOTE_TEXT, "value"),
-        Output(ids.NOTE_AUTHOR_MEMORY, "data"), *note_fig_outputs,
+        Output(ids.NOTE_AUTHOR_MEMORY, "data"), Output(ids.NOTES_DATA, "data"), *note_outputs,
         Input(ids.NOTE_ADD, "n_clicks"), Input(ids.REFRESH_NOTES, "data"),
         State(ids.RUN_ID, "data"), State(ids.NOTE_TEXT, "value"), State(ids.NOTE_AUTHOR, "value"),
         State(ids.NOTE_STEP, "value"), State(ids.NOTE_LAYER, "value"),
-        State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_SIGNALS, "data"), State(ids.LIVE_LAYERS, "data"),
-        State(ids.LIVE_HIST, "data"),
+        *[State(ids.live_store(chart.id), "data") for chart in LIVE_CHARTS],
         prevent_initial_call=True,
     )
     def notes(n_clicks, _refresh, run_id, text, author, step, layer, *live_stores):
@@ -380,16 +345,13 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
                                          author=author, step=step, layer=layer)
             if not result["ok"]:
                 return (no_update, html.Span(result["message"], className="error-text"), no_update, no_update,
-                        *[no_update] * len(STEP_FIGS))
+                        no_update, *[no_update] * len(LIVE_CHARTS))
             message, clear, remember = html.Span(result["message"], className="muted"), "", author or no_update
         all_notes = _notes(ctx, run_id)
         values = figures.notes_trace_values(all_notes)
-        keys = {}
-        for live in live_stores:
-            keys.update((live or {}).get("keys") or {})
         patches = []
-        for fig_id in STEP_FIGS:
-            if (keys.get(fig_id) or [None])[0] != figures.NOTES_KEY:
+        for live in live_stores:  # trace 0 of a step chart is its notes trace (figures._add_notes_trace)
+            if ((live or {}).get("keys") or [None])[0] != figures.NOTES_KEY:
                 patches.append(no_update)
                 continue
             patch = Patch()
@@ -398,7 +360,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
             patch["data"][0]["hovertext"] = values["hovertext"]
             patch["data"][0]["showlegend"] = bool(values["x"])
             patches.append(patch)
-        return components.notes_list(all_notes), message, clear, remember, *patches
+        return components.notes_list(all_notes), message, clear, remember, all_notes, *patches
 
     # ---- live updates -----------------------------------------------------------------------------
     app.clientside_callback(ClientsideFunction("gradwatch", "gate"), Output(ids.POLL_TICK, "data"),
@@ -406,48 +368,47 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
                             State(ids.POLL_TICK, "data"), prevent_initial_call=True)
 
     slow_every = max(1, round(1000 / ctx.settings.poll_ms))
-    refresh_ids = {"scalars": ids.REFRESH_SCALARS, "signals": ids.REFRESH_SIGNALS, "layers": ids.REFRESH_LAYERS,
-                   "hist": ids.REFRESH_HIST,
-                   "epochs": ids.REFRESH_EPOCHS, "flags": ids.REFRESH_FLAGS, "notes": ids.REFRESH_NOTES}
+    refresh_ids = [(chart.id, ids.refresh_store(chart.id)) for chart in CHARTS] + [
+        ("flags", ids.REFRESH_FLAGS), ("notes", ids.REFRESH_NOTES)]
 
     @app.callback(
         Output(ids.DELTA, "data"), Output(ids.LIVE_META, "data"),
-        *[Output(i, "data") for i in refresh_ids.values()],
+        *[Output(store_id, "data") for _, store_id in refresh_ids],
         Output(ids.RUN_STEP_SLIDER, "max"), Output(ids.RUN_STEP_SLIDER, "marks"),
         Output(ids.RUN_STEP_SLIDER, "value", allow_duplicate=True),
         Output(ids.RUN_STATUS, "children"), Output(ids.POLL_INTERVAL, "disabled"),
         Input(ids.POLL_TICK, "data"),
-        State(ids.RUN_ID, "data"), State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_LAYERS, "data"),
-        State(ids.LIVE_HIST, "data"), State(ids.LIVE_META, "data"), State(ids.SEL_STEP, "data"),
-        State("run-info", "data"), State(ids.LIVE_SIGNALS, "data"),
-        *[State(i, "data") for i in refresh_ids.values()],
+        State(ids.RUN_ID, "data"), State(ids.LIVE_META, "data"), State(ids.SEL_STEP, "data"),
+        State(ids.RUN_STEP_SLIDER, "min"),
+        *[State(ids.live_store(chart.id), "data") for chart in LIVE_CHARTS],
+        *[State(store_id, "data") for _, store_id in refresh_ids],
         prevent_initial_call=True,
     )
-    def poll(tick, run_id, live_scalars, live_layers, live_hist, live_meta, sel_step, info, live_signals, *counters):
-        result = logic.poll_impl(store, run_id, live_scalars, live_layers, live_hist, live_meta, live_signals,
-                                 slow_every=slow_every)
+    def poll(tick, run_id, live_meta, sel_step, first, *rest):
+        live = dict(zip([chart.id for chart in LIVE_CHARTS], rest[:len(LIVE_CHARTS)]))
+        counters = rest[len(LIVE_CHARTS):]
+        result = logic.poll_impl(store, run_id, live, live_meta, slow_every=slow_every)
         meta = dict(result["meta"], answered=(tick or {}).get("n") if isinstance(tick, dict) else tick)
         bumps = [(counter or 0) + 1 if name in result["refresh"] else no_update
-                 for name, counter in zip(refresh_ids, counters)]
+                 for (name, _), counter in zip(refresh_ids, counters)]
         last = meta.get("last_logged")
         grew = last is not None and last != (live_meta or {}).get("last_logged")
-        first = (info or {}).get("first_step") or 0
         slider_max = last if grew else no_update
-        marks = logic.slider_marks(first, last) if grew else no_update
+        marks = logic.slider_marks(first or 0, last) if grew else no_update
         follow_value = last if grew and (sel_step or {}).get("follow") else no_update
         status_changed = meta.get("status") != (live_meta or {}).get("status")
         badge = components.status_badge(meta.get("status")) if status_changed else no_update
         disabled = no_update if meta.get("running") else True
         return (result["delta"] or no_update, meta, *bumps, slider_max, marks, follow_value, badge, disabled)
 
+    # The browser applies each chart's payload (assets/gradwatch.js); it reads the chart ids from the
+    # page (ids.LIVE_CHARTS), in the order of these outputs and states.
     app.clientside_callback(
         ClientsideFunction("gradwatch", "applyDelta"),
-        *[Output(fig_id, "extendData") for fig_id in STEP_FIGS],
-        Output(ids.LIVE_SCALARS, "data", allow_duplicate=True), Output(ids.LIVE_LAYERS, "data", allow_duplicate=True),
-        Output(ids.LIVE_HIST, "data", allow_duplicate=True), Output(ids.LIVE_SIGNALS, "data", allow_duplicate=True),
-        Input(ids.DELTA, "data"),
-        State(ids.LIVE_SCALARS, "data"), State(ids.LIVE_LAYERS, "data"), State(ids.LIVE_HIST, "data"),
-        State(ids.LIVE_SIGNALS, "data"),
+        *[Output(chart.id, "extendData") for chart in LIVE_CHARTS],
+        *[Output(ids.live_store(chart.id), "data", allow_duplicate=True) for chart in LIVE_CHARTS],
+        Input(ids.DELTA, "data"), State(ids.LIVE_CHARTS, "data"),
+        *[State(ids.live_store(chart.id), "data") for chart in LIVE_CHARTS],
         prevent_initial_call=True,
     )
 

@@ -1,10 +1,10 @@
 """The Run page's logic: URL state, the view reducer, figure builds and the live-update protocol.
 
-Live protocol (see docs/dashboard.md): each chart group ("channel": scalars, layers, histograms)
-has a store holding the cursor its figures were built at, a revision token and the figures' trace
-keys. A poll computes "records after that cursor" as extendData payloads tagged with the cursor and
-revision they extend; a clientside callback applies a payload only if the store still holds that
-cursor and revision, then advances it. A repeated or overlapping tick therefore returns the same
+Live protocol (see docs/dashboard.md): each live chart (views/run_charts.py: its channel) has a
+store holding the cursor its figure was built at, a revision token and the figure's trace keys. A
+poll computes "records after that cursor" as extendData payloads tagged with the cursor and revision
+they extend; a clientside callback applies a payload only if the store still holds that cursor and
+revision, then advances it. A repeated or overlapping tick therefore returns the same
 payload for the same cursor and is applied at most once: no point is duplicated or dropped.
 """
 
@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import math
 import re
-import uuid
 from dataclasses import asdict, dataclass
 from urllib.parse import urlencode
 
 import numpy as np
 
-from .. import figures, ids
+from .. import figures
 from ..data import RunNotFound, RunStore
 from ..figures import scalar_group
 
 LAYER_PATTERN = re.compile(r"^[\w.\-:/\[\] ]{1,200}$")
-SCALAR_MAX_POINTS = 2000
-LAYER_MAX_POINTS = 300
-HIST_MAX_COLUMNS = 200
-# A channel is redrawn (downsampled again) once this many points were appended to it live.
+ROW_FILTER_PATTERN = re.compile(r"^[\w.\-:/\[\]*?, ]{1,200}$")
+# A chart is redrawn (downsampled again) once this many points were appended to it live.
 APPEND_LIMIT = {"scalars": 8000, "layers": 12000, "hist": 300}
+REDRAW_TICKS = 5  # the downsampled all-layers heatmaps: redrawn every N slow ticks while stats arrive
 FLAGS_REFRESH_TICKS = 40  # running runs: re-diagnose (cached for 10 s) every N polls
 
 
@@ -42,6 +40,8 @@ class RunView:
     follow: bool = True
     range_from: int | None = None
     range_to: int | None = None
+    row_filter: str = ""  # per-layer charts: layer name filter (substring or glob)
+    collapse: bool | None = None  # per-layer charts: group repeated blocks (None: when there are many)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,12 +67,17 @@ def parse_run_query(query: dict) -> RunView:
     lo, hi = _int_or_none(query.get("from")), _int_or_none(query.get("to"))
     if lo is not None and hi is not None and hi < lo:
         lo, hi = hi, lo
+    row_filter = query.get("filter")
+    row_filter = row_filter if isinstance(row_filter, str) and ROW_FILTER_PATTERN.match(row_filter) else ""
+    collapse = {"1": True, "0": False}.get(str(query.get("group")))
     return RunView(run=str(query.get("run") or ""), layer=layer, param=param, step=step, follow=step is None,
-                   range_from=lo, range_to=hi)
+                   range_from=lo, range_to=hi, row_filter=row_filter, collapse=collapse)
 
 
-def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: dict | None) -> str:
-    """'?run=..&layer=..&step=..&from=..&to=..' for the stores' current values (omitting defaults)."""
+def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: dict | None,
+                      rows: dict | None = None) -> str:
+    """'?run=..&layer=..&step=..&from=..&to=..&filter=..&group=..' for the stores' current values
+    (omitting defaults)."""
     items = [("run", run_id)]
     if layer and layer.get("layer"):
         items.append(("layer", layer["layer"]))
@@ -82,6 +87,10 @@ def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: d
         items.append(("step", int(step["step"])))
     if rng and rng.get("from") is not None and rng.get("to") is not None:
         items += [("from", int(rng["from"])), ("to", int(rng["to"]))]
+    if rows and rows.get("filter"):
+        items.append(("filter", rows["filter"]))
+    if rows and rows.get("collapse") is not None:
+        items.append(("group", int(bool(rows["collapse"]))))
     return "?" + urlencode(items)
 
 
@@ -189,7 +198,8 @@ def flag_focus(flag: dict, first_step: int | None, last_step: int | None) -> dic
 def reduce_view(state: dict, event: str, value, *, flags: list | None = None, info: dict | None = None,
                 slider_max: int | None = None) -> dict:
     """The next view after one UI event. state/result: {"layer", "param", "step", "follow", "from", "to",
-    "flag"}. Events: layer, param, step, follow, from, to, range-reset, zoom, flag."""
+    "filter", "collapse", "flag"}. Events: layer, param, step, follow, from, to, range-reset, zoom,
+    filter, collapse, flag."""
     view = dict(state)
     info = info or {}
     if event == "layer" and value:
@@ -216,6 +226,11 @@ def reduce_view(state: dict, event: str, value, *, flags: list | None = None, in
             view["from"], view["to"] = view["to"], view["from"]
     elif event == "range-reset":
         view["from"] = view["to"] = None
+    elif event == "filter":
+        text = str(value or "").strip()
+        view["filter"] = text if not text or ROW_FILTER_PATTERN.match(text) else view.get("filter", "")
+    elif event == "collapse":
+        view["collapse"] = None if value is None else bool(value)
     elif event == "zoom":
         parsed = parse_relayout(value)
         if parsed is None:
@@ -233,11 +248,7 @@ def reduce_view(state: dict, event: str, value, *, flags: list | None = None, in
     return view
 
 
-# ---- figures -------------------------------------------------------------------------------------
-def _rev() -> str:
-    return uuid.uuid4().hex[:12]
-
-
+# ---- flags and overfitting marks ------------------------------------------------------------------
 def overfitting_marks(flags: list[dict] | None) -> dict | None:
     """Best epoch and overfitting stretch from the overfitting flag's evidence (keys read defensively)."""
     for flag in flags or []:
@@ -249,124 +260,6 @@ def overfitting_marks(flags: list[dict] | None) -> dict | None:
         return {"best_step": best, "best_epoch": evidence.get("best_epoch"), "onset_step": onset,
                 "last_step": flag.get("last_step") or evidence.get("last_step")}
     return None
-
-
-def marker_layout(flags: list[dict] | None) -> dict:
-    """The loss chart's shapes and annotations for the overfitting marks (applied with a Patch when
-    the diagnosis arrives after the chart)."""
-    fig = figures.go.Figure()
-    marks = overfitting_marks(flags)
-    if marks:
-        figures._mark_overfitting(fig, marks)
-    layout = fig.layout.to_plotly_json()
-    return {"shapes": layout.get("shapes", []), "annotations": layout.get("annotations", [])}
-
-
-SCALAR_CHANNELS = {"scalars": (ids.FIG_LOSS, ids.FIG_ACC), "signals": (ids.FIG_SIGNALS,)}
-CHART_OF_GROUP = {"loss": ids.FIG_LOSS, "accuracy": ids.FIG_ACC, "signals": ids.FIG_SIGNALS}
-
-
-def scalars_impl(store: RunStore, run_id: str, rng: dict | None, notes: list, flags: list | None) -> dict:
-    """Loss and accuracy charts (training vs validation) plus the "scalars" channel state."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
-    view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("loss", "accuracy"))
-    series = {name: s.as_lists() for name, s in view["series"].items()}
-    uirev = f"{run_id}:{lo}:{hi}"
-    step_range = (lo, hi) if lo is not None and hi is not None else None
-    figs = {
-        ids.FIG_LOSS: figures.scalar_chart(series, "loss", notes=notes, overfitting=overfitting_marks(flags),
-                                           step_range=step_range, uirevision=uirev),
-        ids.FIG_ACC: figures.scalar_chart(series, "accuracy", notes=notes, step_range=step_range, uirevision=uirev),
-    }
-    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
-
-
-def signals_impl(store: RunStore, run_id: str, rng: dict | None, notes: list) -> dict:
-    """Every other scalar (gradient norm, learning rate, a user's own) plus the "signals" channel state."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
-    view = store.scalar_view(run_id, lo, hi, SCALAR_MAX_POINTS, groups=("signals",))
-    series = {name: s.as_lists() for name, s in view["series"].items()}
-    step_range = (lo, hi) if lo is not None and hi is not None else None
-    figs = {ids.FIG_SIGNALS: figures.signals_chart(series, notes=notes, step_range=step_range,
-                                                   uirevision=f"{run_id}:{lo}:{hi}")}
-    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
-
-
-def _channel(run_id: str, cursor: int, range_to, figs: dict) -> dict:
-    return {"run": run_id, "cursor": cursor, "rev": _rev(), "appended": 0, "range_to": range_to,
-            "keys": {fig_id: figures.trace_keys(fig) for fig_id, fig in figs.items()}}
-
-
-LAYER_CHARTS = {
-    ids.FIG_GRAD_TIME: ("grad_norm", "layer"),
-    ids.FIG_RATIO: ("update_ratio", "layer"),
-}
-
-
-def layers_impl(store: RunStore, run_id: str, rng: dict | None, layer: str | None, notes: list,
-                flags: list | None) -> dict:
-    """Per-layer time series: gradient norm, update-to-weight ratio, activation fractions."""
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
-    must = sorted({s for f in flags or [] for s in (f.get("first_step"), f.get("last_step")) if s is not None})
-    view = store.layer_view(run_id, lo, hi, LAYER_MAX_POINTS, tuple(must))
-    tables = view["tables"]
-    uirev = f"{run_id}:{lo}:{hi}"
-    step_range = (lo, hi) if lo is not None and hi is not None else None
-    colors = figures.layer_colors(view["order"])
-    sampled = f" ({view['shown']:,} of {view['logged']:,} logged steps)" if view["sampled"] else ""
-    common = dict(selected_layer=layer, notes=notes, step_range=step_range, uirevision=uirev)
-    figs = {
-        ids.FIG_GRAD_TIME: figures.layer_lines_chart(
-            tables["grad_norm"], title=f"Gradient norm per layer over time{sampled}", y_title="gradient norm (log)",
-            log_y=True, colors=colors, empty_message="no gradient statistics logged yet", **common),
-        ids.FIG_RATIO: figures.layer_lines_chart(
-            tables["update_ratio"], title=f"Update-to-weight ratio per layer{sampled}", y_title="|ΔW| / |W| (log)",
-            log_y=True, guide=figures.UPDATE_RATIO_GUIDE, guide_label="1e-3 guide", colors=colors,
-            empty_message="no update ratios logged (needs two logged optimizer steps)", **common),
-        ids.FIG_ACT: figures.activation_chart(tables["saturated_frac"], tables["dead_frac"], **common),
-    }
-    return {"figures": figs, "live": _channel(run_id, view["cursor"], hi, figs)}
-
-
-def hist_impl(store: RunStore, info: dict, layer: str | None, param: str | None, rng: dict | None,
-              notes: list) -> dict:
-    """Gradient and weight histogram heatmaps of the selected layer's parameter."""
-    run_id = info["run_id"]
-    hist_layer = histogram_layer(info, layer)
-    lo, hi = (rng or {}).get("from"), (rng or {}).get("to")
-    step_range = (lo, hi) if lo is not None and hi is not None else None
-    live = {"run": run_id, "rev": _rev(), "appended": 0, "tensor": None, "steps": {}, "range_to": hi,
-            "keys": {}}
-    if hist_layer is None:
-        message = "no parameters with histograms in this run"
-        return {"figures": {ids.FIG_HIST_GRAD: figures.empty_figure(message),
-                            ids.FIG_HIST_WEIGHT: figures.empty_figure(message)}, "live": live}
-    params = layer_params(info, hist_layer)
-    param = param if param in params else ("weight" if "weight" in params else params[0])
-    tensor = f"{hist_layer}.{param}"
-    figs, bands = {}, {}
-    for fig_id, kind in ((ids.FIG_HIST_GRAD, "grad"), (ids.FIG_HIST_WEIGHT, "weight")):
-        view = store.histogram_view(run_id, tensor, kind, lo, hi, HIST_MAX_COLUMNS)
-        bands[kind] = figures.hist_band(view["counts"])
-        figs[fig_id] = figures.histogram_heatmap(
-            view["steps"], view["counts"], kind="gradient" if kind == "grad" else "weight", tensor=tensor,
-            notes=notes, step_range=step_range, uirevision=f"{run_id}:{tensor}:{lo}:{hi}", sampled=view["sampled"],
-            band=bands[kind])
-        live["steps"][kind] = int(view["steps"][-1]) if len(view["steps"]) else -1
-    live["bands"] = bands
-    live.update(tensor=tensor, keys={fig_id: figures.trace_keys(fig) for fig_id, fig in figs.items()})
-    return {"figures": figs, "live": live}
-
-
-def flow_impl(store: RunStore, run_id: str, step: dict | None, layer: str | None) -> dict:
-    target = None if not step or step.get("follow") else step.get("step")
-    flow = store.gradient_flow(run_id, target)
-    return {"figure": figures.gradient_flow_chart(flow, selected_layer=layer, uirevision=run_id),
-            "step": flow.get("step")}
-
-
-def epochs_impl(store: RunStore, run_id: str, layer: str | None):
-    return figures.weights_by_epoch_chart(store.weights_by_epoch(run_id), selected_layer=layer, uirevision=run_id)
 
 
 def flags_impl(store: RunStore, run_id: str, wait: bool = True) -> dict:
@@ -402,27 +295,22 @@ def _extend_payload(columns: dict[int, tuple[list, list]]) -> list | None:
     return [{"x": [columns[i][0] for i in indices], "y": [columns[i][1] for i in indices]}, indices]
 
 
-def scalar_extend(rows: dict, keys: dict[str, list], charts: tuple[str, ...] = tuple(CHART_OF_GROUP.values())
-                  ) -> tuple[dict, bool, int]:
-    """extendData payloads per chart (of `charts`) for new scalar rows {name: (steps, values)};
-    reset=True when a chart must be redrawn (a new scalar name, or NaN/Inf values that need markers)."""
-    per_fig: dict[str, dict[int, tuple[list, list]]] = {}
+def scalar_extend(rows: dict, keys: list, chart_groups: tuple[str, ...]) -> tuple[list | None, bool, int]:
+    """One chart's extendData payload for new scalar rows {name: (steps, values)} of its groups;
+    reset=True when it must be redrawn (a new scalar name, or NaN/Inf values that need markers)."""
+    cols: dict[int, tuple[list, list]] = {}
     reset, added = False, 0
     for name, (steps, values) in rows.items():
-        group = scalar_group(name)
-        fig_id = CHART_OF_GROUP.get(group)
-        if fig_id is None or fig_id not in charts:
+        if scalar_group(name) not in chart_groups:
             continue
-        trace_keys = keys.get(fig_id) or []
         key = f"scalar:{name}"
         values = np.asarray(values, dtype=float)
-        if key not in trace_keys or not np.all(np.isfinite(values)):
+        if key not in keys or not np.all(np.isfinite(values)):
             reset = True
             continue
-        per_fig.setdefault(fig_id, {})[trace_keys.index(key)] = (
-            [int(s) for s in steps], [float(v) for v in values])
+        cols[keys.index(key)] = ([int(s) for s in steps], [float(v) for v in values])
         added += len(values)
-    return {fig_id: _extend_payload(cols) for fig_id, cols in per_fig.items()}, reset, added
+    return _extend_payload(cols), reset, added
 
 
 def _rows_by_name(df, after: int) -> dict:
@@ -439,36 +327,29 @@ def _rows_by_name(df, after: int) -> dict:
     return out
 
 
-def layer_extend(tables: dict, keys: dict[str, list]) -> tuple[dict, bool, int]:
-    plan = {
-        ids.FIG_GRAD_TIME: [("grad_norm", "layer", True)],
-        ids.FIG_RATIO: [("update_ratio", "layer", True)],
-        ids.FIG_ACT: [("saturated_frac", "saturated", False), ("dead_frac", "dead", False)],
-    }
-    out, reset, added = {}, False, 0
-    for fig_id, parts in plan.items():
-        trace_keys = keys.get(fig_id) or []
-        cols: dict[int, tuple[list, list]] = {}
-        for quantity, prefix, log_axis in parts:
-            table = tables.get(quantity)
-            if table is None or table.empty:
+def layer_extend(tables: dict, keys: list, plan: tuple, known_layers=None) -> tuple[list | None, bool, int]:
+    """One chart's extendData payload for new per-layer rows: the traces it draws get their new
+    points, layers it does not draw are skipped; reset=True for a layer the run did not have."""
+    cols: dict[int, tuple[list, list]] = {}
+    reset, added = False, 0
+    known = set(known_layers) if known_layers is not None else None
+    for quantity, prefix, log_axis in plan:
+        table = tables.get(quantity)
+        if table is None or table.empty:
+            continue
+        steps = table.index.to_numpy()
+        for layer in table.columns:
+            key = f"{prefix}:{layer}"
+            if key not in keys:
+                reset = reset or (known is not None and layer not in known)
                 continue
-            steps = table.index.to_numpy()
-            for layer in table.columns:
-                values = table[layer].to_numpy(dtype=float)
-                present = np.isfinite(values) & ((values > 0) if log_axis else True)
-                if not present.any():
-                    continue
-                key = f"{prefix}:{layer}"
-                if key not in trace_keys:
-                    reset = True
-                    continue
-                cols[trace_keys.index(key)] = ([int(s) for s in steps[present]], [float(v) for v in values[present]])
-                added += int(present.sum())
-        payload = _extend_payload(cols)
-        if payload:
-            out[fig_id] = payload
-    return out, reset, added
+            values = table[layer].to_numpy(dtype=float)
+            present = np.isfinite(values) & ((values > 0) if log_axis else True)
+            if not present.any():
+                continue
+            cols[keys.index(key)] = ([int(s) for s in steps[present]], [float(v) for v in values[present]])
+            added += int(present.sum())
+    return _extend_payload(cols), reset, added
 
 
 def hist_extend(steps, counts, keys: list, band: tuple[int, int] | list | None) -> tuple[list | None, bool]:
@@ -486,20 +367,22 @@ def hist_extend(steps, counts, keys: list, band: tuple[int, int] | list | None) 
     return [{"x": [[int(s) for s in steps]], "z": [figures.hist_rows(counts[:, lo:hi + 1])]}, [index]], False
 
 
-def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict | None, hist: dict | None,
-              meta: dict | None, signals: dict | None = None, slow_every: int = 1) -> dict:
-    """One live tick: new points per channel (tagged with the cursor/revision they extend), which
-    charts need a full redraw, and the run's status and extent.
+def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None, slow_every: int = 1,
+              known_layers=None) -> dict:
+    """One live tick over the page's charts. live: {chart id: its channel store}. Returns
+    {"delta": {chart id: payload tagged with the cursor/revision it extends}, "refresh": chart ids to
+    redraw (plus "flags", "notes"), "meta": the run's status and extent}.
 
-    The scalar channels (the loss curve: what a viewer watches) update every tick; the heavier per-layer
-    charts, heatmaps, gradient flow and epoch chart every `slow_every`-th tick (about once a second),
-    so the browser is not redrawing twenty charts four times a second."""
+    Scalar charts (the loss curve: what a viewer watches) update every tick; the heavier per-layer
+    charts, heatmaps and histograms every `slow_every`-th tick (about once a second), the downsampled
+    all-layers heatmaps every REDRAW_TICKS-th of those, so the browser is not redrawing twenty charts
+    four times a second."""
+    from .run_charts import BY_ID
+
     meta = dict(meta or {})
     out = {"delta": {}, "refresh": set(), "meta": meta}
     ticks = int(meta.get("ticks", 0)) + 1
     slow = ticks % max(1, slow_every) == 0
-    if not slow:
-        layers = hist = None
     try:
         with store.open(run_id) as reader:
             status = reader.status()
@@ -508,54 +391,58 @@ def poll_impl(store: RunStore, run_id: str, scalars: dict | None, layers: dict |
     except RunNotFound:
         out["meta"] = dict(meta, status="missing", running=False)
         return out
-    channels = {name: state for name, state in (("scalars", scalars), ("signals", signals))
-                if state and state.get("run") == run_id and state.get("range_to") is None
-                and cursors["scalars"] > state.get("cursor", 0)}
-    if channels:
-        base = min(state.get("cursor", 0) for state in channels.values())
-        delta = store.scalar_delta(run_id, base)
-        for name, state in channels.items():
+    states = {chart_id: state for chart_id, state in (live or {}).items()
+              if chart_id in BY_ID and state and state.get("run") == run_id and state.get("range_to") is None}
+    by_channel: dict[str, dict] = {}
+    for chart_id, state in states.items():
+        by_channel.setdefault(BY_ID[chart_id].channel, {})[chart_id] = state
+
+    def emit(chart_id, state, payload, to, added, reset):
+        if reset or state.get("appended", 0) + added > APPEND_LIMIT[BY_ID[chart_id].channel]:
+            out["refresh"].add(chart_id)
+        else:
+            out["delta"][chart_id] = {"base": state.get("cursor"), "rev": state.get("rev"), "to": to,
+                                      "extend": payload, "added": added}
+
+    scalar_states = {c: s for c, s in by_channel.get("scalars", {}).items() if cursors["scalars"] > s.get("cursor", 0)}
+    if scalar_states:
+        delta = store.scalar_delta(run_id, min(s.get("cursor", 0) for s in scalar_states.values()))
+        for chart_id, state in scalar_states.items():
             if delta["reset"]:
-                out["refresh"].add(name)
+                out["refresh"].add(chart_id)
                 continue
             rows = _rows_by_name(delta["rows"], state.get("cursor", 0))
-            extend, reset, added = scalar_extend(rows, state.get("keys") or {}, SCALAR_CHANNELS[name])
-            if reset or state.get("appended", 0) + added > APPEND_LIMIT["scalars"]:
-                out["refresh"].add(name)
-            else:
-                out["delta"][name] = {"base": state["cursor"], "rev": state.get("rev"), "to": delta["cursor"],
-                                      "extend": extend, "added": added}
-            if name == "scalars" and "epoch" in rows:
+            payload, reset, added = scalar_extend(rows, state.get("keys") or [], BY_ID[chart_id].scalar_groups)
+            emit(chart_id, state, payload, delta["cursor"], added, reset)
+            if "epoch" in rows:
                 meta["epochs_pending"] = True
-    if layers and layers.get("run") == run_id and cursors["stats"] > layers.get("cursor", 0) \
-            and layers.get("range_to") is None:
-        delta = store.layer_delta(run_id, layers["cursor"])
-        extend, reset, added = layer_extend(delta["tables"], layers.get("keys") or {})
-        if delta["reset"] or reset or layers.get("appended", 0) + added > APPEND_LIMIT["layers"]:
-            out["refresh"].add("layers")
-        else:
-            out["delta"]["layers"] = {"base": layers["cursor"], "rev": layers.get("rev"), "to": delta["cursor"],
-                                      "extend": extend, "added": added}
-    if hist and hist.get("run") == run_id and hist.get("tensor") and hist.get("range_to") is None \
-            and last_logged is not None and last_logged > min(hist.get("steps", {}).values() or [-1]):
-        extend, to_steps, added, reset = {}, dict(hist.get("steps") or {}), 0, False
-        for fig_id, kind in ((ids.FIG_HIST_GRAD, "grad"), (ids.FIG_HIST_WEIGHT, "weight")):
-            after = (hist.get("steps") or {}).get(kind, -1)
-            delta = store.histogram_delta(run_id, hist["tensor"], kind, after)
-            payload, needs = hist_extend(delta["steps"], delta["counts"], (hist.get("keys") or {}).get(fig_id) or [],
-                                         (hist.get("bands") or {}).get(kind))
-            reset = reset or needs or delta["reset"]
-            if payload:
-                extend[fig_id] = payload
-                to_steps[kind] = int(delta["steps"][-1])
-                added = max(added, len(delta["steps"]))
-        if reset or hist.get("appended", 0) + added > APPEND_LIMIT["hist"]:
-            out["refresh"].add("hist")
-        elif extend:
-            out["delta"]["hist"] = {"base": hist.get("steps"), "rev": hist.get("rev"), "to": to_steps,
-                                    "extend": extend, "added": added}
-    if slow and meta.pop("epochs_pending", False):
-        out["refresh"].add("epochs")
+    if slow:
+        layer_deltas: dict[int, dict] = {}
+        for chart_id, state in by_channel.get("layers", {}).items():
+            if cursors["stats"] <= state.get("cursor", 0):
+                continue
+            cursor = int(state["cursor"])
+            if cursor not in layer_deltas:
+                layer_deltas[cursor] = store.layer_delta(run_id, cursor)
+            delta = layer_deltas[cursor]
+            payload, reset, added = layer_extend(delta["tables"], state.get("keys") or [],
+                                                 BY_ID[chart_id].layer_extend, known_layers)
+            emit(chart_id, state, payload, delta["cursor"], added, reset or delta["reset"])
+        for chart_id, state in by_channel.get("hist", {}).items():
+            after = state.get("cursor", -1)
+            if not state.get("tensor") or last_logged is None or last_logged <= after:
+                continue
+            delta = store.histogram_delta(run_id, state["tensor"], state["kind"], after)
+            payload, reset = hist_extend(delta["steps"], delta["counts"], state.get("keys") or [], state.get("band"))
+            if payload or reset or delta["reset"]:
+                to = int(delta["steps"][-1]) if len(delta["steps"]) else after
+                emit(chart_id, state, payload, to, len(delta["steps"]), reset or delta["reset"])
+        if (ticks // max(1, slow_every)) % REDRAW_TICKS == 0:
+            for chart_id, state in by_channel.get("redraw", {}).items():
+                if cursors["stats"] > state.get("cursor", 0):
+                    out["refresh"].add(chart_id)
+        if meta.pop("epochs_pending", False):
+            out["refresh"].update(chart.id for chart in BY_ID.values() if chart.channel == "epochs")
     if cursors["flags"] != meta.get("flags_cursor") or (status == "running" and ticks % FLAGS_REFRESH_TICKS == 0) \
             or status != meta.get("status"):
         out["refresh"].add("flags")

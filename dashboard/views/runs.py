@@ -129,7 +129,7 @@ def _row(summary: dict, selected: set) -> html.Tr:
         html.Td([dcc.Link(summary.get("name") or run_id, href=f"/run?run={run_id}", className="run-link"),
                  html.Div(run_id, className="muted small") if run_id != summary.get("name") else None]),
         html.Td([components.status_badge(summary.get("status"), title=summary.get("failure") or ""),
-                 html.Div(str(summary["failure"])[:120], className="small error-text")
+                 html.Div(components.error_cause(summary["failure"])[0][:120], className="small error-text")
                  if summary.get("failure") and summary.get("status") == "failed" else None]),
         html.Td(summary.get("dataset") or "—"),
         html.Td(summary.get("preset") or "—"),

@@ -11,7 +11,13 @@ import pytest
 from gradwatch.dashboard import ids
 from gradwatch.dashboard.data import RunStore
 from gradwatch.dashboard.views import run as logic
+from gradwatch.dashboard.views import run_charts
 from gradwatch.testing import LiveRun, make_run
+
+
+def draw(store, run_id, chart_id, **view):
+    """One registry chart as the page draws it: {"figure", "live"}."""
+    return run_charts.render(run_charts.BY_ID[chart_id], store, run_charts.ChartArgs(run_id=run_id, **view))
 
 
 def test_parse_query_ignores_malformed_values_and_round_trips():
@@ -68,32 +74,40 @@ def test_overfitting_marks_read_evidence_defensively():
     assert logic.overfitting_marks([flag]) == {"best_step": 89, "best_epoch": 3, "onset_step": 119, "last_step": 299}
     bare = logic.overfitting_marks([{"rule": "overfitting", "first_step": 5, "last_step": 9, "evidence": {}}])
     assert bare["best_step"] == 5 and bare["best_epoch"] is None
-    layout = logic.marker_layout([flag])
-    assert len(layout["shapes"]) == 2 and len(layout["annotations"]) == 2
-    assert logic.marker_layout([]) == {"shapes": [], "annotations": []}
+    series = {"val_loss": {"steps": [0, 100, 300], "values": [1.0, 0.5, 0.9], "bad_steps": []}}
+    marked = run_charts.loss_figure({"series": series}, run_charts.ChartArgs(run_id="r", flags=(flag,)))
+    assert len(marked.layout.shapes) == 2 and len(marked.layout.annotations) == 2
+    plain = run_charts.loss_figure({"series": series}, run_charts.ChartArgs(run_id="r"))
+    assert len(plain.layout.shapes) == 0
 
 
 class FakeBrowser:
-    """What the page holds: the figures' points per trace key and the channel stores."""
+    """What the page holds: each live chart's points per trace key and its channel store."""
 
-    def __init__(self, built: dict):
+    def __init__(self, built: dict[str, dict]):
         self.points = {}
-        for fig_id, fig in built["figures"].items():
-            for trace in fig.data:
+        self.live = {}
+        for chart_id, drawn in built.items():
+            for trace in drawn["figure"].data:
                 if trace.meta and str(trace.meta).startswith(("scalar:", "layer:")):
-                    self.points[(fig_id, trace.meta)] = [(int(x), float(y)) for x, y in zip(trace.x, trace.y)
-                                                         if y is not None and np.isfinite(y)]
-        self.live = built["live"]
+                    self.points[(chart_id, trace.meta)] = [(int(x), float(y)) for x, y in zip(trace.x, trace.y)
+                                                           if y is not None and np.isfinite(y)]
+            self.live[chart_id] = drawn["live"]
 
-    def apply(self, delta):
-        if not delta or delta["base"] != self.live["cursor"] or delta["rev"] != self.live["rev"]:
-            return False
-        for fig_id, (data, indices) in delta["extend"].items():
-            keys = self.live["keys"][fig_id]
-            for xs, ys, index in zip(data["x"], data["y"], indices):
-                self.points.setdefault((fig_id, keys[index]), []).extend(zip(xs, ys))
-        self.live = dict(self.live, cursor=delta["to"], appended=self.live["appended"] + delta["added"])
-        return True
+    def apply(self, delta: dict) -> list[str]:
+        """assets/gradwatch.js's rule: a payload applies only on its chart's cursor and revision."""
+        applied = []
+        for chart_id, d in (delta or {}).items():
+            store = self.live.get(chart_id)
+            if not store or d["base"] != store["cursor"] or d["rev"] != store["rev"]:
+                continue
+            if d["extend"]:
+                data, indices = d["extend"]
+                for xs, ys, index in zip(data["x"], data["y"], indices):
+                    self.points.setdefault((chart_id, store["keys"][index]), []).extend(zip(xs, ys))
+            self.live[chart_id] = dict(store, cursor=d["to"], appended=store["appended"] + d["added"])
+            applied.append(chart_id)
+        return applied
 
 
 def test_live_polls_are_idempotent_and_lossless(tmp_path):
@@ -103,29 +117,29 @@ def test_live_polls_are_idempotent_and_lossless(tmp_path):
         for _ in range(6):
             live.write_step()
         live.writer.flush()
-        scalars = FakeBrowser(logic.scalars_impl(store, "live", None, [], None))
-        layers = FakeBrowser(logic.layers_impl(store, "live", None, "net.0", [], None))
+        page = FakeBrowser({chart_id: draw(store, "live", chart_id, layer="net.0")
+                            for chart_id in (ids.FIG_LOSS, ids.FIG_ACC, ids.FIG_GRAD_TIME)})
         meta = {"status": "running", "running": True, "ticks": 0}
         for _round in range(4):
             for _ in range(3):
                 live.write_step()
             live.writer.flush()
-            first = logic.poll_impl(store, "live", scalars.live, layers.live, None, meta)
-            repeat = logic.poll_impl(store, "live", scalars.live, layers.live, None, meta)  # overlapping tick
+            first = logic.poll_impl(store, "live", page.live, meta)
+            repeat = logic.poll_impl(store, "live", page.live, meta)  # overlapping tick
             assert first["delta"] == repeat["delta"]
-            assert scalars.apply(first["delta"].get("scalars")) and layers.apply(first["delta"].get("layers"))
-            assert not scalars.apply(repeat["delta"].get("scalars"))  # already applied: ignored
+            assert set(page.apply(first["delta"])) >= {ids.FIG_LOSS, ids.FIG_GRAD_TIME}
+            assert page.apply(repeat["delta"]) == []  # already applied: ignored
             meta = first["meta"]
         assert meta["running"] and meta["last_logged"] == live.step - 1
-        losses = [step for step, _ in scalars.points[(ids.FIG_LOSS, "scalar:train_loss")]]
+        losses = [step for step, _ in page.points[(ids.FIG_LOSS, "scalar:train_loss")]]
         assert losses == list(range(live.step))
-        grads = [step for step, _ in layers.points[(ids.FIG_GRAD_TIME, "layer:net.0")]]
+        grads = [step for step, _ in page.points[(ids.FIG_GRAD_TIME, "layer:net.0")]]
         assert grads == list(range(live.step))
-        val = scalars.points[(ids.FIG_LOSS, "scalar:val_loss")]
+        val = page.points[(ids.FIG_LOSS, "scalar:val_loss")]
         assert [s for s, _ in val] == [4, 9, 14]
     finally:
         live.stop()
-    final = logic.poll_impl(store, "live", scalars.live, layers.live, None, meta)
+    final = logic.poll_impl(store, "live", page.live, meta)
     assert final["meta"]["status"] == "finished" and not final["meta"]["running"]
     assert "flags" in final["refresh"]  # the status changed: the flags panel is redrawn
 
@@ -136,18 +150,18 @@ def test_poll_asks_for_a_redraw_when_a_new_scalar_appears(tmp_path):
     try:
         live.write_step()
         live.writer.flush()
-        built = logic.scalars_impl(store, "live", None, [], None)
-        signals = logic.signals_impl(store, "live", None, [])
+        loss = draw(store, "live", ids.FIG_LOSS)["live"]
+        signals = draw(store, "live", ids.FIG_SIGNALS)["live"]
         live.write_step({"test_loss": 1.0})
         live.writer.flush()
-        result = logic.poll_impl(store, "live", built["live"], None, None, {}, signals["live"])
-        assert "scalars" in result["refresh"] and "scalars" not in result["delta"]
-        assert "signals" in result["delta"] and "signals" not in result["refresh"]  # its own names only
+        result = logic.poll_impl(store, "live", {ids.FIG_LOSS: loss, ids.FIG_SIGNALS: signals}, {})
+        assert ids.FIG_LOSS in result["refresh"] and ids.FIG_LOSS not in result["delta"]
+        assert ids.FIG_SIGNALS in result["delta"] and ids.FIG_SIGNALS not in result["refresh"]  # its own names only
         live.write_step({"my_metric": 2.0})
         live.writer.flush()
-        signals_live = dict(signals["live"], cursor=result["delta"]["signals"]["to"])
-        result = logic.poll_impl(store, "live", None, None, None, {}, signals_live)
-        assert "signals" in result["refresh"]
+        signals = dict(signals, cursor=result["delta"][ids.FIG_SIGNALS]["to"])
+        result = logic.poll_impl(store, "live", {ids.FIG_SIGNALS: signals}, {})
+        assert ids.FIG_SIGNALS in result["refresh"]
     finally:
         live.stop()
 
@@ -160,16 +174,34 @@ def test_hist_channel_appends_new_columns(tmp_path):
             live.write_step()
         live.writer.flush()
         info = store.run_info("live")
-        built = logic.hist_impl(store, info, "net.0", "weight", None, [])
-        assert built["live"]["steps"] == {"grad": 2, "weight": 2}
+        built = draw(store, "live", ids.FIG_HIST_GRAD, layer="net.0", param="weight", info=info)["live"]
+        assert built["cursor"] == 2 and built["tensor"] == "net.0.weight" and built["kind"] == "grad"
         live.write_step()
         live.writer.flush()
-        result = logic.poll_impl(store, "live", None, None, built["live"], {})
-        delta = result["delta"]["hist"]
-        assert delta["to"] == {"grad": 3, "weight": 3}
-        data, indices = delta["extend"][ids.FIG_HIST_GRAD]
-        lo, hi = built["live"]["bands"]["grad"]
+        result = logic.poll_impl(store, "live", {ids.FIG_HIST_GRAD: built}, {})
+        delta = result["delta"][ids.FIG_HIST_GRAD]
+        assert delta["base"] == 2 and delta["to"] == 3
+        data, indices = delta["extend"]
+        lo, hi = built["band"]
         assert data["x"] == [[3]] and len(data["z"][0][0]) == hi - lo + 1 and indices == [1]
+    finally:
+        live.stop()
+
+
+def test_heatmaps_are_redrawn_not_extended_while_statistics_arrive(tmp_path):
+    live = LiveRun(tmp_path, "live", layers=3)
+    store = RunStore(tmp_path, None)
+    try:
+        for _ in range(4):
+            live.write_step()
+        live.writer.flush()
+        heat = draw(store, "live", ids.FIG_GRAD_HEAT)["live"]
+        live.write_step()
+        live.writer.flush()
+        quiet = logic.poll_impl(store, "live", {ids.FIG_GRAD_HEAT: heat}, {"ticks": 0})
+        assert ids.FIG_GRAD_HEAT not in quiet["refresh"]  # only every REDRAW_TICKS-th slow tick
+        due = logic.poll_impl(store, "live", {ids.FIG_GRAD_HEAT: heat}, {"ticks": logic.REDRAW_TICKS - 1})
+        assert ids.FIG_GRAD_HEAT in due["refresh"] and ids.FIG_GRAD_HEAT not in due["delta"]
     finally:
         live.stop()
 
@@ -199,15 +231,16 @@ def test_run_page_impl_reports_bad_ids_and_normalises_the_view(tmp_path):
 
 
 @pytest.mark.parametrize("pathology", ["exploding", "vanishing", "overfit"])
-def test_every_run_page_figure_builds(tmp_path, pathology):
+def test_every_registered_chart_builds(tmp_path, pathology):
     make_run(tmp_path, "r", steps=120, pathology=pathology, layers=5)
     store = RunStore(tmp_path, None)
     info = store.run_info("r")
     flags = logic.flags_impl(store, "r")["flags"]
     assert flags
-    assert len(logic.scalars_impl(store, "r", None, [], flags)["figures"]) == 2
-    assert ids.FIG_SIGNALS in logic.signals_impl(store, "r", None, [])["figures"]
-    assert len(logic.layers_impl(store, "r", {"from": 10, "to": 60}, "net.2", [], flags)["figures"]) == 3
-    assert len(logic.hist_impl(store, info, "net.3", None, None, [])["figures"]) == 2
-    assert logic.flow_impl(store, "r", {"step": 33, "follow": False}, "net.0")["step"] == 33
-    assert logic.epochs_impl(store, "r", "net.0").data
+    args = run_charts.ChartArgs(run_id="r", range_from=10, range_to=60, layer="net.2", flags=tuple(flags),
+                                step={"step": 33, "follow": False}, info=info)
+    for chart in run_charts.CHARTS:
+        drawn = run_charts.render(chart, store, args)
+        assert drawn["figure"].data, chart.id
+        assert (drawn["live"] is not None) == (chart in run_charts.LIVE_CHARTS)
+    assert run_charts.render(run_charts.BY_ID[ids.FIG_FLOW], store, args)["figure"].layout.title.text.endswith("33")
