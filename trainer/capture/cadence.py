@@ -81,7 +81,8 @@ class AutoCadence:
 
     def _rechoose(self, base: float) -> int | None:
         cost = max(statistics.median(self._costs), 0.0)
-        wanted = max(1, math.ceil(cost / (self.budget * base))) if base > 0 else self.every
+        # (less a hair: clock arithmetic would turn an exact 250.0 into 250.00000001 -> 251)
+        wanted = max(1, math.ceil(cost / (self.budget * base) - 1e-6)) if base > 0 else self.every
         wanted = min(wanted, self.every * self.GROWTH, self.max_every)
         if wanted == self.every:
             return None

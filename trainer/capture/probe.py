@@ -287,7 +287,9 @@ class Probe:
                 self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
         changed = self._cadence.observe(self.step, time.perf_counter())
         if changed is not None or (self.step == 0 and self._cadence.auto):
+            # The series for the record, the latest value in the metadata for the dashboard.
             self.writer.add_scalars(self.step, {schema.CAPTURE_EVERY: float(self.every)}, time.time())
+            self.writer.set_meta(capture_every=self.every)
         self.step += 1
         self._acts = {}
         self._pending = None
