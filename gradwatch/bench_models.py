@@ -127,3 +127,56 @@ def loss_of(model: nn.Module, batch) -> torch.Tensor:
     x, y = batch
     out = model(x)
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False):
+    """(step(i) training the model once, the Run or None, parameter tensor count) for model `key`,
+    watched with `every` when logdir is given. accelerator_path counts NaN/Inf on the device even
+    on the CPU, as a GPU does."""
+    from gradwatch.trainer.run import Run
+
+    builder, batch = MODELS[key]
+    torch.manual_seed(0)
+    model = builder()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data = batch(torch.Generator().manual_seed(1))
+    run = None
+    if logdir is not None:
+        run = Run(logdir, name=key)
+        probe = run.watch(model, every=every)
+        if accelerator_path:
+            probe._measurer.host_checks = False
+
+    def step(i):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of(model, data)
+        loss.backward()
+        opt.step()
+        if run is not None:
+            run.log(i, train_loss=loss.item())
+        else:
+            loss.item()
+
+    return step, run, sum(1 for _ in model.parameters())
+
+
+def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False) -> dict:
+    """Ops capture adds, counted as trainer/capture/dispatch_count.py defines, over one whole
+    period after a warm-up one: {"logged": extra ops of the logged step (the period's extra less
+    the unlogged steps'), "unlogged": per unlogged step, "tensors": n, "per_step": [extra per step]}."""
+    import statistics
+
+    from gradwatch.trainer.capture.dispatch_count import step_counts
+
+    base, _, n_tensors = trainer_step(key)
+    watched, run, _ = trainer_step(key, logdir, every, accelerator_path)
+    for i in range(every):  # first period: layouts, caches, first-call costs
+        base(i)
+        watched(i)
+    base_counts = step_counts(lambda i: base(every + i), every)
+    watched_counts = step_counts(lambda i: watched(every + i), every)
+    run.finish()
+    extra = [w - b for w, b in zip(watched_counts, base_counts)]
+    unlogged = statistics.median(extra[2:])  # step 0 logs; its record is finished in step 1
+    return {"logged": sum(extra) - (every - 1) * unlogged, "unlogged": unlogged, "tensors": n_tensors,
+            "per_step": extra}

@@ -3,7 +3,7 @@
 `AutoCadence` measures what a logged step costs against an unlogged one, on the wall-clock time
 between consecutive optimizer steps (so whatever the capture makes the loop wait for counts, on
 any device), and picks the smallest N whose capture cost stays within `budget` of training time:
-N = ceil(extra time of a logged step / (budget * unlogged step time)). A logged step's cost
+N = ceil(extra time of a logged step / (budget * unlogged step time)), at least 3. A logged step's cost
 falls in its own interval (activation hooks, gradient copy) and the next one (the record is
 finished at the next forward pass), so both count. It is re-checked at every logged step, from
 medians of the recent measurements; the first logged step (first-call costs) is not used, and N
@@ -37,6 +37,9 @@ class AutoCadence:
     WINDOW = 32  # unlogged intervals kept for the baseline
     COSTS = 5  # logged-step costs kept
     GROWTH = 4  # N grows at most this much per re-check
+    # A logged step, the step that finishes its record, and at least one plain step to measure
+    # against: below 3 the unlogged cost could no longer be re-measured.
+    MIN_EVERY = 3
 
     def __init__(self, budget: float = 0.02, *, first_every: int = 10, max_every: int = 10_000):
         if not (isinstance(budget, (int, float)) and 0 < budget < 1):
@@ -83,7 +86,7 @@ class AutoCadence:
         cost = max(statistics.median(self._costs), 0.0)
         # (less a hair: clock arithmetic would turn an exact 250.0 into 250.00000001 -> 251)
         wanted = max(1, math.ceil(cost / (self.budget * base) - 1e-6)) if base > 0 else self.every
-        wanted = min(wanted, self.every * self.GROWTH, self.max_every)
+        wanted = min(max(wanted, self.MIN_EVERY), self.every * self.GROWTH, self.max_every)
         if wanted == self.every:
             return None
         self.every = wanted
