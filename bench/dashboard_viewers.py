@@ -1,13 +1,14 @@
-"""20 viewers polling a live run at 1 Hz while it trains: callback latency, and the trainer's step time
-with and without them.
+"""20 and 50 viewers polling a live run at 1 Hz while it trains: callback latency, and the trainer's
+step time with and without them.
 
 A real training process (torch, the Run API, statistics every 10 steps) trains for 4 x WINDOW seconds;
 20 simulated viewers (HTTP clients that behave like the Run page: they draw the charts once, then send the
 live poll callback every second with their own cursors) are on during the 2nd and 4th windows. Step times
 in viewer windows are compared with those in quiet windows of the same run (same process, same warm-up).
 
-    python bench/dashboard_viewers.py [--viewers 20] [--window 10]
-Targets: poll callback p95 < 300 ms; step time within 5% of no viewers.
+    python bench/dashboard_viewers.py [--viewers 20,50] [--window 10]
+Targets: poll callback p95 < 300 ms at 50 viewers; step time with 20 viewers within 10% of none.
+Each viewer count gets its own trainer and server, its quiet and busy windows interleaved.
 """
 
 from __future__ import annotations
@@ -74,20 +75,27 @@ class Viewer(threading.Thread):
     def run(self) -> None:
         # Viewers arrive at random moments within a second, not in lockstep.
         self.stop.wait(random.random())
-        values = {"run-id": self.run_id, "sel-range": {"from": None, "to": None}, "refresh-scalars": 0,
-                  "refresh-layers": 0, "sel-layer": {"layer": self.info["param_layers"][0], "param": "weight"}}
-        _, _, scalars = self.client.call("..fig-loss.figure...", values, "sel-range.data")
-        _, _, layers = self.client.call("..fig-grad-time.figure...", values, "sel-range.data")
-        live_scalars = scalars["response"]["live-scalars"]["data"]
-        live_layers = layers["response"]["live-layers"]["data"]
+        values = {"run-id": self.run_id, "sel-range": {"from": None, "to": None}, "refresh-fig-loss": 0,
+                  "refresh-fig-grad-time": 0, "run-info": self.info,
+                  "sel-layer": {"layer": self.info["param_layers"][0], "param": "weight"}}
+        live = {}
+        for chart in ("fig-loss", "fig-grad-time"):  # the page's live line charts, drawn once
+            for _attempt in range(3):  # a kept-alive connection the server closed: count it, try again
+                try:
+                    _, _, body = self.client.call(f"..{chart}.figure...", values, "sel-range.data")
+                    break
+                except Exception:
+                    self.errors += 1
+            else:
+                return
+            live[f"live-{chart}"] = body["response"][f"live-{chart}"]["data"]
         meta = {"status": "running", "running": True, "ticks": 0}
         tick = 0
         next_at = time.monotonic()
         while not self.stop.is_set():
             tick += 1
-            state = {"poll-tick": tick, "run-id": self.run_id, "live-scalars": live_scalars,
-                     "live-layers": live_layers, "live-hist": None, "live-meta": meta,
-                     "sel-step": {"step": None, "follow": True}, "run-info": self.info}
+            state = {"poll-tick": tick, "run-id": self.run_id, "live-meta": meta, **live,
+                     "sel-step": {"step": None, "follow": True}, "run-step-slider": 0}
             try:
                 seconds, size, body = self.client.call("..delta.data...", state, "poll-tick.data")
             except Exception:
@@ -96,23 +104,29 @@ class Viewer(threading.Thread):
             if body and tick > 2:  # the first polls of a tab catch up with its initial charts
                 self.latencies.append(seconds)
                 self.bytes.append(size)
+            if body:
                 response = body["response"]
                 delta = response.get("delta", {}).get("data") or {}
                 meta = response.get("live-meta", {}).get("data", meta)
-                if "scalars" in delta:  # what the page's clientside applier does
-                    live_scalars = dict(live_scalars, cursor=delta["scalars"]["to"])
-                if "layers" in delta:
-                    live_layers = dict(live_layers, cursor=delta["layers"]["to"])
+                for chart, payload in delta.items():  # what the page's clientside applier does
+                    if f"live-{chart}" in live and isinstance(payload, dict) and "to" in payload:
+                        live[f"live-{chart}"] = dict(live[f"live-{chart}"], cursor=payload["to"])
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--viewers", type=int, default=20)
+    parser.add_argument("--viewers", default="20,50", help="comma-separated viewer counts (default 20,50)")
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--every", type=int, default=10)
     args = parser.parse_args()
+    for count in [int(v) for v in str(args.viewers).split(",") if v.strip()]:
+        measure(argparse.Namespace(viewers=count, window=args.window, every=args.every))
+    return 0
+
+
+def measure(args) -> dict:
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="gw-viewers-", dir=BENCH_DIR))
     logdir = tmp / "logs"
@@ -167,14 +181,14 @@ def main() -> int:
         "poll_bytes_p50": int(percentile(sizes, 50)) if sizes else None,
         "step_ms_no_viewers": round(quiet_median * 1000, 3), "step_ms_with_viewers": round(busy_median * 1000, 3),
         "step_time_ratio": round(busy_median / quiet_median, 3), "steps_compared": [len(quiet), len(busy)],
-        "targets": {"poll_p95_ms": 300, "step_time_ratio": 1.05},
+        "targets": {"poll_p95_ms": 300, "step_time_ratio": 1.10},
     }
     print(f"{args.viewers} viewers at 1 Hz: poll p50 {result['poll_p50_ms']} ms, p95 {result['poll_p95_ms']} ms "
           f"({result['polls']} polls, {result['poll_errors']} errors); training step median "
           f"{result['step_ms_no_viewers']} ms without viewers, {result['step_ms_with_viewers']} ms with "
           f"(x{result['step_time_ratio']}) on {os.cpu_count()} CPUs")
-    print(json.dumps(result))
-    return 0
+    print(json.dumps(result), flush=True)
+    return result
 
 
 if __name__ == "__main__":

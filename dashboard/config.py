@@ -24,6 +24,10 @@ ENV_CACHE_DIR = "GRADWATCH_CACHE_DIR"
 ENV_POLL_MS = "GRADWATCH_POLL_MS"
 ENV_USER = "GRADWATCH_USER"
 ENV_PASSWORD = "GRADWATCH_PASSWORD"
+ENV_DATA_DIRS = "GRADWATCH_DATA_DIRS"
+ENV_MAX_MODEL_MB = "GRADWATCH_MAX_MODEL_MB"
+# Launch refuses models whose estimated training memory is above this (trainer.memory_estimate).
+DEFAULT_MAX_MODEL_MB = 2048
 FLASK_CONFIG_KEY = "GRADWATCH_SETTINGS"
 
 
@@ -44,6 +48,9 @@ class Settings:
     poll_ms: int = DEFAULT_POLL_MS
     auth_user: str | None = field(default=None, repr=False)
     auth_password: str | None = field(default=None, repr=False)
+    # Folders Launch may read training data from (None: launch_policy.default_data_dirs).
+    data_dirs: tuple[Path, ...] | None = None
+    max_model_mb: int = DEFAULT_MAX_MODEL_MB
 
     def __post_init__(self):
         object.__setattr__(self, "logdir", Path(self.logdir).resolve())
@@ -53,6 +60,14 @@ class Settings:
             raise SettingsError(f"poll interval must be 100..60000 ms, got {self.poll_ms}")
         if bool(self.auth_user) != bool(self.auth_password):
             raise SettingsError(f"set both {ENV_USER} and {ENV_PASSWORD} for basic auth, or neither")
+        if self.max_model_mb < 1:
+            raise SettingsError(f"{ENV_MAX_MODEL_MB} must be at least 1 (MB), got {self.max_model_mb}")
+        if self.data_dirs is None:
+            from .launch_policy import default_data_dirs
+
+            object.__setattr__(self, "data_dirs", default_data_dirs(self.logdir))
+        else:
+            object.__setattr__(self, "data_dirs", tuple(Path(d).resolve() for d in self.data_dirs))
         if self.cache_dir is None:
             object.__setattr__(self, "cache_dir", default_cache_dir(self.logdir))
         else:
@@ -78,6 +93,9 @@ class Settings:
             poll_ms=_int_env(env, ENV_POLL_MS, DEFAULT_POLL_MS),
             auth_user=env.get(ENV_USER) or None,
             auth_password=env.get(ENV_PASSWORD) or None,
+            data_dirs=tuple(Path(p) for p in env[ENV_DATA_DIRS].split(os.pathsep) if p)
+            if env.get(ENV_DATA_DIRS) else None,
+            max_model_mb=_int_env(env, ENV_MAX_MODEL_MB, DEFAULT_MAX_MODEL_MB),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -95,22 +113,60 @@ def _int_env(env, name: str, default: int) -> int:
 
 def default_cache_dir(logdir: Path) -> Path:
     """A cache folder private to this user and log directory (never inside the log directory,
-    which may be shared storage: diskcache unpickles what it reads)."""
+    which may be shared storage: diskcache unpickles what it reads). Falls back to a per-user
+    folder in the temporary directory (named with the uid, so another user cannot claim it first;
+    ensure_private_dir refuses it if they did)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    if not os.access(base.parent if not base.exists() else base, os.W_OK):
-        base = Path(tempfile.gettempdir())
     digest = hashlib.sha256(str(logdir).encode()).hexdigest()[:16]
-    return base / "gradwatch" / f"dashboard-{os.getuid()}-{digest}"
+    if os.access(base.parent if not base.exists() else base, os.W_OK):
+        return base / "gradwatch" / f"dashboard-{digest}"
+    return Path(tempfile.gettempdir()) / f"gradwatch-{os.getuid()}" / f"dashboard-{digest}"
+
+
+def _check_component(path: Path, uid: int) -> None:
+    """One existing folder on the way to the cache: not a link, owned by us or root, and if others
+    may write to it, sticky (like /tmp: they cannot rename or replace what we own inside)."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        raise SettingsError(f"cache directory path component {str(path)!r} is a symbolic link; "
+                            f"set {ENV_CACHE_DIR} to a folder of your own")
+    if not stat.S_ISDIR(info.st_mode):
+        raise SettingsError(f"cache directory path component {str(path)!r} is not a directory")
+    if info.st_uid not in (uid, 0):
+        raise SettingsError(f"cache directory path component {str(path)!r} belongs to another user (uid "
+                            f"{info.st_uid}); set {ENV_CACHE_DIR} to a folder of your own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise SettingsError(f"cache directory path component {str(path)!r} is writable by other users; "
+                            f"set {ENV_CACHE_DIR} to a folder of your own")
 
 
 def ensure_private_dir(path: Path) -> Path:
-    """Create `path` with mode 0700 and refuse one that another user owns or can write."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    info = path.stat()
-    if info.st_uid != os.getuid():
+    """Create `path` with mode 0700 and check its whole path, every component from the root: no
+    symbolic links, each owned by this user or root, none writable by others unless sticky, and the
+    folder itself owned by this user with no access for anyone else. diskcache unpickles what it
+    reads, so a folder another user could swap or write would let them run code as this user."""
+    uid = os.getuid()
+    path = Path(os.path.abspath(path))
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    for component in [*reversed(probe.parents), probe]:
+        _check_component(component, uid)
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass  # created meanwhile: checked below like every other component
+        except OSError as exc:
+            raise SettingsError(f"cannot create cache directory {str(folder)!r}: {exc.strerror or exc}") from None
+        _check_component(folder, uid)
+    info = os.lstat(path)
+    if info.st_uid != uid:
         raise SettingsError(f"cache directory {str(path)!r} belongs to another user; choose one of your own")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        os.chmod(path, 0o700)
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(path, 0o700, follow_symlinks=False)
     return path
 
 

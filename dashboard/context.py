@@ -18,4 +18,5 @@ class AppContext:
     @classmethod
     def from_settings(cls, settings: Settings) -> AppContext:
         return cls(settings, RunStore(settings.logdir, settings.cache_dir),
-                   JobManager(settings.logdir, settings.max_jobs))
+                   JobManager(settings.logdir, settings.max_jobs, data_dirs=settings.data_dirs,
+                              max_model_bytes=settings.max_model_mb * 2**20))

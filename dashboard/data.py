@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
+from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir, validate
 from gradwatch.trainer.runlog import schema as log_schema
 from gradwatch.trainer.runlog.reader import step_range
 
@@ -329,7 +329,8 @@ class DashboardReader(RunReader):
                 blobs.append(rows[0][1])
         if not blobs:
             return empty
-        counts = np.stack([log_schema.decode_hist(b) for b in blobs])
+        counts = np.stack([validate.decode_hist(b, f"{name} ({kind}) at step {s}", self.run_id)
+                           for s, b in zip(out_steps, blobs)])
         return np.array(out_steps, dtype=np.int64), counts, True
 
     def hist_steps(self, name: str, kind: str, step_min: int | None, step_max: int | None) -> np.ndarray:
@@ -362,7 +363,8 @@ class DashboardReader(RunReader):
                 else:
                     out_steps.append(step)
                     blobs.append(blob)
-        counts = np.stack([log_schema.decode_hist(b) for b in blobs]) if blobs else \
+        counts = np.stack([validate.decode_hist(b, f"{name} ({kind}) at step {s}", self.run_id)
+                           for s, b in zip(out_steps, blobs)]) if blobs else \
             np.zeros((0, log_schema.HIST_LEN), dtype=np.int64)
         return np.array(out_steps, dtype=np.int64), counts
 
@@ -403,7 +405,7 @@ def run_identity(run_dir: Path) -> tuple:
     for suffix in ("", "-wal"):
         try:
             info = os.stat(run_dir / (log_schema.DB_FILENAME + suffix))
-        except FileNotFoundError:
+        except OSError:  # missing, or the entry is a plain file / broken link
             parts += [0, 0]
             continue
         parts += [info.st_size, info.st_mtime_ns] if info.st_size else [0, 0]
@@ -594,8 +596,8 @@ class RunStore:
     def run_ids(self) -> list[str]:
         if not self.logdir.is_dir():
             raise RunLogError(f"log directory {str(self.logdir)!r} does not exist or is not a directory")
-        return sorted(entry.name for entry in os.scandir(self.logdir)
-                      if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False))
+        # Every entry, not only folders: a symlink or a stray file gets an error row (never hidden).
+        return sorted(entry.name for entry in os.scandir(self.logdir) if not entry.name.startswith("."))
 
     def summaries(self, budget_s: float = 0.6) -> tuple[list[dict], int]:
         """One summary per run folder (newest first) and how many are still pending.
@@ -632,8 +634,12 @@ class RunStore:
                 "config": "", "steps": None, "best_val_loss": None, "best_epoch": None, "last_val_loss": None,
                 "flags": {"critical": 0, "warning": 0, "info": 0}, "flag_rules": [], "started": None,
                 "duration": None, "job_id": None, "pending": False, "failure": None, "flags_pending": False}
+        problem = validate.entry_problem(path)
+        if problem:
+            return dict(base, error=problem, started=_mtime(path))
         if not log_schema.is_valid_run_id(run_id):
-            return dict(base, error="folder name is not a valid run id", started=_mtime(path))
+            return dict(base, error="folder name is not a valid run id (export it with `gradwatch export "
+                                    "FOLDER -o report.html`, or rename it)", started=_mtime(path))
         try:
             with DashboardReader(path) as reader:
                 meta = reader.meta

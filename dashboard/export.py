@@ -139,7 +139,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise RunNotFound(f"{str(run_dir)!r} is not a run folder (not a directory)")
-    store = RunStore(run_dir.parent, cache_dir)
+    store = _FolderStore(run_dir, cache_dir)
     report = render_report(store, run_dir.name)
     out = Path(output) if output else run_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -147,3 +147,15 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     tmp.write_text(report, encoding="utf-8")
     os.replace(tmp, out)
     return out
+
+
+class _FolderStore(RunStore):
+    """A store over one folder named on the command line: unlike a run id from a URL, its name may
+    hold spaces or non-ASCII letters (the user chose the path; nothing is resolved from a request)."""
+
+    def __init__(self, run_dir: Path, cache_dir: str | os.PathLike | None = None):
+        super().__init__(run_dir.parent, cache_dir)
+        self._folder = run_dir
+
+    def run_dir(self, run_id: str) -> Path:
+        return self._folder if run_id == self._folder.name else super().run_dir(run_id)

@@ -166,14 +166,15 @@ def _base(fig: go.Figure, title: str, height: int, uirevision: str | None, legen
 
 # ---- scalar charts -----------------------------------------------------------------------------
 def _scalar_trace(s: dict, name: str, **style) -> go.Scatter:
-    return go.Scatter(x=plain(s["steps"]), y=plain(s["values"], sig=7), name=name, meta=f"scalar:{name}", **style)
+    return go.Scatter(x=plain(s["steps"]), y=plain(s["values"], sig=7), name=escape_text(name), meta=f"scalar:{name}",
+                      **style)
 
 
 def _bad_marker_trace(s: dict, name: str, y: float) -> go.Scatter:
     return go.Scatter(
-        x=s["bad_steps"], y=[y] * len(s["bad_steps"]), mode="markers", name=f"{name} NaN/Inf",
+        x=s["bad_steps"], y=[y] * len(s["bad_steps"]), mode="markers", name=f"{escape_text(name)} NaN/Inf",
         marker=dict(symbol="x", color="#c62828", size=9), meta=f"bad:{name}",
-        hovertemplate=f"{name} is NaN/Inf at step %{{x}}<extra></extra>",
+        hovertemplate=f"{escape_text(name)} is NaN/Inf at step %{{x}}<extra></extra>",
     )
 
 
@@ -262,11 +263,11 @@ def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selecte
         return empty_figure("no other scalars logged", height=160)
     rows = len(names)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[n.replace("_", " ") for n in names])
+                        subplot_titles=[escape_text(n.replace("_", " ")) for n in names])
     _add_notes_trace(fig, list(notes))
     for row, name in enumerate(names, start=1):
         s = series[name]
-        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=name,
+        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=escape_text(name),
                                  meta=f"scalar:{name}",
                                  line=dict(width=1.3, color=run_color(row - 1)), showlegend=False), row=row, col=1)
         values = np.asarray(s["values"], dtype=float)
@@ -315,15 +316,16 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     horizontal = len(layers) > FLOW_VERTICAL_MAX
     value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
+    labels = [escape_text(layer) for layer in layers]  # category tick labels render markup too
     fig.add_trace(go.Bar(
-        **{layer_axis: layers, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
+        **{layer_axis: labels, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
         marker=dict(color=bar_colors, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
         hovertemplate=f"%{{{layer_axis}}}<br>|grad| = %{{customdata[0]:.3e}}<br>max |g| = %{{customdata[1]:.3e}}"
                       "<br>NaN/Inf elements: %{customdata[2]}<extra></extra>",
     ))
-    fig.add_trace(go.Scatter(**{layer_axis: layers,
+    fig.add_trace(go.Scatter(**{layer_axis: labels,
                                 value_axis: np.where(np.isfinite(biggest) & (biggest > 0), biggest, np.nan)},
                              mode="markers", name="max |gradient element|", meta="flow-max",
                              marker=dict(symbol="line-ns-open" if horizontal else "line-ew-open", size=18 if not
@@ -373,7 +375,7 @@ def layer_lines_chart(table, *, title: str, y_title: str, key_prefix: str = "lay
             values = np.where(values > 0, values, np.nan)
         chosen = selected_layer == layer
         fig.add_trace(go.Scatter(
-            x=steps, y=plain(values, sig=5), mode="lines", name=layer, meta=f"{key_prefix}:{layer}",
+            x=steps, y=plain(values, sig=5), mode="lines", name=escape_text(layer), meta=f"{key_prefix}:{layer}",
             line=dict(color=colors.get(layer), width=3.5 if chosen else 1.4),
             opacity=1.0 if (chosen or not selected_layer) else 0.55, connectgaps=False,
         ))
@@ -413,7 +415,7 @@ def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_ran
         for layer in table.columns:
             chosen = selected_layer == layer
             fig.add_trace(go.Scatter(
-                x=steps, y=plain(table[layer].to_numpy(dtype=float), sig=5), mode="lines", name=layer, legendgroup=layer,
+                x=steps, y=plain(table[layer].to_numpy(dtype=float), sig=5), mode="lines", name=escape_text(layer), legendgroup=layer,
                 showlegend=col == 1 or name == "dead" and layer not in (saturated.columns if has_sat else []),
                 meta=f"{name}:{layer}", line=dict(color=colors[layer], width=3.5 if chosen else 1.4),
             ), row=1, col=col)
@@ -519,7 +521,7 @@ def weights_by_epoch_chart(data: dict, *, selected_layer=None, uirevision=None, 
         for layer in table.columns:
             chosen = selected_layer == layer
             fig.add_trace(go.Scatter(
-                x=list(table.index), y=table[layer].to_numpy(dtype=float), mode="lines+markers", name=layer,
+                x=list(table.index), y=table[layer].to_numpy(dtype=float), mode="lines+markers", name=escape_text(layer),
                 legendgroup=layer, showlegend=col == 2, marker=dict(size=5),
                 line=dict(color=colors[layer], width=3.5 if chosen else 1.6),
             ), row=1, col=col)
@@ -553,7 +555,7 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
             per_step = name == "train_loss" or not step_to_epoch
             x = list(s["steps"]) if per_step else [step_to_epoch.get(int(st), int(st)) for st in s["steps"]]
             fig.add_trace(go.Scatter(
-                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=run["label"],
+                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=escape_text(run["label"]),
                 legendgroup=run["label"], showlegend=(row, col) == (1, 1),
                 line=dict(color=color, width=1.2 if name == "train_loss" else 2), marker=dict(size=5),
             ), row=row, col=col)
@@ -576,7 +578,7 @@ def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360
         flow = item["flow"]
         norms = np.asarray(flow["grad_norm"], dtype=float)
         fig.add_trace(go.Bar(
-            x=flow["layers"], y=np.where(np.isfinite(norms) & (norms > 0), norms, np.nan), name=item["label"],
+            x=[escape_text(x) for x in flow["layers"]], y=np.where(np.isfinite(norms) & (norms > 0), norms, np.nan), name=escape_text(item["label"]),
             marker=dict(color=run_color(index)),
             hovertemplate=f"{escape_text(item['label'])} (step {flow['step']})<br>%{{x}}: %{{y:.3e}}<extra></extra>",
         ))
@@ -628,14 +630,14 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     fig = go.Figure()
     _add_notes_trace(fig, list(notes))
     fig.add_trace(go.Heatmap(
-        x=plain(table.index.to_numpy()), y=rows, z=shown.astype(object), colorscale=colorscale, zmin=zmin,
+        x=plain(table.index.to_numpy()), y=[escape_text(r) for r in rows], z=shown.astype(object), colorscale=colorscale, zmin=zmin,
         zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
     ))
     marked = [r for r in rows if r in (flagged or {})]
     if marked:
         fig.add_trace(go.Scatter(
-            x=[0.004] * len(marked), y=marked, xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
+            x=[0.004] * len(marked), y=[escape_text(r) for r in marked], xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
             marker=dict(symbol="triangle-right", size=11, color="#c62828", line=dict(width=1, color="white")),
             hovertext=[f"{escape_text(r)}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
             cliponaxis=False, showlegend=True,

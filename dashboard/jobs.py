@@ -106,11 +106,17 @@ def _new_job_id() -> str:
 class JobManager:
     """Jobs of one log directory. Stateless: every call reads the files (any worker, any time)."""
 
-    def __init__(self, logdir: str | os.PathLike, max_jobs: int = 4, python: str | None = None):
+    def __init__(self, logdir: str | os.PathLike, max_jobs: int = 4, python: str | None = None, *,
+                 data_dirs: tuple[Path, ...] | None = None, max_model_bytes: int | None = None):
+        from .config import DEFAULT_MAX_MODEL_MB
+        from .launch_policy import default_data_dirs
+
         self.logdir = Path(logdir).resolve()
         self.dir = self.logdir / ".jobs"
         self.max_jobs = max_jobs
         self.python = python or sys.executable
+        self.data_dirs = tuple(data_dirs) if data_dirs is not None else default_data_dirs(self.logdir)
+        self.max_model_bytes = max_model_bytes or DEFAULT_MAX_MODEL_MB * 2**20
 
     # ---- paths ------------------------------------------------------------------------------
     def _path(self, job_id: str, suffix: str) -> Path:
@@ -142,7 +148,16 @@ class JobManager:
         """Validate, then spawn a supervised trainer. Raises OptionsError (invalid options, with the
         same message as the CLI) or JobError (too many running jobs, bad name, cannot spawn)."""
         overrides = {k: v for k, v in (overrides or {}).items()}
-        self.validate(preset, overrides)
+        options = self.validate(preset, overrides)
+        from .launch_policy import LaunchRefused, check_data_path, check_model_memory
+
+        try:
+            data = check_data_path(options.get("data"), self.data_dirs)
+            check_model_memory(options, self.max_model_bytes)
+        except LaunchRefused as exc:
+            raise JobError(str(exc)) from None
+        if data is not None:
+            overrides["data"] = data  # the checked, resolved path: what the trainer opens
         name = (name or preset).strip()
         from gradwatch.trainer.runlog.schema import RUN_NAME_PATTERN
 

@@ -6,6 +6,7 @@ so everything downstream works the same on either source.
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,10 +107,18 @@ def _parse_csv(text: str, path: Path) -> pd.DataFrame:
     return frame
 
 
+COLUMN_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]{0,39}")
+
+
 def _check_columns(frame: pd.DataFrame, path: Path) -> None:
     missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
     if missing:
-        found = ", ".join(frame.columns[:8]) + (", ..." if len(frame.columns) > 8 else "")
+        # Only header cells that look like column names are echoed: a file that is not a CSV (a
+        # config, a key file) must not have its first line shown in an error message.
+        names = [c for c in frame.columns[:8] if COLUMN_NAME_PATTERN.fullmatch(c)]
+        hidden = min(len(frame.columns), 8) - len(names)
+        found = ", ".join(names + ([f"{hidden} other(s) not shown"] if hidden else [])) + \
+            (", ..." if len(frame.columns) > 8 else "")
         raise DatasetError(
             f"dataset file {str(path)!r} lacks column(s) {', '.join(missing)}; "
             f"required: {', '.join(REQUIRED_COLUMNS)}; found: {found}"

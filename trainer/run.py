@@ -8,14 +8,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
 import platform
 import secrets
+import shutil
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -23,9 +29,16 @@ from typing import Any
 
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
-from .runlog import schema
+from .runlog import schema, validate
+from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
-from .runlog.writer import RunWriter
+from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_write_error
+
+# A hidden ".building-<pid>@<host>-<run id>" folder whose process on this host is gone was left by a
+# crash (kill -9, full disk) during run creation; one older than STALE_BUILDING_MAX_S (another
+# host's, on shared storage) is removed too.
+STALE_BUILDING_MAX_S = 24 * 3600.0
+BUILDING_PREFIX = ".building-"
 
 
 class RunSetupError(ValueError):
@@ -94,22 +107,43 @@ class Run:
         *,
         dataset: dict | None = None,
         flush_interval_s: float | None = None,
+        on_write_error: str = "raise",
     ):
+        """on_write_error: "raise" (default) stops training at the first failed write (a full disk)
+        with RunWriteError and the run marked failed; "warn" warns once and goes on, counting the
+        records lost (meta "lost_records")."""
         name = _validate_name(name)
         config = _config_json(config)
+        if on_write_error not in ON_ERROR_CHOICES:
+            raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
         self.rank, self.world_size = _distributed()
         root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
         self.path = root / run_id
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
+        kwargs["on_error"] = on_write_error
         self._probe = None
         self._closed = False
+        self._finished = False
         self.started = time.time()
         if self.rank == 0:
-            # Built in a hidden folder (readers skip dot-entries) and renamed when its metadata
-            # is complete, so a listing never sees a half-made run.
-            building = root / f".building-{run_id}"
+            remove_stale_building(root)
+            try:
+                self._create(root, run_id, name, config, dataset, kwargs)
+            except (OSError, sqlite3.Error, RunWriteError) as exc:
+                raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
+            self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
+        self._barrier()
+        if self.rank != 0:
+            self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+
+    def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
+        """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
+        complete: a listing never sees a half-made run, and a failure leaves nothing behind."""
+        building = root / f"{BUILDING_PREFIX}{os.getpid()}@{socket.gethostname()}-{run_id}"
+        writer = None
+        try:
             building.mkdir()
             writer = RunWriter(building, create=True, **kwargs)
             writer.set_meta_now(
@@ -131,11 +165,14 @@ class Run:
                 **current_process_identity(),
             )
             writer.close()
+            writer = None
             os.rename(building, self.path)
-            self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
-        self._barrier()
-        if self.rank != 0:
-            self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        except BaseException:
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            shutil.rmtree(building, ignore_errors=True)
+            raise
 
     # ---- distributed plumbing -------------------------------------------------------------
     def _agree_on_run_id(self, proposed: str) -> str:
@@ -225,10 +262,14 @@ class Run:
             self._writer.add_scalars(int(step), values, time.time(), self.rank)
 
     def set_meta(self, **items: Any) -> None:
-        """Store extra metadata (results, dataset, model summary) with the run."""
+        """Store extra metadata (results, dataset, model summary) with the run. Keys gradwatch keeps
+        itself (status, started, pid, ...) are refused with a ValueError."""
         self._check_open()
+        validate.check_user_meta(items)
+        items = json.loads(json.dumps(items, default=_json_default))
+        validate.check_meta(items)
         if self.rank == 0:
-            self._writer.set_meta(**json.loads(json.dumps(items, default=_json_default)))
+            self._writer.set_meta(**items)
 
     def add_flag(self, step: int, flag: dict) -> None:
         """Store a diagnosis flag raised live at `step`."""
@@ -246,34 +287,65 @@ class Run:
             self._probe.finish_pending()
         self._writer.flush()
 
+    @property
+    def lost_records(self) -> int:
+        """Records that could not be written (on_write_error="warn"); 0 when every write succeeded."""
+        return self._writer.lost_records
+
     def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """Close the run with a final status; idempotent."""
-        if self._closed:
+        """Close the run with a final status; idempotent, and safe to call again after a second
+        Ctrl-C interrupted it (the first status asked for wins)."""
+        if self._finished:
             return
         if status not in schema.STATUSES:
             raise ValueError(f"status must be one of {schema.STATUSES}, got {status!r}")
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            self._final = (status, error)
+        status, error = self._final
         if self._probe is not None:
-            self._probe.close()
+            try:
+                self._probe.close()  # hands its last record to the writer...
+            except RunWriteError:
+                pass  # ...which has failed already: that failure is the status written below
+        if self._writer.error and self._writer.on_error == "raise" and status == "finished":
+            status, error = "failed", self._writer.error  # a write failed after the last record
         try:
             if self.rank == 0:
-                self._writer.set_meta_now(status=status, ended=time.time(), error=error)
+                self._writer.write_final_meta({"status": status, "ended": time.time(), "error": error})
             else:
                 self._writer.flush()
         finally:
             self._writer.close()
+            self._finished = True
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
-            self.finish("finished")
+            status, error = "finished", None
         elif issubclass(exc_type, KeyboardInterrupt):
-            self.finish("stopped", error="interrupted (KeyboardInterrupt)")
+            status, error = "stopped", "interrupted (KeyboardInterrupt)"
+        elif issubclass(exc_type, RunWriteError):
+            status, error = "failed", str(exc)  # one line: "disk full: ..."
         else:
             text = "".join(traceback.format_exception(exc_type, exc, tb)[-3:]).strip()
-            self.finish("failed", error=f"{exc_type.__name__}: {exc}\n{text}")
+            status, error = "failed", f"{exc_type.__name__}: {exc}\n{text}"
+        # A second Ctrl-C while the run is being closed must not leave it "running": close it anyway
+        # (finish resumes where it was interrupted), then let the first exception propagate.
+        interrupted = False
+        while True:
+            try:
+                with _sigint_deferred() as deferred:
+                    self.finish(status, error)
+                interrupted = interrupted or deferred.noted
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                continue
+        if interrupted and exc_type is None:
+            raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
 
 
@@ -302,3 +374,49 @@ def _model_summary(model) -> dict:
         "tensors": len(params),
         "text": str(inner)[:20000],
     }
+
+
+class _sigint_deferred:
+    """Within the block, SIGINT is noted instead of raising (main thread only): closing a run is
+    not cut short by a (second) Ctrl-C. `noted` says whether one arrived."""
+
+    def __enter__(self):
+        self._previous = None
+        self.noted = False
+        # Only where Python owns the handler (getsignal is None for one installed from C).
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None:
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._note)
+            except ValueError:  # not the main interpreter
+                self._previous = None
+        return self
+
+    def _note(self, signum, frame):
+        self.noted = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def remove_stale_building(root: Path) -> list[Path]:
+    """Remove hidden half-built run folders left by a crash during run creation; returns them."""
+    removed = []
+    now = time.time()
+    try:
+        entries = [p for p in root.iterdir() if p.name.startswith(BUILDING_PREFIX)]
+    except OSError:
+        return removed
+    for path in entries:
+        try:
+            age = now - path.lstat().st_mtime
+        except OSError:
+            continue
+        pid_text, _, rest = path.name[len(BUILDING_PREFIX):].partition("@")
+        here = rest.startswith(socket.gethostname() + "-")
+        dead = here and pid_text.isdigit() and not process_alive(int(pid_text))
+        if dead or age > STALE_BUILDING_MAX_S:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed

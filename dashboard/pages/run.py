@@ -10,7 +10,7 @@ from dash import ALL, ClientsideFunction, Input, Output, Patch, State, dcc, html
 
 from .. import components, figures, ids
 from ..context import AppContext
-from ..data import RunNotFound, capture_label, config_summary, dataset_label, duration_s
+from ..data import RunLogError, capture_label, config_summary, dataset_label, duration_s
 from ..layer_groups import should_collapse
 from ..views import run as logic
 from ..views.run_charts import CHARTS, LIVE_CHARTS, ChartArgs, render
@@ -27,7 +27,8 @@ def chart_args(run_id: str, values: dict, notes=None, shape=None, info=None) -> 
     rng, layer = values.get("range") or {}, values.get("layer") or {}
     rows = values.get("rows") or {}
     flags = values.get("flags")
-    return ChartArgs(run_id=run_id, range_from=rng.get("from"), range_to=rng.get("to"), layer=layer.get("layer"),
+    range_from, range_to = logic.step_bounds(rng)  # a crafted callback may send any value
+    return ChartArgs(run_id=run_id, range_from=range_from, range_to=range_to, layer=layer.get("layer"),
                      param=layer.get("param"), step=values.get("step"), row_filter=rows.get("filter") or "",
                      collapse=rows.get("collapse"), notes=tuple(notes or ()),
                      flags=tuple(flags if isinstance(flags, list) else ()), shape=shape or {}, info=info or {})
@@ -50,11 +51,22 @@ def layout(ctx: AppContext, **query) -> html.Div:
     view = logic.parse_run_query(query)
     page = logic.run_page_impl(ctx.store, view)
     if page["error"]:
-        return html.Div(className="page", children=[
-            html.Div(className="page-title", children=[html.H2("Run")]),
-            components.error_box(page["error"], "This run cannot be shown"),
-            dcc.Link("← all runs", href="/"),
-        ])
+        return _error_page(page["error"])
+    try:
+        return _run_layout(ctx, page)
+    except RunLogError as exc:  # a corrupt record found while drawing: the run's error, not a crash
+        return _error_page(str(exc))
+
+
+def _error_page(message: str) -> html.Div:
+    return html.Div(className="page", children=[
+        html.Div(className="page-title", children=[html.H2("Run")]),
+        components.error_box(message, "This run cannot be shown"),
+        dcc.Link("← all runs", href="/"),
+    ])
+
+
+def _run_layout(ctx: AppContext, page: dict) -> html.Div:
     info, view = page["info"], page["view"]
     meta = info["meta"]
     running = info["status"] == "running"
@@ -177,7 +189,7 @@ def layout(ctx: AppContext, **query) -> html.Div:
 def _notes(ctx: AppContext, run_id: str) -> list:
     try:
         return ctx.store.notes(run_id)
-    except RunNotFound:
+    except RunLogError:
         return []
 
 
@@ -204,7 +216,7 @@ def _register_chart(app: dash.Dash, ctx: AppContext, chart) -> None:
         info = dict(info[0] or {}, run_id=run_id) if info else None
         try:
             result = render(chart, ctx.store, chart_args(run_id, named, notes, shape, info))
-        except RunNotFound as exc:
+        except RunLogError as exc:
             result = {"figure": figures.empty_figure(str(exc)), "live": None}
         return (result["figure"], result["live"]) if live else result["figure"]
 
@@ -303,7 +315,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         try:
             result = logic.flags_impl(store, run_id, wait=False)
             info = store.run_info(run_id)
-        except RunNotFound as exc:
+        except RunLogError as exc:
             return components.error_box(str(exc)), [], no_update, True
         if dash.ctx.triggered_id == "flags-interval" and result["pending"]:
             return no_update, no_update, no_update, False  # still diagnosing
@@ -422,6 +434,6 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
 
         try:
             report = render_report(store, run_id)
-        except RunNotFound:
+        except RunLogError:
             raise dash.exceptions.PreventUpdate from None
         return {"content": report, "filename": f"{run_id}-report.html", "type": "text/html", "base64": False}

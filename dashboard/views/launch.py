@@ -24,6 +24,7 @@ OPTION_GROUPS = (
     ("Logging and device", ("every", "seed", "device")),
 )
 DEFAULT_PRESET = "overfit"
+OPTION_TEXT_MAX_CHARS = 200  # server-side: the longest option value (a data path) a form may send
 
 
 def grouped_option_names() -> list[tuple[str, list[str]]]:
@@ -100,6 +101,10 @@ def validate_impl(preset: str | None, values: dict) -> dict:
         return {"ok": False, "message": f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}",
                 "overrides": {}, "options": None}
     text = normalise_form(values)
+    too_long = next((name for name, value in text.items() if len(value) > OPTION_TEXT_MAX_CHARS), None)
+    if too_long:
+        return {"ok": False, "message": f"option {too_long} is at most {OPTION_TEXT_MAX_CHARS} characters, got "
+                                        f"{len(text[too_long])}", "overrides": {}, "options": None}
     overrides = overrides_from_form(preset, text)
     try:
         options = resolve(preset, overrides)

@@ -17,8 +17,10 @@ from urllib.parse import urlencode
 
 import numpy as np
 
+from gradwatch.trainer.runlog.validate import clamp_step
+
 from .. import figures
-from ..data import RunNotFound, RunStore
+from ..data import RunLogError, RunStore, run_identity
 from ..figures import scalar_group
 
 LAYER_PATTERN = re.compile(r"^[\w.\-:/\[\] ]{1,200}$")
@@ -27,6 +29,7 @@ ROW_FILTER_PATTERN = re.compile(r"^[\w.\-:/\[\]*?, ]{1,200}$")
 APPEND_LIMIT = {"scalars": 8000, "layers": 12000, "hist": 300}
 REDRAW_TICKS = 5  # the downsampled all-layers heatmaps: redrawn every N slow ticks while stats arrive
 FLAGS_REFRESH_TICKS = 40  # running runs: re-diagnose (cached for 10 s) every N polls
+IDLE_CHECK_TICKS = 20  # a poll that finds the files unchanged still reads the status every N ticks
 
 
 @dataclass
@@ -48,13 +51,29 @@ class RunView:
 
 
 def _int_or_none(value) -> int | None:
+    """A step from a URL, a form or a callback: an int clamped to 0..MAX_STEP, None if no number
+    (`1e400` and `99999999999999999999` mean "the end", never an OverflowError)."""
     if value is None or value == "":
         return None
-    try:
-        number = int(float(value))
-    except (TypeError, ValueError):
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, float) and value < 0:
         return None
-    return number if number >= 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+        return None
+    return clamp_step(value)
+
+
+def step_bounds(rng: dict | None) -> tuple[int | None, int | None]:
+    """(from, to) of a step-range store, each sanitised (a crafted callback may send anything)."""
+    rng = rng if isinstance(rng, dict) else {}
+    lo, hi = _int_or_none(rng.get("from")), _int_or_none(rng.get("to"))
+    if lo is not None and hi is not None and hi < lo:
+        lo, hi = hi, lo
+    return lo, hi
 
 
 def parse_run_query(query: dict) -> RunView:
@@ -83,10 +102,13 @@ def view_query_string(run_id: str, layer: dict | None, step: dict | None, rng: d
         items.append(("layer", layer["layer"]))
         if layer.get("param"):
             items.append(("param", layer["param"]))
-    if step and not step.get("follow") and step.get("step") is not None:
-        items.append(("step", int(step["step"])))
-    if rng and rng.get("from") is not None and rng.get("to") is not None:
-        items += [("from", int(rng["from"])), ("to", int(rng["to"]))]
+    # Store values may come from a crafted request: sanitised like every other step bound.
+    step_value = _int_or_none(step.get("step")) if isinstance(step, dict) and not step.get("follow") else None
+    if step_value is not None:
+        items.append(("step", step_value))
+    lo, hi = step_bounds(rng)
+    if lo is not None and hi is not None:
+        items += [("from", lo), ("to", hi)]
     if rows and rows.get("filter"):
         items.append(("filter", rows["filter"]))
     if rows and rows.get("collapse") is not None:
@@ -99,7 +121,7 @@ def run_page_impl(store: RunStore, view: RunView) -> dict:
     """Run info and the normalised view; {"error": message} for a bad or unreadable run id."""
     try:
         info = store.run_info(view.run)
-    except RunNotFound as exc:
+    except RunLogError as exc:
         return {"error": str(exc), "info": None, "view": view}
     layers = info["layers"]
     if view.layer and view.layer not in layers:
@@ -209,10 +231,12 @@ def reduce_view(state: dict, event: str, value, *, flags: list | None = None, in
             view["param"] = "weight" if "weight" in params else (params[0] if params else None)
     elif event == "param" and value:
         view["param"] = value
-    elif event == "step" and value is not None:
+    elif event == "step" and _int_or_none(value) is not None:
+        value = _int_or_none(value)
+        slider_max = _int_or_none(slider_max)
         at_end = slider_max is not None and value >= slider_max
         view["follow"] = bool(at_end)
-        view["step"] = None if at_end else int(value)
+        view["step"] = None if at_end else value
     elif event == "follow":
         view["follow"] = bool(value)
         if view["follow"]:
@@ -281,7 +305,7 @@ def add_note_impl(store: RunStore, *, read_only: bool, run_id: str, text: str | 
     try:
         seq = store.add_note(run_id, text or "", author=(author or "").strip() or "anonymous", step=step_value,
                              layer=(layer or None))
-    except (ValueError, RunNotFound) as exc:
+    except (ValueError, RunLogError) as exc:
         return {"ok": False, "message": str(exc)}
     return {"ok": True, "message": "Note added.", "seq": seq}
 
@@ -384,11 +408,20 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
     ticks = int(meta.get("ticks", 0)) + 1
     slow = ticks % max(1, slow_every) == 0
     try:
+        # The change check: two stat() calls. Unchanged files mean nothing new, so no query is run;
+        # every IDLE_CHECK_TICKS-th tick still reads the status (a writer can die without writing).
+        ident = list(run_identity(store.run_dir(run_id)))
+    except RunLogError:
+        ident = None
+    if ident is not None and meta.get("ident") == ident and ticks % IDLE_CHECK_TICKS != 0:
+        out["meta"] = dict(meta, ticks=ticks)
+        return out
+    try:
         with store.open(run_id) as reader:
             status = reader.status()
             cursors = reader.cursors()
             last_logged = reader.last_logged_step()
-    except RunNotFound:
+    except RunLogError:
         out["meta"] = dict(meta, status="missing", running=False)
         return out
     states = {chart_id: state for chart_id, state in (live or {}).items()
@@ -450,5 +483,6 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
         out["refresh"].add("notes")
     shown_last = last_logged if slow or meta.get("last_logged") is None else meta.get("last_logged")
     out["meta"] = dict(meta, status=status, running=status == "running", last_logged=shown_last, ticks=ticks,
-                       flags_cursor=cursors["flags"], notes_cursor=cursors["notes"])
+                       flags_cursor=cursors["flags"], notes_cursor=cursors["notes"],
+                       ident=ident if slow else meta.get("ident"))
     return out

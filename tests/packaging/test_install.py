@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import sysconfig
 import textwrap
 import time
 import urllib.request
@@ -73,7 +72,9 @@ def installed(tmp_path_factory):
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     # The dependencies come from this environment; its .pth files (the editable gradwatch) are not run.
-    Path(purelib, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # Every site folder of this interpreter (a venv's and, with --system-site-packages, the base's).
+    site_dirs = [entry for entry in sys.path if entry.endswith("site-packages") and Path(entry).is_dir()]
+    Path(purelib, "deps.pth").write_text("\n".join(site_dirs) + "\n")
     wheel = next(wheels.glob("gradwatch-*.whl"))
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
                     "--no-index", str(wheel)], check=True, capture_output=True, text=True, timeout=300)

@@ -18,15 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema
+from . import schema, validate
+from .access import open_for_reading
+from .errors import RunLogError
 from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
 STALE_AFTER_S = 120.0
-
-
-class RunLogError(Exception):
-    """A run folder cannot be read; the message names the folder and the problem."""
 
 
 @dataclass(frozen=True)
@@ -43,12 +41,14 @@ class RunEntry:
 def step_range(column: str, step_min: int | None, step_max: int | None) -> tuple[str, list[int]]:
     """SQL ` AND column >= ? AND column <= ?` for the bounds given, and its parameters."""
     sql, params = "", []
+    # Bounds are clamped to SQLite's integer range: a URL's 99999999999999999999 means "to the end".
+    step_min, step_max = (validate.clamp_step(v, low=-validate.MAX_STEP) for v in (step_min, step_max))
     if step_min is not None:
         sql += f" AND {column} >= ?"
-        params.append(int(step_min))
+        params.append(step_min)
     if step_max is not None:
         sql += f" AND {column} <= ?"
-        params.append(int(step_max))
+        params.append(step_max)
     return sql, params
 
 
@@ -74,6 +74,10 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
     for child in root.iterdir():
         if child.name.startswith("."):
             continue
+        problem = validate.entry_problem(child)
+        if problem:
+            entries.append(RunEntry(child.name, child, None, None, problem))
+            continue
         if not schema.is_valid_run_id(child.name):
             entries.append(RunEntry(child.name, child, None, None, "name is not a valid run id"))
             continue
@@ -82,7 +86,7 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
                 entries.append(RunEntry(child.name, child, reader.meta, reader.status(), None))
         except RunLogError as exc:
             entries.append(RunEntry(child.name, child, None, None, str(exc)))
-    entries.sort(key=lambda e: (e.meta or {}).get("started", 0) or 0, reverse=True)
+    entries.sort(key=lambda e: float((e.meta or {}).get("started") or 0), reverse=True)
     return entries
 
 
@@ -108,11 +112,18 @@ class RunReader:
         if not db.is_file():
             raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
         self.db_path = db
-        self._conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
         try:
-            self._conn.execute("PRAGMA busy_timeout=30000")
+            # Read-only media (an archive, a snapshot) open with mode=ro or immutable=1.
+            self._conn, self.access_mode = open_for_reading(db)
+        except sqlite3.OperationalError as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot open {schema.DB_FILENAME} ({exc})") from exc
+        except sqlite3.Error as exc:
+            raise RunLogError(
+                f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
+        try:
             self.meta = self._read_meta()
             self._check_version()
+            validate.check_meta(self.meta, self.run_id)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
@@ -180,7 +191,7 @@ class RunReader:
             rows,
             columns=["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"],
         )
-        df["shape"] = df["shape"].map(json.loads)
+        df["shape"] = [validate.decode_shape(text, name, self.run_id) for text, name in zip(df["shape"], df["name"])]
         df["trainable"] = df["trainable"].astype(bool)
         return df
 
@@ -312,7 +323,7 @@ class RunReader:
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros((0, schema.HIST_LEN), dtype=np.int64)
         steps = np.array([r[0] for r in rows], dtype=np.int64)
-        counts = np.stack([schema.decode_hist(r[1]) for r in rows])
+        counts = np.stack([validate.decode_hist(r[1], f"{name} ({kind}) at step {r[0]}", self.run_id) for r in rows])
         return steps, counts
 
     # ---- flags and notes ------------------------------------------------------------------
@@ -320,7 +331,7 @@ class RunReader:
         rows = self._query("SELECT seq, raised_step, wall, body FROM flags WHERE seq > ? ORDER BY seq", (after_seq,))
         flags = []
         for seq, raised_step, wall, body in rows:
-            flag = json.loads(body)
+            flag = validate.decode_flag(body, seq, self.run_id)
             flag.update(seq=seq, raised_step=raised_step, raised_wall=wall)
             flags.append(flag)
         return flags, (rows[-1][0] if rows else after_seq)
@@ -349,17 +360,29 @@ class RunReader:
 def add_note(run_dir: str | os.PathLike, text: str, *, author: str = "anonymous", step: int | None = None,
              layer: str | None = None) -> int:
     """Append a team note to a run folder; returns its seq. Validates lengths, stores text as given."""
+    for label, value in (("text", text), ("author", author), ("layer", layer)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"a note's {label} must be text, got {type(value).__name__}")
     text = (text or "").strip()
     author = (author or "anonymous").strip() or "anonymous"
+    layer = (layer or "").strip() or None
+    if layer is not None and len(layer) > schema.NOTE_LAYER_MAX_CHARS:
+        raise ValueError(f"a note's layer is at most {schema.NOTE_LAYER_MAX_CHARS} characters, got {len(layer)}")
     if not text:
         raise ValueError("a note needs some text")
     if len(text) > schema.NOTE_MAX_CHARS:
         raise ValueError(f"a note is at most {schema.NOTE_MAX_CHARS} characters, got {len(text)}")
     if len(author) > schema.NOTE_AUTHOR_MAX_CHARS:
         raise ValueError(f"an author name is at most {schema.NOTE_AUTHOR_MAX_CHARS} characters")
-    if step is not None and (not isinstance(step, int) or step < 0):
-        raise ValueError(f"a note's step must be a non-negative integer, got {step!r}")
-    RunReader(run_dir).close()  # validates the folder first
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= validate.MAX_STEP):
+        raise ValueError(f"a note's step must be an integer from 0 to {validate.MAX_STEP}, got {step!r}")
+    with RunReader(run_dir) as reader:  # validates the folder first
+        if reader.access_mode != "rw":
+            raise ValueError(f"run {reader.run_id!r} is on read-only storage: notes cannot be added")
+        (count,), = reader._query("SELECT COUNT(*) FROM notes")
+    if count >= schema.NOTES_MAX_PER_RUN:
+        raise ValueError(f"run {Path(run_dir).name!r} already has {count} notes, the most a run keeps "
+                         f"({schema.NOTES_MAX_PER_RUN})")
     from .writer import connect
 
     conn = connect(Path(run_dir) / schema.DB_FILENAME)
@@ -370,5 +393,7 @@ def add_note(run_dir: str | os.PathLike, text: str, *, author: str = "anonymous"
         )
         conn.commit()
         return int(cur.lastrowid)
+    except sqlite3.Error as exc:
+        raise ValueError(f"cannot store the note in run {Path(run_dir).name!r} ({exc})") from None
     finally:
         conn.close()

@@ -274,3 +274,6 @@ CREATE TABLE IF NOT EXISTS notes (
 # Notes are team text, kept short so the run folder stays a log, not a wiki.
 NOTE_MAX_CHARS = 2000
 NOTE_AUTHOR_MAX_CHARS = 64
+NOTE_LAYER_MAX_CHARS = 200
+# Beyond this many notes a run refuses more: every viewer's page loads them all.
+NOTES_MAX_PER_RUN = 500

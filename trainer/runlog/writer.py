@@ -2,17 +2,28 @@
 
 The training thread only enqueues; it never waits on disk. When the disk falls behind, histograms
 are dropped first (counted in meta "dropped_histograms"), statistics next (counted in
-"dropped_records"), so memory stays bounded and training never stalls. Torch-free.
+"dropped_records"), so memory stays bounded and training never stalls.
+
+When a write fails (a full disk, a storage error) the training thread hears of it at its next call:
+with on_error="raise" (the default) that call raises RunWriteError, whose message starts with the
+cause ("disk full: ..."); with on_error="warn" one warning is issued, training goes on and the lost
+records are counted (meta "lost_records"). A small reserve file is held in the run folder and freed
+on failure, so the final status ("failed", with the cause) can still be written on a full disk.
+Torch-free.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
+import os
 import queue
 import sqlite3
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +38,33 @@ DEFAULT_FLUSH_INTERVAL_S = 0.2
 DEFAULT_MAX_PENDING_RECORDS = 64
 # Beyond this many pending layer records even statistics are dropped (still counted).
 HARD_PENDING_FACTOR = 16
+ON_ERROR_CHOICES = ("raise", "warn")
+# Space held in the run folder and released when a write fails, so the final status fits on a full disk.
+RESERVE_FILENAME = ".reserve"
+RESERVE_BYTES = 256 * 1024
+
+
+class RunWriteError(RuntimeError):
+    """The run folder could not be written; the message is one line starting with the cause."""
+
+
+def describe_write_error(exc: BaseException, where: Path) -> str:
+    """One line naming the cause of a failed write: "disk full: ..." for ENOSPC / SQLITE_FULL."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        getattr(exc, "sqlite_errorcode", None) == getattr(sqlite3, "SQLITE_FULL", 13) or "disk is full" in text
+    if full:
+        return f"disk full: cannot write run folder {str(where)!r} ({text})"
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS or "readonly" in text:
+        return f"read-only storage: cannot write run folder {str(where)!r} ({text})"
+    return f"cannot write run folder {str(where)!r}: {type(exc).__name__}: {text}"
+
+
+def _lost_by(kind: str, payload: Any) -> int:
+    """How many records an item stands for, when its batch could not be committed."""
+    if kind == "scalars":
+        return len(payload[1])
+    return 1 if kind in ("layers", "flag") else 0
 
 
 def connect(db_path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -122,7 +160,11 @@ class RunWriter:
         max_pending_records: int = DEFAULT_MAX_PENDING_RECORDS,
         create: bool = True,
         owner: bool = True,
+        on_error: str = "raise",
     ):
+        if on_error not in ON_ERROR_CHOICES:
+            raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
+        self.on_error = on_error
         self.run_dir = Path(run_dir)
         self.db_path = self.run_dir / schema.DB_FILENAME
         self.flush_interval_s = flush_interval_s
@@ -139,6 +181,11 @@ class RunWriter:
             )
             conn.commit()
         self._conn = conn
+        self.lost_records = 0
+        self._warned = False
+        self._reserve = self.run_dir / RESERVE_FILENAME
+        if owner:
+            _hold_reserve(self._reserve)
         self._queue: queue.Queue = queue.Queue()
         self._pending_records = 0
         self._pending_lock = threading.Lock()
@@ -152,7 +199,24 @@ class RunWriter:
         self._thread.start()
 
     # ---- called from the training thread ------------------------------------------------
+    @property
+    def error(self) -> str | None:
+        """The failed write's one-line description, or None."""
+        return None if self._error is None else describe_write_error(self._error, self.run_dir)
+
+    def _check(self) -> None:
+        """Surface a failed write to the training thread at its next call."""
+        if self._error is None:
+            return
+        if self.on_error == "raise":
+            raise RunWriteError(self.error) from self._error
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"gradwatch: {self.error}; training goes on, records are being lost "
+                          "(counted in the run's lost_records)", RuntimeWarning, stacklevel=3)
+
     def set_meta(self, **items: Any) -> None:
+        self._check()
         self._queue.put(("meta", items))
 
     def set_meta_now(self, **items: Any) -> None:
@@ -162,15 +226,19 @@ class RunWriter:
         self._conn.commit()
 
     def add_tensors(self, tensors: list[dict]) -> None:
+        self._check()
         self._queue.put(("tensors", tensors))
 
     def add_scalars(self, step: int, values: dict[str, float], wall: float, rank: int = 0) -> None:
+        self._check()
         self._queue.put(("scalars", (step, values, wall, rank)))
 
     def add_flag(self, raised_step: int, flag: dict) -> None:
+        self._check()
         self._queue.put(("flag", (raised_step, time.time(), flag)))
 
     def add_layer_record(self, record: LayerRecord) -> None:
+        self._check()
         with self._pending_lock:
             pending = self._pending_records
             if pending >= self.max_pending_records * HARD_PENDING_FACTOR:
@@ -188,8 +256,31 @@ class RunWriter:
         self._wake.set()
         if not done.wait(timeout):
             raise TimeoutError(f"run writer did not flush within {timeout}s ({self.db_path})")
-        if self._error is not None:
-            raise RuntimeError(f"run writer failed for {self.db_path}: {self._error}") from self._error
+        if self._error is not None and self.on_error == "raise":
+            raise RunWriteError(self.error) from self._error
+
+    def write_final_meta(self, items: dict) -> None:
+        """The run's last metadata (status, end, error), even after a failed write: the reserve is
+        freed and a fresh connection retries once, so a full disk still ends with status "failed"."""
+        try:
+            self.flush()
+            self._write_meta(self._conn, dict(items, lost_records=self.lost_records))
+            self._conn.commit()
+            return
+        except (sqlite3.Error, OSError, RunWriteError):
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.rollback()
+        _release_reserve(self._reserve)
+        try:
+            conn = connect(self.db_path)
+            try:
+                self._write_meta(conn, dict(items, lost_records=self.lost_records))
+                conn.commit()
+            finally:
+                conn.close()
+        except (sqlite3.Error, OSError) as exc:
+            raise RunWriteError(f"{describe_write_error(exc, self.run_dir)}; the final status "
+                                f"{items.get('status')!r} could not be written") from exc
 
     def close(self) -> None:
         if self._thread.is_alive():
@@ -197,6 +288,11 @@ class RunWriter:
             self._wake.set()
             self._thread.join(timeout=120)
         self._conn.close()
+        if self.owner:
+            _release_reserve(self._reserve)
+        if self.lost_records and self.on_error == "warn":
+            warnings.warn(f"gradwatch: {self.lost_records} records of {self.run_dir.name} were lost "
+                          f"({self.error or 'write failures'})", RuntimeWarning, stacklevel=2)
 
     # ---- the writer thread --------------------------------------------------------------
     def _loop(self) -> None:
@@ -220,6 +316,18 @@ class RunWriter:
             stop = any(kind == "stop" for kind, _ in items)
             saved_blocks = {key: block.copy() for key, block in self._blocks.items()}
             saved_dirty = set(self._dirty_blocks)
+            if self._error is not None and self.on_error == "raise":
+                # Failed already: the training thread is being told; later items are lost, counted.
+                for kind, payload in items:
+                    if kind == "layers":
+                        with self._pending_lock:
+                            self._pending_records -= 1
+                    self.lost_records += _lost_by(kind, payload)
+                for waiter in waiters:
+                    waiter.set()
+                if stop:
+                    return
+                continue
             try:
                 for kind, payload in items:
                     if kind not in ("flush", "stop"):
@@ -237,8 +345,9 @@ class RunWriter:
                     last_heartbeat = now
                 self._write_dirty_blocks(conn)
                 conn.commit()
-            except BaseException as exc:  # keep the thread alive; surface at flush/close
+            except BaseException as exc:  # keep the thread alive; surface at the next call
                 self._error = exc
+                self.lost_records += sum(_lost_by(kind, payload) for kind, payload in items)
                 try:
                     conn.rollback()
                 except sqlite3.Error:
@@ -405,3 +514,23 @@ def _scalar_value(value) -> float | None:
         return _real(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"scalar values must be numbers, got {value!r}") from exc
+
+
+def _hold_reserve(path: Path) -> None:
+    try:
+        with open(path, "wb") as handle:
+            try:
+                os.posix_fallocate(handle.fileno(), 0, RESERVE_BYTES)
+            except (AttributeError, OSError):
+                handle.write(b"\0" * RESERVE_BYTES)
+    except OSError:
+        _release_reserve(path)
+        raise
+
+
+def _release_reserve(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+

@@ -10,6 +10,7 @@ from typing import TextIO
 from gradwatch.data import PreparedDataset
 
 from ..run import Run
+from ..runlog.writer import RunWriteError
 from .live import LiveMonitor
 from .loop import NonFiniteLossError, Setup, Trainer, TrainOutcome, prepare
 from .progress import Progress
@@ -59,7 +60,7 @@ def train_setup(setup: Setup, *, preset: str | None = None, logdir: str | os.Pat
             with progress:
                 results = Trainer(setup, run, progress, monitor).fit()
             run.set_meta(results=results)
-    except NonFiniteLossError as exc:
+    except (NonFiniteLossError, RunWriteError) as exc:  # the run is marked failed with this one line
         status, error = "failed", str(exc)
     except KeyboardInterrupt:
         status, error = "stopped", "interrupted"

@@ -1,0 +1,164 @@
+"""Checks on what a run folder holds, applied on read: a corrupt or hand-edited record becomes one
+clear RunLogError naming the run, the record and the expected form, never a crash in a page or a CLI.
+
+The writer owns the keys in RESERVED_META; a user's `run.set_meta` may not set them (see
+`check_user_meta`), and a reader refuses a folder whose reserved keys have the wrong type.
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import stat
+from typing import Any
+
+import numpy as np
+
+from . import schema
+from .errors import RunLogError
+
+# Largest step any reader passes to SQLite (steps are 64-bit integers there); URL and callback
+# values beyond it are clamped, so `?to=99999999999999999999` means "to the end".
+MAX_STEP = 2**62
+# Linux pids are below 2**22; anything that does not fit a C int cannot be one.
+MAX_PID = 2**31 - 1
+
+
+class RecordError(RunLogError, ValueError):
+    """One record of a run folder is malformed; the message names the run, the record and what is valid."""
+
+
+def _prefix(run_id: str | None) -> str:
+    return f"run {run_id!r}: " if run_id else ""
+
+
+def _finite_number(value) -> bool:
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range (10**400 in hand-edited JSON)
+        return False
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _optional(check):
+    return lambda value: value is None or check(value)
+
+
+# key -> (check, what a valid value is). Only keys the writer itself sets are checked.
+RESERVED_META: dict[str, tuple[Any, str]] = {
+    "schema_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "run_id": (lambda v: isinstance(v, str), "a string"),
+    "name": (lambda v: isinstance(v, str), "a string"),
+    "status": (lambda v: v in schema.STATUSES, f"one of {', '.join(schema.STATUSES)}"),
+    "started": (_finite_number, "a unix time in seconds (a number)"),
+    "ended": (_optional(_finite_number), "a unix time in seconds or null"),
+    "heartbeat": (_optional(_finite_number), "a unix time in seconds or null"),
+    "error": (_optional(lambda v: isinstance(v, str)), "a string or null"),
+    "config": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "pid": (_optional(lambda v: _count(v) and v <= MAX_PID), f"a process id (0..{MAX_PID}) or null"),
+    "pid_start_ticks": (_optional(_count), "a non-negative integer or null"),
+    "host": (_optional(lambda v: isinstance(v, str)), "a host name or null"),
+    "world_size": (lambda v: _count(v) and v >= 1, "a positive integer"),
+    "dropped_histograms": (_count, "a non-negative integer"),
+    "dropped_records": (_count, "a non-negative integer"),
+    "lost_records": (_count, "a non-negative integer"),
+    "watch": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "model_summary": (_optional(lambda v: isinstance(v, dict)), "an object"),
+}
+# Set by the trainer itself at the start and end of a run; user metadata may not overwrite them.
+WRITER_OWNED = frozenset(RESERVED_META) - {"watch", "model_summary", "config"}
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_meta(meta: dict, run_id: str | None = None) -> None:
+    """Raise RecordError for the first reserved key whose value has the wrong type or range."""
+    for key, (check, expected) in RESERVED_META.items():
+        if key in meta and not check(meta[key]):
+            raise RecordError(f"{_prefix(run_id)}metadata {key!r} is {_short(meta[key])}, expected {expected}")
+
+
+def check_user_meta(items: dict) -> None:
+    """`run.set_meta` refuses the keys the writer owns (status, started, pid...): one line, nothing stored."""
+    owned = sorted(set(items) & WRITER_OWNED)
+    if owned:
+        raise ValueError(f"set_meta cannot set {', '.join(owned)}: these keys are kept by gradwatch itself "
+                         "(use other names for your own metadata)")
+
+
+def decode_shape(text: Any, tensor: str, run_id: str | None = None) -> list[int]:
+    """A tensors.shape cell -> list of dimension sizes, or RecordError."""
+    try:
+        shape = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        shape = None
+    if not isinstance(shape, list) or not all(_count(d) for d in shape):
+        raise RecordError(f"{_prefix(run_id)}tensor {tensor!r} has a malformed shape {_short(text)} (expected a list of sizes)")
+    return shape
+
+
+def decode_flag(body: Any, seq: int, run_id: str | None = None) -> dict:
+    """A flags.body cell -> the flag dict, or RecordError."""
+    try:
+        flag = json.loads(body) if isinstance(body, (str, bytes)) else None
+    except ValueError:
+        flag = None
+    if not isinstance(flag, dict) or not isinstance(flag.get("rule"), str):
+        raise RecordError(f"{_prefix(run_id)}flag #{seq} has a malformed body {_short(body)} (expected a JSON object with a rule)")
+    return flag
+
+
+def decode_hist(blob: Any, where: str, run_id: str | None = None) -> np.ndarray:
+    """schema.decode_hist with the record named in the error."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise RecordError(f"{_prefix(run_id)}histogram of {where} is not a blob ({type(blob).__name__})")
+    try:
+        return schema.decode_hist(bytes(blob))
+    except Exception as exc:  # zlib.error, ValueError from numpy: all mean "corrupt blob"
+        raise RecordError(f"{_prefix(run_id)}histogram of {where} is corrupt ({exc})") from None
+
+
+def clamp_step(value: Any, low: int = 0) -> int | None:
+    """A step bound from a URL or a callback -> an int in [low, MAX_STEP], None when it is no number."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except (TypeError, ValueError):
+        return None
+    if isinstance(number, float):
+        if math.isnan(number):
+            return None
+        if math.isinf(number):
+            return MAX_STEP if number > 0 else low
+        number = int(number)
+    return max(low, min(int(number), MAX_STEP))
+
+
+def entry_problem(path) -> str | None:
+    """Why an entry of a log directory cannot be a run folder (a symlink, a plain file...), or None.
+
+    Symbolic links are refused rather than followed: a link could make the dashboard read (and
+    show) a folder outside the log directory."""
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link (gradwatch reads only real run folders inside the log directory)"
+    if stat.S_ISREG(info.st_mode):
+        return "is a plain file (not a directory), not a run folder"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory (a device, socket or pipe)"
+    return None
