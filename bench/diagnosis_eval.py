@@ -35,8 +35,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.diagnosis_cases import CASES, Case, get_case  # noqa: E402
+from bench import diagnosis_userloops as userloops  # noqa: E402
+from bench.diagnosis_cases import CASES as LESSON_CASES  # noqa: E402
+from bench.diagnosis_cases import Case  # noqa: E402
+from bench.diagnosis_cases import get_case as get_lesson_case  # noqa: E402
 from bench.diagnosis_oracles import ORACLES  # noqa: E402
+
+# The lesson's matrix, then runs of users' own loops on other architectures (LSTM language model,
+# GPT-2, residual MLP, frozen fine-tune, accumulation, schedules; every=1, 10 and 100).
+CASES = LESSON_CASES + userloops.CASES
+# Remedies that would do harm, by how a lesson case was built (the user-loop cases list their own).
+DIVERGING = ("exploding_gradient", "nonfinite", "loss_divergence")
+
+
+def get_case(case_id: str):
+    if case_id in userloops.CASE_IDS:
+        return userloops.get_case(case_id)
+    return get_lesson_case(case_id)
+
+
+def harmful_remedies(case) -> set[str]:
+    """Remedy ids that would make this case worse or that it already applies."""
+    if isinstance(case, userloops.LoopCase):
+        return set(case.harmful)
+    harmful = set()
+    if case.options.get("clip_norm") or case.preset == "clipping":
+        harmful.add("clipping")
+    if case.arch == "lstm":
+        harmful |= {"relu", "batchnorm", "lstm"}
+    if set(case.expected) & set(DIVERGING):
+        harmful.add("higher-lr")
+    return harmful
 
 # The real file sits in shared/ beside the checkout (the CI copy too); /work/shared is where
 # the developers' machines keep it.
@@ -129,6 +158,8 @@ def replay_detection(data, rule: str) -> int | None:
     from gradwatch.trainer.diagnose import diagnose, evaluation_table
 
     steps = set(data.views.grad_norm.index.tolist()) | set(evaluation_table(data).index.tolist())
+    if rule == "loss_divergence":  # judged on every logged loss, between logged layer steps too
+        steps |= set(data.scalar("train_loss").index.tolist())
     recorded = [int(s.index.max()) for s in (data.scalar(n) for n in data.scalar_names) if len(s)]
     if recorded:
         steps.add(max(recorded))  # a run halted on NaN/Inf ends between logged steps
@@ -173,30 +204,61 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
         first = next((f.first_step for f in flags if f.rule == rule and f.severity in ACTIVE), None)
         raised = next((f.get("raised_step") for f in live if f["rule"] == rule and f.get("severity") in ACTIVE), None)
         lag = {"oracle_step": oracle, "detected_step": detected, "first_step": first, "raised_step": raised,
+               "lag_steps": None if oracle is None or detected is None else int(detected - oracle),
                "lag_logged": logged_lag(grid, oracle, detected), "live_lag_logged": logged_lag(grid, oracle, raised),
                "onset_logged": logged_lag(grid, oracle, first)}
         if rule in EPOCH_RULES:
             lag["lag_evaluations"] = logged_lag(evals, oracle, detected)
         lags[rule] = lag
     missing = [r for r in case.expected if r not in fired]
+    bad = harmful_remedies(case)
+    harmful = sorted({f"{f.rule}:{r}" for f in flags if f.severity in ACTIVE for r in f.remedy_ids if r in bad})
+    check_failures = []
+    for rule, (step, tolerance) in getattr(case, "flag_near_step", {}).items():
+        found = [f.first_step for f in flags if f.rule == rule and f.severity in ACTIVE]
+        if not found or abs(found[0] - step) > tolerance:
+            check_failures.append(f"{rule} not flagged within {tolerance} steps of step {step} (got {found})")
+    for rule, layers in getattr(case, "no_layers", {}).items():
+        named = [layer for f in flags if f.rule == rule for layer in f.layers if layer in layers]
+        if named:
+            check_failures.append(f"{rule} names {named}")
     # A flag the trainer raised live and stored with the run counts even if the post-hoc
     # diagnosis of the finished run no longer raises it.
     raised = list(fired) + [r for r in live_fired if r not in fired]
     unexpected = [r for r in raised if r not in case.expected and r not in case.allowed]
     return {
         "case": case.id, "arch": case.arch, "group": case.group, "expected": list(case.expected),
-        "allowed": list(case.allowed), "fixes": list(case.fixes), "fired": fired, "info": sorted(set(notes)),
+        "allowed": list(case.allowed), "fixes": list(getattr(case, "fixes", ())), "fired": fired,
+        "info": sorted(set(notes)), "harmful_remedies": harmful, "check_failures": check_failures,
+        "every": _every(data),
         "live_fired": live_fired, "raised": raised, "missing": missing, "unexpected": unexpected, "lags": lags,
         "status": outcome.status, "logged_steps": len(grid), "evaluations": len(evals),
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "run": str(outcome.run_path),
     }
 
 
+class LoopOutcome:
+    """What score_case reads of a user-loop run (the lesson runs return a TrainOutcome)."""
+
+    def __init__(self, run_path):
+        from gradwatch.trainer.runlog import RunReader
+
+        self.run_path = run_path
+        with RunReader(run_path) as reader:
+            self.status = reader.status()
+
+
 def evaluate_case(case_id: str, logdir: str, quick: bool, data_path: str | None, device: str) -> dict:
     """Train and score one case (the unit of work a --jobs worker runs)."""
     case = get_case(case_id)
     wall, cpu = time.perf_counter(), time.process_time()
-    outcome = train_case(case, Path(logdir), quick=quick, data_path=data_path, device=device)
+    if isinstance(case, userloops.LoopCase):
+        import torch
+
+        torch.set_num_threads(1)
+        outcome = LoopOutcome(userloops.train_loop_case(case, Path(logdir)))
+    else:
+        outcome = train_case(case, Path(logdir), quick=quick, data_path=data_path, device=device)
     return score_case(case, outcome, time.perf_counter() - wall, time.process_time() - cpu)
 
 
@@ -235,8 +297,12 @@ def summarise(results: list[dict], wall: float) -> dict:
     eval_lags = [lag["lag_evaluations"] for r in results for rule, lag in r["lags"].items()
                  if rule in EPOCH_RULES and lag.get("lag_evaluations") is not None]
     unexpected = sum(len(r["unexpected"]) for r in results)
+    harmful = sum(len(r.get("harmful_remedies") or []) for r in results)
+    check_failures = sum(len(r.get("check_failures") or []) for r in results)
+    optimizer_lags = [lag["lag_steps"] for r in results for lag in r["lags"].values() if lag.get("lag_steps") is not None]
     met = (
-        (recall is None or recall == 1.0) and false_flags == 0 and unexpected == 0
+        (recall is None or recall == 1.0) and false_flags == 0 and unexpected == 0 and harmful == 0
+        and check_failures == 0
         and all(lag_ok(r) for r in results)
         and all(not r["missing"] and not r["unexpected"] for r in results if r["group"] == "lesson")
     )
@@ -251,6 +317,10 @@ def summarise(results: list[dict], wall: float) -> dict:
         "max_lag_steps": max(step_lags) if step_lags else None,
         "max_lag_evaluations": max(eval_lags) if eval_lags else None,
         "max_live_lag_steps": max(live_lags) if live_lags else None,
+        "max_lag_optimizer_steps": max(optimizer_lags) if optimizer_lags else None,
+        "harmful_remedies": harmful,
+        "check_failures": check_failures,
+        "cadences": sorted({r["every"] for r in results if r.get("every")}),
         "wall_seconds": round(wall, 1),
         "all_targets_met": bool(met),
         "_per_rule_counts": per_rule,
@@ -260,7 +330,7 @@ def summarise(results: list[dict], wall: float) -> dict:
 # ---- report -----------------------------------------------------------------------------------
 SHORT = {"nonfinite": "nonfinite", "vanishing_gradient": "vanishing", "exploding_gradient": "exploding",
          "dead_units": "dead", "saturated_units": "saturated", "overfitting": "overfit", "underfitting": "underfit",
-         "learning_rate": "lr"}
+         "learning_rate": "lr", "loss_divergence": "divergence"}
 
 
 def _names(rules) -> str:
@@ -323,7 +393,7 @@ def format_healthy(results: list[dict]) -> str:
 def select_cases(quick: bool, only: str | None) -> list[Case]:
     if only:
         return [get_case(case_id.strip()) for case_id in only.split(",") if case_id.strip()]
-    return [case for case in CASES if not quick or case.quick is not None]
+    return [case for case in CASES if not quick or getattr(case, "quick", None) is not None]
 
 
 def run_matrix(cases: list[Case], logdir: Path, *, quick: bool, data_path: str | None, device: str, jobs: int,
@@ -350,6 +420,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the reduced matrix (tests): cheap cases, small data")
     parser.add_argument("--only", help="comma-separated case ids")
+    parser.add_argument("--user-loops", action="store_true", help="only the user-loop cases (other architectures, "
+                                                                  "every=1/10/100), ~1 CPU minute")
     parser.add_argument("--jobs", type=int, default=1, help="cases trained in parallel processes (default 1)")
     parser.add_argument("--data", default=None, help="Tweets.csv (default: /work/shared/data/Tweets.csv when "
                                                       "present, else the built-in dataset; 'builtin' forces it)")
@@ -359,7 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json-out", default=None, help="also write the per-case results and summary here")
     args = parser.parse_args(argv)
 
-    cases = select_cases(args.quick, args.only)
+    cases = list(userloops.CASES) if args.user_loops else select_cases(args.quick, args.only)
     if args.list:
         for case in cases:
             print(f"{case.id:<20} {case.arch:<9} {case.group:<9} expected={_names(case.expected)} "
@@ -398,6 +470,12 @@ def main(argv: list[str] | None = None) -> dict:
         Path(args.json_out).write_text(json.dumps({"summary": public, "cases": results}, indent=1, default=_plain))
     print(json.dumps(public, default=_plain))
     return {"summary": public, "cases": results}
+
+
+def _every(data) -> int | None:
+    watch = data.meta.get("watch") if isinstance(data.meta.get("watch"), dict) else {}
+    every = watch.get("every") or data.config_value("every")
+    return int(every) if isinstance(every, (int, float)) else None
 
 
 def _plain(value):

@@ -9,8 +9,10 @@ rules' input) only for convenience; they share none of the rules' code.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from gradwatch.trainer.diagnose import RunData, evaluation_table
+from gradwatch.trainer.runlog.schema import SENTINEL_GRAD_NORM
 
 RELU_TYPES = ("ReLU", "ReLU6", "RReLU", "Threshold")
 SATURATING_TYPES = ("Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "Softsign")
@@ -33,8 +35,14 @@ def vanishing_visible(data: RunData, ratio: float = 1e-3) -> int | None:
 
 
 def exploding_visible(data: RunData, factor: float = 100.0) -> int | None:
-    """First step where the unclipped gradient norm is `factor` x its first logged value, or NaN/Inf."""
+    """First step where the unclipped gradient norm is `factor` x its first logged value, or NaN/Inf
+    (the trainer's grad_norm_total, else the capture's every-step sentinel, else the layers' total)."""
     norm = data.scalar("grad_norm_total")
+    if not len(norm):
+        norm = data.scalar(SENTINEL_GRAD_NORM)
+    if not len(norm) and not data.views.grad_norm.empty:
+        grads = data.views.grad_norm
+        norm = pd.Series(np.sqrt((grads.to_numpy(dtype=float) ** 2).sum(axis=1)), index=grads.index)
     if not len(norm):
         return None
     values = norm.to_numpy(dtype=float)
@@ -129,7 +137,17 @@ def learning_rate_visible(data: RunData) -> int | None:
     return min(found) if found else None
 
 
+def loss_divergence_visible(data: RunData, factor: float = 1.5) -> int | None:
+    """First step where the training loss is `factor` x its first value or NaN/Inf."""
+    loss = data.scalar("train_loss")
+    if not len(loss):
+        return None
+    values = loss.to_numpy(dtype=float)
+    return _first(loss.index.to_numpy(), ~np.isfinite(values) | (values > factor * values[0]))
+
+
 ORACLES = {
+    "loss_divergence": loss_divergence_visible,
     "vanishing_gradient": vanishing_visible,
     "exploding_gradient": exploding_visible,
     "nonfinite": nonfinite_visible,

@@ -166,14 +166,20 @@ def flag_card(flag: dict, index: int, config: dict | None = None, selected: bool
     layers = flag.get("layers") or []
     remedies = flag.get("remedies") or []
     remedy_ids = flag.get("remedy_ids") or []
+    remedy_code = flag.get("remedy_code") or []
+    # A run launched from a lesson preset tries a remedy as another preset; any other run (the
+    # user's own code) is shown the code change instead.
+    from_preset = (config or {}).get("preset") in PRESETS
     remedy_items = []
     for i, text in enumerate(remedies):
         rid = remedy_ids[i] if i < len(remedy_ids) else None
-        href = remedy_href(rid, config) if rid else None
+        href = remedy_href(rid, config) if rid and from_preset else None
+        code = remedy_code[i] if i < len(remedy_code) and not from_preset else ""
         remedy_items.append(html.Li([
             html.Span(text),
             " ",
             dcc.Link(f"try it: launch {rid}", href=href, className="remedy-link") if href else None,
+            html.Pre(html.Code(code), className="remedy-code") if code else None,
         ]))
     return html.Div(
         id=ids.flag_card(index), n_clicks=0, role="button", tabIndex="0",

@@ -99,6 +99,12 @@ def render_report(store: RunStore, run_id: str) -> str:
     grid = "".join(f"<div>{_figure_div(fig, chart.id)}</div>" for chart, fig in drawn if not chart.wide)
     wide = "".join(_figure_div(fig, chart.id) for chart, fig in drawn if chart.wide)
     results = meta.get("results") if isinstance(meta.get("results"), dict) else {}
+    facts = store.run_facts(run_id)
+    facts_rows = [("best val loss", f"{fmt_number(facts['best_val_loss'])} (epoch {fmt_number(facts['best_epoch'])})"),
+                  ("last val loss", fmt_number(facts["last_val_loss"])),
+                  ("test accuracy", fmt_number(facts["test_accuracy"])),
+                  ("test macro F1", fmt_number(facts["test_macro_f1"])),
+                  ("gradient gap (last / first layer)", fmt_number(facts["grad_gap"]))]
     notes_html = "".join(
         f"<div class='note'><b>{_e(n.get('author'))}</b> <span class='muted'>{_e(fmt_time(n.get('wall')))}"
         f"{' · step ' + _e(n.get('step')) if n.get('step') is not None else ''}"
@@ -115,6 +121,7 @@ def render_report(store: RunStore, run_id: str) -> str:
 <body>
 <h1>{_e(title)}</h1><div class="muted">run <code>{_e(run_id)}</code> · {head}</div>
 {_error_html(meta.get('error'))}
+<h2>Summary</h2>{_kv(facts_rows)}
 <h2>Flags</h2>{_flags_html(flags, config)}
 <h2>Charts</h2><div class="grid">{grid}</div>{wide}
 <h2>Team notes</h2>{notes_html}

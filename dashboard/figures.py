@@ -226,7 +226,7 @@ def scalar_chart(series: dict[str, dict], group: str, *, notes=(), overfitting: 
         # A run whose loss spans 3+ decades (a blow-up) is unreadable on a linear axis.
         log = log_axis_wanted([series[n]["values"] for n in names])
         fig.update_yaxes(type="log" if log else "linear", exponentformat="power")
-        fig.update_layout(updatemenus=axis_scale_toggle(log))
+        fig.update_layout(updatemenus=axis_scale_toggle(log, height), margin=dict(b=TOGGLE_BOTTOM_MARGIN))
     return fig
 
 
@@ -253,17 +253,29 @@ def _mark_overfitting(fig: go.Figure, marks: dict) -> None:
                       annotation_font=dict(color="#2e7d32", size=11))
 
 
+def _signal_title(name: str) -> str:
+    """The capture's own scalars by what they are; a user's scalars by their name."""
+    if name == log_schema.OPTIMIZER_LR:
+        return "learning rate (from the optimizer)"
+    if name.startswith(log_schema.OPTIMIZER_LR + "_g"):
+        return f"learning rate (from the optimizer, param group {name[len(log_schema.OPTIMIZER_LR) + 2:]})"
+    if name == log_schema.SENTINEL_GRAD_NORM:
+        return "gradient norm (every step)"
+    return name.replace("_", " ")
+
+
 def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selected_step=None, uirevision=None,
                   height_per_row: int = 150) -> go.Figure:
     """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts."""
     names = sorted(n for n in series if scalar_group(n) == "signals")
-    preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", "lr") if n in names]
+    preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", log_schema.SENTINEL_GRAD_NORM, "lr",
+                             log_schema.OPTIMIZER_LR) if n in names]
     names = preferred + [n for n in names if n not in preferred]
     if not names:
         return empty_figure("no other scalars logged", height=160)
     rows = len(names)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[escape_text(n.replace("_", " ")) for n in names])
+                        subplot_titles=[escape_text(_signal_title(n)) for n in names])
     _add_notes_trace(fig, list(notes))
     for row, name in enumerate(names, start=1):
         s = series[name]
@@ -299,27 +311,31 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     norms = np.asarray(flow["grad_norm"], dtype=float)
     biggest = np.asarray(flow.get("grad_max_abs") or [np.nan] * len(layers), dtype=float)
     bad = np.asarray(flow.get("nonfinite") or [0] * len(layers))
-    colors = layer_colors(layers)
-    bar_colors = []
-    for layer, b in zip(layers, bad):
-        if b > 0:
-            bar_colors.append("#c62828")
-        elif selected_layer in layers and layer != selected_layer:
-            bar_colors.append(_fade(colors[layer]))
-        else:
-            bar_colors.append(colors[layer])
+    horizontal = len(layers) > FLOW_VERTICAL_MAX
+    if horizontal:
+        marker = _depth_marker(layers, bad, selected_layer)
+    else:
+        colors = layer_colors(layers)
+        bar_colors = []
+        for layer, b in zip(layers, bad):
+            if b > 0:
+                bar_colors.append("#c62828")
+            elif selected_layer in layers and layer != selected_layer:
+                bar_colors.append(_fade(colors[layer]))
+            else:
+                bar_colors.append(colors[layer])
+        marker = dict(color=bar_colors)
     finite = np.isfinite(norms) & (norms > 0)
     shown = np.where(finite, norms, np.nan)
     top = float(np.nanmax(shown)) if finite.any() else 1.0
     text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
     # Many layers: horizontal bars, one legible name per row, the chart as tall as it needs.
-    horizontal = len(layers) > FLOW_VERTICAL_MAX
     value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
     labels = [escape_text(layer) for layer in layers]  # category tick labels render markup too
     fig.add_trace(go.Bar(
         **{layer_axis: labels, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
-        marker=dict(color=bar_colors, line=dict(width=0)),
+        marker=dict(marker, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
         hovertemplate=f"%{{{layer_axis}}}<br>|grad| = %{{customdata[0]:.3e}}<br>max |g| = %{{customdata[1]:.3e}}"
@@ -349,6 +365,19 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
 
 FLOW_VERTICAL_MAX = 24  # more layers than this: horizontal bars
 FLOW_BAR_PX = 14
+NONFINITE_COLOR = "#c62828"
+# Depth colours as numbers on one scale (Viridis 0-0.9, as layer_colors), red at 1 for NaN/Inf: for
+# hundreds of bars plotly validates one number array instead of hundreds of colour strings.
+DEPTH_SCALE = [[v, sample_colorscale("Viridis", [v])[0]] for v in np.linspace(0, 0.9, 10)] + [
+    [0.95, sample_colorscale("Viridis", [0.9])[0]], [0.951, NONFINITE_COLOR], [1.0, NONFINITE_COLOR]]
+
+
+def _depth_marker(layers: list[str], bad, selected_layer: str | None) -> dict:
+    depth = np.linspace(0, 0.9, len(layers)) if len(layers) > 1 else np.zeros(1)
+    depth = np.where(np.asarray(bad) > 0, 1.0, depth)
+    faded = selected_layer in layers
+    opacity = np.where(np.asarray(layers, dtype=object) == selected_layer, 1.0, 0.45) if faded else 1.0
+    return dict(color=depth, colorscale=DEPTH_SCALE, cmin=0.0, cmax=1.0, opacity=opacity)
 
 
 def _fade(rgb: str) -> str:
@@ -605,7 +634,8 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     what is drawn). Hover names the row, the step and the value."""
     if table is None or table.empty or table.shape[1] == 0:
         return empty_figure(empty_message, height=260)
-    rows = [str(c) for c in table.columns]
+    rows = [escape_text(c) for c in table.columns]  # category tick labels render markup too
+    flagged = {escape_text(k): v for k, v in (flagged or {}).items()}
     values = table.to_numpy(dtype=float).T  # rows x steps
     with np.errstate(divide="ignore", invalid="ignore"):
         shown = np.log10(np.where(values > 0, values, np.nan)) if log_color else values
@@ -634,12 +664,12 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
         zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
     ))
-    marked = [r for r in rows if r in (flagged or {})]
+    marked = [r for r in rows if r in flagged]
     if marked:
         fig.add_trace(go.Scatter(
             x=[0.004] * len(marked), y=[escape_text(r) for r in marked], xaxis="x2", mode="markers", name="flagged layer", meta="flagged",
             marker=dict(symbol="triangle-right", size=11, color="#c62828", line=dict(width=1, color="white")),
-            hovertext=[f"{escape_text(r)}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
+            hovertext=[f"{r}: {escape_text(flagged[r])}" for r in marked], hoverinfo="text",
             cliponaxis=False, showlegend=True,
         ))
         fig.layout["xaxis2"] = dict(range=[0, 1], overlaying="x", visible=False, fixedrange=True)
@@ -666,9 +696,17 @@ def log_axis_wanted(arrays, decades: float = 3.0) -> bool:
     return math.isfinite(lo) and hi / lo >= 10**decades
 
 
-def axis_scale_toggle(log: bool, axis: str = "yaxis") -> list[dict]:
-    """linear | log buttons on the chart itself: the toggle costs no server round trip."""
+TOGGLE_BOTTOM_MARGIN = 64  # px below a chart with a scale toggle: tick labels, then the buttons
+
+
+def axis_scale_toggle(log: bool, height: int, axis: str = "yaxis") -> list[dict]:
+    """linear | log buttons on the chart itself (the toggle costs no server round trip), at the
+    bottom right below the tick labels: clear of the legend above the plot, of the modebar at the
+    top right and of the centred axis title."""
+    margin = dict(BASE_LAYOUT["margin"], b=TOGGLE_BOTTOM_MARGIN)
+    plot_px = max(1, height - margin["t"] - margin["b"])
     return [dict(type="buttons", direction="right", showactive=True, active=1 if log else 0, x=1.0, xanchor="right",
-                 y=1.0, yanchor="bottom", pad=dict(t=0, b=2, r=0), font=dict(size=10), bgcolor="#f3f5f8",
+                 y=-(margin["b"] - 2) / plot_px, yanchor="bottom", pad=dict(t=0, b=0, r=0), font=dict(size=10),
+                 bgcolor="#f3f5f8",
                  buttons=[dict(label="linear", method="relayout", args=[{f"{axis}.type": "linear"}]),
                           dict(label="log", method="relayout", args=[{f"{axis}.type": "log"}])])]

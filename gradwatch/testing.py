@@ -181,6 +181,14 @@ def hist_counts(numel: int, magnitude: float, spread: float = 1.0, zero_frac: fl
     return counts
 
 
+def stat_row(**values) -> tuple:
+    """One stats tuple in the schema's field order (schema.STAT_FIELDS); statistics not given are None."""
+    unknown = set(values) - set(schema.STAT_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown statistics {sorted(unknown)}; known: {', '.join(schema.STAT_FIELDS)}")
+    return tuple(values.get(name) for name in schema.STAT_FIELDS)
+
+
 def layer_rows(model: RunModel, tensor_ids: dict, step: int, *, bias: bool = True, activations: bool = True,
                histograms: bool = True) -> list:
     """One logged step's rows for LayerRecord: (tensor_id, kind, stats tuple, hist or None)."""
@@ -194,10 +202,11 @@ def layer_rows(model: RunModel, tensor_ids: dict, step: int, *, bias: bool = Tru
         g = float(grads[i])
         per_elem = g / math.sqrt(numel) if math.isfinite(g) else math.inf
         nan_count = numel // 10 if nonfinite else 0
-        g_stats = (g, 0.0, per_elem, -3 * per_elem, 3 * per_elem, nan_count, 0 if not nonfinite else 1, 0.0,
-                   None, None)
-        w_stats = (float(w_norm[i]), float(w_mean[i]), float(w_std[i]), float(w_mean[i] - 3 * w_std[i]),
-                   float(w_mean[i] + 3 * w_std[i]), 0, 0, 0.0, float(ratios[i]), None)
+        g_stats = stat_row(norm=g, mean=0.0, std=per_elem, min=-3 * per_elem, max=3 * per_elem, nan_count=nan_count,
+                           inf_count=0 if not nonfinite else 1, zero_frac=0.0)
+        w_stats = stat_row(norm=float(w_norm[i]), mean=float(w_mean[i]), std=float(w_std[i]),
+                           min=float(w_mean[i] - 3 * w_std[i]), max=float(w_mean[i] + 3 * w_std[i]), nan_count=0,
+                           inf_count=0, zero_frac=0.0, update_ratio=float(ratios[i]))
         g_hist = hist_counts(numel, per_elem) if histograms else None
         w_hist = hist_counts(numel, float(w_std[i]), spread=0.6) if histograms else None
         rows.append((tensor_ids[f"{layer}.weight"], schema.KIND_GRAD, g_stats, g_hist))
@@ -205,17 +214,20 @@ def layer_rows(model: RunModel, tensor_ids: dict, step: int, *, bias: bool = Tru
         if bias:
             b = g * 0.1
             rows.append((tensor_ids[f"{layer}.bias"], schema.KIND_GRAD,
-                         (b, 0.0, b / 8, -b / 4, b / 4, 0, 0, 0.0, None, None),
+                         stat_row(norm=b, mean=0.0, std=b / 8, min=-b / 4, max=b / 4, nan_count=0, inf_count=0,
+                                  zero_frac=0.0),
                          hist_counts(model.shapes[i][0], b / 8) if histograms else None))
             rows.append((tensor_ids[f"{layer}.bias"], schema.KIND_WEIGHT,
-                         (0.1, 0.0, 0.01, -0.03, 0.03, 0, 0, 0.0, float(ratios[i]), None),
+                         stat_row(norm=0.1, mean=0.0, std=0.01, min=-0.03, max=0.03, nan_count=0, inf_count=0,
+                                  zero_frac=0.0, update_ratio=float(ratios[i])),
                          hist_counts(model.shapes[i][0], 0.01) if histograms else None))
     if activations:
         saturated, dead = model.activation_fractions(step)
         for j, name in enumerate(model.act_names):
             rows.append((tensor_ids[name], schema.KIND_ACTIVATION,
-                         (1.0, 0.3, 0.2, 0.0, 1.0, 0, 0, float(0.5 if math.isnan(dead[j]) else dead[j]),
-                          float(saturated[j]), float(dead[j])), None))
+                         stat_row(norm=1.0, mean=0.3, std=0.2, min=0.0, max=1.0, nan_count=0, inf_count=0,
+                                  zero_frac=float(0.5 if math.isnan(dead[j]) else dead[j]),
+                                  saturated_frac=float(saturated[j]), dead_frac=float(dead[j])), None))
     return rows
 
 
@@ -320,8 +332,9 @@ def make_run(
             error = f"training loss became NaN at step {model.nonfinite_from} (halt_on_nonfinite)"
         end = dict(status=final, ended=started + last * step_seconds, error=error, heartbeat=time.time())
         if results and final == "finished":
-            end["results"] = {"accuracy": 0.78, "macro_f1": 0.77, "confusion_matrix": [[120, 30], [36, 114]],
-                              "class_names": ["negative", "positive"]}
+            # The keys the trainer writes (trainer/train/loop.py, read by trainer.derived.test_metrics).
+            end["results"] = {"test_accuracy": 0.78, "test_macro_f1": 0.77, "test_loss": 0.49,
+                              "confusion_matrix": [[120, 30], [36, 114]], "class_names": ["negative", "positive"]}
         writer.set_meta_now(**end)
     finally:
         writer.close()

@@ -1,4 +1,5 @@
-"""The trainer's commands of the `gradwatch` CLI: train, presets, lesson, inspect, diagnose.
+"""The trainer's commands of the `gradwatch` CLI: train, presets, lesson, inspect, diagnose,
+import-tensorboard.
 
 `gradwatch.cli` composes these with the dashboard's commands. Bad input of any kind ends with one line
 on stderr and exit code 2, before anything is created. Exit codes: 0 done, 1 a run failed (NaN/Inf
@@ -74,6 +75,11 @@ def add_commands(commands) -> None:
         sub = commands.add_parser(name, help=what, allow_abbrev=False)
         sub.add_argument("run_dir", metavar="RUN_DIR")
         sub.add_argument("--json", action="store_true", help="print JSON")
+
+    tb = commands.add_parser("import-tensorboard", allow_abbrev=False,
+                             help="turn TensorBoard event files (scalars, histograms) into run folders")
+    tb.add_argument("tb_logdir", metavar="TB_LOGDIR", help="a TensorBoard logdir (each folder of event files is a run)")
+    tb.add_argument("--logdir", default="logs", help="folder for the new run folders (default logs)")
 
 
 def unknown_flags_message(unknown: list[str]) -> str:
@@ -254,8 +260,16 @@ def cmd_diagnose(args) -> int:
     return EXIT_OK
 
 
+def cmd_import_tensorboard(args) -> int:
+    from .tb_import import import_tensorboard
+
+    for path in import_tensorboard(args.tb_logdir, args.logdir):
+        print(path)
+    return EXIT_OK
+
+
 COMMANDS = {"train": cmd_train, "presets": cmd_presets, "lesson": cmd_lesson, "inspect": cmd_inspect,
-            "diagnose": cmd_diagnose}
+            "diagnose": cmd_diagnose, "import-tensorboard": cmd_import_tensorboard}
 
 
 def bad_input_errors() -> tuple[type[BaseException], ...]:
@@ -264,8 +278,9 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     from gradwatch.data import DatasetError
 
     from .runlog.reader import RunLogError
+    from .tb_import import TensorBoardImportError
 
-    errors += [DatasetError, RunLogError]
+    errors += [DatasetError, RunLogError, TensorBoardImportError]
     if "torch" in sys.modules:
         from .models import ModelError
         from .run import RunSetupError

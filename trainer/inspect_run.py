@@ -7,14 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from . import derived
 from .runlog import RunReader
-
-
-def layer_norms(stats: pd.DataFrame, kind: str) -> pd.Series:
-    """Per-layer norm at each step: sqrt of the summed squared norms of the layer's parameters."""
-    rows = stats[stats["kind"] == kind]
-    squared = rows.assign(sq=rows["norm"] ** 2).groupby(["step", "layer"], sort=False)["sq"].sum(min_count=1)
-    return np.sqrt(squared)
 
 
 def _number(value):
@@ -57,15 +51,16 @@ def summarize_run(run_dir) -> dict:
         layers = []
         if last_step is not None:
             stats, _ = reader.layer_stats(kinds=("grad", "weight"), step_min=last_step, step_max=last_step)
-            grad = layer_norms(stats, "grad")
-            weight = layer_norms(stats, "weight")
+            grad = derived.layer_values_at(stats, "grad_norm")
+            weight = derived.layer_values_at(stats, "weight_norm")
             param_layers = tensors[tensors["role"] == "param"]["layer"]
             for layer in dict.fromkeys(param_layers):
                 layers.append({
                     "name": layer,
-                    "grad_norm": _number(grad.get((last_step, layer))),
-                    "weight_norm": _number(weight.get((last_step, layer))),
+                    "grad_norm": _number(grad.get(layer)),
+                    "weight_norm": _number(weight.get(layer)),
                 })
+        facts = derived.run_summary(reader)
         meta = reader.meta
         scalar_last = None if scalars.empty else int(scalars["step"].max())
         return {
@@ -80,6 +75,8 @@ def summarize_run(run_dir) -> dict:
             "dropped": int(meta.get("dropped_histograms", 0) or 0),
             "dropped_records": int(meta.get("dropped_records", 0) or 0),
             "dataset": (meta.get("dataset") or {}).get("name"),
+            "summary": {key: value if isinstance(value, str) or value is None else _number(value)
+                        for key, value in facts.items()},
         }
 
 
@@ -93,6 +90,12 @@ def format_summary(summary: dict) -> str:
         f"histograms dropped {summary['dropped']}",
         "",
     ]
+    facts = summary.get("summary") or {}
+    if facts.get("best_val_loss") is not None:
+        lines += [f"best val  {_fmt(facts['best_val_loss'])} at epoch {_fmt(facts.get('best_epoch'))} "
+                  f"(step {_fmt(facts.get('best_step'))}); last {_fmt(facts.get('last_val_loss'))}", ""]
+    if facts.get("test_accuracy") is not None:
+        lines += [f"test      accuracy {_fmt(facts['test_accuracy'])}, macro-F1 {_fmt(facts.get('test_macro_f1'))}", ""]
     if summary["scalars"]:
         lines.append(f"{'scalar':24s} {'count':>7s} {'last':>12s} {'min':>12s} {'@step':>7s} {'max':>12s} {'@step':>7s}")
         for name, s in summary["scalars"].items():

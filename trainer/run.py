@@ -4,6 +4,10 @@
         run.watch(model, every=10)
         ...; loss.backward(); optimizer.step()
         run.log(step, train_loss=loss.item())
+
+Without `with`, a run left open is finished at interpreter exit, and marked failed by an uncaught
+exception (run_exit.py). `run.step()` marks a step of a hand-written update; `run.unwatch()` removes
+every hook.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
+from . import run_exit
 from .runlog import schema, validate
 from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
@@ -108,15 +113,17 @@ class Run:
         dataset: dict | None = None,
         flush_interval_s: float | None = None,
         on_write_error: str = "raise",
+        distributed: bool = True,
     ):
         """on_write_error: "raise" (default) stops training at the first failed write (a full disk)
         with RunWriteError and the run marked failed; "warn" warns once and goes on, counting the
-        records lost (meta "lost_records")."""
+        records lost (meta "lost_records"). `distributed=False`: this process records alone, with no
+        collective calls, even inside torch.distributed (integrations that run on rank zero only)."""
         name = _validate_name(name)
         config = _config_json(config)
         if on_write_error not in ON_ERROR_CHOICES:
             raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
-        self.rank, self.world_size = _distributed()
+        self.rank, self.world_size = _distributed() if distributed else (0, 1)
         root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
@@ -137,6 +144,7 @@ class Run:
         self._barrier()
         if self.rank != 0:
             self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        run_exit.track(self)
 
     def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
@@ -200,6 +208,7 @@ class Run:
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
+        step_offset: int = 0,
     ):
         """Hook every layer of `model`; record statistics every `every` optimizer steps.
 
@@ -208,8 +217,12 @@ class Run:
         as the `capture_every` scalar. Every step, whatever the cadence, records the sentinels
         (total gradient norm, non-finite gradient count).
 
+        `step_offset` numbers the recorded steps as a framework does (HF Trainer: 1 for the first
+        optimizer step); integrations set it, a plain loop leaves it at 0.
+
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
-        other ranks return None and log scalars only.
+        other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) every rank
+        measures its shard and rank 0 records the combined statistics: watch on every rank.
         """
         from torch import nn
 
@@ -225,14 +238,18 @@ class Run:
                 raise RunSetupError(f"budget must be a fraction of training time in (0, 1), e.g. 0.02; got {budget!r}")
         if self._probe is not None:
             raise RunSetupError("this run already watches a model; use one Run per model")
-        if self.rank != 0:
+        from .capture import sharded
+
+        if self.rank != 0 and not sharded.is_sharded(model):
             return None
         from .capture.probe import Probe
 
         self._probe = Probe(
-            model, self._writer, every=every, budget=budget, histograms=histograms, activations=activations,
-            update_ratio=update_ratio,
+            model, self._writer, every=every, budget=budget, histograms=histograms,
+            activations=activations and self.rank == 0, update_ratio=update_ratio, step_offset=step_offset,
         )
+        if self.rank != 0:
+            return self._probe
         watch = {"every": every, "histograms": histograms, "activations": activations, "update_ratio": update_ratio}
         if every == "auto":
             watch["budget"] = 0.02 if budget is None else float(budget)
@@ -241,6 +258,21 @@ class Run:
             model_summary=_model_summary(model),
         )
         return self._probe
+
+    def unwatch(self) -> None:
+        """Finish the pending record and remove every hook gradwatch put on the model and the
+        optimizers; the run stays open for scalars, and another model can be watched."""
+        if self._probe is not None:
+            self._probe.close()
+            self._probe = None
+
+    def step(self) -> None:
+        """Mark one optimizer step of a hand-written update (no torch optimizer): call it after
+        updating the weights, before zeroing the gradients. Ignored (with a warning) when the
+        steps are already counted from a torch optimizer."""
+        self._check_open()
+        if self._probe is not None:
+            self._probe.mark_step()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -292,17 +324,17 @@ class Run:
         """Records that could not be written (on_write_error="warn"); 0 when every write succeeded."""
         return self._writer.lost_records
 
-    def finish(self, status: str = "finished", error: str | None = None) -> None:
-        """Close the run with a final status; idempotent, and safe to call again after a second
-        Ctrl-C interrupted it (the first status asked for wins)."""
+    def finish(self, status: str = "finished", error: str | None = None, *, ended: float | None = None) -> None:
+        """Close the run with a final status (`ended`: its end time, default now); idempotent, and
+        safe to call again after a second Ctrl-C interrupted it (the first status asked for wins)."""
         if self._finished:
             return
         if status not in schema.STATUSES:
             raise ValueError(f"status must be one of {schema.STATUSES}, got {status!r}")
         if not self._closed:
             self._closed = True
-            self._final = (status, error)
-        status, error = self._final
+            self._final = (status, error, ended)
+        status, error, ended = self._final
         if self._probe is not None:
             try:
                 self._probe.close()  # hands its last record to the writer...
@@ -312,12 +344,14 @@ class Run:
             status, error = "failed", self._writer.error  # a write failed after the last record
         try:
             if self.rank == 0:
-                self._writer.write_final_meta({"status": status, "ended": time.time(), "error": error})
+                self._writer.write_final_meta(
+                    {"status": status, "ended": time.time() if ended is None else ended, "error": error})
             else:
                 self._writer.flush()
         finally:
             self._writer.close()
             self._finished = True
+            run_exit.untrack(self)
 
     def __enter__(self) -> Run:
         return self

@@ -140,12 +140,13 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
                                  step=info["every"] or 1, value=slider_value if slider_value is not None else 0,
                                  marks=logic.slider_marks(first, last), updatemode="mouseup",
                                  tooltip={"placement": "bottom", "always_visible": False})]),
-            html.Div([html.Label("Layers shown (name filter: substring or glob, comma-separated)", className="ctl",
+            html.Div([html.Label("Layers shown (filter: substring or glob, comma-separated)", className="ctl",
                                  htmlFor=ids.RUN_ROW_FILTER),
                       html.Div(className="range-inputs", children=[
                           dcc.Input(id=ids.RUN_ROW_FILTER, type="search", value=view.row_filter, debounce=True,
                                     placeholder="e.g. attn or *.mlp.*", className="row-filter", maxLength=200),
                           dcc.Checklist(id=ids.RUN_ROW_GROUP, options=[{"label": " group blocks", "value": "group"}],
+                                        inline=True, labelStyle={"whiteSpace": "nowrap"},
                                         value=["group"] if should_collapse(info["layers"], view.collapse) else []),
                       ])]),
             html.Div([html.Label("Step range (zoom any chart)", className="ctl"), html.Div(className="range-inputs", children=[

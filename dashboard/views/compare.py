@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from urllib.parse import urlencode
 
 from dash import dcc, html
 
+from gradwatch.trainer import derived
 from gradwatch.trainer.runlog import schema as log_schema
 
 from .. import components, figures
@@ -44,16 +44,6 @@ def run_label(info: dict) -> str:
     return f"{name} ({preset})" if preset and preset != name else name
 
 
-def _best(series: dict | None, mode: str = "min"):
-    if not series or not len(series.steps):
-        return None, None
-    values = [(v, s) for s, v in zip(series.steps, series.values) if math.isfinite(v)]
-    if not values:
-        return None, None
-    value, step = (min if mode == "min" else max)(values)
-    return float(value), int(step)
-
-
 def metrics_rows(data: dict) -> list[dict]:
     """One row of final metrics per run: the regularisation experiments side by side."""
     rows = []
@@ -63,18 +53,21 @@ def metrics_rows(data: dict) -> list[dict]:
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         results = meta.get("results") if isinstance(meta.get("results"), dict) else {}
         epochs = {step: epoch for epoch, step in info.get("epochs") or []}
-        best, best_step = _best(series.get("val_loss"))
         last_val = series.get("val_loss")
+        # The display series keeps every extreme, so its minimum is the run's best validation loss.
+        validation = derived.validation_summary(last_val.steps, last_val.values, epochs) if last_val is not None \
+            else derived.validation_summary([], [])
+        tests = derived.test_metrics(results)
         last_acc = series.get("val_acc")
         summary = meta.get("model_summary") if isinstance(meta.get("model_summary"), dict) else {}
         rows.append({
             "run_id": info["run_id"], "label": run_label(info), "status": info["status"],
             "preset": config.get("preset") or "", "config": config_summary(config),
             "epochs": len(info.get("epochs") or []), "steps": info.get("last_step"),
-            "best_val_loss": best, "best_epoch": epochs.get(best_step),
+            "best_val_loss": validation["best_val_loss"], "best_epoch": validation["best_epoch"],
             "last_val_loss": float(last_val.values[-1]) if last_val is not None and len(last_val.values) else None,
             "last_val_acc": float(last_acc.values[-1]) if last_acc is not None and len(last_acc.values) else None,
-            "test_accuracy": results.get("accuracy"), "test_macro_f1": results.get("macro_f1"),
+            "test_accuracy": tests["test_accuracy"], "test_macro_f1": tests["test_macro_f1"],
             "parameters": summary.get("parameters"), "flags": severity_counts(run["flags"]),
             "duration": duration_s(meta, info["status"]),
         })

@@ -351,21 +351,23 @@ def _rows_by_name(df, after: int) -> dict:
     return out
 
 
-def layer_extend(tables: dict, keys: list, plan: tuple, known_layers=None) -> tuple[list | None, bool, int]:
+def layer_extend(tables: dict, keys: list, plan: tuple) -> tuple[list | None, bool, int]:
     """One chart's extendData payload for new per-layer rows: the traces it draws get their new
-    points, layers it does not draw are skipped; reset=True for a layer the run did not have."""
+    points, layers it does not draw (a big model's chart draws a chosen few) are skipped;
+    reset=True when it draws no layer yet (it was drawn before the first statistics)."""
     cols: dict[int, tuple[list, list]] = {}
     reset, added = False, 0
-    known = set(known_layers) if known_layers is not None else None
     for quantity, prefix, log_axis in plan:
         table = tables.get(quantity)
         if table is None or table.empty:
+            continue
+        if not any(str(k).startswith(f"{prefix}:") for k in keys if k):
+            reset = True
             continue
         steps = table.index.to_numpy()
         for layer in table.columns:
             key = f"{prefix}:{layer}"
             if key not in keys:
-                reset = reset or (known is not None and layer not in known)
                 continue
             values = table[layer].to_numpy(dtype=float)
             present = np.isfinite(values) & ((values > 0) if log_axis else True)
@@ -391,8 +393,7 @@ def hist_extend(steps, counts, keys: list, band: tuple[int, int] | list | None) 
     return [{"x": [[int(s) for s in steps]], "z": [figures.hist_rows(counts[:, lo:hi + 1])]}, [index]], False
 
 
-def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None, slow_every: int = 1,
-              known_layers=None) -> dict:
+def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None, slow_every: int = 1) -> dict:
     """One live tick over the page's charts. live: {chart id: its channel store}. Returns
     {"delta": {chart id: payload tagged with the cursor/revision it extends}, "refresh": chart ids to
     redraw (plus "flags", "notes"), "meta": the run's status and extent}.
@@ -459,7 +460,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
                 layer_deltas[cursor] = store.layer_delta(run_id, cursor)
             delta = layer_deltas[cursor]
             payload, reset, added = layer_extend(delta["tables"], state.get("keys") or [],
-                                                 BY_ID[chart_id].layer_extend, known_layers)
+                                                 BY_ID[chart_id].layer_extend)
             emit(chart_id, state, payload, delta["cursor"], added, reset or delta["reset"])
         for chart_id, state in by_channel.get("hist", {}).items():
             after = state.get("cursor", -1)

@@ -33,7 +33,7 @@ from ..data import RunStore
 SCALAR_MAX_POINTS = 2000
 LAYER_MAX_POINTS = 300
 HIST_MAX_COLUMNS = 200
-HEATMAP_CELLS = 40_000  # layer x step cells per all-layers read: big models get fewer sampled steps
+HEATMAP_CELLS = 24_000  # layer x step cells per all-layers read: big models get fewer sampled steps
 HEATMAP_MIN_STEPS = 40
 LINE_LAYERS_ALL = 12  # up to this many layers the per-layer line chart shows them all
 LINE_LAYERS_FEW = 8  # beyond: the chosen layer, flagged layers, first and last, up to this many
@@ -222,7 +222,7 @@ def activation_heatmap_figure(data: dict, args: ChartArgs) -> go.Figure:
     if not parts:
         recorded = args.shape.get("activations") or 0
         message = ("no activation statistics\n(saturation needs sigmoid/tanh, dead units ReLU)" if not recorded else
-                   f"{recorded} activation outputs recorded, none of them ReLU-like or sigmoid/tanh:\n"
+                   f"{recorded} activation outputs recorded, none ReLU or sigmoid/tanh:\n"
                    "no dead or saturated fraction applies")
         return figures.empty_figure(message, height=260)
     stuck = parts[0] if len(parts) == 1 else parts[0].combine(parts[1], np.fmax)

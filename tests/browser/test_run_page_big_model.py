@@ -100,9 +100,10 @@ def test_filtering_by_name_narrows_every_per_layer_chart(server, new_page, block
     page.press("#run-row-filter", "Enter")
     fc2 = [layer for layer in block_run["param_layers"] if re.fullmatch(r"blocks\.1\d*\.mlp\.fc2", layer)]
     wait_trace(page, "fig-grad-heat", "heatmap", lambda t: t["y"] == fc2)
-    traces = page.evaluate("() => document.querySelector('#fig-grad-time .js-plotly-plot').data"
-                           ".map(t => t.meta).filter(m => m && m.startsWith('layer:'))")
-    assert traces == [f"layer:{layer}" for layer in fc2]
+    page.wait_for_function("""(wanted) => {
+      const gd = document.querySelector('#fig-grad-time .js-plotly-plot');
+      const shown = gd && gd.data ? gd.data.map(t => t.meta).filter(m => m && m.startsWith('layer:')) : [];
+      return JSON.stringify(shown) === JSON.stringify(wanted); }""", arg=[f"layer:{layer}" for layer in fc2])
     shot(page, "run-blocks-filtered-1920")
 
 

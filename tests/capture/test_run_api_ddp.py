@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from gradwatch.trainer.runlog import RunReader, list_runs, schema
+from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "ddp_worker.py"
 STEPS = 4
@@ -89,6 +90,7 @@ def test_ddp_scalars_come_from_both_ranks(ddp_run):
     with RunReader(results[0]["path"]) as reader:
         every, _ = reader.scalars(rank=None)
         rank0, _ = reader.scalars()
+        rank0 = rank0[rank0["name"] != OPTIMIZER_LR]  # the capture's own lr records (rank 0 watches)
     assert sorted(set(every["rank"])) == [0, 1]
     for rank in (0, 1):
         mine = every[every["rank"] == rank]
@@ -97,7 +99,8 @@ def test_ddp_scalars_come_from_both_ranks(ddp_run):
     sentinels = rank0["name"].isin([schema.SENTINEL_GRAD_NORM, schema.SENTINEL_NONFINITE])
     assert set(rank0["rank"]) == {0} and len(rank0[~sentinels]) == 2 * STEPS
     assert sorted(rank0[rank0["name"] == schema.SENTINEL_GRAD_NORM]["step"]) == list(range(STEPS))  # rank 0's probe
-    assert every["seq"].tolist() == list(range(1, 6 * STEPS + 1))  # 2 scalars x 2 ranks + 2 sentinels
+    # two scalars per rank per step, rank 0's two sentinels and optimizer lr (every=1): seq has no gaps
+    assert every["seq"].tolist() == list(range(1, 7 * STEPS + 1))
 
 
 def test_ddp_rank_1_closing_last_keeps_rank_0_histogram_drop_count(ddp_run):

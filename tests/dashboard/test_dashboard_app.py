@@ -116,6 +116,9 @@ def test_export_is_self_contained_and_escapes_user_text(logdir, tmp_path):
     assert "<script>alert('x')</script>" not in text
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in text
     assert "&lt;b&gt;eve&lt;/b&gt;" in text
+    # The summary is trainer.derived's: the fixture's test metrics and its best validation epoch.
+    summary = text[text.index("<h2>Summary</h2>"):text.index("<h2>Flags</h2>")]
+    assert "<td>0.78</td>" in summary and "<td>0.77</td>" in summary and "(epoch " in summary
     flagged = export_run(logdir / "exploding", tmp_path / "exploding.html").read_text()
     assert "Exploding gradients" in flagged and "Remedies" in flagged
     result = subprocess.run([sys.executable, "-m", "gradwatch", "export", str(logdir / "broken"), "-o",

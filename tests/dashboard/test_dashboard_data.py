@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gradwatch.dashboard.data import DashboardReader, RunNotFound, RunStore, config_summary, merge_flags
+from gradwatch.dashboard.data import RunNotFound, RunStore, config_summary, merge_flags
 from gradwatch.testing import LiveRun, make_corrupt_run, make_run
 from gradwatch.trainer.runlog import RunReader
 
@@ -25,7 +25,7 @@ def store(logdir, tmp_path):
 
 
 def test_summaries_show_every_run_and_an_error_row_for_unreadable_ones(store):
-    summaries, pending = store.summaries()
+    summaries, pending = store.summaries(budget_s=60)  # contents, not the time budget (tested below with 0)
     assert pending == 0
     by_id = {s["run_id"]: s for s in summaries}
     assert set(by_id) == {"overfit", "exploding", "healthy", "broken", "bad name!"}
@@ -47,7 +47,7 @@ def test_summaries_are_cached_and_budgeted(logdir, tmp_path):
     summaries, pending = store.summaries(budget_s=0.0)
     assert pending == len(summaries)  # nothing computed yet: placeholders only
     assert all(s["pending"] for s in summaries)
-    store.summaries()
+    store.summaries(budget_s=60)
     calls = []
     original = store._compute_summary
     store._compute_summary = lambda *a: calls.append(a) or original(*a)
@@ -66,7 +66,7 @@ def test_run_ids_from_urls_are_validated(store):
 
 
 def test_stats_at_steps_matches_the_public_reader(logdir):
-    with DashboardReader(logdir / "overfit") as reader:
+    with RunReader(logdir / "overfit") as reader:
         fast = reader.stats_at_steps([5, 17], kinds=("grad", "weight"))
     with RunReader(logdir / "overfit") as reader:
         slow, _ = reader.layer_stats(kinds=("grad", "weight"))
@@ -168,13 +168,13 @@ def test_config_summary_names_the_regularisers():
 def test_large_runs_are_diagnosed_in_the_background(logdir, tmp_path, monkeypatch):
     import time
 
-    import gradwatch.dashboard.data as data_module
+    import gradwatch.dashboard.diagnosis as diagnosis_module
 
-    monkeypatch.setattr(data_module, "LARGE_RUN_STATS_ROWS", 10)
+    monkeypatch.setattr(diagnosis_module, "LARGE_RUN_STATS_ROWS", 10)
     store = RunStore(logdir, tmp_path / "cache")
     first = store.flags("overfit", wait=False)
     assert first["pending"] and "background" in first["note"]
-    summaries, _ = store.summaries()
+    summaries, _ = store.summaries(budget_s=60)
     assert next(s for s in summaries if s["run_id"] == "overfit")["flags_pending"] in (True, False)
     deadline = time.monotonic() + 30
     while (result := store.flags("overfit", wait=False))["pending"] and time.monotonic() < deadline:

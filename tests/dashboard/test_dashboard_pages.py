@@ -26,7 +26,7 @@ def _ids(rows):
 
 
 def test_runs_filter_sort_and_error_rows(store):
-    summaries, _ = store.summaries()
+    summaries, _ = store.summaries(budget_s=60)  # contents, not the time budget
     default = runs_logic.filter_sort(summaries, runs_logic.parse_runs_query({}))
     # Newest first; an unreadable folder sorts by its modification time.
     assert [i for i in _ids(default) if i != "broken"] == ["exploding", "dropout", "overfit"]
@@ -63,6 +63,7 @@ def test_compare_runs_side_by_side(store):
     assert result["step"] == 50
     rows = {r["run_id"]: r for r in result["rows"]}
     assert rows["overfit"]["best_epoch"] == 3 and rows["overfit"]["test_accuracy"] == 0.78
+    assert rows["overfit"]["test_macro_f1"] == 0.77
     assert {t.name for t in result["curves"].data} == {"overfit", "dropout"}
     assert len(result["flow"].data) == 2
     assert compare_logic.compare_query_string(["a", "b"], 7) == "?runs=a%2Cb&step=7"

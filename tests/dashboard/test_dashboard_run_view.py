@@ -244,3 +244,16 @@ def test_every_registered_chart_builds(tmp_path, pathology):
         assert drawn["figure"].data, chart.id
         assert (drawn["live"] is not None) == (chart in run_charts.LIVE_CHARTS)
     assert run_charts.render(run_charts.BY_ID[ids.FIG_FLOW], store, args)["figure"].layout.title.text.endswith("33")
+
+
+def test_a_line_chart_drawn_before_the_first_statistics_is_redrawn_when_they_arrive(tmp_path):
+    live = LiveRun(tmp_path, "live", layers=2)
+    store = RunStore(tmp_path, None)
+    try:
+        empty = draw(store, "live", ids.FIG_GRAD_TIME)["live"]  # nothing logged yet: an empty chart
+        live.write_step()
+        live.writer.flush()
+        result = logic.poll_impl(store, "live", {ids.FIG_GRAD_TIME: empty}, {})
+        assert ids.FIG_GRAD_TIME in result["refresh"] and ids.FIG_GRAD_TIME not in result["delta"]
+    finally:
+        live.stop()

@@ -48,7 +48,7 @@ def tensor_table(activation: str = "Sigmoid") -> list[dict]:
 
 def stats(norm, update_ratio=math.nan, saturated=math.nan, dead=math.nan, nan_count=0) -> tuple:
     values = dict(norm=norm, mean=0.0, std=norm / 10, min=-norm, max=norm, nan_count=nan_count, inf_count=0,
-                  zero_frac=0.0, extra=update_ratio if not math.isnan(update_ratio) else saturated, dead_frac=dead)
+                  zero_frac=0.0, update_ratio=update_ratio, saturated_frac=saturated, dead_frac=dead)
     return tuple(values[f] for f in STAT_FIELDS)
 
 

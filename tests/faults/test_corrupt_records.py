@@ -148,7 +148,7 @@ def test_set_meta_refuses_the_keys_gradwatch_keeps_and_the_run_stays_listable(tm
             run.set_meta(config="not a dict")
         run.set_meta(started_at="2026-12-01 09:00")  # the user's own key is kept as given
     store = AppContext.from_settings(Settings(logdir=tmp_path, cache_dir=tmp_path / ".cache")).store
-    summaries, _ = store.summaries()
+    summaries, _ = store.summaries(budget_s=60)
     assert [s["status"] for s in summaries] == ["finished"] and summaries[0]["error"] is None
 
 

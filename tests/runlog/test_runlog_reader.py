@@ -12,7 +12,9 @@ import time
 
 import pytest
 
+from gradwatch.testing import stat_row
 from gradwatch.trainer.runlog import RunLogError, RunReader, list_runs, resolve_run_dir, schema
+from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 from gradwatch.trainer.runlog.writer import LayerRecord, RunWriter
 
 
@@ -99,12 +101,15 @@ def test_reader_polling_a_run_training_in_another_thread_sees_every_record_once_
     poller.close()
     assert not errors, errors
     per_record = 4 * 2 + 1  # 4 parameter tensors x (grad, weight) + 1 activation (Tanh)
-    assert_exactly_once_in_order(poller.scalars, 2 * n_steps)
+    # two logged scalars per step, the optimizer's lr the capture records at each logged step and
+    # the capture's two every-step sentinels
+    assert_exactly_once_in_order(poller.scalars, 5 * n_steps)
     assert_exactly_once_in_order(poller.steps, n_steps)
     assert_exactly_once_in_order(poller.stats, per_record * n_steps)
     assert [r["step"] for r in poller.steps] == list(range(n_steps))
     assert sorted((r["step"], r["name"]) for r in poller.scalars) == sorted(
-        (s, n) for s in range(n_steps) for n in ("check", "train_loss"))
+        (s, n) for s in range(n_steps)
+        for n in ("check", "train_loss", OPTIMIZER_LR, schema.SENTINEL_GRAD_NORM, schema.SENTINEL_NONFINITE))
     assert all(r["value"] == 2 * r["step"] + 1 for r in poller.scalars if r["name"] == "check")
     assert poller.batches_with_news >= 3, "the reader never saw the run while it was being written"
     assert all(size == per_record for batch in sizes for size in batch.values())
@@ -141,7 +146,8 @@ def test_reader_thread_polling_a_fast_writer_sees_every_record_once_in_order(tmp
             writer.add_scalars(i, {"a": float(i), "b": -float(i)}, time.time())
             if i % 4 == 0 and i // 4 < n_records:
                 step = i // 4
-                rows = [(t, k, (float(step), 0.0, 0.0, 0.0, 0.0, 0, 0, 0.0, float("nan"), float("nan")), hist)
+                rows = [(t, k, stat_row(norm=float(step), mean=0.0, std=0.0, min=0.0, max=0.0, nan_count=0,
+                                        inf_count=0, zero_frac=0.0), hist)
                         for t in (1, 2, 3) for k in (0, 1)]
                 writer.add_layer_record(LayerRecord(step, time.time(), None, rows=rows))
             if i % 25 == 0:
@@ -277,7 +283,11 @@ def test_good_run_reads_fully_beside_bad_ones(messy_logdir):
     logs, run = messy_logdir
     with RunReader(resolve_run_dir(logs, run.id)) as reader:
         assert reader.steps()[0]["step"].tolist() == list(range(30))
-        assert len(reader.scalars()[0]) == 30
+        scalars = reader.scalars()[0]
+        # the logged loss, and the optimizer's lr the capture records at each logged step
+        counts = scalars["name"].value_counts().to_dict()  # train_loss, the lr and two sentinels per step
+        assert counts == {n: 30 for n in ("train_loss", OPTIMIZER_LR, schema.SENTINEL_GRAD_NORM,
+                                          schema.SENTINEL_NONFINITE)}
         assert len(reader.layer_stats()[0]) == 30 * (4 * 2 + 1)
 
 

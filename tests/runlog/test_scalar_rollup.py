@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from gradwatch.dashboard.data import DashboardReader
-from gradwatch.trainer.runlog import schema
+from gradwatch.dashboard.data import scalar_display
+from gradwatch.trainer.runlog import RunReader, schema
 from gradwatch.trainer.runlog.writer import RunWriter
 
 
@@ -83,10 +83,10 @@ def long_run(tmp_path):
 def test_display_from_blocks_keeps_extremes_markers_and_counts_of_the_records(long_run, step_range):
     run_dir, values = long_run
     lo, hi = step_range
-    with DashboardReader(run_dir) as reader:
-        assert reader._scalar_blocks("train_loss", 0, lo, hi) is not None  # the roll-up path is taken
+    with RunReader(run_dir) as reader:
+        assert reader.scalar_blocks("train_loss", 0, lo, hi) is not None  # the roll-up path is taken
         # 3,000 points make ~46 blocks: with a budget of 60 points the blocks are used.
-        steps, shown, bad, total = reader.scalar_display("train_loss", lo, hi, max_points=60)
+        steps, shown, bad, total = scalar_display(reader, "train_loss", lo, hi, max_points=60)
     all_steps = np.arange(len(values))
     inside = (all_steps >= (lo or 0)) & (all_steps <= (len(values) - 1 if hi is None else hi))
     ref_steps, ref_values = all_steps[inside], values[inside]
@@ -114,9 +114,9 @@ def test_version_1_runs_and_out_of_order_steps_read_every_record(tmp_path):
     steps[500], steps[501] = steps[501], steps[500]  # one step logged out of order
     write_series(shuffled, values, steps=steps).close()
     for run_dir in (old, shuffled):
-        with DashboardReader(run_dir) as reader:
-            assert reader._scalar_blocks("train_loss", 0, None, None) is None
-            _, shown, bad, total = reader.scalar_display("train_loss", None, None, max_points=60)
+        with RunReader(run_dir) as reader:
+            assert reader.scalar_blocks("train_loss", 0, None, None) is None
+            _, shown, bad, total = scalar_display(reader, "train_loss", None, None, max_points=60)
         assert total == 3000 and len(bad) == 3
         assert shown.max() == 9.0 and shown.min() == -4.0
 
@@ -134,16 +134,16 @@ def test_a_step_logged_twice_is_shown_once_with_its_later_value(tmp_path):
         writer.add_scalars(step, {"train_loss": 0.5}, time.time())
     writer.flush()
     writer.close()
-    with DashboardReader(tmp_path) as reader:
-        assert reader._scalar_blocks("train_loss", 0, None, None) is None
-        _, shown, _, total = reader.scalar_display("train_loss", None, None, max_points=60)
+    with RunReader(tmp_path) as reader:
+        assert reader.scalar_blocks("train_loss", 0, None, None) is None
+        _, shown, _, total = scalar_display(reader, "train_loss", None, None, max_points=60)
     assert total == 3000 and shown.max() == 0.5
 
 
 def test_short_series_are_not_drawn_coarser_than_their_records_allow(tmp_path):
     write_series(tmp_path, noisy_series(3000)).close()
-    with DashboardReader(tmp_path) as reader:
-        steps, _, _, _ = reader.scalar_display("train_loss", None, None, max_points=2000)
+    with RunReader(tmp_path) as reader:
+        steps, _, _, _ = scalar_display(reader, "train_loss", None, None, max_points=2000)
     assert len(steps) > 1500  # every record read and downsampled, not 2 points per 64-record block
 
 

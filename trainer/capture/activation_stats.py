@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from ..runlog import schema
+
 # Output ranges that count as "at the rails" (within 1% of the output range of the unit).
 # AUTOTRAINER (Zhang et al., ICSE 2021) flags sigmoid outputs < 0.01 or > 0.99 as saturated.
 SATURATION_BOUNDS = {
@@ -276,8 +278,9 @@ def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tenso
     dead = torch.stack(
         [(1.0 - acc.alive.float().mean()) if acc.alive is not None else n[i] * nan for i, acc in enumerate(accumulators)]
     )
-    return torch.stack(
-        [norm, mean, var.sqrt(), sums[:, 5], sums[:, 6], sums[:, 7], torch.zeros_like(n),
-         sums[:, 2] / n, saturated, dead.to(device)],
-        dim=1,
-    )
+    columns = {"norm": norm, "mean": mean, "std": var.sqrt(), "min": sums[:, 5], "max": sums[:, 6],
+               "nan_count": sums[:, 7], "inf_count": torch.zeros_like(n), "zero_frac": sums[:, 2] / n,
+               "saturated_frac": saturated, "dead_frac": dead.to(device)}
+    # In the schema's field order; statistics that do not apply to activations are NaN.
+    missing = n * nan
+    return torch.stack([columns.get(name, missing) for name in schema.STAT_FIELDS], dim=1)

@@ -209,9 +209,11 @@ class Measurer:
 
     @torch.no_grad()
     def begin(self, grads: list[tuple[int, torch.Tensor]], acts: list[tuple[str, str, bool, torch.Tensor]],
-              weights: list[torch.Tensor]) -> list[GroupStep]:
+              weights: list[torch.Tensor], before: list | None = None) -> list[GroupStep]:
         """Before the optimizer step: copy gradients and held activation outputs, sample the old
-        weights (update ratios) and take dead-unit maxima. Entries are grouped by (device, dtype)."""
+        weights (update ratios) and take dead-unit maxima. Entries are grouped by (device, dtype).
+        `before`: the weights' samples taken earlier (weight_samples(), for a hand-written update
+        that has already changed the weights); a None entry means no "before" (no ratio)."""
         groups: dict[tuple, dict] = {}
 
         def group(t):
@@ -238,9 +240,17 @@ class Measurer:
                 torch._foreach_copy_(layout.entry_views[:n_first], sources)
             old = None
             if self.update_ratio and parts["weights"]:
-                old = torch.cat([sample_view(w, self.sample_size) for _, w in parts["weights"]])
+                if before is None:
+                    old = torch.cat([sample_view(w, self.sample_size) for _, w in parts["weights"]])
+                elif all(before[i] is not None for i, _ in parts["weights"]):
+                    old = torch.cat([before[i] for i, _ in parts["weights"]])
             steps.append(GroupStep(layout, [w for _, w in parts["weights"]], old, _dead_units(layout, parts["acts"])))
         return steps
+
+    @torch.no_grad()
+    def weight_samples(self, weights: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Copies of each weight's fixed sample, the update ratio's "before" for begin(before=)."""
+        return [sample_view(w.reshape(-1), self.sample_size).clone() if w.numel() else None for w in weights]
 
     @torch.no_grad()
     def finish(self, steps: list[GroupStep]) -> list[GroupStep]:

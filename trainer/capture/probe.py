@@ -1,22 +1,27 @@
 """Hooks a model and records per-layer statistics at every `every`-th optimizer step.
 
 A step is one `optimizer.step()` of the first torch optimizer seen stepping the watched
-parameters (global optimizer hooks: no change to the user's loop). On a logged step:
+parameters (global optimizer hooks: no change to the user's loop), or one `mark_step()` (`run.step()`)
+in a loop that updates the weights by hand. On a logged step:
 - forward hooks accumulate activation statistics (grad-enabled passes only, so validation under
   `torch.no_grad()` is not mixed in; small CPU outputs are measured in stacks at the step);
-- the optimizer pre-step hook measures gradients as the optimizer sees them (after AMP
-  unscaling and after any clipping the user did), bins their histograms and snapshots the
-  weights' samples;
+- gradients are measured once, as the optimizer sees them (after AMP unscaling and after any
+  clipping the user did), with their histograms, and the weights' samples are snapshot: in the
+  optimizer pre-step hook, or, for `step(closure)` (Lightning, LBFGS), right after the closure's
+  first call (the forward and backward happen inside the step), or earlier when an integration
+  calls `gradients_ready()`;
 - once every optimizer has stepped (at the next forward pass, step or flush) the new weights,
   update-to-weight ratios and weight histograms are measured and one packed tensor goes to the
   writer, copied to the host once.
 On other steps only the optimizer hooks run (they count); forward hooks are attached from the
 step before a logged step until it ends. The writer thread unpacks records, never the training thread.
+Hooks pickle as no-ops (see hooks.py); layer order and activation modules are decided in layers.py.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,9 +31,8 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import tensor_stats
+from . import sharded, tensor_stats
 from .activation_stats import (
-    ACTIVATION_TYPES,
     SATURATION_BOUNDS,
     ActivationAccumulator,
     DeferredOutputs,
@@ -37,9 +41,25 @@ from .activation_stats import (
     first_tensor,
 )
 from .cadence import make_cadence
+from .hooks import ModuleHook
+from .layers import (
+    activation_candidate,
+    acts_like_activation,
+    forward_rank,
+    is_channels_first_producer,
+    is_named_activation,
+    param_layer,
+)
+from .lr_record import LearningRateRecorder
 from .multi_tensor import Measurer
 from .sentinels import Sentinels
 
+
+class StepNotSeenWarning(UserWarning):
+    """Forward passes keep coming but no optimizer step (or run.step()) is ever seen."""
+
+
+F_SATURATED, F_DEAD = schema.STAT_INDEX["saturated_frac"], schema.STAT_INDEX["dead_frac"]
 
 @dataclass
 class WatchedParam:
@@ -74,7 +94,7 @@ def collect_params(model: nn.Module) -> list[WatchedParam]:
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            layer = module_name or type(module).__name__
+            layer = param_layer(module_name, module, param_name) if module_name else type(module).__name__
             found.append(WatchedParam(f"{layer}.{param_name}", layer, param_name, type(module).__name__, param))
     return found
 
@@ -90,28 +110,27 @@ def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return chosen
 
 
-def activation_modules(model: nn.Module) -> list[tuple[str, nn.Module, bool]]:
-    """Modules whose outputs are measured, with whether their outputs are channels-first.
-
-    Activation and recurrent modules; if the model has none (functional activations), every
-    leaf module, so some output statistics always exist. An activation registered after a
-    convolution (the usual Sequential layout) is taken to see channels-first maps.
-    """
-    chosen, fallback = [], []
-    previous_param_type = ""
+def activation_modules(model: nn.Module) -> tuple[list, list]:
+    """(activation modules known by name, parameter-free leaves whose first call decides), each as
+    (name, module, channels_first). An activation registered after a convolution (the usual
+    Sequential layout) is taken to see channels-first maps."""
+    named, candidates = [], []
+    after_conv = False
     for name, module in ordered_modules(model):
-        kind = type(module).__name__
-        channels_first = previous_param_type.startswith("Conv")
-        if kind in ACTIVATION_TYPES:
-            chosen.append((name, module, channels_first))
-        fallback.append((name, module, channels_first))
+        if is_named_activation(module):
+            named.append((name, module, after_conv))
+        elif activation_candidate(module):
+            candidates.append((name, module, after_conv))
         if next(module.parameters(recurse=False), None) is not None:
-            previous_param_type = kind
-    return chosen or fallback
+            after_conv = is_channels_first_producer(module)
+    return named, candidates
 
 
 class Probe:
     """Statistics capture for one model; create through `Run.watch`."""
+
+    # Grad-enabled forward passes without any step before the one-time StepNotSeenWarning.
+    STEPLESS_FORWARDS = 64
 
     def __init__(
         self,
@@ -124,6 +143,7 @@ class Probe:
         activations: bool = True,
         update_ratio: bool = True,
         sample_size: int = schema.HIST_SAMPLE_SIZE,
+        step_offset: int = 0,
     ):
         self.model = unwrap_model(model)
         self.writer = writer
@@ -136,9 +156,22 @@ class Probe:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
-        self._sentinels = Sentinels(writer)
+        self._sentinels = Sentinels(writer) if not sharded.is_sharded(self.model) else None
+        # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
+        self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
+        self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
+        self._sampler = tensor_stats.SampleIndex(sample_size)
+        self._old_samples = None  # weight samples before a hand-written update (first forward pass)
+        self._sentinel_seen = False  # the sentinels of the step in progress are taken
         self.step = 0  # optimizer steps completed
+        # Recorded step = step + step_offset (HF Trainer numbers its first optimizer step 1).
+        self.step_offset = step_offset
         self._optimizer_ref = None  # the optimizer whose steps are counted
+        self._measured = False  # the gradients of the step in progress are taken
+        self._manual = False  # steps are marked by mark_step() (hand-written updates)
+        self._dormant = False  # no step ever seen: activation hooks detached until one is
+        self._stepless_forwards = 0
+        self._warned: set[str] = set()
         self._order: dict[str, int] = {}
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
@@ -149,6 +182,7 @@ class Probe:
         # is finished at the next forward pass (or step, or close), so a second optimizer
         # stepping other parameters after the first is seen in the weights and update ratios.
         self._unfinished = None
+        self._lr = LearningRateRecorder(writer)
         self._handles = [
             optim_hooks.register_optimizer_step_pre_hook(self._before_step),
             optim_hooks.register_optimizer_step_post_hook(self._after_step),
@@ -157,23 +191,40 @@ class Probe:
         # logged step until it ends, the start-of-forward hook while a record waits to be
         # finished. A module with any hook leaves PyTorch's hook-free fast call path, so
         # permanent hooks would tax every step, logged or not.
-        self._act_specs = activation_modules(self.model) if activations else []
+        named, candidates = activation_modules(self.model) if activations else ([], [])
+        self._act_specs = named
         self._act_handles: list = []
+        self._acts_on = False
         self._finish_handle = None
         self._deferred = DeferredOutputs()
-        # Order hooks learn the forward order during the first forward pass, then remove
-        # themselves.
+        self._hist = tensor_stats.HistogramBatcher()
+        self._grad_hist = tensor_stats.HistogramBatcher()
+        # Order hooks learn the forward order during the first forward pass (and which
+        # parameter-free leaves act like activations), then remove themselves. The root is no
+        # layer of that order: its own parameters are placed last (layers.py).
         self._order_handles = [
-            module.register_forward_pre_hook(self._order_hook(name)) for name, module in ordered_modules(self.model)
+            module.register_forward_pre_hook(ModuleHook(self._order_hook(name)))
+            for name, module in ordered_modules(self.model) if module is not self.model
         ]
-        self._order_handles.append(self.model.register_forward_hook(self._order_done))
+        self._order_handles += [
+            module.register_forward_hook(ModuleHook(self._discover_hook(name, channels_first)))
+            for name, module, channels_first in candidates
+        ]
+        self._order_handles.append(self.model.register_forward_hook(ModuleHook(self._order_done)))
+        # Until the first step: counts forward passes (warns when no step ever comes) and, in a
+        # hand-written loop, snapshots the weights before the update of a logged step.
+        self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
         self._sync_activation_hooks()
 
     # ---- state ----------------------------------------------------------------------------
     @property
     def logging_now(self) -> bool:
-        """Whether the optimizer step in progress (index self.step) is recorded."""
-        return self._cadence.logged(self.step)
+        """Whether the optimizer step in progress (index self.step) is recorded: under a fixed
+        cadence the first step and every `every`-th step as the run numbers them (step +
+        step_offset); under every="auto" the steps the time budget chose."""
+        if self._cadence.auto:
+            return self._cadence.logged(self.step)
+        return self.step == 0 or self._cadence.logged(self.step + self.step_offset)
 
     @property
     def every(self) -> int:
@@ -183,33 +234,84 @@ class Probe:
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
-        self._sentinels.close()
-        for handle in self._handles + self._order_handles + self._act_handles:
+        if self._sentinels is not None:
+            self._sentinels.close()
+        extra = [h for h in (self._watchdog, self._finish_handle) if h is not None]
+        for handle in self._handles + self._order_handles + self._act_handles + extra:
             handle.remove()
         self._handles = self._order_handles = self._act_handles = []
+        self._watchdog = self._finish_handle = None
+        self._acts_on = False
         self._act_specs = []
         self._deferred.clear()
 
     def _sync_activation_hooks(self) -> None:
         """Activation hooks on exactly while the step in progress is a logged one."""
-        want = bool(self._act_specs) and self.logging_now
-        if want and not self._act_handles:
-            self._act_handles = [
-                module.register_forward_hook(self._forward_hook(name, type(module).__name__, channels_first))
-                for name, module, channels_first in self._act_specs
-            ]
-        elif not want and self._act_handles:
+        want = bool(self._act_specs) and self.logging_now and not self._dormant
+        if want and not self._acts_on:
+            self._act_handles = [self._attach_activation(*spec) for spec in self._act_specs]
+            self._acts_on = True
+        elif not want and self._acts_on:
             for handle in self._act_handles:
                 handle.remove()
             self._act_handles = []
+            self._acts_on = False
+
+    def _attach_activation(self, name: str, module: nn.Module, channels_first: bool):
+        hook = ModuleHook(self._forward_hook(name, type(module).__name__, channels_first))
+        return module.register_forward_hook(hook)
 
     def _counts(self, optimizer) -> bool:
-        """Only the first optimizer that steps our parameters advances the step count."""
+        """Only the first optimizer that steps our parameters advances the step count (none once
+        steps are marked by hand)."""
+        if self._manual:
+            return False
         if self._optimizer_ref is None:
             if not any(id(p) in self._param_ids for g in optimizer.param_groups for p in g["params"]):
                 return False
             self._optimizer_ref = optimizer
+            self._remove_watchdog()
         return optimizer is self._optimizer_ref
+
+    def _remove_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.remove()
+            self._watchdog = None
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(message, StepNotSeenWarning, stacklevel=3)
+
+    # ---- explicit steps (hand-written updates, integrations) -----------------------------
+    def mark_step(self) -> None:
+        """One optimizer step of a hand-written update (`p.data.add_(p.grad, alpha=-lr)`): call it
+        after the update, before the gradients are zeroed."""
+        if self._optimizer_ref is not None:
+            self._warn_once("mark", f"run.step() ignored: steps are already counted from "
+                                    f"{type(self._optimizer_ref).__name__}.step()")
+            return
+        if not self._manual:
+            self._manual = True
+            if self._watchdog is None:
+                self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
+        self.finish_pending()
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
+        self._complete_step()
+        self.finish_pending()  # the weights are already updated: nothing to wait for
+
+    def gradients_ready(self) -> None:
+        """Measure the step's gradients now (an integration's "before optimizer step" callback:
+        after unscaling, before the framework clips); later measurement points of the step skip."""
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
+
+    def set_step(self, step: int) -> None:
+        """Follow a framework's own step counter (resumed training, several optimizers)."""
+        if step != self.step:
+            self.step = step
+            self._sync_activation_hooks()
 
     # ---- hooks ----------------------------------------------------------------------------
     def _order_hook(self, name: str):
@@ -219,6 +321,39 @@ class Probe:
 
         return hook
 
+    def _discover_hook(self, name: str, channels_first: bool):
+        def hook(module, inputs, output):
+            if not acts_like_activation(inputs, output):
+                return
+            spec = (name, module, channels_first)
+            self._act_specs.append(spec)
+            if self._acts_on:  # activations of this step are being taken: this call counts too
+                handle = self._attach_activation(*spec)
+                self._act_handles.append(handle)
+                self._forward_hook(name, type(module).__name__, channels_first)(module, inputs, output)
+
+        return hook
+
+    def _forward_seen(self, module, inputs) -> None:
+        if not torch.is_grad_enabled():
+            return
+        # Whether updates are hand-written is known only at the first run.step(): snapshot
+        # the weights before the first step's update too (an optimizer step replaces it).
+        if self.logging_now and self.update_ratio and self._old_samples is None:
+            self._old_samples = self._snapshot_weights()
+        if self._manual:
+            return
+        self._stepless_forwards += 1
+        if self._stepless_forwards >= self.STEPLESS_FORWARDS:
+            self._warn_once("stepless", (
+                f"gradwatch: {self._stepless_forwards} forward passes of {type(self.model).__name__} and no "
+                "optimizer step: nothing is recorded. If you update the weights by hand, call run.step() after "
+                "each update; activation hooks are detached until a step is seen."))
+            self._dormant = True
+            self._acts, self._deferred = {}, DeferredOutputs()
+            self._sync_activation_hooks()
+            self._remove_watchdog()
+
     def _order_done(self, module, inputs, output) -> None:
         for handle in self._order_handles:
             handle.remove()
@@ -226,7 +361,8 @@ class Probe:
 
     def _forward_hook(self, name: str, module_type: str, channels_first: bool):
         def hook(module, inputs, output):
-            if self.activations and self.logging_now and torch.is_grad_enabled():
+            # Not after the step's gradients are taken: LBFGS calls its closure again.
+            if self.activations and self.logging_now and not self._measured and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
                     acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
@@ -254,14 +390,54 @@ class Probe:
         self._record(*state)
 
     @torch.no_grad()
-    def _before_step(self, optimizer, args, kwargs) -> None:
+    def _before_step(self, optimizer, args, kwargs):
         if not self._counts(optimizer):
-            return
+            return None
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
-        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
-        self._sentinels.observe(self.step, [g for _, g in present])
-        if not self.logging_now:
+        closure = args[1] if len(args) > 1 else kwargs.get("closure")
+        if callable(closure):  # the step's gradients exist only once the closure has run
+            return self._measuring_closure(args, kwargs, closure)
+        self._observe_sentinels()
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
+        return None
+
+    def _measuring_closure(self, args, kwargs, closure):
+        """step(closure) runs forward and backward inside the step: take the sentinels and measure
+        after the closure's first call (LBFGS calls it again after moving the weights), before the
+        update."""
+
+        def closure_then_measure(*a, **k):
+            loss = closure(*a, **k)
+            self._observe_sentinels()
+            if self.logging_now and not self._measured:
+                self._measure_gradients()
+            return loss
+
+        if len(args) > 1:
+            return (args[0], closure_then_measure, *args[2:]), kwargs
+        return args, {**kwargs, "closure": closure_then_measure}
+
+    def _observe_sentinels(self) -> None:
+        """Every step, logged or not: the total gradient norm and non-finite count (sentinels.py)."""
+        if self._sentinels is None or self._sentinel_seen:
+            return
+        self._sentinel_seen = True
+        grads = [_dense(p.tensor.grad) for p in self.params if p.tensor.grad is not None]
+        self._sentinels.observe(self.step + self.step_offset, grads)
+
+    def _snapshot_weights(self):
+        """The weights' samples before a hand-written update (the update ratio's "before")."""
+        if self._shards is not None:
+            return self._weight_samples()
+        return self._measurer.weight_samples([p.tensor.detach() for p in self.params])
+
+    @torch.no_grad()
+    def _measure_gradients(self) -> None:
+        self._measured = True
+        if self._shards is not None:
+            self._measure_gradients_sharded()
             return
         # Every forward pass of this step is done: the held activation outputs join the copy.
         names = {id(acc): name for name, acc in self._acts.items()}
@@ -271,47 +447,93 @@ class Probe:
                 acc.add(y)
             else:
                 held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
+        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
         # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
         # with set_to_none=False) before the record is finished would read as all zeros. The
-        # weights are sampled now too, for the update-to-weight ratio.
-        groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params])
+        # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
+        # happened by now, so its "before" is the snapshot of the step's first forward pass.
+        before = None
+        if self._manual:
+            before = self._old_samples if self._old_samples is not None else [None] * len(self.params)
+        groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
         self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
+
+    # ---- FSDP2: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
+    def _weight_samples(self) -> list[torch.Tensor]:
+        return [
+            _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
+            for p in self.params if p.tensor.requires_grad
+        ]
+
+    def _measure_gradients_sharded(self) -> None:
+        self._deferred.flush()  # every forward pass of this step is done: measure its activations
+        present = [p for p in self.params if p.tensor.grad is not None]
+        grads = [_dense(p.tensor.grad) for p in present]
+        if self.update_ratio and not self._manual:
+            # The update-to-weight ratio needs the weights before the step: only the histogram
+            # sample of each tensor is kept. (A hand-written update has happened by now: its
+            # snapshot is taken at the first forward pass of the step.)
+            self._old_samples = self._weight_samples()
+        if grads:
+            moments = self._moment_stats(grads)
+            nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
+            hist, sampled = None, []
+            if self.histograms:
+                # Binned now, not at the record: a gradient zeroed in place (zero_grad with
+                # set_to_none=False) before the record is finished would read as all zeros.
+                samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
+                hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
+            self._pending = (present, moments, nonfinite, hist, sampled, self._old_samples)
+        else:
+            self._pending = ([], None, None, None, [], self._old_samples)
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
-        if not self._counts(optimizer):
-            return
+        if self._counts(optimizer):
+            self._complete_step()
+
+    def _complete_step(self) -> None:
+        if self._order_handles:  # the root module itself is never called (a LightningModule's
+            self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._acts)
             if self._finish_handle is None:
-                self._finish_handle = self.model.register_forward_pre_hook(self._start_of_forward)
+                self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
+        if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
+            self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         changed = self._cadence.observe(self.step, time.perf_counter())
         if changed is not None or (self.step == 0 and self._cadence.auto):
             # The series for the record, the latest value in the metadata for the dashboard.
-            self.writer.add_scalars(self.step, {schema.CAPTURE_EVERY: float(self.every)}, time.time())
+            self.writer.add_scalars(self.step + self.step_offset, {schema.CAPTURE_EVERY: float(self.every)},
+                                    time.time())
             self.writer.set_meta(capture_every=self.every)
         self.step += 1
         self._acts = {}
         self._pending = None
+        self._old_samples = None
+        self._measured = False
+        self._sentinel_seen = False
+        self._dormant = False
+        self._stepless_forwards = 0
         self._sync_activation_hooks()
 
     # ---- recording ----------------------------------------------------------------------------
     def _register_tensors(self, act_types: dict[str, str]) -> None:
         """Send tensor descriptions for names not seen before, ordered by first forward call."""
-        late = len(self._order) + 1000
+        late = 2 * len(self._order) + 2
         new = []
         for p in self.params:
             if p.name not in self._tensor_ids:
                 new.append(dict(
                     name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
                     shape=list(p.tensor.shape), numel=p.tensor.numel(),
-                    ord=self._order.get(p.layer, late), trainable=p.tensor.requires_grad,
+                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
                 ))
         for name, module_type in act_types.items():
             if name not in self._tensor_ids:
                 new.append(dict(
                     name=name, layer=name, param="", role="output", module_type=module_type,
-                    shape=[], numel=0, ord=self._order.get(name, late), trainable=False,
+                    shape=[], numel=0, ord=forward_rank(name, self._order, late), trainable=False,
                 ))
         if not new:
             return
@@ -321,6 +543,9 @@ class Probe:
         self.writer.add_tensors(new)
 
     def _record(self, step: int, pending, acts) -> None:
+        if self._shards is not None:
+            self._record_sharded(step, pending, acts)
+            return
         present, groups, held_types = pending
         groups = self._measurer.finish(groups)
         measured = [name for name, acc in acts.items() if acc.has_data]  # outputs measured per call
@@ -395,7 +620,123 @@ class Probe:
         if self._last_record_clock is not None and step > self._last_record_step:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
-        self.writer.add_layer_record(LayerRecord(step, time.time(), step_time, resolve=resolve))
+        self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
+
+
+    def _ratio_layout(self, weights, w_samples, device):
+        """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
+        (a host-to-device copy per step would synchronise an accelerator)."""
+        key = tuple(p.tensor.requires_grad for p in self.params)
+        cached = getattr(self, "_ratio_cache", None)
+        if cached is None or cached[0] != key:
+            idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
+                                 device=device)
+            cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
+        return cached[1], cached[2], cached[3]
+
+    def _record_sharded(self, step: int, pending, acts) -> None:
+        present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
+        weights = [sharded.local(p.tensor.detach()) for p in self.params]
+        device = weights[0].device
+        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
+        w_moments = self._moment_stats(weights)
+        w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
+        ratios = torch.full((len(weights),), float("nan"), device=device)
+        index, update_norms = None, None
+        if self.update_ratio and old_samples is not None:
+            trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
+            if trainable_idx and len(trainable_idx) == len(old_samples):
+                new = [w_samples[i] for i in trainable_idx]
+                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
+                # Scale the sample's norm to the whole tensor: exact when the sample is the whole
+                # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
+                update_norms = deltas.to(device) * scale
+        hist = None
+        if self.histograms:
+            w_hist = self._hist.counts(w_samples)
+            hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
+        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
+        if self._shards is not None:
+            combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
+                                            hist, sampled_g, sampled_w)
+            if combined is None:  # not rank 0: its part is sent
+                return
+            grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
+        if update_norms is not None:
+            ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
+        act_names = [name for name, acc in acts.items() if acc.has_data]
+        act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
+        self._register_tensors({name: acts[name].module_type for name in act_names})
+
+        n_grad, n_weight = len(present), len(weights)
+        parts = []
+        if n_grad:
+            parts += [grad_moments.to(device).flatten(), grad_nonfinite.to(device).flatten()]
+        parts += [w_moments.flatten(), w_nonfinite.flatten(), ratios]
+        if hist is not None:
+            parts.append(hist.flatten())
+        if act_rows is not None:
+            parts.append(act_rows.float().flatten())
+        packed = torch.cat(parts)
+        event = None
+        if packed.device.type == "cuda":
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host = packed if packed.device.type == "cpu" else packed.cpu()
+
+        grad_ids = [self._tensor_ids[p.name] for p in present]
+        weight_ids = [self._tensor_ids[p.name] for p in self.params]
+        act_ids = [self._tensor_ids[name] for name in act_names]
+        has_hist = hist is not None
+
+        def resolve():
+            if event is not None:
+                event.synchronize()
+            flat = host.numpy()
+            pos = 0
+
+            def take(n, width):
+                nonlocal pos
+                block = flat[pos: pos + n * width].reshape(n, width)
+                pos += n * width
+                return block
+
+            g_mom = take(n_grad, tensor_stats.N_MOMENTS) if n_grad else None
+            g_nf = take(n_grad, 2) if n_grad else None
+            w_mom, w_nf = take(n_weight, tensor_stats.N_MOMENTS), take(n_weight, 2)
+            w_ratio = take(n_weight, 1)[:, 0]
+            counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
+            acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
+            blocks = []
+            if n_grad:
+                g_hist = counts[:n_grad] if has_hist else None
+                blocks.append(StatBlock(
+                    np.asarray(grad_ids), np.full(n_grad, schema.KIND_GRAD),
+                    tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g),
+                    g_hist, np.full(n_grad, has_hist),
+                ))
+            w_hist = counts[n_grad:] if has_hist else None
+            blocks.append(StatBlock(
+                np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
+                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, update_ratio=w_ratio),
+                w_hist, np.full(n_weight, has_hist),
+            ))
+            if acts is not None:
+                blocks.append(StatBlock(
+                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), acts.astype(np.float64),
+                ))
+            return StatBlock.concat(blocks)
+
+        now = time.perf_counter()
+        step_time = None
+        if self._last_record_clock is not None and step > self._last_record_step:
+            step_time = (now - self._last_record_clock) / (step - self._last_record_step)
+        self._last_record_clock, self._last_record_step = now, step
+        self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
 
 
 def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
@@ -416,10 +757,10 @@ def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, 
             # Activations report NaN and Inf together (docs/log-format.md).
             out[r, tensor_stats.F_NAN], out[r, tensor_stats.F_INF] = m["nan"] + m["inf"], 0.0
             if act_types[act_names[r]] in SATURATION_BOUNDS:
-                out[r, tensor_stats.F_EXTRA] = m["saturated"]
-            out[r, tensor_stats.F_DEAD] = m["dead"]
+                out[r, F_SATURATED] = m["saturated"]
+            out[r, F_DEAD] = m["dead"]
         elif kind == schema.KIND_WEIGHT and trainable[r]:
-            out[r, tensor_stats.F_EXTRA] = m["ratio"]
+            out[r, tensor_stats.F_UPDATE_RATIO] = m["ratio"]
         if histograms and m["hist"] is not None:
             hists[r], has[r] = m["hist"], True
     if kind != schema.KIND_ACTIVATION and not histograms:
@@ -428,6 +769,12 @@ def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, 
                      has if has.any() else None)
 
 
+def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """The sample itself when it is already a copy; a copy when it is the source's own memory
+    (small tensors are "sampled" whole), which the optimizer step is about to change."""
+    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
+
+
 def _dense(grad: torch.Tensor) -> torch.Tensor:
     """Sparse gradients (sparse embeddings) are measured on their stored values."""
-    return grad.coalesce().values() if grad.is_sparse else grad
+    return grad.coalesce().values() if grad.is_sparse else sharded.local(grad.detach())

@@ -19,7 +19,11 @@ import torch
 from ..runlog import schema
 
 N_FIELDS = len(schema.STAT_FIELDS)
-F_NORM, F_MEAN, F_STD, F_MIN, F_MAX, F_NAN, F_INF, F_ZERO, F_EXTRA, F_DEAD = range(N_FIELDS)
+# Slots of the stacked row, looked up by name in the schema's field table (never by position).
+F_NORM, F_MEAN, F_STD, F_MIN, F_MAX, F_NAN, F_INF, F_ZERO, F_UPDATE_RATIO = (
+    schema.STAT_INDEX[name]
+    for name in ("norm", "mean", "std", "min", "max", "nan_count", "inf_count", "zero_frac", "update_ratio")
+)
 
 
 class SampleIndex:
@@ -294,12 +298,12 @@ def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.
     return torch.stack(rows)
 
 
-def finish_stats(moments, nonfinite, hist, sampled, extra=None) -> np.ndarray:
+def finish_stats(moments, nonfinite, hist, sampled, update_ratio=None) -> np.ndarray:
     """Host-side: the schema's stat rows from the raw device results, vectorised (this runs on
     the writer thread, whose Python time stalls training through the GIL).
 
     moments [T,6] (norm, sum, min, max, numel, centred norm or NaN), nonfinite [T,2], hist [T,HIST_LEN] or None,
-    sampled [T] elements histogrammed, extra [T] or None. Returns [T, len(STAT_FIELDS)] float64;
+    sampled [T] elements histogrammed, update_ratio [T] (weights) or None. Returns [T, len(STAT_FIELDS)] float64;
     NaN marks a statistic that does not apply (stored as NULL).
     """
     m = np.asarray(moments, dtype=np.float64).reshape(-1, N_MOMENTS)
@@ -318,8 +322,9 @@ def finish_stats(moments, nonfinite, hist, sampled, extra=None) -> np.ndarray:
         zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
     out = np.full((len(m), N_FIELDS), np.nan)
     out[:, F_NORM], out[:, F_MEAN], out[:, F_STD], out[:, F_MIN], out[:, F_MAX] = norm, mean, std, lo, hi
-    out[:, F_NAN:F_INF + 1] = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
+    nonfinite = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
+    out[:, F_NAN], out[:, F_INF] = nonfinite[:, 0], nonfinite[:, 1]
     out[:, F_ZERO] = zero_frac
-    if extra is not None:
-        out[:, F_EXTRA] = np.asarray(extra, dtype=np.float64)
+    if update_ratio is not None:
+        out[:, F_UPDATE_RATIO] = np.asarray(update_ratio, dtype=np.float64)
     return out

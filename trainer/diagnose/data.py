@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import derived
+from ..runlog import schema
+from ..runlog.schema import OPTIMIZER_LR
+
 SCALAR_COLUMNS = ("step", "name", "value")
-STATS_COLUMNS = (
-    "step", "name", "layer", "param", "kind", "norm", "mean", "std", "min", "max", "nan_count",
-    "inf_count", "zero_frac", "update_ratio", "saturated_frac", "dead_frac",
-)
+STATS_COLUMNS = ("step", "name", "layer", "param", "kind", *schema.STAT_FIELDS)
 TENSOR_COLUMNS = (
     "tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable",
 )
@@ -31,6 +32,15 @@ KINDS = ("grad", "weight", "activation")
 CLIP_KEYS = ("clip_grad_norm", "grad_clip", "clip_norm", "max_grad_norm", "gradient_clip_val", "clip")
 NUM_CLASSES_KEYS = ("num_classes", "n_classes", "classes", "num_labels", "n_labels")
 BATCH_SIZE_KEYS = ("batch_size", "batch")
+VOCAB_KEYS = ("vocab_size", "n_vocab", "ntokens", "ntoken", "vocab")
+# Module types by the part they play; the rules treat them differently (docs/diagnosis.md).
+EMBEDDING_TYPES = frozenset({"Embedding", "EmbeddingBag"})
+NORM_TYPES = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm1d",
+                        "InstanceNorm2d", "InstanceNorm3d", "RMSNorm", "LlamaRMSNorm", "T5LayerNorm", "SyncBatchNorm"})
+RECURRENT_TYPES = frozenset({"RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"})
+GATED_RECURRENT_TYPES = frozenset({"LSTM", "GRU", "LSTMCell", "GRUCell"})
+# Attention modules (torch's and the usual transformers classes) mark a transformer.
+ATTENTION_MARKERS = ("Attention", "TransformerEncoderLayer", "TransformerDecoderLayer", "MultiheadAttention")
 
 
 def _empty(columns) -> pd.DataFrame:
@@ -41,11 +51,8 @@ def _empty(columns) -> pd.DataFrame:
 class LayerViews:
     """Per-layer tables derived from statistics rows; each indexed by step, columns in forward order.
 
-    grad_norm: a layer's gradient norm, sqrt(sum of its parameters' squared norms).
-    weight_norm: the same for the weights.
-    update_ratio: |delta W| / |W| of the layer's parameters together (from each parameter's ratio
-        and weight norm).
-    saturated / dead: activation rows' saturated_frac / dead_frac (mean if a module is seen twice).
+    grad_norm, weight_norm, update_ratio, saturated (saturated_frac), dead (dead_frac): the tables
+        of trainer.derived.layer_table (a layer's norm is sqrt(sum of its parameters' squared norms)).
     nonfinite: long table (step, layer, kind, nan_count, inf_count) of rows holding NaN or Inf.
     """
 
@@ -66,50 +73,14 @@ class LayerViews:
         if stats is None or len(stats) == 0:
             return cls.empty()
         layers = list(dict.fromkeys(list(order) + list(pd.unique(stats["layer"]))))
-        layer_code = pd.Index(layers).get_indexer(stats["layer"])
-        steps, step_code = np.unique(stats["step"].to_numpy(dtype=np.int64), return_inverse=True)
+        steps = pd.Index(np.unique(stats["step"].to_numpy(dtype=np.int64)), name="step")
+
+        def table(quantity):
+            # Every table spans every step of the rows (NaN where a layer has no row of that kind).
+            return derived.layer_table(stats, quantity, layers).reindex(steps)
+
         kind = stats["kind"].to_numpy(dtype=object)
         norm = stats["norm"].to_numpy(dtype=float)
-        shape = (len(steps), len(layers))
-        flat = step_code * len(layers) + layer_code
-
-        def total(mask, values):
-            cells = np.bincount(flat[mask], weights=values[mask], minlength=shape[0] * shape[1])
-            return cells.reshape(shape)
-
-        def present(mask):
-            return np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape) > 0
-
-        def frame(values, has):
-            out = pd.DataFrame(np.where(has, values, np.nan), index=pd.Index(steps, name="step"), columns=layers)
-            return out.loc[:, has.any(axis=0)]
-
-        is_grad = kind == "grad"
-        grad_sq = total(is_grad, norm**2)
-        grad_norm = frame(np.sqrt(grad_sq), present(is_grad))
-
-        is_weight = kind == "weight"
-        weight_sq = total(is_weight, norm**2)
-        weight_norm = frame(np.sqrt(weight_sq), present(is_weight))
-
-        ratio = stats["update_ratio"].to_numpy(dtype=float)
-        has_ratio = is_weight & np.isfinite(ratio) & np.isfinite(norm)
-        delta_sq = total(has_ratio, (ratio * norm) ** 2)
-        ratio_weight_sq = total(has_ratio, norm**2)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            layer_ratio = np.sqrt(delta_sq / ratio_weight_sq)
-        update_ratio = frame(layer_ratio, present(has_ratio))
-
-        is_act = kind == "activation"
-        views = {}
-        for column in ("saturated_frac", "dead_frac"):
-            values = stats[column].to_numpy(dtype=float)
-            mask = is_act & np.isfinite(values)
-            count = np.bincount(flat[mask], minlength=shape[0] * shape[1]).reshape(shape)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                mean = total(mask, values) / count
-            views[column] = frame(mean, count > 0)
-
         nan_count = stats["nan_count"].fillna(0).to_numpy(dtype=float)
         inf_count = stats["inf_count"].fillna(0).to_numpy(dtype=float)
         bad = (nan_count > 0) | (inf_count > 0) | np.isinf(norm)
@@ -122,7 +93,8 @@ class LayerViews:
                 "inf_count": inf_count[bad].astype(np.int64),
             }
         )
-        return cls(grad_norm, weight_norm, update_ratio, views["saturated_frac"], views["dead_frac"], nonfinite)
+        return cls(table("grad_norm"), table("weight_norm"), table("update_ratio"), table("saturated_frac"),
+                   table("dead_frac"), nonfinite)
 
     def extend(self, newer: LayerViews, order: list[str]) -> LayerViews:
         """These tables followed by `newer`'s; a step present in both keeps the newer values."""
@@ -252,6 +224,64 @@ class RunData:
         return recorded
 
     @cached_property
+    def depth_layers(self) -> list[str]:
+        """Weighted layers that gradients flow *through* on their way to the input: the weighted
+        layers without embeddings (an input lookup whose gradient is sparse - a batch touches a
+        few rows - so its norm says nothing about how much signal survived the depth) and without
+        frozen ones. Vanishing-gradient verdicts need evidence on these. Plain RNNs keep their
+        embedding (below)."""
+        if self.architecture == "rnn":
+            # A plain RNN loses its gradient through time on the way back to the words: the
+            # embedding is where that shows (the RNN's own weights still get gradient from the
+            # last positions), so it stays on the path.
+            return list(self.weighted_layers)
+        types = self.module_types
+        return [layer for layer in self.weighted_layers if types.get(layer, "") not in EMBEDDING_TYPES]
+
+    def layer_kind(self, layer: str) -> str:
+        """embedding, norm, recurrent, attention, conv, linear or other, from the module type."""
+        kind = self.module_types.get(layer, "")
+        if kind in EMBEDDING_TYPES:
+            return "embedding"
+        if kind in NORM_TYPES or kind.endswith("Norm"):
+            return "norm"
+        if kind in RECURRENT_TYPES:
+            return "recurrent"
+        if any(marker in kind for marker in ATTENTION_MARKERS):
+            return "attention"
+        if kind.startswith("Conv") and kind != "Conv1D":  # transformers' Conv1D is a Linear
+            return "conv"
+        if kind in ("Linear", "Conv1D", "Bilinear", "LazyLinear"):
+            return "linear"
+        return "other"
+
+    @cached_property
+    def architecture(self) -> str:
+        """transformer, gated-rnn (LSTM/GRU), rnn (plain), cnn or mlp: what remedies must fit.
+        Read from module types (and the layer names of attention blocks), else config["model"]."""
+        types = set(self.module_types.values())
+        layers = " ".join(self.module_types).lower()
+        if any(marker in t for t in types for marker in ATTENTION_MARKERS) or ".attn" in layers or "attention" in layers:
+            return "transformer"
+        if types & GATED_RECURRENT_TYPES:
+            return "gated-rnn"
+        if types & RECURRENT_TYPES:
+            return "rnn"
+        model = str(self.config_value("model", "arch", default="")).lower()
+        if model in ("lstm", "gru"):
+            return "gated-rnn"
+        if model == "rnn":
+            return "rnn"
+        if model in ("transformer", "gpt2", "bert"):
+            return "transformer"
+        if any(t.startswith("Conv") and t != "Conv1D" for t in types) or model == "cnn":
+            return "cnn"
+        return "mlp"
+
+    def has_module_kind(self, *kinds: str) -> bool:
+        return any(self.layer_kind(layer) in kinds for layer in self.module_types)
+
+    @cached_property
     def module_types(self) -> dict[str, str]:
         if not len(self.tensors):
             return {}
@@ -313,8 +343,11 @@ class RunData:
         return _find_key(self.config, keys, default)
 
     def clip_norm(self) -> float | None:
-        """The gradient-clipping max norm from the config, or None when clipping is off/unknown."""
+        """The gradient-clipping max norm from the config (or meta "grad_clip", which the
+        framework integrations write), or None when clipping is off/unknown."""
         value = self.config_value(*CLIP_KEYS)
+        if value is None:
+            value = self.meta.get("grad_clip")
         if isinstance(value, dict):
             value = _find_key(value, ("max_norm", "value", "norm"), None)
         try:
@@ -341,6 +374,50 @@ class RunData:
             if module_type == "Linear" and param == "weight" and isinstance(shape, (list, tuple)) and shape:
                 return int(shape[0])
         return None
+
+    def lr_series(self) -> pd.Series:
+        """The learning rate over steps: the optimizer's own (param group 0, recorded by the
+        capture), else a logged `lr` scalar; empty when neither exists."""
+        return self._lr_series
+
+    @cached_property
+    def _lr_series(self) -> pd.Series:
+        for name in (OPTIMIZER_LR, "lr", "learning_rate"):
+            series = self.scalar(name).dropna()
+            if len(series):
+                return series
+        return self.scalar(OPTIMIZER_LR)
+
+    def clips_gradients(self) -> bool:
+        """Whether the run already clips gradients: a clip norm in the config or meta "grad_clip",
+        or a logged grad_norm_clipped."""
+        return self.clip_norm() is not None or self.has_scalar("grad_norm_clipped")
+
+    def uniform_loss(self) -> float | None:
+        """ln K, the cross-entropy of a uniform guess over K classes (or K tokens), when K is known
+        and the loss looks like a cross-entropy over them: from config num_classes / vocab_size,
+        or the output width of the last Linear layer when the untrained loss sits near ln K (a
+        regression loss is not compared with it)."""
+        configured = self.config_value(*NUM_CLASSES_KEYS, *VOCAB_KEYS)
+        if isinstance(configured, (list, tuple)):
+            configured = len(configured)
+        try:
+            k = int(configured) if configured is not None else None
+        except (TypeError, ValueError):
+            k = None
+        from_config = k is not None and k > 1
+        if not from_config:
+            k = self.num_classes()
+        if not k or k < 2:
+            return None
+        level = math.log(k)
+        if from_config:
+            return level
+        loss = self.scalar("train_loss").dropna()
+        if not len(loss):
+            return None
+        initial = float(np.median(loss.to_numpy(dtype=float)[:3]))
+        return level if 0.5 * level <= initial <= 2.0 * level else None
 
     def activation_name(self) -> str | None:
         """The hidden activation: config["activation"], else the most common activation module type."""

@@ -10,14 +10,16 @@ from .flags import Flag, sort_flags
 from .generalisation import Overfitting, Underfitting
 from .gradients import ExplodingGradient, VanishingGradient
 from .learning_rate import LearningRate
+from .loss import LossDivergence
 from .nonfinite import NonFinite
+from .remedies import fit_remedies
 from .rule import Rule
 
 RULE_CLASSES: dict[str, type[Rule]] = {
     cls.rule: cls
     for cls in (
         NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
-        Underfitting, LearningRate,
+        Underfitting, LearningRate, LossDivergence,
     )
 }
 
@@ -46,12 +48,32 @@ def diagnose(data: RunData, rules: Iterable[Rule | str] | None = None) -> list[F
     """Every flag the rules raise on `data`, critical first, then by first step.
 
     Rules that lack their inputs (layer rules on a scalars-only run, overfitting without val_loss)
-    are skipped quietly; `skipped_rules` says which and why.
+    are skipped quietly; `skipped_rules` says which and why. Remedies are then checked against the
+    run and against each other's findings (remedies.fit_remedies).
     """
     flags: list[Flag] = []
     for rule in resolve_rules(rules):
         flags.extend(rule(data))
-    return sort_flags(flags)
+    return fit_remedies(sort_flags(after_blow_up(flags)), data)
+
+
+BLOW_UP_RULES = ("exploding_gradient", "loss_divergence")
+
+
+def after_blow_up(flags: list[Flag]) -> list[Flag]:
+    """Vanishing gradients that begin at or after a critical blow-up are its aftermath (saturated
+    gates, dead units after a huge step), not a second problem: they become info, pointing at it."""
+    blow_ups = [f.first_step for f in flags if f.rule in BLOW_UP_RULES and f.severity == "critical"
+                and f.first_step is not None]
+    if not blow_ups:
+        return flags
+    start = min(blow_ups)
+    for flag in flags:
+        if flag.rule == "vanishing_gradient" and flag.severity != "info" and (flag.first_step or 0) >= start:
+            flag.severity = "info"
+            flag.explanation += (f" This began after the blow-up at step {start} (see the exploding-gradient / "
+                                 "loss-divergence flag); fix that first.")
+    return flags
 
 
 def skipped_rules(data: RunData, rules: Iterable[Rule | str] | None = None) -> dict[str, str]:

@@ -45,6 +45,9 @@ class Flag:
     first_step / last_step: optimizer steps where the condition first and last held.
     evidence: the numbers behind the finding (plain ints/floats; `per_layer` may map layer -> number).
     remedy_ids: keys of REMEDIES, most relevant first; `remedies` gives their sentences.
+    remedy_code: for each remedy, the code change in the run's stack ("" where none fits), set by
+        remedies.fit_remedies.
+    history: how a merged flag evolved (merge.merge_flags); empty for a single finding.
     """
 
     rule: str
@@ -55,6 +58,8 @@ class Flag:
     evidence: dict
     explanation: str
     remedy_ids: list[str] = field(default_factory=list)
+    remedy_code: list[str] = field(default_factory=list)
+    history: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.severity not in SEVERITY_RANK:
@@ -83,6 +88,8 @@ class Flag:
             "explanation": self.explanation,
             "remedies": self.remedies,
             "remedy_ids": list(self.remedy_ids),
+            "remedy_code": list(self.remedy_code),
+            "history": _plain(self.history),
         }
 
     @classmethod
@@ -96,6 +103,8 @@ class Flag:
             evidence=dict(data.get("evidence") or {}),
             explanation=data.get("explanation", ""),
             remedy_ids=[r for r in data.get("remedy_ids") or [] if r in REMEDIES],
+            remedy_code=[str(c) for c in data.get("remedy_code") or []],
+            history=dict(data.get("history") or {}),
         )
 
 

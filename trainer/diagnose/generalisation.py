@@ -300,7 +300,10 @@ class Underfitting(Rule):
     uniform class priors for K classes (K from config num_classes or the last Linear layer).
     Nothing is judged before `min_steps` (100) optimizer steps: a network often sits on an initial
     plateau for a few dozen steps, and the evaluations of a tiny training set can be only a few steps
-    apart, so three flat evaluations alone say little.
+    apart, so three flat evaluations alone say little. A loss that rose above `diverged_factor` (1.5)
+    x its initial value on the way is unstable, not weak: loss_divergence reports it and
+    "raise the learning rate" would make it worse. Critical when the loss never left a uniform
+    guess (>= `chance_fraction` x ln K and x the initial loss): no learning at all.
     """
 
     rule = "underfitting"
@@ -311,6 +314,8 @@ class Underfitting(Rule):
     flat_tolerance: float = 0.05
     initial_points: int = 3
     min_steps: int = 100
+    diverged_factor: float = 1.5
+    chance_fraction: float = 0.95
 
     def skip_reason(self, data: RunData) -> str | None:
         if not (data.has_scalar("train_loss") or data.has_scalar("epoch_train_loss")):
@@ -337,6 +342,9 @@ class Underfitting(Rule):
         change = (recent[0] - recent[-1]) / abs(recent[0]) if recent[0] else 0.0
         if abs(change) >= self.flat_tolerance or current > initial / self.progress_ratio:
             return []  # still falling, or rising (diverging is not underfitting)
+        per_step_values = per_step.to_numpy(dtype=float)
+        if len(per_step_values) and float(np.nanmax(per_step_values)) > self.diverged_factor * initial:
+            return []  # the loss blew up on the way: an unstable run (loss_divergence), not a weak one
         evidence = {
             "initial_train_loss": initial,
             "last_train_loss": current,
@@ -351,6 +359,10 @@ class Underfitting(Rule):
                 return []
             evidence["last_val_loss"] = last_val
         classes = data.num_classes()
+        uniform = data.uniform_loss()
+        # No learning at all: the loss never left the level of a uniform guess.
+        at_chance = uniform is not None and current >= self.chance_fraction * uniform and current / initial >= self.chance_fraction
+        evidence["at_chance"] = int(at_chance)
         prior_text = ""
         if classes:
             prior = math.log(classes) if classes > 1 else math.log(2)
@@ -368,7 +380,7 @@ class Underfitting(Rule):
         return [
             Flag(
                 rule=self.rule,
-                severity="warning",
+                severity="critical" if at_chance else "warning",
                 layers=[],
                 first_step=int(steps[0]),
                 last_step=int(steps[-1]),

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..runlog import schema
+from .. import derived
+from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
 from .flags import Flag, fmt, layer_list
 from .rule import Rule
@@ -74,12 +75,12 @@ class VanishingGradient(Rule):
 
     def skip_reason(self, data: RunData) -> str | None:
         reason = super().skip_reason(data)
-        if reason is None and len(data.weighted_layers) < 2:
-            reason = "needs gradient norms of at least two weighted layers"
+        if reason is None and len(data.depth_layers) < 2:
+            reason = "needs gradient norms of at least two weight matrices on the depth path (embeddings left out)"
         return reason
 
     def check(self, data: RunData) -> list[Flag]:
-        layers = data.weighted_layers
+        layers = data.depth_layers
         grads = data.views.grad_norm[layers]
         norms = grads.to_numpy(dtype=float)
         steps = _steps(grads)
@@ -149,6 +150,8 @@ class VanishingGradient(Rule):
 
 def _vanishing_remedies(data: RunData) -> list[str]:
     activation = data.activation_name() or ""
+    if data.architecture in ("transformer", "gated-rnn"):
+        return ["init", "lower-lr"]  # residual/gated paths: neither ReLU nor batch norm fits them
     if data.is_plain_rnn():
         return ["lstm", "relu", "init", "batchnorm"]
     if activation in SATURATING:
@@ -219,7 +222,7 @@ class ExplodingGradient(Rule):
 
     def skip_reason(self, data: RunData) -> str | None:
         if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total")
-                and not data.has_scalar(schema.SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
+                and not data.has_scalar(SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
             return "no gradient norms recorded (neither per-layer statistics nor grad_norm_total)"
         return None
 
@@ -263,19 +266,18 @@ class ExplodingGradient(Rule):
         return surge.growth_onset is not None or int(surge.spikes.sum()) >= self.min_spikes
 
     def _total_norm(self, data: RunData) -> pd.Series:
-        """Total gradient norm: the trainer's unclipped grad_norm_total, else the probe's
-        every-step sentinel (the norm the optimizer saw, every step whatever the statistics
-        cadence, so a surge is dated to its step), else the sum over the logged layers."""
+        """Total gradient norm: the trainer's grad_norm_total (before clipping), else the capture's
+        every-step sentinel (as the optimizer sees it), else from the logged layers."""
         total = data.scalar("grad_norm_total")
         if len(total):
             return total
-        sentinel = data.scalar(schema.SENTINEL_GRAD_NORM)
+        sentinel = data.scalar(SENTINEL_GRAD_NORM)
         if len(sentinel):
             return sentinel
         grads = data.views.grad_norm
         if grads.empty:
             return total
-        return pd.Series(np.sqrt((grads.to_numpy(dtype=float) ** 2).sum(axis=1)), index=grads.index)
+        return derived.total_norm(grads)
 
     def _applied_norm(self, data: RunData, total: pd.Series) -> tuple[pd.Series, bool, float | None]:
         clipped = data.scalar("grad_norm_clipped")
@@ -296,7 +298,8 @@ class ExplodingGradient(Rule):
         signals: list[tuple[int, int, str]] = []  # (first step, last step, sentence part)
 
         surge = self._surge(applied.to_numpy(dtype=float)) if len(applied) else None
-        if surge is not None and self._fires(surge):
+        # One 100x spike alone can be a misfit batch; with the loss diverging too it is the blow-up.
+        if surge is not None and (self._fires(surge) or (surge.spikes.any() and _loss_diverges(data))):
             signals.append(self._describe_surge(applied, surge, clipping, evidence))
         blowup = self._blowup(total)
         if blowup is not None:
@@ -426,7 +429,7 @@ class ExplodingGradient(Rule):
         steps = grads.index.to_numpy(dtype=np.int64)
         clip = data.clip_norm()
         if clip is not None:
-            total = np.sqrt((values**2).sum(axis=1, keepdims=True))
+            total = derived.total_norm(grads).to_numpy()[:, None]
             with np.errstate(divide="ignore", invalid="ignore"):
                 values = values * np.minimum(1.0, clip / total)
         before = steps < first_step
@@ -485,6 +488,12 @@ class ExplodingGradient(Rule):
             ),
             remedy_ids=["lower-lr", "init", "batchnorm"],
         )
+
+
+def _loss_diverges(data: RunData) -> bool:
+    from .loss import LossDivergence  # the loss rule confirms a lone gradient spike
+
+    return any(flag.severity != "info" for flag in LossDivergence()(data))
 
 
 def _exploding_remedies(data: RunData, clipping: bool) -> list[str]:

@@ -22,12 +22,14 @@ class LearningRate(Rule):
     healthy. The rule flags the learning rate as
     - too high when the median is above `too_high` (1e-2) in at least `min_fraction` of `window`
       consecutive logged steps. That is a warning when the ratio is `severe_factor` (3) x higher
-      still or the training loss fell by less than 5% over that stretch, and info otherwise
+      still (unless the training loss fell by `learning_well` (30%) or more meanwhile and the ratio
+      stayed below severe_factor^2 x too_high or clipping bounds the steps: the large steps work) or the training loss fell by less than 5% over that stretch, and info otherwise
       (adaptive optimisers run near 1e-2 early in training and still converge);
     - too low when the median is below `too_low` (1e-5) and no layer updates faster than
       10 x `too_low`, sustained the same way (SageMaker Debugger's WeightUpdateRatio uses an even
-      lower small_threshold, 1e-8). Not flagged while the logged `lr` has been annealed to a tenth
-      of its peak or less: a schedule that ends near zero is intended.
+      lower small_threshold, 1e-8). Not flagged while the learning rate (the optimizer's own,
+      recorded by the capture as opt_lr, else a logged `lr`) has been annealed to a tenth of its
+      peak or less: a schedule that ends near zero is intended.
     """
 
     rule = "learning_rate"
@@ -37,6 +39,7 @@ class LearningRate(Rule):
     too_high: float = 1e-2
     too_low: float = 1e-5
     severe_factor: float = 3.0
+    learning_well: float = 0.3
     window: int = 10
     min_fraction: float = 0.8
 
@@ -75,7 +78,12 @@ class LearningRate(Rule):
         # long, milder tail must not average away a stretch of huge updates.
         severe = max(level, peak) >= self.severe_factor * self.too_high
         not_falling = change is not None and change > -0.05
-        severity = "warning" if severe or not_falling else "info"
+        # A loss falling steeply meanwhile says the large steps work (SGD at lr 20 with clipping on
+        # an LSTM language model, Adam's first steps on a transformer): info, not a warning.
+        # Not for a burst far beyond severe (severe_factor^2 x too_high) unless clipping bounds each step.
+        learning_well = change is not None and change <= -self.learning_well and (
+            max(level, peak) < self.severe_factor**2 * self.too_high or data.clips_gradients())
+        severity = "warning" if (severe and not learning_well) or not_falling else "info"
         evidence = {"median_update_ratio": level, "peak_update_ratio": max(level, peak), "too_high": self.too_high,
                     "direction": 1}
         if change is not None:
@@ -135,7 +143,7 @@ class LearningRate(Rule):
 
     @staticmethod
     def _annealed(data: RunData, step: int) -> bool:
-        lr = data.scalar("lr").dropna()
+        lr = data.lr_series()
         if not len(lr):
             return False
         peak = float(lr.max())
@@ -145,7 +153,7 @@ class LearningRate(Rule):
 
 
 def _current_lr(data: RunData) -> float | None:
-    lr = data.scalar("lr").dropna()
+    lr = data.lr_series()
     if len(lr):
         return float(lr.iloc[-1])
     value = data.config_value("lr", "learning_rate")

@@ -10,6 +10,7 @@ from ..runlog.reader import RunLogError, RunReader
 from .data import RunData
 from .engine import diagnose, resolve_rules, skipped_rules
 from .flags import REMEDIES
+from .merge import merge_flags
 from .rule import Rule
 
 NO_RECORDS_NOTE = "the run has no records yet (no scalars and no layer statistics); nothing to diagnose"
@@ -31,12 +32,15 @@ def diagnose_run(run_dir: str | os.PathLike, rules: Iterable[Rule | str] | None 
         with RunReader(run_dir) as reader:
             status = reader.status()
             data = RunData.from_reader(reader)
+            stored, _ = reader.flags()
     except RunLogError as exc:
         raise DiagnosisError(str(exc)) from None
     except (ValueError, KeyError, TypeError) as exc:
         raise DiagnosisError(f"run folder {str(run_dir)!r} holds malformed records ({exc})") from None
-    result = {"run": data.run_id, "status": status, "flags": [], "note": None, "checked": [], "skipped": {}}
+    result = {"run": data.run_id, "status": status, "flags": [], "note": None, "checked": [], "skipped": {},
+              "preset": data.config.get("preset")}
     if not data.has_records:
+        result["flags"] = merge_flags([], stored)
         result["note"] = NO_RECORDS_NOTE
         result["skipped"] = {rule.rule: "no records" for rule in rules}
         return result
@@ -49,7 +53,8 @@ def diagnose_run(run_dir: str | os.PathLike, rules: Iterable[Rule | str] | None 
         raise DiagnosisError(
             f"run {data.run_id!r}: the diagnosis rules failed on its records ({type(exc).__name__}: {exc})"
         ) from None
-    result["flags"] = [flag.to_dict() for flag in flags]
+    # One flag per problem: what the trainer raised live merges with the post-hoc findings.
+    result["flags"] = merge_flags([flag.to_dict() for flag in flags], stored)
     if not data.has_layer_stats:
         result["note"] = SCALARS_ONLY_NOTE
     return result
@@ -72,10 +77,14 @@ def format_report(result: dict, width: int = 100) -> str:
         lines.append(f"{number}. [{flag['severity'].upper()}] {flag['rule']}{steps}" + (f" - {layers}" if layers else ""))
         lines.extend(textwrap.wrap(flag.get("explanation", ""), width, initial_indent="   ", subsequent_indent="   "))
         remedies = flag.get("remedies") or [REMEDIES[r] for r in flag.get("remedy_ids") or [] if r in REMEDIES]
+        # A run from a lesson preset tries remedies as other presets; any other run gets the code change.
+        code = [] if result.get("preset") else list(flag.get("remedy_code") or [])
         if remedies:
             lines.append("   Try:")
-            for remedy in remedies:
+            for i, remedy in enumerate(remedies):
                 lines.extend(textwrap.wrap(remedy, width, initial_indent="   - ", subsequent_indent="     "))
+                if i < len(code) and code[i]:
+                    lines.extend("       " + line for line in code[i].splitlines())
     skipped = result.get("skipped") or {}
     if skipped and result.get("checked"):
         lines.append("")

@@ -21,7 +21,11 @@ import pandas as pd
 from . import schema, validate
 from .access import open_for_reading
 from .errors import RunLogError
+from .histograms import HistogramQueries
+from .layer_stats import LayerStatsQueries, stats_frame
 from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
+from .rollup import ScalarQueries
+from .steps import StepQueries, step_range  # noqa: F401 (step_range re-exported)
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
 STALE_AFTER_S = 120.0
@@ -36,20 +40,6 @@ class RunEntry:
     meta: dict | None
     status: str | None
     error: str | None
-
-
-def step_range(column: str, step_min: int | None, step_max: int | None) -> tuple[str, list[int]]:
-    """SQL ` AND column >= ? AND column <= ?` for the bounds given, and its parameters."""
-    sql, params = "", []
-    # Bounds are clamped to SQLite's integer range: a URL's 99999999999999999999 means "to the end".
-    step_min, step_max = (validate.clamp_step(v, low=-validate.MAX_STEP) for v in (step_min, step_max))
-    if step_min is not None:
-        sql += f" AND {column} >= ?"
-        params.append(step_min)
-    if step_max is not None:
-        sql += f" AND {column} <= ?"
-        params.append(step_max)
-    return sql, params
 
 
 def resolve_run_dir(logdir: str | os.PathLike, run_id: str) -> Path:
@@ -100,8 +90,13 @@ def _decode_meta(rows) -> dict:
     return meta
 
 
-class RunReader:
-    """Read-only view of one run folder. Cheap to open; safe beside a live writer."""
+class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, HistogramQueries):
+    """Read-only view of one run folder. Cheap to open; safe beside a live writer.
+
+    The indexed queries of long runs live by job in the mixins: steps.py (snapshot, cursors,
+    sampled steps), rollup.py (scalar arrays and roll-ups), layer_stats.py (statistics at steps),
+    histograms.py (sampled histograms). Every SQL statement that reads a run folder is in this package.
+    """
 
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
@@ -124,6 +119,7 @@ class RunReader:
             self.meta = self._read_meta()
             self._check_version()
             validate.check_meta(self.meta, self.run_id)
+            self.schema_version = int(self.meta["schema_version"])  # picks the column reads (schema.STAT_TABLE)
         except sqlite3.DatabaseError as exc:
             self._conn.close()
             raise RunLogError(f"run {self.run_id!r}: {schema.DB_FILENAME} is corrupt or not a gradwatch log ({exc})") from exc
@@ -257,9 +253,7 @@ class RunReader:
         saturated_frac and dead_frac (activations). NaN where a statistic does not apply.
         """
         sql = (
-            "SELECT s.seq, s.step, s.tensor_id, t.name, t.layer, t.param, s.kind, s.norm, s.mean,"
-            " s.std, s.min, s.max, s.nan_count, s.inf_count, s.zero_frac, s.extra, s.dead_frac"
-            " FROM stats s JOIN tensors t ON t.id = s.tensor_id"
+            self.stats_select("s")
             # With a step range, `+s.seq` keeps SQLite from scanning by rowid so it uses the
             # step index; without one, the rowid range (seq > cursor) is the fast path.
             + (" WHERE +s.seq > ?" if step_min is not None or step_max is not None else " WHERE s.seq > ?")
@@ -275,20 +269,7 @@ class RunReader:
         if names:
             sql += f" AND t.name IN ({','.join('?' * len(names))})"
             params += list(names)
-        rows = self._query(sql + " ORDER BY s.seq", params)
-        cols = [
-            "seq", "step", "tensor_id", "name", "layer", "param", "kind", "norm", "mean", "std",
-            "min", "max", "nan_count", "inf_count", "zero_frac", "extra", "dead_frac",
-        ]
-        df = pd.DataFrame(rows, columns=cols)
-        for col in ("norm", "mean", "std", "min", "max", "zero_frac", "extra", "dead_frac"):
-            df[col] = df[col].astype(float)
-        df["kind"] = df["kind"].map(schema.KIND_NAMES)
-        is_weight = df["kind"] == "weight"
-        is_act = df["kind"] == "activation"
-        df["update_ratio"] = df["extra"].where(is_weight)
-        df["saturated_frac"] = df["extra"].where(is_act)
-        df = df.drop(columns=["extra"])
+        df = stats_frame(self._query(sql + " ORDER BY s.seq", params))
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 

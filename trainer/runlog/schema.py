@@ -8,15 +8,18 @@ docs/log-format.md documents everything defined here.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
 # 2: adds scalar_blocks (a roll-up of long scalar series) and the stats_hist partial index;
 # version-1 folders lack both and read the same, only slower on long runs.
-SCHEMA_VERSION = 2
+# 3: the overloaded stats.extra column becomes update_ratio (weights) and saturated_frac
+# (activations); versions 1-2 read with extra split by kind (STAT_TABLE's `legacy`).
+SCHEMA_VERSION = 3
 DB_FILENAME = "run.sqlite"
 # Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
-READABLE_VERSIONS = frozenset({1, 2})
+READABLE_VERSIONS = frozenset({1, 2, 3})
 # Records of one scalar series summarised per scalar_blocks row.
 SCALAR_BLOCK = 64
 
@@ -40,22 +43,78 @@ KIND_ACTIVATION = 2
 KIND_NAMES = {KIND_GRAD: "grad", KIND_WEIGHT: "weight", KIND_ACTIVATION: "activation"}
 KIND_CODES = {name: code for code, name in KIND_NAMES.items()}
 
-# Order of the per-tensor statistics in the probe's stacked tensor and in the `stats` table.
-# extra: update-to-weight ratio for weights, |g_clipped|/|g| is not stored per tensor;
-#        saturated fraction for activations; NULL for gradients.
-# dead_frac: activations only - fraction of units (last dimension) that are zero for the whole batch.
-STAT_FIELDS = (
-    "norm",
-    "mean",
-    "std",
-    "min",
-    "max",
-    "nan_count",
-    "inf_count",
-    "zero_frac",
-    "extra",
-    "dead_frac",
+
+
+@dataclass(frozen=True)
+class StatField:
+    """One per-tensor statistic: a column of the `stats` table and a slot of the probe's stacked row.
+
+    sql_type: the column's SQLite type (counts are INTEGER, everything else REAL).
+    kinds: the record kinds it applies to; other kinds store NULL (NaN in frames).
+    since: the schema version that added the column; `legacy` is the SQL that reads it from an
+        older folder ("{t}" stands for the table alias), e.g. "NULL" for a statistic not recorded then.
+    """
+
+    name: str
+    sql_type: str
+    kinds: tuple[str, ...]
+    doc: str
+    since: int = 1
+    legacy: str = "NULL"
+
+
+# The one field table: the probe's stacked row, the `stats` DDL, the writer's INSERT and every
+# reader's SELECT and frame columns are generated from it, in this order. Adding a statistic means
+# adding a row here (and computing it in trainer/capture); a new column bumps SCHEMA_VERSION and
+# names it in `since`, so older folders still read (the statistic is NaN there).
+_ALL = ("grad", "weight", "activation")
+STAT_TABLE = (
+    StatField("norm", "REAL", _ALL, "L2 norm of the tensor"),
+    StatField("mean", "REAL", _ALL, "mean element"),
+    StatField("std", "REAL", _ALL, "standard deviation of the elements"),
+    StatField("min", "REAL", _ALL, "smallest element"),
+    StatField("max", "REAL", _ALL, "largest element"),
+    StatField("nan_count", "INTEGER", _ALL, "NaN elements (activations: NaN and Inf together)"),
+    StatField("inf_count", "INTEGER", _ALL, "+-Inf elements"),
+    StatField("zero_frac", "REAL", _ALL, "fraction of exactly-zero elements (of the histogram sample)"),
+    StatField("update_ratio", "REAL", ("weight",), "|w_after - w_before| / |w_after| of the optimizer step",
+              since=3, legacy=f"CASE WHEN {{t}}kind = {KIND_WEIGHT} THEN {{t}}extra END"),
+    StatField("saturated_frac", "REAL", ("activation",), "fraction of outputs in a sigmoid/tanh tail",
+              since=3, legacy=f"CASE WHEN {{t}}kind = {KIND_ACTIVATION} THEN {{t}}extra END"),
+    StatField("dead_frac", "REAL", ("activation",), "fraction of units zero for the whole batch"),
 )
+STAT_FIELDS = tuple(f.name for f in STAT_TABLE)
+STAT_INDEX = {name: i for i, name in enumerate(STAT_FIELDS)}  # slot of each statistic in a stacked row
+COUNT_FIELDS = tuple(f.name for f in STAT_TABLE if f.sql_type == "INTEGER")
+REAL_FIELDS = tuple(f.name for f in STAT_TABLE if f.sql_type == "REAL")
+# Columns of a statistics frame (RunReader.layer_stats and friends): the record's keys, then STAT_FIELDS.
+STATS_KEY_COLUMNS = ("seq", "step", "tensor_id", "name", "layer", "param", "kind")
+STATS_FRAME_COLUMNS = STATS_KEY_COLUMNS + STAT_FIELDS
+
+
+def stats_insert_sql() -> str:
+    """The writer's INSERT of one stats row: step, tensor_id, kind, STAT_FIELDS..., hist."""
+    columns = ("step", "tensor_id", "kind", *STAT_FIELDS, "hist")
+    return f"INSERT INTO stats({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})"
+
+
+def stat_select_column(name: str, version: int, table: str = "") -> str:
+    """The SQL expression reading statistic `name` from a folder of schema `version`; `table` is
+    the stats table's alias ("s") when the query joins."""
+    field = STAT_TABLE[STAT_INDEX[name]]
+    prefix = f"{table}." if table else ""
+    return field.legacy.format(t=prefix) if version < field.since else prefix + field.name
+
+
+def stat_select_columns(version: int, table: str = "", names: tuple[str, ...] = STAT_FIELDS) -> str:
+    """`names` (all STAT_FIELDS by default), in order, as a SELECT list for a folder of `version`."""
+    return ", ".join(stat_select_column(name, version, table) for name in names)
+
+
+def _stats_columns_ddl() -> str:
+    width = max(len(f.name) for f in STAT_TABLE)
+    return "\n".join(f"    {f.name:<{width}} {f.sql_type},{' ' * (8 - len(f.sql_type))}-- {f.doc}" for f in STAT_TABLE)
+
 
 # --- Histogram bins -------------------------------------------------------------------------
 # Fixed, global bins over log10|x| so every layer and step shares one axis: 1e-9 and 1e+3
@@ -183,7 +242,7 @@ def is_valid_run_name(name: str) -> bool:
 # --- Tables ------------------------------------------------------------------------------------
 # seq columns are INTEGER PRIMARY KEY: monotonic in commit order because SQLite serialises
 # writers, so "seq > cursor" returns exactly the records a reader has not seen yet.
-DDL = """
+DDL_TEMPLATE = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL               -- JSON
@@ -212,11 +271,7 @@ CREATE TABLE IF NOT EXISTS stats (
     step      INTEGER NOT NULL,
     tensor_id INTEGER NOT NULL REFERENCES tensors(id),
     kind      INTEGER NOT NULL,       -- 0 grad, 1 weight, 2 activation
-    norm REAL, mean REAL, std REAL, min REAL, max REAL,
-    nan_count INTEGER, inf_count INTEGER,
-    zero_frac REAL,
-    extra     REAL,                   -- weight: update-to-weight ratio; activation: saturated fraction
-    dead_frac REAL,                   -- activation: fraction of units zero for the whole batch
+{stat_columns}
     hist      BLOB                    -- encode_hist() or NULL (activations; dropped under load)
 );
 CREATE INDEX IF NOT EXISTS stats_tensor_step ON stats(tensor_id, kind, step);
@@ -270,6 +325,8 @@ CREATE TABLE IF NOT EXISTS notes (
     text   TEXT NOT NULL
 );
 """
+# The stats columns come from STAT_TABLE (NULL where a statistic does not apply to the row's kind).
+DDL = DDL_TEMPLATE.replace("{stat_columns}", _stats_columns_ddl())
 
 # Notes are team text, kept short so the run folder stays a log, not a wiki.
 NOTE_MAX_CHARS = 2000
@@ -277,3 +334,19 @@ NOTE_AUTHOR_MAX_CHARS = 64
 NOTE_LAYER_MAX_CHARS = 200
 # Beyond this many notes a run refuses more: every viewer's page loads them all.
 NOTES_MAX_PER_RUN = 500
+
+# --- Scalars the capture writes itself (the user logs the rest under any names) ------------------
+# Every-step gradient sentinels: the total gradient norm and the count of non-finite gradient
+# values at every optimizer step, logged or not (cheap device-side checks, flushed in batches).
+SENTINEL_GRAD_NORM = "sentinel_grad_norm"
+SENTINEL_NONFINITE = "sentinel_nonfinite"
+# Each param group's learning rate as the optimizer used it at a step: group 0 under OPTIMIZER_LR,
+# group i > 0 under OPTIMIZER_LR_GROUP.format(i=i). Written at logged steps and whenever a value
+# changed, so a schedule (warmup, decay) is recorded without the user logging it.
+OPTIMIZER_LR = "opt_lr"
+OPTIMIZER_LR_GROUP = "opt_lr_g{i}"
+
+
+def optimizer_lr_name(group: int) -> str:
+    """The scalar name of param group `group`'s learning rate."""
+    return OPTIMIZER_LR if group == 0 else OPTIMIZER_LR_GROUP.format(i=group)

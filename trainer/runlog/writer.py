@@ -405,18 +405,15 @@ class RunWriter:
                 for i, blob in zip(rows_with.tolist(), schema.encode_hists(block.hists[rows_with])):
                     blobs[i] = blob
         stats = block.stats
-        # SQLite stores a bound NaN as NULL, so float columns go in as they are.
-        counts = np.nan_to_num(stats[:, 5:7], nan=0.0).astype(np.int64)
+        # SQLite stores a bound NaN as NULL, so float columns go in as they are; counts as integers.
+        columns = [
+            np.nan_to_num(stats[:, j], nan=0.0).astype(np.int64).tolist() if field.sql_type == "INTEGER"
+            else stats[:, j].tolist()
+            for j, field in enumerate(schema.STAT_TABLE)
+        ]
         conn.executemany(
-            "INSERT INTO stats(step, tensor_id, kind, norm, mean, std, min, max, nan_count,"
-            " inf_count, zero_frac, extra, dead_frac, hist) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            zip(
-                [int(record.step)] * n, block.tensor_ids.tolist(), block.kinds.tolist(),
-                *(stats[:, j].tolist() for j in range(5)),
-                counts[:, 0].tolist(), counts[:, 1].tolist(),
-                *(stats[:, j].tolist() for j in range(7, 10)),
-                blobs,
-            ),
+            schema.stats_insert_sql(),
+            zip([int(record.step)] * n, block.tensor_ids.tolist(), block.kinds.tolist(), *columns, blobs),
         )
         conn.execute(
             "INSERT INTO steps(step, wall, step_time) VALUES (?,?,?)",

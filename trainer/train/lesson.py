@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import derived
 from ..presets import LESSON_SUITE, PRESETS
 from ..runlog.reader import RunReader
 
@@ -47,13 +48,12 @@ class RunSummary:
 
     @property
     def best_val_loss(self) -> float:
-        finite = [v for v in self.val_loss if math.isfinite(v)]
-        return min(finite) if finite else float("nan")
+        best = derived.per_epoch_summary(self.val_loss)["best_val_loss"]
+        return float("nan") if best is None else best
 
     @property
     def best_epoch(self) -> int | None:
-        finite = [(v, i) for i, v in enumerate(self.val_loss) if math.isfinite(v)]
-        return min(finite)[1] + 1 if finite else None
+        return derived.per_epoch_summary(self.val_loss)["best_epoch"]
 
     @property
     def final_val_loss(self) -> float:
@@ -70,8 +70,13 @@ class RunSummary:
 
     @property
     def test_accuracy(self) -> float:
-        value = self.results.get("test_accuracy")
-        return float("nan") if value is None else float(value)
+        value = derived.test_metrics(self.results)["test_accuracy"]
+        return float("nan") if value is None else value
+
+    @property
+    def test_macro_f1(self) -> float:
+        value = derived.test_metrics(self.results)["test_macro_f1"]
+        return float("nan") if value is None else value
 
     @property
     def grad_growth(self) -> float:
@@ -113,25 +118,10 @@ def summarize(run_dir: str | os.PathLike, preset: str | None = None) -> RunSumma
 
 
 def gradient_gap(reader: RunReader) -> tuple[float, str | None, str | None]:
-    """Median over logged steps of (last weighted layer's gradient norm / first one's), where a
-    layer's norm is sqrt of the summed squared norms of its parameters; with the two layer names."""
-    tensors = reader.tensors()
-    params = tensors[tensors["role"] == "param"]
-    weighted = list(dict.fromkeys(
-        layer for layer, shape in zip(params["layer"], params["shape"]) if len(shape) >= 2
-    ))
-    if len(weighted) < 2:
-        return float("nan"), None, None
-    first, last = weighted[0], weighted[-1]
-    stats, _ = reader.layer_stats(kinds=("grad",))
-    stats = stats[stats["layer"].isin([first, last])]
-    if not len(stats):
-        return float("nan"), first, last
-    per_layer = (stats.assign(sq=stats["norm"] ** 2).groupby(["step", "layer"])["sq"].sum() ** 0.5).unstack("layer")
-    if first not in per_layer or last not in per_layer:
-        return float("nan"), first, last
-    ratio = (per_layer[last] / per_layer[first]).replace([np.inf, -np.inf], np.nan).dropna()
-    return (float(ratio.median()) if len(ratio) else float("nan")), first, last
+    """The run's gradient gap (trainer.derived.gradient_gap: median over logged steps of the last
+    weighted layer's gradient norm / the first one's), with the two layer names."""
+    facts = derived.run_summary(reader)
+    return facts["grad_gap"], facts["first_layer"], facts["last_layer"]
 
 
 # ---- claims --------------------------------------------------------------------------------------
@@ -239,7 +229,7 @@ def table_rows(runs: dict[str, RunSummary]) -> list[list[str]]:
         rows.append([
             name, run.status, str(r.get("epochs_run", len(run.val_loss))), _num(run.best_val_loss),
             str(run.best_epoch or "-"), _num(run.final_val_loss), _num(run.final_gap), _num(run.test_accuracy),
-            _num(r.get("test_macro_f1")), _num(run.grad_gap, "{:.3g}"), _num(run.grad_growth, "{:.3g}"),
+            _num(run.test_macro_f1), _num(run.grad_gap, "{:.3g}"), _num(run.grad_growth, "{:.3g}"),
             _num(r.get("train_seconds"), "{:.0f}"),
         ])
     return rows

@@ -23,6 +23,7 @@ from torch import nn
 
 from gradwatch.data import PreparedDataset
 
+from .. import derived
 from ..models import build_model
 from ..options import OptionsError
 from .data import load_training_data
@@ -277,16 +278,15 @@ class Trainer:
 
     def _summary(self, seconds: float) -> dict:
         """Training-curve facts (what is known even for an interrupted run)."""
-        val = [m["val_loss"] for m in self.history]
-        finite = [(v, i) for i, v in enumerate(val) if math.isfinite(v)]
-        best_val, best_index = min(finite) if finite else (float("nan"), None)
+        validation = derived.per_epoch_summary([m["val_loss"] for m in self.history])
+        best_val = float("nan") if validation["best_val_loss"] is None else validation["best_val_loss"]
         last = self.history[-1] if self.history else {}
         return {
             "stop_reason": self.stop_reason,
             "epochs_run": len(self.history),
             "optimizer_steps": self.step,
             "best_val_loss": best_val,
-            "best_epoch": None if best_index is None else best_index + 1,
+            "best_epoch": validation["best_epoch"],
             "last_epoch_val_loss": last.get("val_loss"),
             "last_epoch_train_loss": last.get("epoch_train_loss"),
             "early_stopped": self.stop_reason == "early stopping",

@@ -1,0 +1,315 @@
+"""The data of one run's views (and of Compare): what the figures draw, read in one snapshot.
+
+Every view read happens inside one SQLite read transaction (reader.snapshot()), so the records a
+figure shows and the cursor it hands to the live poller always agree: the next poll returns exactly
+the records after that cursor, never one twice, never one missed. Views that cannot change until
+the run's files change are cached (RunFolders._cached, keyed by run_identity).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from gradwatch.trainer import derived
+from gradwatch.trainer.runlog import RunLogError, RunReader
+
+from . import series
+from .store import run_identity
+from .summaries import RunList
+
+
+@dataclass
+class ScalarSeries:
+    """One scalar for display: downsampled finite points plus where it was NaN/Inf."""
+
+    name: str
+    steps: np.ndarray
+    values: np.ndarray
+    bad_steps: np.ndarray
+    total_points: int
+
+    def as_lists(self) -> dict:
+        return {"steps": self.steps.tolist(), "values": [float(v) for v in self.values],
+                "bad_steps": self.bad_steps.tolist()}
+
+
+MAX_BAD_MARKERS = 200
+DELTA_ROW_LIMIT = 20_000  # more new rows than this and a poll asks for a full (downsampled) redraw
+LIVE_LAYER_QUANTITIES = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")  # what live charts extend
+
+
+def _thin(steps: np.ndarray, limit: int) -> np.ndarray:
+    if len(steps) <= limit:
+        return steps
+    return steps[np.unique(np.linspace(0, len(steps) - 1, limit).round().astype(np.int64))]
+
+
+def tensor_records(tensors: pd.DataFrame) -> list[dict]:
+    return [
+        {"name": str(r.name), "layer": str(r.layer), "param": str(r.param), "role": str(r.role),
+         "module_type": str(r.module_type), "shape": list(r.shape) if isinstance(r.shape, list) else [],
+         "numel": int(r.numel)}
+        for r in tensors.itertuples(index=False)
+    ]
+
+
+def layer_order(tensors: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(tensors["layer"])) if len(tensors) else []
+
+
+def _num(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def scalar_display(reader: RunReader, name: str, step_min: int | None, step_max: int | None, max_points: int,
+                   rank: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(shown steps, shown values, steps of NaN/Inf values, points in range) of one scalar.
+
+    Long series (schema 2) are drawn from their roll-up blocks: each block inside the range gives
+    its first, last, minimum and maximum points, so extremes are kept exactly and ~3,100 rows are
+    read instead of 200,000; the few raw records at the range's ragged ends are read directly.
+    A series whose steps go backwards, short series and version-1 runs read every record.
+    """
+    blocks = reader.scalar_blocks(name, rank, step_min, step_max)
+    # Blocks only where their minima and maxima alone fill the point budget: a shorter series
+    # drawn from blocks would show fewer points than reading every record gives.
+    if blocks is None or 2 * len(blocks["n"]) < max_points:
+        steps, values = reader.scalar_arrays(name, step_min, step_max, rank)
+        bad, _ = series.nonfinite_points(steps, values)
+        shown_steps, shown_values = series.downsample_extremes(steps, values, max_points)
+        return shown_steps, shown_values, bad, len(steps)
+    inner_lo, inner_hi = int(blocks["first_step"][0]), int(blocks["last_step"][-1])
+    in_blocks = int(blocks["n"].sum())
+    edges = []
+    for lo, hi in ((step_min, inner_lo - 1), (inner_hi + 1, step_max)):
+        if lo is None or hi is None or lo <= hi:
+            edges.append(reader.scalar_arrays(name, lo, hi, rank))
+    edge_total = sum(len(e[0]) for e in edges)
+    total = in_blocks + edge_total
+    shown_edges, edge_v_all = [], []
+    for e_steps, e_values in edges:  # ragged ends get their share of the point budget
+        budget = max(4, round(max_points * len(e_steps) / total))
+        e_shown = series.downsample_extremes(e_steps, e_values, budget)
+        shown_edges.append(e_shown)
+        edge_v_all.append(e_values)
+    edge_s = np.concatenate([e[0] for e in shown_edges]) if edges else np.zeros(0, np.int64)
+    edge_v = np.concatenate([e[1] for e in shown_edges]) if edges else np.zeros(0)
+    block_budget = max(4, max_points - len(edge_s))
+    shown_steps, shown_values = series.extremes_from_blocks(blocks, edge_s, edge_v, block_budget)
+    edge_raw = np.concatenate(edge_v_all) if edges else np.zeros(0)
+    bad = np.zeros(0, dtype=np.int64)
+    if blocks["bad"].sum() or not np.isfinite(edge_raw).all():
+        bad = reader.nonfinite_scalar_steps(name, step_min, step_max, rank)
+    return shown_steps, shown_values, bad, total
+
+
+class RunViews(RunList):
+    """RunList plus the per-run views the pages draw (and their live deltas)."""
+
+    # ---- per-run views ------------------------------------------------------------------------
+    def run_info(self, run_id: str) -> dict:
+        """Everything about a run that is not a time series: meta, status, tensors, extent, cursors."""
+        path = self.run_dir(run_id)
+        with self.open(run_id) as reader, reader.snapshot():
+            meta = dict(reader.meta)
+            status = reader.status()
+            tensors = reader.tensors()
+            first, last, logged_count = reader.extent()
+            names = reader.scalar_names()
+            last_step = reader.last_step_any(names)
+            epoch_steps, epoch_values = reader.scalar_arrays("epoch")
+            cursors = reader.cursors()
+            stride = reader.first_logged_steps(2)
+        param_layers = list(dict.fromkeys(tensors.loc[tensors["role"] == "param", "layer"])) if len(tensors) else []
+        watch = meta.get("watch") if isinstance(meta.get("watch"), dict) else {}
+        return {
+            "run_id": run_id, "path": str(path), "meta": meta, "status": status,
+            "tensors": tensor_records(tensors), "layers": layer_order(tensors), "param_layers": param_layers,
+            "first_step": first, "last_logged_step": last, "logged_count": logged_count, "last_step": last_step,
+            "every": int(watch.get("every") or (max(1, stride[1] - stride[0]) if len(stride) == 2 else 1)),
+            "scalar_names": names,
+            "epochs": [(int(round(v)), int(s)) for s, v in zip(epoch_steps, epoch_values) if math.isfinite(v)],
+            "cursors": cursors,
+        }
+
+    def run_facts(self, run_id: str) -> dict:
+        """The run's derived facts (trainer.derived.run_summary: best/last validation loss and the
+        best epoch, test metrics, gradient gap), cached per database version."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            with self.open(run_id) as reader, reader.snapshot():
+                return derived.run_summary(reader)
+
+        return self._cached(("facts", run_id, run_identity(path)), compute)
+
+    def scalar_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
+                    max_points: int = 2000, groups: tuple[str, ...] | None = None) -> dict:
+        """Scalars (those whose chart group is in `groups`, all by default), downsampled to max_points
+        (extremes kept), and the scalars cursor."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            from .figures import scalar_group
+
+            with self.open(run_id) as reader, reader.snapshot():
+                cursor = reader.cursor("scalars")
+                out = {}
+                names = [n for n in reader.scalar_names() if groups is None or scalar_group(n) in groups]
+                for name in names:
+                    shown_steps, shown_values, bad, total = scalar_display(reader, name, step_min, step_max,
+                                                                          max_points)
+                    out[name] = ScalarSeries(name, shown_steps, shown_values, _thin(bad, MAX_BAD_MARKERS), total)
+            return {"series": out, "cursor": cursor}
+
+        key = ("scalars", run_id, run_identity(path), step_min, step_max, max_points, groups)
+        return self._cached(key, compute)
+
+    def scalar_delta(self, run_id: str, cursor: int) -> dict:
+        """Scalar records after `cursor` (columns seq, step, name, value): {"rows", "cursor", "reset"}.
+        The same cursor always returns the same rows (the log is append-only)."""
+        with self.open(run_id) as reader, reader.snapshot():
+            if reader.count_after("scalars", cursor) > DELTA_ROW_LIMIT:
+                return {"rows": None, "cursor": cursor, "reset": True}
+            df = reader.scalar_rows_after(int(cursor))
+        new_cursor = int(df["seq"].iloc[-1]) if len(df) else int(cursor)
+        return {"rows": df, "cursor": new_cursor, "reset": False}
+
+    def layer_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
+                   max_points: int = 300, must_include=()) -> dict:
+        """Per-layer tables of the charted quantities (LIVE_LAYER_QUANTITIES) at up to max_points logged steps, and the stats
+        cursor. Long runs are sampled evenly (flagged steps always included)."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            with self.open(run_id) as reader, reader.snapshot():
+                cursor = reader.cursor("stats")
+                order = layer_order(reader.tensors())
+                chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
+                stats = reader.layer_values_at_steps(chosen)
+            # Only what the per-layer charts draw (the same quantities the live poll extends).
+            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+            return {"tables": tables, "cursor": cursor, "sampled": len(chosen) < logged,
+                    "logged": logged, "shown": int(len(chosen)), "order": order}
+
+        key = ("layers", run_id, run_identity(path), step_min, step_max, max_points, tuple(must_include))
+        return self._cached(key, compute)
+
+    def layer_delta(self, run_id: str, cursor: int) -> dict:
+        """Per-layer tables of the statistics rows after `cursor` only."""
+        with self.open(run_id) as reader, reader.snapshot():
+            if reader.count_after("stats", cursor) > DELTA_ROW_LIMIT:
+                return {"tables": {}, "cursor": cursor, "reset": True}
+            stats, new_cursor = reader.layer_values_after(int(cursor))
+            order = layer_order(reader.tensors()) if len(stats) else []
+        tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
+        return {"tables": tables, "cursor": int(new_cursor), "reset": False}
+
+    def gradient_flow(self, run_id: str, step: int | None) -> dict:
+        """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
+        with self.open(run_id) as reader, reader.snapshot():
+            snapped = reader.last_logged_step() if step is None else reader.logged_step_at_or_before(step)
+            order = layer_order(reader.tensors())
+            stats = reader.stats_at_steps([snapped], kinds=("grad",)) if snapped is not None else None
+        if stats is None or len(stats) == 0:
+            return {"step": snapped, "layers": [], "grad_norm": [], "grad_max_abs": [], "nonfinite": [],
+                    "params": []}
+        norms = derived.layer_values_at(stats, "grad_norm", order)
+        biggest = derived.layer_values_at(stats, "grad_max_abs", order).reindex(norms.index)
+        bad = (stats["nan_count"].fillna(0) + stats["inf_count"].fillna(0)).groupby(stats["layer"]).sum()
+        params = [{"name": r.name, "layer": r.layer, "norm": _num(r.norm), "std": _num(r.std),
+                   "nan": int(r.nan_count or 0), "inf": int(r.inf_count or 0)}
+                  for r in stats.itertuples(index=False)]
+        return {"step": int(snapped), "layers": list(norms.index),
+                "grad_norm": [float(v) for v in norms.to_numpy()],
+                "grad_max_abs": [float(v) for v in biggest.to_numpy()],
+                "nonfinite": [int(bad.get(layer, 0)) for layer in norms.index], "params": params}
+
+    def histogram_view(self, run_id: str, tensor: str, kind: str, step_min: int | None = None,
+                       step_max: int | None = None, max_columns: int = 200) -> dict:
+        """Histogram counts of one tensor over time (step x bin), at up to max_columns steps."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            with self.open(run_id) as reader, reader.snapshot():
+                steps, counts, sampled = reader.sampled_hists(tensor, kind, step_min, step_max, max_columns)
+            return {"tensor": tensor, "kind": kind, "steps": steps, "counts": counts, "sampled": sampled}
+
+        key = ("hist", run_id, run_identity(path), tensor, kind, step_min, step_max, max_columns)
+        return self._cached(key, compute)
+
+    def histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int) -> dict:
+        with self.open(run_id) as reader:
+            steps, counts = reader.histograms(tensor, kind, step_min=int(after_step) + 1)
+        if len(steps) > 1:  # a later record for a step wins, as in the full view
+            last = np.r_[steps[1:] != steps[:-1], True]
+            steps, counts = steps[last], counts[last]
+        return {"steps": steps, "counts": counts, "reset": len(steps) > 200}
+
+    def weights_by_epoch(self, run_id: str) -> dict:
+        """The lesson's figure data: per-layer weight mean and std at the end of each epoch, with the
+        epoch's training and validation loss. Runs without an `epoch` scalar use sampled steps."""
+        path = self.run_dir(run_id)
+
+        def compute():
+            with self.open(run_id) as reader, reader.snapshot():
+                order = layer_order(reader.tensors())
+                epoch_steps, epoch_values = reader.scalar_arrays("epoch")
+                losses = {name: reader.scalar_arrays(name) for name in ("epoch_train_loss", "val_loss")}
+                has_logged = reader.last_logged_step() is not None
+                if len(epoch_steps) and has_logged:
+                    ok = np.isfinite(epoch_values)
+                    x = epoch_values[ok].round().astype(np.int64)
+                    wanted = epoch_steps[ok]
+                    snapped = np.array([reader.logged_step_at_or_before(int(s)) for s in wanted], dtype=np.int64)
+                    x_label = "epoch"
+                else:
+                    snapped, _ = reader.sample_logged_steps(None, None, 60)
+                    x, wanted = snapped, snapped
+                    x_label = "step"
+                stats = reader.stats_at_steps(snapped, kinds=("weight",)) if len(snapped) else None
+            mean = derived.layer_table(stats, "weight_mean", order) if stats is not None else pd.DataFrame()
+            std = derived.layer_table(stats, "weight_std", order) if stats is not None else pd.DataFrame()
+            to_x = dict(zip(snapped.tolist(), x.tolist()))
+            mean.index = [to_x.get(int(s), int(s)) for s in mean.index]
+            std.index = [to_x.get(int(s), int(s)) for s in std.index]
+            loss = {}
+            step_to_x = dict(zip(wanted.tolist(), x.tolist()))
+            for name, (steps, values) in losses.items():
+                pairs = [(step_to_x[int(s)], float(v)) for s, v in zip(steps, values) if int(s) in step_to_x]
+                loss[name] = pairs
+            return {"x_label": x_label, "mean": mean, "std": std, "loss": loss, "epochs": int(len(x))}
+
+        key = ("weights-by-epoch", run_id, run_identity(path))
+        return self._cached(key, compute)
+
+    def compare_runs(self, run_ids: list[str], step: int | None = None, max_points: int = 600) -> dict:
+        """Side-by-side data for several runs: curves, gradient flow at one common step, final metrics."""
+        runs, errors = [], {}
+        for run_id in run_ids:
+            try:
+                info = self.run_info(run_id)
+                scalars = self.scalar_view(run_id, max_points=max_points, groups=("loss", "accuracy"))
+                flags = self.flags(run_id, status=info["status"])
+            except RunLogError as exc:
+                errors[run_id] = str(exc)
+                continue
+            runs.append({"info": info, "scalars": scalars["series"], "flags": flags["flags"]})
+        common = [r["info"]["last_logged_step"] for r in runs if r["info"]["last_logged_step"] is not None]
+        target = min(common) if common else None
+        if step is not None and target is not None:
+            target = min(int(step), target)
+        flows = {}
+        for run in runs:
+            if target is not None and run["info"]["last_logged_step"] is not None:
+                flows[run["info"]["run_id"]] = self.gradient_flow(run["info"]["run_id"], target)
+        return {"runs": runs, "errors": errors, "step": target, "max_step": max(common) if common else None,
+                "common_step": min(common) if common else None, "flows": flows}

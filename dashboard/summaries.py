@@ -1,0 +1,172 @@
+"""The Runs list: one summary per run folder (status, what was trained, best/last validation, flags),
+computed within a time budget and cached per database version, and the one-line texts it shows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+from gradwatch.trainer import derived
+from gradwatch.trainer.runlog import RunLogError, RunReader, validate
+from gradwatch.trainer.runlog import schema as log_schema
+
+from .diagnosis import RunDiagnosis, severity_counts
+from .store import CACHE_EXPIRE_S, mtime, run_identity
+
+SUMMARY_VERSION = 4  # bump when the summary dict changes shape (old cache entries are ignored)
+
+
+def duration_s(meta: dict, status: str | None, now: float | None = None) -> float | None:
+    started = meta.get("started")
+    if not isinstance(started, (int, float)):
+        return None
+    end = meta.get("ended")
+    if not isinstance(end, (int, float)):
+        end = (now or time.time()) if status == "running" else meta.get("heartbeat")
+    if not isinstance(end, (int, float)):
+        return None
+    return max(0.0, float(end) - float(started))
+
+
+def capture_label(meta: dict) -> str:
+    """How often layer statistics were recorded: 'statistics every 10 steps', or under
+    every="auto" the cadence the time budget chose last ('... every 40 steps (auto, budget 2%)')."""
+    watch = meta.get("watch") if isinstance(meta.get("watch"), dict) else {}
+    every = watch.get("every")
+    if every == "auto":
+        chosen = meta.get("capture_every")
+        budget = watch.get("budget")
+        within = f"budget {budget:.0%}" if isinstance(budget, (int, float)) else "budget"
+        if isinstance(chosen, int) and not isinstance(chosen, bool):
+            return f"statistics every {chosen} steps (auto, {within})"
+        return f"statistics cadence auto ({within})"
+    if isinstance(every, int) and not isinstance(every, bool):
+        return "statistics every step" if every == 1 else f"statistics every {every} steps"
+    return ""
+
+
+def config_summary(config: dict) -> str:
+    """A one-line description of what was trained: model, size, activation and the regularisers on."""
+    if not isinstance(config, dict) or not config:
+        return ""
+    parts = []
+    model = config.get("model")
+    if model:
+        size = ""
+        if config.get("depth") is not None and config.get("width") is not None:
+            size = f" {config['depth']}x{config['width']}"
+        parts.append(f"{model}{size}")
+    if config.get("activation"):
+        parts.append(str(config["activation"]))
+    if config.get("optimizer"):
+        lr = config.get("lr")
+        parts.append(f"{config['optimizer']} lr={lr:g}" if isinstance(lr, (int, float)) else str(config["optimizer"]))
+    for key, label in (("dropout", "dropout"), ("l1", "L1"), ("l2", "L2"), ("weight_decay", "wd"),
+                       ("clip_norm", "clip")):
+        value = config.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            parts.append(f"{label}={value:g}")
+    for key, label in (("batchnorm", "batchnorm"), ("early_stopping", "early stop")):
+        if config.get(key) is True:
+            parts.append(label)
+    if isinstance(config.get("augment_copies"), int) and config["augment_copies"] > 0:
+        parts.append(f"augment x{config['augment_copies']}")
+    return ", ".join(parts)
+
+
+def dataset_label(dataset: Any) -> str:
+    if isinstance(dataset, dict):
+        name = dataset.get("name") or ""
+        rows = dataset.get("n_rows")
+        return f"{name} ({rows:,} rows)" if isinstance(rows, int) else str(name)
+    return "" if dataset is None else str(dataset)
+
+
+def pending_summary(run_id: str, path: Path) -> dict:
+    return {"run_id": run_id, "name": run_id, "status": None, "error": None, "dataset": "", "preset": "",
+            "config": "", "steps": None, "best_val_loss": None, "best_epoch": None, "last_val_loss": None,
+            "flags": {"critical": 0, "warning": 0, "info": 0}, "flag_rules": [], "started": mtime(path),
+            "duration": None, "job_id": None, "pending": True}
+
+
+class RunList(RunDiagnosis):
+    """RunDiagnosis plus the summaries of every run of the log directory."""
+
+    def summaries(self, budget_s: float = 0.6) -> tuple[list[dict], int]:
+        """One summary per run folder (newest first) and how many are still pending.
+
+        Cached summaries cost a stat() each; missing ones are computed until `budget_s` is spent,
+        the rest come back as pending placeholders that the next refresh fills in, so a first visit
+        to a directory of thousands of runs answers promptly.
+        """
+        deadline = time.monotonic() + budget_s
+        out, pending = [], 0
+        for run_id in self.run_ids():
+            path = self.logdir / run_id
+            ident = run_identity(path)
+            key = ("summary", SUMMARY_VERSION, run_id, ident)
+            summary = None
+            cache = self.cache
+            if cache is not None:
+                with contextlib.suppress(Exception):
+                    summary = cache.get(key)
+            if summary is None and time.monotonic() < deadline:
+                summary = self._compute_summary(run_id, path)
+                if cache is not None and summary.get("status") != "running" and not summary.get("flags_pending"):
+                    with contextlib.suppress(Exception):
+                        cache.set(key, summary, expire=CACHE_EXPIRE_S)
+            if summary is None:
+                pending += 1
+                summary = pending_summary(run_id, path)
+            out.append(summary)
+        out.sort(key=lambda s: s.get("started") or 0, reverse=True)
+        return out, pending
+
+    def _compute_summary(self, run_id: str, path: Path) -> dict:
+        base = {"run_id": run_id, "name": run_id, "status": None, "error": None, "dataset": "", "preset": "",
+                "config": "", "steps": None, "best_val_loss": None, "best_epoch": None, "last_val_loss": None,
+                "flags": {"critical": 0, "warning": 0, "info": 0}, "flag_rules": [], "started": None,
+                "duration": None, "job_id": None, "pending": False, "failure": None, "flags_pending": False}
+        problem = validate.entry_problem(path)
+        if problem:
+            return dict(base, error=problem, started=mtime(path))
+        if not log_schema.is_valid_run_id(run_id):
+            return dict(base, error="folder name is not a valid run id (export it with `gradwatch export "
+                                    "FOLDER -o report.html`, or rename it)", started=mtime(path))
+        try:
+            with RunReader(path) as reader:
+                meta = reader.meta
+                status = reader.status()
+                counts = reader.counts()
+                val_steps, val = reader.scalar_arrays("val_loss")
+                epochs = dict(zip(*reader.scalar_arrays("epoch")))
+                stored, _ = reader.flags()
+        except RunLogError as exc:
+            return dict(base, error=str(exc), started=mtime(path))
+        except Exception as exc:  # a run folder must never break the listing
+            return dict(base, error=f"unreadable run folder ({type(exc).__name__}: {exc})", started=mtime(path))
+        config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+        validation = derived.validation_summary(val_steps, val, epochs)
+        flags = self.flags(run_id, status=status, stored=stored, path=path, wait=False)
+        last_step = counts.get("last_step")
+        return dict(
+            base,
+            name=str(meta.get("name") or run_id),
+            status=status,
+            failure=meta.get("error") if status in ("failed", "stopped") else None,
+            dataset=dataset_label(meta.get("dataset")),
+            preset=str(config.get("preset") or ""),
+            config=config_summary(config),
+            steps=None if last_step is None else int(last_step) + 1,
+            best_val_loss=validation["best_val_loss"], best_epoch=validation["best_epoch"],
+            last_val_loss=validation["last_val_loss"],
+            flags=severity_counts(flags["flags"]),
+            flag_rules=sorted({f.get("rule", "") for f in flags["flags"]}),
+            started=meta.get("started"),
+            duration=duration_s(meta, status),
+            job_id=meta.get("job_id"),
+            flags_pending=flags["pending"],
+        )

@@ -1,0 +1,71 @@
+"""The README's examples for each training stack run as written, with the names they assume
+(model, loaders, args) defined beforehand, and produce a run folder with layer records."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import lightning
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
+
+from gradwatch import Run
+from gradwatch.trainer.capture.probe import StepNotSeenWarning
+from gradwatch.trainer.runlog import RunReader
+
+from .test_lightning import Classifier, loaders
+from .test_transformers import Tokens
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def example(name: str) -> str:
+    found = re.search(rf"<!-- example: {name} -->\s*```python\n(.*?)```", README.read_text(), re.S)
+    assert found, f"README has no example {name!r}"
+    return found.group(1)
+
+
+def only_run(logdir: Path) -> Path:
+    (folder,) = [p for p in logdir.iterdir() if not p.name.startswith(".")]
+    return folder
+
+
+def assert_recorded(folder: Path, integration: str | None) -> None:
+    with RunReader(folder) as reader:
+        assert reader.status() == "finished"
+        assert len(reader.logged_steps()) > 0
+        assert reader.meta.get("integration") == integration
+
+
+def test_lightning_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    train_loader, val_loader = loaders()
+    exec(example("lightning"), {"lightning": lightning, "model": Classifier(), "train_loader": train_loader,
+                                "val_loader": val_loader})
+    assert_recorded(only_run(tmp_path / "logs"), "lightning")
+
+
+def test_transformers_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=64, n_positions=16))
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), num_train_epochs=1, per_device_train_batch_size=4,
+                             save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True)
+    exec(example("transformers"), {"Trainer": Trainer, "model": model, "args": args, "train_data": Tokens()})
+    assert_recorded(only_run(tmp_path / "logs"), "transformers")
+
+
+def test_manual_update_example(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    loader = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(12)]
+    with Run(tmp_path, name="manual") as run, warnings.catch_warnings():
+        warnings.simplefilter("error", StepNotSeenWarning)  # run.step() marks every step
+        exec(example("manual"), {"run": run, "model": model, "loader": loader, "torch": torch, "lr": 0.1,
+                                 "loss_fn": nn.functional.mse_loss})
+    with RunReader(run.path) as reader:
+        assert reader.logged_steps().tolist() == [0, 10]

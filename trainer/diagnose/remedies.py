@@ -1,0 +1,160 @@
+"""Remedies checked against the run: none it already applies, none that does not fit its architecture
+or contradicts what else is wrong, most relevant first, each with the code change for the user's stack.
+
+The rules name remedies from their own evidence; `fit_remedies` then looks at the whole run once:
+- already applied: clipping when the run clips (config clip_norm & co., meta "grad_clip", a logged
+  grad_norm_clipped); an LSTM for a gated or attention network; weight decay / dropout when set;
+  ReLU when the hidden activation already is one;
+- does not fit: ReLU and batch norm for LSTMs/GRUs and transformers (their gates and residual,
+  layer-normalised paths are not what a sigmoid MLP lacks), batch norm for a plain RNN;
+- contradicted: "raise the learning rate" while the loss diverges, gradients explode or the
+  learning rate is flagged too high;
+- order: "lower the learning rate" first when the learning rate is also flagged too high, "raise"
+  first for underfitting when it is flagged too low.
+`remedy_code` gives each remedy's code change for a plain PyTorch loop, a Lightning Trainer or an HF
+Trainer (meta "integration": "lightning" / "transformers"; absent means a plain loop).
+"""
+
+from __future__ import annotations
+
+from .data import RunData
+from .flags import Flag
+
+INTEGRATIONS = ("torch", "lightning", "transformers")
+RELU_FAMILY = ("relu", "relu6", "leakyrelu", "leaky_relu", "elu", "gelu", "selu", "silu", "mish")
+DIVERGENCE_RULES = ("loss_divergence", "exploding_gradient", "nonfinite")
+ACTIVE = ("critical", "warning")
+
+# {remedy id: {integration: code}}; "torch" is the fallback for every stack.
+REMEDY_CODE: dict[str, dict[str, str]] = {
+    "clipping": {
+        "torch": "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # after loss.backward(), before optimizer.step()",
+        "lightning": "trainer = Trainer(gradient_clip_val=1.0)",
+        "transformers": "args = TrainingArguments(..., max_grad_norm=1.0)",
+    },
+    "lower-lr": {
+        "torch": "optimizer = torch.optim.{optimizer}(model.parameters(), lr={lower_lr})",
+        "lightning": "return torch.optim.{optimizer}(self.parameters(), lr={lower_lr})  # in configure_optimizers",
+        "transformers": "args = TrainingArguments(..., learning_rate={lower_lr})",
+    },
+    "higher-lr": {
+        "torch": "optimizer = torch.optim.{optimizer}(model.parameters(), lr={higher_lr})",
+        "lightning": "return torch.optim.{optimizer}(self.parameters(), lr={higher_lr})  # in configure_optimizers",
+        "transformers": "args = TrainingArguments(..., learning_rate={higher_lr})",
+    },
+    "init": {
+        "torch": ("for m in model.modules():\n    if isinstance(m, nn.Linear):\n"
+                  "        nn.init.{init_fn}(m.weight{init_arg}); nn.init.zeros_(m.bias)"),
+        "transformers": "config = GPT2Config(..., initializer_range=0.02)  # or your model's config",
+    },
+    "relu": {"torch": "nn.ReLU()  # in place of nn.Sigmoid() / nn.Tanh() in the hidden layers"},
+    "leaky-relu": {"torch": "nn.LeakyReLU(0.01)  # in place of nn.ReLU()"},
+    "batchnorm": {"torch": "nn.BatchNorm1d(width)  # after each hidden nn.Linear (nn.BatchNorm2d after a Conv2d)"},
+    "lstm": {"torch": "nn.LSTM(input_size, hidden_size, batch_first=True)  # in place of nn.RNN"},
+    "dropout": {
+        "torch": "nn.Dropout(p=0.3)  # between hidden layers",
+        "transformers": "config = AutoConfig.from_pretrained(..., hidden_dropout_prob=0.2)  # resid_pdrop for GPT-2",
+    },
+    "l2": {
+        "torch": "optimizer = torch.optim.AdamW(model.parameters(), lr={lr}, weight_decay=0.01)",
+        "lightning": "return torch.optim.AdamW(self.parameters(), lr={lr}, weight_decay=0.01)  # in configure_optimizers",
+        "transformers": "args = TrainingArguments(..., weight_decay=0.01)",
+    },
+    "l1": {"torch": "loss = loss + 1e-5 * sum(p.abs().sum() for p in model.parameters())"},
+    "early-stopping": {
+        "torch": ("if val_loss < best_val_loss:\n    best_val_loss = val_loss\n"
+                  "    torch.save(model.state_dict(), \"best.pt\")"),
+        "lightning": "trainer = Trainer(callbacks=[EarlyStopping(monitor=\"val_loss\", patience=3)])",
+        "transformers": ("trainer = Trainer(..., callbacks=[EarlyStoppingCallback(early_stopping_patience=3)])"
+                         "  # with TrainingArguments(load_best_model_at_end=True)"),
+    },
+}
+
+
+def integration_of(data: RunData) -> str:
+    value = str(data.meta.get("integration") or "").lower()
+    return value if value in INTEGRATIONS else "torch"
+
+
+def remedy_code(remedy_id: str, data: RunData) -> str:
+    """The code change for `remedy_id` in this run's stack ("" where no single change fits)."""
+    options = REMEDY_CODE.get(remedy_id)
+    if not options:
+        return ""
+    template = options.get(integration_of(data), options["torch"])
+    recorded = data.lr_series()
+    # The lr the user wrote is the peak of any schedule (warmup rises to it, decay falls from it).
+    lr = _number(recorded.max() if len(recorded) else data.config_value("lr", "learning_rate"))
+    activation = data.activation_name() or ""
+    saturating = activation in ("sigmoid", "tanh")
+    values = {
+        "optimizer": _optimizer_class(data),
+        "lr": _lr_text(lr if lr is not None else 1e-3),
+        "lower_lr": _lr_text(lr / 3) if lr else "1e-4",
+        "higher_lr": _lr_text(lr * 3) if lr else "3e-3",
+        "init_fn": "xavier_uniform_" if saturating else "kaiming_normal_",
+        "init_arg": f", gain=nn.init.calculate_gain(\"{activation}\")" if saturating else ", nonlinearity=\"relu\"",
+    }
+    return template.format(**values)
+
+
+def fit_remedies(flags: list[Flag], data: RunData) -> list[Flag]:
+    """Drop remedies the run applies or that do not fit it, reorder by the other findings, and
+    attach each remaining remedy's code change. Changes the flags in place and returns them."""
+    active = [f for f in flags if f.severity in ACTIVE]
+    diverging = any(f.rule in DIVERGENCE_RULES for f in active)
+    lr_high = any(f.rule == "learning_rate" and f.evidence.get("direction") == 1 for f in active)
+    lr_low = any(f.rule == "learning_rate" and f.evidence.get("direction") == -1 for f in active)
+    unfit = _unfit(data)
+    if diverging or lr_high:
+        unfit.add("higher-lr")
+    for flag in flags:
+        ids = [r for r in flag.remedy_ids if r not in unfit]
+        if lr_high and "lower-lr" in ids and flag.rule != "learning_rate":
+            ids.remove("lower-lr")
+            ids.insert(0, "lower-lr")
+        if lr_low and flag.rule == "underfitting" and "higher-lr" in ids:
+            ids.remove("higher-lr")
+            ids.insert(0, "higher-lr")
+        flag.remedy_ids = ids
+        flag.remedy_code = [remedy_code(r, data) for r in ids]
+    return flags
+
+
+def _unfit(data: RunData) -> set[str]:
+    """Remedy ids this run already applies or that do not fit its architecture."""
+    unfit: set[str] = set()
+    if data.clips_gradients():
+        unfit.add("clipping")
+    architecture = data.architecture
+    if architecture in ("gated-rnn", "transformer"):
+        unfit |= {"relu", "batchnorm", "lstm", "leaky-relu"}
+    elif architecture == "rnn":
+        unfit.add("batchnorm")
+    else:
+        unfit.add("lstm")
+    if any(t.startswith("BatchNorm") for t in data.module_types.values()):
+        unfit.add("batchnorm")
+    activation = data.activation_name() or ""
+    if activation.replace("_", "") in RELU_FAMILY and architecture in ("mlp", "cnn"):
+        unfit.add("relu")
+    if (_number(data.config_value("weight_decay", "l2")) or 0) > 0:
+        unfit.add("l2")
+    return unfit
+
+
+def _optimizer_class(data: RunData) -> str:
+    name = str(data.config_value("optimizer", "optim", default="") or "").lower()
+    return {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop", "adagrad": "Adagrad"}.get(name, "SGD")
+
+
+def _number(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _lr_text(value: float) -> str:
+    return f"{value:.3g}"
