@@ -2,7 +2,8 @@
 
 Needs a CUDA GPU (CI has none; run it where one is lent):
 
-    python bench/gpu_check.py
+    python bench/gpu_check.py                                  # on CUDA
+    python bench/gpu_check.py --device cpu --rounds 1 --models text,resnet   # CPU smoke run
 
 Checks, on the GPU:
 1. recorded gradient/weight norms, min, max, mean equal a float64 host reference of the same
@@ -28,8 +29,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from overhead import MODELS  # noqa: E402
-
+from gradwatch.bench_models import MODELS, loss_of  # noqa: E402
 from gradwatch.trainer import Run  # noqa: E402
 from gradwatch.trainer.runlog import RunReader  # noqa: E402
 
@@ -95,63 +95,92 @@ def amp_check(tmp: str) -> dict:
     return {"amp_rows": int(len(stats)), "amp_max_rel_err": worst}
 
 
-def overhead(tmp: str, rounds: int = 9) -> dict:
-    device = torch.device("cuda")
+# Steps per round per model; the GPT-2-style model is also measured every 100th step.
+OVERHEAD_STEPS = {"text": 50, "deep": 50, "resnet": 50, "gpt2": 20}
+
+
+def overhead(tmp: str, device: torch.device, rounds: int = 9, models=tuple(OVERHEAD_STEPS), scale: float = 1.0) -> dict:
+    """Ratios to no logging, interleaved in rounds (wall time, synchronised on CUDA), every step and
+    every 10th (and 100th for gpt2). `scale` shortens the rounds (CPU smoke runs)."""
     results = {}
-    for key, steps in (("text", 50), ("deep", 50)):
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for key in models:
+        steps = max(2, int(OVERHEAD_STEPS[key] * scale))
         builder, batch = MODELS[key]
         variants = []
-        for every in (None, 1, 10):
+        for every in (None, 1, 10, 100) if key == "gpt2" else (None, 1, 10):
             torch.manual_seed(0)
             model = builder().to(device)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            x, y = (t.to(device) for t in batch(torch.Generator().manual_seed(1)))
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            data = tuple(t.to(device) for t in batch(torch.Generator().manual_seed(1)))
             run = None
             if every is not None:
                 run = Run(logdir=tmp, name=f"gpu-{key}-{every}")
                 run.watch(model, every=every)
-            variants.append((every, model, opt, x, y, run))
+            variants.append((every, model, opt, data, run))
 
         def train(v, steps=steps):
-            every, model, opt, x, y, run = v
-            torch.cuda.synchronize()
+            every, model, opt, data, run = v
+            sync()
             start = time.perf_counter()
             for i in range(steps):
                 opt.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(model(x), y)
+                loss = loss_of(model, data)
                 loss.backward()
                 opt.step()
                 value = loss.item()  # a typical loop reads the loss each step (baseline too)
                 if run is not None:
                     run.log(i, train_loss=value)
-            torch.cuda.synchronize()
+            if run is not None:
+                run.flush()
+            sync()
             return time.perf_counter() - start
 
         for v in variants:
             train(v)
-        ratios = {1: [], 10: []}
+        ratios = {v[0]: [] for v in variants[1:]}
+        totals = {v[0]: [0.0, 0.0] for v in variants[1:]}
         for _ in range(rounds):
             base = train(variants[0])
             for v in variants[1:]:
-                ratios[v[0]].append(train(v) / base)
+                t = train(v)
+                ratios[v[0]].append(t / base)
+                totals[v[0]][0] += t
+                totals[v[0]][1] += base
         results[f"gpu_{key}_baseline_ms_per_step"] = round(base / steps * 1e3, 3)
         for every, values in ratios.items():
             results[f"gpu_{key}_every{every}"] = round(statistics.median(values), 3)
+            results[f"gpu_{key}_every{every}_total"] = round(totals[every][0] / totals[every][1], 3)
         for v in variants:
-            if v[5] is not None:
-                v[5].finish()
+            if v[4] is not None:
+                v[4].finish()
     return results
 
 
 def main() -> None:
-    if not torch.cuda.is_available():
-        print("gpu_check: no CUDA device here; nothing to check", file=sys.stderr)
-        sys.exit(2)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu: a CPU smoke run of the overhead part")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--models", default=",".join(OVERHEAD_STEPS))
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
     tmp = tempfile.mkdtemp(prefix="gw-gpu-")
-    out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
-    out.update(reference_check(tmp))
-    out.update(amp_check(tmp))
-    out.update(overhead(tmp))
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            print("gpu_check: no CUDA device here; nothing to check (--device cpu runs the overhead part)",
+                  file=sys.stderr)
+            sys.exit(2)
+        out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+        out.update(reference_check(tmp))
+        out.update(amp_check(tmp))
+        out.update(overhead(tmp, device, args.rounds, models))
+    else:
+        # The reference and AMP checks are about CUDA (device copies, GradScaler): skipped here.
+        out = {"device": "cpu", "torch": torch.__version__, "skipped": ["reference_check", "amp_check"]}
+        out.update(overhead(tmp, device, args.rounds, models, scale=0.1))
     print(json.dumps(out))
 
 

@@ -4,7 +4,13 @@ All variants train their own copy of the same model in one process, interleaved 
 each variant's time is divided by the baseline's time from the same round, and the median of those
 ratios is reported (the machine is noisy; interleaving cancels drift). Ends with one JSON line.
 
-    python bench/overhead.py [--rounds 15] [--skip-anchors]
+    python bench/overhead.py [--rounds 15] [--skip-anchors] [--models text,deep,resnet,gpt2]
+
+Times are process CPU time (time.process_time(): it counts the writer thread too and is far less
+disturbed than wall time by other processes on a shared machine), wall time beside it. Ratios:
+the median over rounds (rounds hold whole every-10 periods) and, for every 100th step and "auto"
+whose periods are longer than a round, the ratio of totals over all rounds. It also prints the ops
+capture dispatches per logged step and per unlogged step (gradwatch.bench_models.capture_extra_ops).
 """
 
 from __future__ import annotations
@@ -20,42 +26,19 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gradwatch import bench_models  # noqa: E402
 from gradwatch.trainer import Run  # noqa: E402
 from gradwatch.trainer.runlog import schema  # noqa: E402
 
-
-class TextModel(nn.Module):
-    """Model (a): Embedding(20000, 64) + mean pooling + 5 Linear(256) sigmoid layers + 3 classes."""
-
-    def __init__(self):
-        super().__init__()
-        self.embedding = nn.Embedding(20000, 64)
-        layers, width = [], 64
-        for _ in range(5):
-            layers += [nn.Linear(width, 256), nn.Sigmoid()]
-            width = 256
-        self.mlp = nn.Sequential(*layers, nn.Linear(256, 3))
-
-    def forward(self, tokens):
-        return self.mlp(self.embedding(tokens).mean(dim=1))
-
-
-def deep_model():
-    """Model (b): 20 Linear(512) ReLU layers."""
-    layers = []
-    for _ in range(20):
-        layers += [nn.Linear(512, 512), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(512, 10))
-
-
-MODELS = {
-    "text": (TextModel, lambda g: (torch.randint(0, 20000, (64, 32), generator=g), torch.randint(0, 3, (64,), generator=g))),
-    "deep": (deep_model, lambda g: (torch.randn(128, 512, generator=g), torch.randint(0, 10, (128,), generator=g))),
-}
+TextModel = bench_models.TextModel
+MODELS = bench_models.MODELS
+# Steps per round (multiples of 10: every-10 rounds hold whole periods) and whether the TensorBoard
+# and wandb anchors run on the model (their full-model histograms of GPT-2 would take minutes).
+ROUND_STEPS = {"text": 40, "deep": 10, "resnet": 20, "gpt2": 10}
+ANCHORED = {"text", "deep", "resnet"}
 
 
 class Variant:
@@ -66,14 +49,15 @@ class Variant:
         torch.manual_seed(0)
         self.name = name
         self.model = builder()
-        self.opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(self.model.parameters(), lr=1e-3)
+        self.opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(self.model.parameters(), lr=1e-4)
         g = torch.Generator().manual_seed(1)
-        self.x, self.y = batch(g)
+        self.batch = batch(g)
         self.kind, self.every, self.step = kind, every, 0
         self.run = self.tb = None
         if kind == "gradwatch":
             self.run = Run(logdir=tmp, name=name)
             self.run.watch(self.model, every=every)
+            self.probe = self.run.probe
         elif kind == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -84,11 +68,12 @@ class Variant:
             wandb.watch(self.model, log="all", log_freq=every, idx=hash(name) % 10_000)
             self.wandb_run = wandb_run
 
-    def train(self, steps: int) -> float:
-        start = time.perf_counter()
+    def train(self, steps: int) -> tuple[float, float]:
+        """(process CPU seconds, wall seconds) of `steps` training steps and their logging."""
+        start, start_wall = time.process_time(), time.perf_counter()
         for _ in range(steps):
             self.opt.zero_grad(set_to_none=True)
-            loss = nn.functional.cross_entropy(self.model(self.x), self.y)
+            loss = bench_models.loss_of(self.model, self.batch)
             loss.backward()
             self.opt.step()
             if self.kind == "gradwatch":
@@ -116,7 +101,7 @@ class Variant:
             self.run.flush()
         if self.tb is not None:
             self.tb.flush()
-        return time.perf_counter() - start
+        return time.process_time() - start, time.perf_counter() - start_wall
 
     def close(self):
         if self.run is not None:
@@ -131,13 +116,13 @@ def bytes_per_record(tmp: str) -> float:
     model = TextModel()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(1)
-    x, y = MODELS["text"][1](g)
+    batch = MODELS["text"][1](g)
     steps = 200
     with Run(logdir=logdir, name="size") as run:
         run.watch(model, every=1)
         for _ in range(steps):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(x), y).backward()
+            bench_models.loss_of(model, batch).backward()
             opt.step()
         run_dir = run.path
     import sqlite3
@@ -162,7 +147,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
     parser.add_argument("--skip-anchors", action="store_true", help="only gradwatch vs baseline")
-    parser.add_argument("--models", default="text,deep", help="comma-separated: text (model a), deep (model b)")
+    parser.add_argument("--models", default="text,deep,resnet,gpt2",
+                        help="comma-separated: text (model a), deep (model b), resnet, gpt2 (GPT-2-style, 148 tensors)")
+    parser.add_argument("--gpt2-rounds", type=int, default=2, help="rounds for the GPT-2-style model (slow on CPU)")
+    parser.add_argument("--skip-counts", action="store_true", help="do not count dispatched ops")
     parser.add_argument("--anchors", default="naive,tensorboard,wandb", help="comma-separated anchors to compare")
     args = parser.parse_args()
     anchors = set() if args.skip_anchors else {a.strip() for a in args.anchors.split(",") if a.strip()}
@@ -184,35 +172,53 @@ def main() -> None:
     results = {}
     try:
         models = [m.strip() for m in args.models.split(",") if m.strip()]
-        for model_key, steps in (("text", 40), ("deep", 10)):  # multiples of 10: every-10 rounds hold whole periods
-            if model_key not in models:
-                continue
+        for model_key in models:
+            steps = ROUND_STEPS[model_key]
+            rounds = args.gpt2_rounds if model_key == "gpt2" else args.rounds
+            cadences = (10, 100, "auto") if model_key == "gpt2" else (1, 10, 100, "auto")
             variants = [Variant("baseline", model_key, args.optimizer, tmp)]
-            for every in (1, 10):
+            for every in cadences:
                 variants.append(Variant(f"{model_key}_every{every}", model_key, args.optimizer, tmp, every, "gradwatch"))
-            for every in (1, 10):
-                if "naive" in anchors:
-                    variants.append(Variant(f"naive_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "naive"))
-                if "tensorboard" in anchors:
-                    variants.append(Variant(f"tb_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "tensorboard"))
-                if "wandb" in anchors:
-                    variants.append(Variant(f"wandb_{model_key}_every{every}", model_key, args.optimizer, tmp, every, "wandb", wandb_run))
+            for every in (1, 10) if model_key in ANCHORED else ():
+                for anchor in ("naive", "tensorboard", "wandb"):
+                    if anchor in anchors:
+                        variants.append(Variant(f"{anchor}_{model_key}_every{every}", model_key, args.optimizer, tmp,
+                                                every, anchor, wandb_run))
             for v in variants:
-                v.train(5)  # warm-up: allocator, first-call costs, histogram index caches
+                v.train(2 if model_key == "gpt2" else 5)  # warm-up: allocator, first-call costs, layouts
             ratios = {v.name: [] for v in variants[1:]}
-            for _ in range(args.rounds):
+            totals = {v.name: [0.0, 0.0, 0.0, 0.0] for v in variants[1:]}  # cpu, base cpu, wall, base wall
+            for _ in range(rounds):
                 base = variants[0].train(steps)
-                for v in variants[1:]:
-                    ratios[v.name].append(v.train(steps) / base)
+                times = {v.name: v.train(steps) for v in variants[1:]}
                 base_after = variants[0].train(steps)
                 # Average the baseline before and after to cancel drift within the round.
-                for v in variants[1:]:
-                    ratios[v.name][-1] *= base / ((base + base_after) / 2)
-            for name, values in ratios.items():
-                results[name] = round(statistics.median(values), 3)
-                print(f"{name:24s} median ratio {results[name]:.3f}  (min {min(values):.3f}, max {max(values):.3f})")
+                base_cpu, base_wall = (base[0] + base_after[0]) / 2, (base[1] + base_after[1]) / 2
+                for name, (cpu, wall) in times.items():
+                    ratios[name].append(cpu / base_cpu)
+                    t = totals[name]
+                    t[0], t[1], t[2], t[3] = t[0] + cpu, t[1] + base_cpu, t[2] + wall, t[3] + base_wall
+            base_step = variants[0].train(steps)[0] / steps
+            print(f"{model_key}: baseline step {base_step * 1e3:.1f} ms CPU, {rounds} rounds of {steps} steps")
+            for v in variants[1:]:
+                values, t = ratios[v.name], totals[v.name]
+                results[v.name] = {"median": round(statistics.median(values), 3), "total": round(t[0] / t[1], 3),
+                                   "wall_total": round(t[2] / t[3], 3)}
+                extra = f", every -> {v.probe.every}" if v.kind == "gradwatch" and v.every == "auto" else ""
+                print(f"  {v.name:26s} CPU ratio median {results[v.name]['median']:.3f} "
+                      f"(min {min(values):.3f}, max {max(values):.3f}), total {results[v.name]['total']:.3f}; "
+                      f"wall total {results[v.name]['wall_total']:.3f}{extra}")
+                if v.kind == "gradwatch" and v.every == "auto":
+                    results[v.name]["chosen_every"] = v.probe.every
             for v in variants:
                 v.close()
+            if not args.skip_counts:
+                counts = bench_models.capture_extra_ops("gpt2-narrow" if model_key == "gpt2" else model_key,
+                                                        os.path.join(tmp, f"counts-{model_key}"))
+                results[f"{model_key}_ops"] = {k: counts[k] for k in ("logged", "unlogged", "tensors")}
+                print(f"  dispatched ops: logged step +{counts['logged']:.0f} "
+                      f"({counts['logged'] / counts['tensors']:.2f} per tensor, {counts['tensors']} tensors), "
+                      f"unlogged step +{counts['unlogged']:.0f}")
         results.update(bytes_per_record(tmp))
     finally:
         if wandb_run is not None:

@@ -17,10 +17,10 @@ from gradwatch.trainer.runlog import RunLogError
 from .diagnosis import merge_flags, severity_counts
 from .run_data import LIVE_LAYER_QUANTITIES, RunViews, ScalarSeries, scalar_display, tensor_records
 from .store import RunNotFound, run_identity
-from .summaries import config_summary, dataset_label, duration_s
+from .summaries import capture_label, config_summary, dataset_label, duration_s
 
 __all__ = [
-    "LIVE_LAYER_QUANTITIES", "RunLogError", "RunNotFound", "RunStore", "ScalarSeries", "config_summary", "dataset_label",
+    "LIVE_LAYER_QUANTITIES", "RunLogError", "RunNotFound", "RunStore", "ScalarSeries", "capture_label", "config_summary", "dataset_label",
     "duration_s", "merge_flags", "run_identity", "scalar_display", "severity_counts", "tensor_records",
 ]
 

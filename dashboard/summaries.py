@@ -31,6 +31,23 @@ def duration_s(meta: dict, status: str | None, now: float | None = None) -> floa
     return max(0.0, float(end) - float(started))
 
 
+def capture_label(meta: dict) -> str:
+    """How often layer statistics were recorded: 'statistics every 10 steps', or under
+    every="auto" the cadence the time budget chose last ('... every 40 steps (auto, budget 2%)')."""
+    watch = meta.get("watch") if isinstance(meta.get("watch"), dict) else {}
+    every = watch.get("every")
+    if every == "auto":
+        chosen = meta.get("capture_every")
+        budget = watch.get("budget")
+        within = f"budget {budget:.0%}" if isinstance(budget, (int, float)) else "budget"
+        if isinstance(chosen, int) and not isinstance(chosen, bool):
+            return f"statistics every {chosen} steps (auto, {within})"
+        return f"statistics cadence auto ({within})"
+    if isinstance(every, int) and not isinstance(every, bool):
+        return "statistics every step" if every == 1 else f"statistics every {every} steps"
+    return ""
+
+
 def config_summary(config: dict) -> str:
     """A one-line description of what was trained: model, size, activation and the regularisers on."""
     if not isinstance(config, dict) or not config:

@@ -202,14 +202,20 @@ class Run:
     def watch(
         self,
         model,
-        every: int = 10,
+        every: int | str = 10,
         *,
+        budget: float | None = None,
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
         step_offset: int = 0,
     ):
         """Hook every layer of `model`; record statistics every `every` optimizer steps.
+
+        every="auto" chooses the cadence from measured cost: capture takes at most `budget`
+        (default 0.02) of training time; the cadence is re-checked as the run goes and written
+        as the `capture_every` scalar. Every step, whatever the cadence, records the sentinels
+        (total gradient norm, non-finite gradient count).
 
         `step_offset` numbers the recorded steps as a framework does (HF Trainer: 1 for the first
         optimizer step); integrations set it, a plain loop leaves it at 0.
@@ -222,8 +228,14 @@ class Run:
 
         if not isinstance(model, nn.Module):
             raise RunSetupError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise RunSetupError(f"every must be an integer >= 1 (log every N optimizer steps), got {every!r}")
+        if every != "auto" and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise RunSetupError(
+                f'every must be an integer >= 1 (log every N optimizer steps) or "auto", got {every!r}')
+        if budget is not None:
+            if every != "auto":
+                raise RunSetupError(f'budget applies to every="auto" only (got every={every!r})')
+            if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < 1:
+                raise RunSetupError(f"budget must be a fraction of training time in (0, 1), e.g. 0.02; got {budget!r}")
         if self._probe is not None:
             raise RunSetupError("this run already watches a model; use one Run per model")
         from .capture import sharded
@@ -233,14 +245,16 @@ class Run:
         from .capture.probe import Probe
 
         self._probe = Probe(
-            model, self._writer, every=every, histograms=histograms, activations=activations and self.rank == 0,
-            update_ratio=update_ratio, step_offset=step_offset,
+            model, self._writer, every=every, budget=budget, histograms=histograms,
+            activations=activations and self.rank == 0, update_ratio=update_ratio, step_offset=step_offset,
         )
         if self.rank != 0:
             return self._probe
+        watch = {"every": every, "histograms": histograms, "activations": activations, "update_ratio": update_ratio}
+        if every == "auto":
+            watch["budget"] = 0.02 if budget is None else float(budget)
         self._writer.set_meta(
-            watch={"every": every, "histograms": histograms, "activations": activations,
-                   "update_ratio": update_ratio},
+            watch=watch,
             model_summary=_model_summary(model),
         )
         return self._probe

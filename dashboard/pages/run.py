@@ -10,7 +10,7 @@ from dash import ALL, ClientsideFunction, Input, Output, Patch, State, dcc, html
 
 from .. import components, figures, ids
 from ..context import AppContext
-from ..data import RunLogError, config_summary, dataset_label, duration_s
+from ..data import RunLogError, capture_label, config_summary, dataset_label, duration_s
 from ..layer_groups import should_collapse
 from ..views import run as logic
 from ..views.run_charts import CHARTS, LIVE_CHARTS, ChartArgs, render
@@ -88,7 +88,7 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
                                        "step": sel_step, "rows": sel_rows}, notes, shape)
     drawn = {chart.id: render(chart, ctx.store, args) for chart in CHARTS if chart.first_paint}
     header_bits = [b for b in (dataset_label(meta.get("dataset")), f"preset {config['preset']}" if config.get("preset")
-                               else "", config_summary(config)) if b]
+                               else "", config_summary(config), capture_label(meta)) if b]
     return html.Div(className="page", children=[
         # state
         dcc.Store(id=ids.RUN_ID, data=info["run_id"]),

@@ -14,7 +14,7 @@ from torch import nn
 
 from gradwatch.testing import stat_row
 from gradwatch.trainer.run import Run, RunSetupError
-from gradwatch.trainer.runlog import RunReader, list_runs, resolve_run_dir
+from gradwatch.trainer.runlog import RunReader, list_runs, resolve_run_dir, schema
 from gradwatch.trainer.runlog import writer as writer_mod
 from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 from gradwatch.trainer.runlog.writer import LayerRecord, RunWriter
@@ -287,7 +287,8 @@ def test_slow_disk_drops_histograms_keeps_scalars_and_never_blocks_training(tmp_
         stats, _ = reader.layer_stats(kinds=("grad", "weight"))
         kept = {name: reader.histograms(name, "grad")[0].tolist() for name in ("0.weight", "2.bias")}
         assert reader.meta["dropped_records"] == 0
-    assert scalars["step"].tolist() == list(range(n_steps))
+    assert scalars[scalars["name"] == "train_loss"]["step"].tolist() == list(range(n_steps))
+    assert scalars[scalars["name"] == schema.SENTINEL_GRAD_NORM]["step"].tolist() == list(range(n_steps))
     assert steps["step"].tolist() == list(range(n_steps))  # statistics of every step kept
     assert dropped > 0
     assert len(stats) == n_steps * 8 and stats["norm"].notna().all()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gradwatch.trainer.runlog import RunReader, list_runs
+from gradwatch.trainer.runlog import RunReader, list_runs, schema
 from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "ddp_worker.py"
@@ -96,9 +96,11 @@ def test_ddp_scalars_come_from_both_ranks(ddp_run):
         mine = every[every["rank"] == rank]
         assert sorted(mine[mine["name"] == "train_loss"]["step"]) == list(range(STEPS))
         assert set(mine[mine["name"] == "rank_id"]["value"]) == {float(rank)}
-    assert set(rank0["rank"]) == {0} and len(rank0) == 2 * STEPS
-    # two scalars per rank per step, and rank 0's optimizer lr (every=1): seq has no gaps
-    assert every["seq"].tolist() == list(range(1, 5 * STEPS + 1))
+    sentinels = rank0["name"].isin([schema.SENTINEL_GRAD_NORM, schema.SENTINEL_NONFINITE])
+    assert set(rank0["rank"]) == {0} and len(rank0[~sentinels]) == 2 * STEPS
+    assert sorted(rank0[rank0["name"] == schema.SENTINEL_GRAD_NORM]["step"]) == list(range(STEPS))  # rank 0's probe
+    # two scalars per rank per step, rank 0's two sentinels and optimizer lr (every=1): seq has no gaps
+    assert every["seq"].tolist() == list(range(1, 7 * STEPS + 1))
 
 
 def test_ddp_rank_1_closing_last_keeps_rank_0_histogram_drop_count(ddp_run):

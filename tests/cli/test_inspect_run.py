@@ -15,7 +15,7 @@ from torch import nn
 
 from gradwatch.trainer.inspect_run import format_summary, summarize_run
 from gradwatch.trainer.run import Run
-from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
+from gradwatch.trainer.runlog.schema import OPTIMIZER_LR, SENTINEL_GRAD_NORM, SENTINEL_NONFINITE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,8 +77,8 @@ def test_summary_status_and_step_counts(finished_run):
 def test_summary_scalars_match_logged_values(finished_run):
     run, _ = finished_run
     scalars = summarize_run(run.path)["scalars"]
-    # the user's scalars, and the optimizer's lr that the capture records itself
-    assert set(scalars) == {"train_loss", "lr", "val_loss", OPTIMIZER_LR}
+    # the user's scalars, and the optimizer's lr and the every-step sentinels the capture records
+    assert set(scalars) == {"train_loss", "lr", "val_loss", OPTIMIZER_LR, SENTINEL_GRAD_NORM, SENTINEL_NONFINITE}
     loss = scalars["train_loss"]
     assert loss["count"] == len(LOSSES)
     assert loss["first"] == 2.0 and loss["last"] == 0.6

@@ -101,13 +101,15 @@ def test_reader_polling_a_run_training_in_another_thread_sees_every_record_once_
     poller.close()
     assert not errors, errors
     per_record = 4 * 2 + 1  # 4 parameter tensors x (grad, weight) + 1 activation (Tanh)
-    # two logged scalars per step, and the optimizer's lr the capture records at each logged step
-    assert_exactly_once_in_order(poller.scalars, 3 * n_steps)
+    # two logged scalars per step, the optimizer's lr the capture records at each logged step and
+    # the capture's two every-step sentinels
+    assert_exactly_once_in_order(poller.scalars, 5 * n_steps)
     assert_exactly_once_in_order(poller.steps, n_steps)
     assert_exactly_once_in_order(poller.stats, per_record * n_steps)
     assert [r["step"] for r in poller.steps] == list(range(n_steps))
     assert sorted((r["step"], r["name"]) for r in poller.scalars) == sorted(
-        (s, n) for s in range(n_steps) for n in ("check", "train_loss", OPTIMIZER_LR))
+        (s, n) for s in range(n_steps)
+        for n in ("check", "train_loss", OPTIMIZER_LR, schema.SENTINEL_GRAD_NORM, schema.SENTINEL_NONFINITE))
     assert all(r["value"] == 2 * r["step"] + 1 for r in poller.scalars if r["name"] == "check")
     assert poller.batches_with_news >= 3, "the reader never saw the run while it was being written"
     assert all(size == per_record for batch in sizes for size in batch.values())
@@ -283,7 +285,9 @@ def test_good_run_reads_fully_beside_bad_ones(messy_logdir):
         assert reader.steps()[0]["step"].tolist() == list(range(30))
         scalars = reader.scalars()[0]
         # the logged loss, and the optimizer's lr the capture records at each logged step
-        assert len(scalars[scalars["name"] != OPTIMIZER_LR]) == 30 and (scalars["name"] == OPTIMIZER_LR).sum() == 30
+        counts = scalars["name"].value_counts().to_dict()  # train_loss, the lr and two sentinels per step
+        assert counts == {n: 30 for n in ("train_loss", OPTIMIZER_LR, schema.SENTINEL_GRAD_NORM,
+                                          schema.SENTINEL_NONFINITE)}
         assert len(reader.layer_stats()[0]) == 30 * (4 * 2 + 1)
 
 

@@ -173,7 +173,7 @@ OUTPUT_SAVING_TYPES = frozenset({"ReLU", "Sigmoid", "Tanh"})
 
 
 def deferrable(acc: ActivationAccumulator, y) -> bool:
-    return (isinstance(y, torch.Tensor) and y.device.type == "cpu" and y.requires_grad
+    return (isinstance(y, torch.Tensor) and y.requires_grad
             and acc.module_type in OUTPUT_SAVING_TYPES and y.dtype in (torch.float32, torch.float64)
             and 0 < y.numel() <= DEFER_NUMEL)
 
@@ -198,6 +198,13 @@ class DeferredOutputs:
     def clear(self) -> None:
         self._entries, self._numel = [], 0
 
+    def take(self) -> list:
+        """(accumulator, output) of the held outputs still as the forward produced them, for the
+        probe's multi-tensor measurement; the rest are dropped. Clears the list."""
+        entries = [(acc, y) for acc, y, version in self._entries if y._version == version]
+        self.clear()
+        return entries
+
     @torch.no_grad()
     def flush(self) -> None:
         entries = [(acc, y) for acc, y, version in self._entries if y._version == version]
@@ -206,6 +213,10 @@ class DeferredOutputs:
         for acc, y in entries:
             groups.setdefault((acc.module_type, acc.channels_first, tuple(y.shape), y.dtype), []).append((acc, y))
         for (module_type, channels_first, _, _), members in groups.items():
+            if members[0][1].device.type != "cpu":  # the stacked path reads values on the host
+                for acc, y in members:
+                    acc.add(y)
+                continue
             vecs, unit_maxes = measure_stacked(module_type, channels_first, [y for _, y in members])
             for i, (acc, _) in enumerate(members):
                 acc._accumulate(vecs[i], None if unit_maxes is None else unit_maxes[i])

@@ -33,12 +33,14 @@ from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
 from . import sharded, tensor_stats
 from .activation_stats import (
+    SATURATION_BOUNDS,
     ActivationAccumulator,
     DeferredOutputs,
     deferrable,
     finish_activations,
     first_tensor,
 )
+from .cadence import make_cadence
 from .hooks import ModuleHook
 from .layers import (
     activation_candidate,
@@ -49,11 +51,15 @@ from .layers import (
     param_layer,
 )
 from .lr_record import LearningRateRecorder
+from .multi_tensor import Measurer
+from .sentinels import Sentinels
 
 
 class StepNotSeenWarning(UserWarning):
     """Forward passes keep coming but no optimizer step (or run.step()) is ever seen."""
 
+
+F_SATURATED, F_DEAD = schema.STAT_INDEX["saturated_frac"], schema.STAT_INDEX["dead_frac"]
 
 @dataclass
 class WatchedParam:
@@ -131,7 +137,8 @@ class Probe:
         model: nn.Module,
         writer: RunWriter,
         *,
-        every: int = 10,
+        every: int | str = 10,
+        budget: float | None = None,
         histograms: bool = True,
         activations: bool = True,
         update_ratio: bool = True,
@@ -140,7 +147,7 @@ class Probe:
     ):
         self.model = unwrap_model(model)
         self.writer = writer
-        self.every = every
+        self._cadence = make_cadence(every, budget)
         self.histograms = histograms
         self.activations = activations
         self.update_ratio = update_ratio
@@ -148,10 +155,14 @@ class Probe:
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
+        self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
+        self._sentinels = Sentinels(writer) if not sharded.is_sharded(self.model) else None
         # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
         self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
         self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
+        self._old_samples = None  # weight samples before a hand-written update (first forward pass)
+        self._sentinel_seen = False  # the sentinels of the step in progress are taken
         self.step = 0  # optimizer steps completed
         # Recorded step = step + step_offset (HF Trainer numbers its first optimizer step 1).
         self.step_offset = step_offset
@@ -164,8 +175,7 @@ class Probe:
         self._order: dict[str, int] = {}
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
-        self._pending = None  # gradient results of the step in progress
-        self._old_samples: list[torch.Tensor] | None = None
+        self._pending = None  # multi-tensor work of the step in progress (gradients copied)
         self._last_record_clock: float | None = None
         self._last_record_step = 0
         # A logged step's measurements wait here until every optimizer has stepped: the record
@@ -209,13 +219,23 @@ class Probe:
     # ---- state ----------------------------------------------------------------------------
     @property
     def logging_now(self) -> bool:
-        """Whether the optimizer step in progress (index self.step) is recorded: the first step and
-        every `every`-th step as the run numbers them (step + step_offset)."""
-        return self.step == 0 or (self.step + self.step_offset) % self.every == 0
+        """Whether the optimizer step in progress (index self.step) is recorded: under a fixed
+        cadence the first step and every `every`-th step as the run numbers them (step +
+        step_offset); under every="auto" the steps the time budget chose."""
+        if self._cadence.auto:
+            return self._cadence.logged(self.step)
+        return self.step == 0 or self._cadence.logged(self.step + self.step_offset)
+
+    @property
+    def every(self) -> int:
+        """The statistics cadence now (chosen by the time budget under every="auto")."""
+        return self._cadence.every
 
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
+        if self._sentinels is not None:
+            self._sentinels.close()
         extra = [h for h in (self._watchdog, self._finish_handle) if h is not None]
         for handle in self._handles + self._order_handles + self._act_handles + extra:
             handle.remove()
@@ -223,7 +243,6 @@ class Probe:
         self._watchdog = self._finish_handle = None
         self._acts_on = False
         self._act_specs = []
-        self._old_samples = None
         self._deferred.clear()
 
     def _sync_activation_hooks(self) -> None:
@@ -321,7 +340,7 @@ class Probe:
         # Whether updates are hand-written is known only at the first run.step(): snapshot
         # the weights before the first step's update too (an optimizer step replaces it).
         if self.logging_now and self.update_ratio and self._old_samples is None:
-            self._old_samples = self._weight_samples()
+            self._old_samples = self._snapshot_weights()
         if self._manual:
             return
         self._stepless_forwards += 1
@@ -376,20 +395,22 @@ class Probe:
             return None
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
-        if not self.logging_now or self._measured:
-            return None
         closure = args[1] if len(args) > 1 else kwargs.get("closure")
-        if callable(closure):
+        if callable(closure):  # the step's gradients exist only once the closure has run
             return self._measuring_closure(args, kwargs, closure)
-        self._measure_gradients()
+        self._observe_sentinels()
+        if self.logging_now and not self._measured:
+            self._measure_gradients()
         return None
 
     def _measuring_closure(self, args, kwargs, closure):
-        """step(closure) runs forward and backward inside the step: measure after the closure's
-        first call (LBFGS calls it again after moving the weights), before the update."""
+        """step(closure) runs forward and backward inside the step: take the sentinels and measure
+        after the closure's first call (LBFGS calls it again after moving the weights), before the
+        update."""
 
         def closure_then_measure(*a, **k):
             loss = closure(*a, **k)
+            self._observe_sentinels()
             if self.logging_now and not self._measured:
                 self._measure_gradients()
             return loss
@@ -398,18 +419,61 @@ class Probe:
             return (args[0], closure_then_measure, *args[2:]), kwargs
         return args, {**kwargs, "closure": closure_then_measure}
 
+    def _observe_sentinels(self) -> None:
+        """Every step, logged or not: the total gradient norm and non-finite count (sentinels.py)."""
+        if self._sentinels is None or self._sentinel_seen:
+            return
+        self._sentinel_seen = True
+        grads = [_dense(p.tensor.grad) for p in self.params if p.tensor.grad is not None]
+        self._sentinels.observe(self.step + self.step_offset, grads)
+
+    def _snapshot_weights(self):
+        """The weights' samples before a hand-written update (the update ratio's "before")."""
+        if self._shards is not None:
+            return self._weight_samples()
+        return self._measurer.weight_samples([p.tensor.detach() for p in self.params])
+
+    @torch.no_grad()
+    def _measure_gradients(self) -> None:
+        self._measured = True
+        if self._shards is not None:
+            self._measure_gradients_sharded()
+            return
+        # Every forward pass of this step is done: the held activation outputs join the copy.
+        names = {id(acc): name for name, acc in self._acts.items()}
+        held = []
+        for acc, y in self._deferred.take():
+            if acc.has_data:  # part of this module's outputs was already measured (memory budget)
+                acc.add(y)
+            else:
+                held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
+        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
+        # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
+        # with set_to_none=False) before the record is finished would read as all zeros. The
+        # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
+        # happened by now, so its "before" is the snapshot of the step's first forward pass.
+        before = None
+        if self._manual:
+            before = self._old_samples if self._old_samples is not None else [None] * len(self.params)
+        groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
+        self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
+
+    # ---- FSDP2: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
     def _weight_samples(self) -> list[torch.Tensor]:
         return [
             _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
             for p in self.params if p.tensor.requires_grad
         ]
 
-    @torch.no_grad()
-    def _measure_gradients(self) -> None:
-        self._measured = True
+    def _measure_gradients_sharded(self) -> None:
         self._deferred.flush()  # every forward pass of this step is done: measure its activations
         present = [p for p in self.params if p.tensor.grad is not None]
         grads = [_dense(p.tensor.grad) for p in present]
+        if self.update_ratio and not self._manual:
+            # The update-to-weight ratio needs the weights before the step: only the histogram
+            # sample of each tensor is kept. (A hand-written update has happened by now: its
+            # snapshot is taken at the first forward pass of the step.)
+            self._old_samples = self._weight_samples()
         if grads:
             moments = self._moment_stats(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
@@ -419,16 +483,9 @@ class Probe:
                 # set_to_none=False) before the record is finished would read as all zeros.
                 samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
                 hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
-            self._pending = (present, moments, nonfinite, hist, sampled)
+            self._pending = (present, moments, nonfinite, hist, sampled, self._old_samples)
         else:
-            self._pending = ([], None, None, None, [])
-        if self.update_ratio and not self._manual:
-            # The update-to-weight ratio needs the weights before the step. Keeping only the
-            # histogram sample of each tensor (a copy of at most sample_size elements) instead
-            # of the whole model saves a full copy, subtraction and norm pass per logged step.
-            # (A hand-written update has happened by now: its snapshot is taken at the first
-            # forward pass of the step.)
-            self._old_samples = self._weight_samples()
+            self._pending = ([], None, None, None, [], self._old_samples)
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -439,21 +496,133 @@ class Probe:
         if self._order_handles:  # the root module itself is never called (a LightningModule's
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
-            self._unfinished = (self.step, self._pending, self._old_samples, self._acts)
+            self._unfinished = (self.step, self._pending, self._acts)
             if self._finish_handle is None:
                 self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
+        changed = self._cadence.observe(self.step, time.perf_counter())
+        if changed is not None or (self.step == 0 and self._cadence.auto):
+            # The series for the record, the latest value in the metadata for the dashboard.
+            self.writer.add_scalars(self.step + self.step_offset, {schema.CAPTURE_EVERY: float(self.every)},
+                                    time.time())
+            self.writer.set_meta(capture_every=self.every)
         self.step += 1
         self._acts = {}
         self._pending = None
         self._old_samples = None
         self._measured = False
+        self._sentinel_seen = False
         self._dormant = False
         self._stepless_forwards = 0
         self._sync_activation_hooks()
 
-    # ---- recording ------------------------------------------------------------------------
+    # ---- recording ----------------------------------------------------------------------------
+    def _register_tensors(self, act_types: dict[str, str]) -> None:
+        """Send tensor descriptions for names not seen before, ordered by first forward call."""
+        late = 2 * len(self._order) + 2
+        new = []
+        for p in self.params:
+            if p.name not in self._tensor_ids:
+                new.append(dict(
+                    name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
+                    shape=list(p.tensor.shape), numel=p.tensor.numel(),
+                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
+                ))
+        for name, module_type in act_types.items():
+            if name not in self._tensor_ids:
+                new.append(dict(
+                    name=name, layer=name, param="", role="output", module_type=module_type,
+                    shape=[], numel=0, ord=forward_rank(name, self._order, late), trainable=False,
+                ))
+        if not new:
+            return
+        for t in new:
+            t["id"] = len(self._tensor_ids) + 1
+            self._tensor_ids[t["name"]] = t["id"]
+        self.writer.add_tensors(new)
+
+    def _record(self, step: int, pending, acts) -> None:
+        if self._shards is not None:
+            self._record_sharded(step, pending, acts)
+            return
+        present, groups, held_types = pending
+        groups = self._measurer.finish(groups)
+        measured = [name for name, acc in acts.items() if acc.has_data]  # outputs measured per call
+        act_types = dict(held_types)
+        act_types.update({name: acts[name].module_type for name in measured})
+        self._register_tensors(act_types)
+        # One host copy per logged step: CPU groups are host arrays already; accelerator groups
+        # (and per-call activation rows) are packed on the device and copied once, non-blocking
+        # into pinned memory, read back by the writer thread after a CUDA event.
+        host_parts = [g.host for g in groups if g.host is not None]
+        device_parts = [g.packed for g in groups if g.packed is not None]
+        sizes = [len(g.host) if g.host is not None else g.packed.numel() for g in groups]
+        if measured:
+            rows = finish_activations([acts[n] for n in measured]).double().flatten()
+            (device_parts if rows.device.type != "cpu" else host_parts).append(rows if rows.device.type != "cpu"
+                                                                               else rows.numpy())
+        event, device_host = None, None
+        if device_parts:
+            device = device_parts[0].device
+            packed = device_parts[0] if len(device_parts) == 1 else torch.cat([x.to(device) for x in device_parts])
+            device_host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=packed.device.type == "cuda")
+            device_host.copy_(packed, non_blocking=True)
+            if packed.device.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
+        on_host = [g.host is not None for g in groups]
+        for g in groups:
+            g.packed = g.host = None  # results live in the parts above from here on
+
+        grad_ids = [(i, self._tensor_ids[self.params[i].name]) for i, _ in present]
+        weight_ids = [self._tensor_ids[p.name] for p in self.params]
+        trainable = [p.tensor.requires_grad for p in self.params]
+        held_ids = [(name, self._tensor_ids[name]) for name in held_types]
+        measured_ids = [self._tensor_ids[name] for name in measured]
+        measurer = self._measurer
+
+        def resolve():
+            if event is not None:
+                event.synchronize()
+            host_iter, device_flat, device_pos = iter(host_parts), None, 0
+            if device_host is not None:
+                device_flat = device_host.numpy()
+            stats = {}
+            for g, size, cpu in zip(groups, sizes, on_host):
+                if cpu:
+                    values = next(host_iter)
+                else:
+                    values = device_flat[device_pos: device_pos + size]
+                    device_pos += size
+                stats.update(measurer.decode(g, values))
+            blocks = [
+                _stat_block(schema.KIND_GRAD, [tid for _, tid in grad_ids],
+                            [stats.get(("grad", i)) for i, _ in grad_ids], measurer.histograms),
+                _stat_block(schema.KIND_WEIGHT, weight_ids,
+                            [stats.get(("weight", i)) for i in range(len(weight_ids))], measurer.histograms,
+                            trainable=trainable),
+                _stat_block(schema.KIND_ACTIVATION, [tid for _, tid in held_ids],
+                            [stats.get(("act", name)) for name, _ in held_ids], False, act_types=act_types,
+                            act_names=[name for name, _ in held_ids]),
+            ]
+            if measured_ids:
+                rows = next(host_iter, None)
+                if rows is None:
+                    rows = device_flat[device_pos:]
+                rows = np.asarray(rows).reshape(len(measured_ids), tensor_stats.N_FIELDS)
+                blocks.append(StatBlock(np.asarray(measured_ids), np.full(len(measured_ids), schema.KIND_ACTIVATION),
+                                        rows.astype(np.float64)))
+            return StatBlock.concat(blocks)
+
+        now = time.perf_counter()
+        step_time = None
+        if self._last_record_clock is not None and step > self._last_record_step:
+            step_time = (now - self._last_record_clock) / (step - self._last_record_step)
+        self._last_record_clock, self._last_record_step = now, step
+        self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
+
+
     def _ratio_layout(self, weights, w_samples, device):
         """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
         (a host-to-device copy per step would synchronise an accelerator)."""
@@ -466,32 +635,8 @@ class Probe:
             cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
         return cached[1], cached[2], cached[3]
 
-    def _register_tensors(self, act_names: list[str], acts: dict) -> None:
-        """Send tensor descriptions for names not seen before, ordered by first forward call."""
-        late = 2 * len(self._order) + 2
-        new = []
-        for p in self.params:
-            if p.name not in self._tensor_ids:
-                new.append(dict(
-                    name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
-                    shape=list(p.tensor.shape), numel=p.tensor.numel(),
-                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
-                ))
-        for name in act_names:
-            if name not in self._tensor_ids:
-                new.append(dict(
-                    name=name, layer=name, param="", role="output", module_type=acts[name].module_type,
-                    shape=[], numel=0, ord=forward_rank(name, self._order, late), trainable=False,
-                ))
-        if not new:
-            return
-        for t in new:
-            t["id"] = len(self._tensor_ids) + 1
-            self._tensor_ids[t["name"]] = t["id"]
-        self.writer.add_tensors(new)
-
-    def _record(self, step: int, pending, old_samples, acts) -> None:
-        present, grad_moments, grad_nonfinite, grad_hist, sampled_g = pending
+    def _record_sharded(self, step: int, pending, acts) -> None:
+        present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
         weights = [sharded.local(p.tensor.detach()) for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
@@ -522,7 +667,7 @@ class Probe:
             ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
         act_names = [name for name, acc in acts.items() if acc.has_data]
         act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
-        self._register_tensors(act_names, acts)
+        self._register_tensors({name: acts[name].module_type for name in act_names})
 
         n_grad, n_weight = len(present), len(weights)
         parts = []
@@ -592,6 +737,36 @@ class Probe:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
         self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
+
+
+def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
+                act_types=None, act_names=None) -> StatBlock:
+    """Rows in STAT_FIELDS order from Measurer.decode results (None: an empty tensor)."""
+    n = len(ids)
+    out = np.full((n, tensor_stats.N_FIELDS), np.nan)
+    hists = np.zeros((n, schema.HIST_LEN))
+    has = np.zeros(n, bool)
+    for r, m in enumerate(measured):
+        if m is None:  # an empty tensor: nothing to measure
+            out[r, [tensor_stats.F_NORM, tensor_stats.F_MEAN, tensor_stats.F_STD]] = 0.0
+            out[r, [tensor_stats.F_NAN, tensor_stats.F_INF]] = 0.0
+            continue
+        out[r, :tensor_stats.F_ZERO + 1] = (m["norm"], m["mean"], m["std"], m["min"], m["max"], m["nan"], m["inf"],
+                                            m["zero_frac"])
+        if kind == schema.KIND_ACTIVATION:
+            # Activations report NaN and Inf together (docs/log-format.md).
+            out[r, tensor_stats.F_NAN], out[r, tensor_stats.F_INF] = m["nan"] + m["inf"], 0.0
+            if act_types[act_names[r]] in SATURATION_BOUNDS:
+                out[r, F_SATURATED] = m["saturated"]
+            out[r, F_DEAD] = m["dead"]
+        elif kind == schema.KIND_WEIGHT and trainable[r]:
+            out[r, tensor_stats.F_UPDATE_RATIO] = m["ratio"]
+        if histograms and m["hist"] is not None:
+            hists[r], has[r] = m["hist"], True
+    if kind != schema.KIND_ACTIVATION and not histograms:
+        out[:, tensor_stats.F_ZERO] = np.nan
+    return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), out, hists if has.any() else None,
+                     has if has.any() else None)
 
 
 def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

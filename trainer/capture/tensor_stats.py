@@ -217,20 +217,25 @@ def _moment_stats_accelerator(tensors: list[torch.Tensor]) -> torch.Tensor:
 _TINY = 1e-30  # a normal float32 below the first bin edge (1e-12)
 
 
-def log_magnitude_bins(values: torch.Tensor) -> torch.Tensor:
-    """Bin index per value as float, in [0, HIST_LEN]; HIST_LEN marks NaN (not histogrammed).
+def log_magnitude_bins(values: torch.Tensor, offsets: torch.Tensor | None = None, nan_index: int | None = None
+                       ) -> torch.Tensor:
+    """Bin index per value as float, in [0, HIST_LEN); NaN (not histogrammed) gets HIST_LEN.
 
     Arithmetic only (no boolean masks, which are several times slower on CPU): the magnitude bin
     b in [1, BINS_PER_SIGN] is multiplied by sign(x), so zeros land on the zero bin, positives to
-    its right and negatives mirrored to its left. log10(0) = -inf clamps harmlessly; +-inf clamps
-    to the outermost bins.
+    its right and negatives mirrored to its left. +-inf clamps to the outermost bins. With
+    `offsets` (float, one per value, HIST_ZERO_INDEX included) each value's index is moved into
+    its own block of a batched bincount, and NaN gets `nan_index`.
     """
     # log10 of zeros and subnormals takes a slow path (~10x on CPU); anything below the first
-    # edge lands in the outermost bin (or on the zero bin via sign), so clamp them up first.
-    bins = torch.log10(values.abs().clamp_(min=_TINY)).sub_(schema.HIST_LOG_MIN).mul_(schema.HIST_BINS_PER_DECADE)
-    bins = bins.floor_().clamp_(0, schema.HIST_BINS_PER_SIGN - 1).add_(1)
-    bins.mul_(torch.sign(values)).add_(schema.HIST_ZERO_INDEX)
-    return bins.nan_to_num_(nan=float(schema.HIST_LEN))
+    # edge lands in the innermost bin (or on the zero bin via sign), so clamp them up first.
+    # b = clamp(floor((log10|x| - LOG_MIN) * BINS_PER_DECADE) + 1, 1, BINS) in four in-place ops.
+    bins = torch.log10(values.abs().clamp_(min=_TINY)).mul_(schema.HIST_BINS_PER_DECADE)
+    bins = bins.add_(1 - schema.HIST_LOG_MIN * schema.HIST_BINS_PER_DECADE).clamp_(1, schema.HIST_BINS_PER_SIGN).floor_()
+    bins.mul_(torch.sign(values))
+    if offsets is None:
+        return bins.add_(schema.HIST_ZERO_INDEX).nan_to_num_(nan=float(schema.HIST_LEN))
+    return bins.add_(offsets).nan_to_num_(nan=float(nan_index))
 
 
 class HistogramBatcher:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..runlog import schema
 from .data import RunData
 from .flags import Flag, layer_list
 from .rule import Rule
@@ -17,7 +18,14 @@ CAUSAL_ORDER = ("activation", "grad", "weight")
 
 
 def _is_watched_scalar(name: str) -> bool:
-    return name.endswith("loss") or name.startswith("grad_norm")
+    return name.endswith("loss") or name.startswith("grad_norm") or name == schema.SENTINEL_GRAD_NORM
+
+
+# How a sentence names a scalar that went bad.
+SCALAR_WORDS = {
+    schema.SENTINEL_GRAD_NORM: "the gradient norm (every-step sentinel)",
+    schema.SENTINEL_NONFINITE: "a gradient (every-step sentinel)",
+}
 
 
 @dataclass
@@ -56,7 +64,8 @@ class NonFinite(Rule):
                 kind = candidate
                 layers = sorted(pd.unique(hit["layer"]), key=data.position)
                 break
-        scalars_first = scalar_hits[scalar_hits["step"] == first_step]["name"].tolist()
+        scalars_first = [SCALAR_WORDS.get(name, name)
+                         for name in scalar_hits[scalar_hits["step"] == first_step]["name"].tolist()]
 
         evidence = {
             "first_step": first_step,
@@ -100,9 +109,12 @@ class NonFinite(Rule):
         """(step, name) of every non-finite loss or gradient-norm scalar."""
         hits = []
         for name in data.scalar_names:
-            if _is_watched_scalar(name):
+            if _is_watched_scalar(name) or name == schema.SENTINEL_NONFINITE:
                 series = data.scalar(name)
-                bad = series.index[~np.isfinite(series.to_numpy(dtype=float))]
+                values = series.to_numpy(dtype=float)
+                # The sentinel count is a number of non-finite gradients: any above zero is a hit.
+                wrong = values > 0 if name == schema.SENTINEL_NONFINITE else ~np.isfinite(values)
+                bad = series.index[wrong]
                 if len(bad):
                     hits.append(pd.DataFrame({"step": bad.to_numpy(dtype=np.int64), "name": name}))
         if not hits:

@@ -27,6 +27,14 @@ STATUSES = ("running", "finished", "failed", "stopped")
 # "stale" is never written: readers derive it for a "running" run whose process is gone.
 DERIVED_STATUSES = ("stale",)
 
+# Every-step sentinel scalars, written by the probe for every optimizer step whatever the
+# logging cadence: the total gradient norm (NaN/Inf when any gradient is) and the number of
+# gradient tensors holding a NaN or Inf. Diagnosis rules read them to name the exact step.
+SENTINEL_GRAD_NORM = "sentinel_grad_norm"
+SENTINEL_NONFINITE = "sentinel_nonfinite"
+# The statistics cadence chosen by every="auto" (a scalar written whenever it changes).
+CAPTURE_EVERY = "capture_every"
+
 # Kinds of layer record. A "tensor" row names one parameter (role "param") or one module output
 # (role "output"); a stats row holds one kind of statistic of one tensor at one step.
 KIND_GRAD = 0
