@@ -615,13 +615,18 @@ class Probe:
                                         rows.astype(np.float64)))
             return StatBlock.concat(blocks)
 
+        self._submit_record(step, resolve)
+
+
+    def _submit_record(self, step: int, resolve) -> None:
+        """Queue a logged step's record (its rows resolved on the writer thread), with the mean
+        step time since the previous record."""
         now = time.perf_counter()
         step_time = None
         if self._last_record_clock is not None and step > self._last_record_step:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
         self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
-
 
     def _ratio_layout(self, weights, w_samples, device):
         """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
@@ -731,12 +736,7 @@ class Probe:
                 ))
             return StatBlock.concat(blocks)
 
-        now = time.perf_counter()
-        step_time = None
-        if self._last_record_clock is not None and step > self._last_record_step:
-            step_time = (now - self._last_record_clock) / (step - self._last_record_step)
-        self._last_record_clock, self._last_record_step = now, step
-        self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
+        self._submit_record(step, resolve)
 
 
 def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
