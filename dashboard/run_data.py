@@ -192,11 +192,15 @@ class RunViews(RunList):
         def compute():
             with self.open(run_id) as reader, reader.snapshot():
                 cursor = reader.cursor("stats")
-                order = layer_order(reader.tensors())
+                order = reader.forward_layers()
                 chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
-                stats = reader.layer_values_at_steps(chosen)
-            # Only what the per-layer charts draw (the same quantities the live poll extends).
-            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+                if reader.has_layer_rollup():  # one row per step, whatever the model's size
+                    tables = reader.rollup_at_steps(chosen, LIVE_LAYER_QUANTITIES, order)
+                else:
+                    stats = reader.layer_values_at_steps(chosen)
+            if not reader.has_layer_rollup():
+                # Only what the per-layer charts draw (the same quantities the live poll extends).
+                tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
             return {"tables": tables, "cursor": cursor, "sampled": len(chosen) < logged,
                     "logged": logged, "shown": int(len(chosen)), "order": order}
 
@@ -215,23 +219,27 @@ class RunViews(RunList):
 
     def gradient_flow(self, run_id: str, step: int | None) -> dict:
         """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
+        flow_fields = ("grad_norm", "grad_max_abs", "grad_nonfinite")
         with self.open(run_id) as reader, reader.snapshot():
             snapped = reader.last_logged_step() if step is None else reader.logged_step_at_or_before(step)
-            order = layer_order(reader.tensors())
-            stats = reader.stats_at_steps([snapped], kinds=("grad",)) if snapped is not None else None
-        if stats is None or len(stats) == 0:
-            return {"step": snapped, "layers": [], "grad_norm": [], "grad_max_abs": [], "nonfinite": [],
-                    "params": []}
-        norms = derived.layer_values_at(stats, "grad_norm", order)
-        biggest = derived.layer_values_at(stats, "grad_max_abs", order).reindex(norms.index)
-        bad = (stats["nan_count"].fillna(0) + stats["inf_count"].fillna(0)).groupby(stats["layer"]).sum()
-        params = [{"name": r.name, "layer": r.layer, "norm": _num(r.norm), "std": _num(r.std),
-                   "nan": int(r.nan_count or 0), "inf": int(r.inf_count or 0)}
-                  for r in stats.itertuples(index=False)]
-        return {"step": int(snapped), "layers": list(norms.index),
-                "grad_norm": [float(v) for v in norms.to_numpy()],
-                "grad_max_abs": [float(v) for v in biggest.to_numpy()],
-                "nonfinite": [int(bad.get(layer, 0)) for layer in norms.index], "params": params}
+            order = reader.forward_layers()
+            if snapped is None:
+                tables = {}
+            elif reader.has_layer_rollup():  # one row, whatever the model's size
+                tables = reader.rollup_at_steps([snapped], flow_fields, order)
+            else:
+                stats = reader.stats_at_steps([snapped], kinds=("grad",))
+                tables = {q: derived.layer_table(stats, q, order) for q in flow_fields}
+        norms = tables.get("grad_norm")
+        if norms is None or norms.empty:
+            return {"step": snapped, "layers": [], "grad_norm": [], "grad_max_abs": [], "nonfinite": []}
+        layers = list(norms.columns)
+        row = {q: t.iloc[-1].reindex(layers) if not t.empty else pd.Series(np.nan, index=layers)
+               for q, t in tables.items()}
+        return {"step": int(snapped), "layers": layers,
+                "grad_norm": [float(v) for v in row["grad_norm"].to_numpy()],
+                "grad_max_abs": [float(v) for v in row["grad_max_abs"].to_numpy()],
+                "nonfinite": [int(v) for v in np.nan_to_num(row["grad_nonfinite"].to_numpy())]}
 
     def histogram_view(self, run_id: str, tensor: str, kind: str, step_min: int | None = None,
                        step_max: int | None = None, max_columns: int = 200) -> dict:
@@ -261,7 +269,7 @@ class RunViews(RunList):
 
         def compute():
             with self.open(run_id) as reader, reader.snapshot():
-                order = layer_order(reader.tensors())
+                order = reader.forward_layers()
                 epoch_steps, epoch_values = reader.scalar_arrays("epoch")
                 losses = {name: reader.scalar_arrays(name) for name in ("epoch_train_loss", "val_loss")}
                 has_logged = reader.last_logged_step() is not None
@@ -275,9 +283,14 @@ class RunViews(RunList):
                     snapped, _ = reader.sample_logged_steps(None, None, 60)
                     x, wanted = snapped, snapped
                     x_label = "step"
-                stats = reader.stats_at_steps(snapped, kinds=("weight",)) if len(snapped) else None
-            mean = derived.layer_table(stats, "weight_mean", order) if stats is not None else pd.DataFrame()
-            std = derived.layer_table(stats, "weight_std", order) if stats is not None else pd.DataFrame()
+                if not len(snapped):
+                    tables = {"weight_mean": pd.DataFrame(), "weight_std": pd.DataFrame()}
+                elif reader.has_layer_rollup():  # one row per epoch, whatever the model's size
+                    tables = reader.rollup_at_steps(snapped, ("weight_mean", "weight_std"), order)
+                else:
+                    stats = reader.stats_at_steps(snapped, kinds=("weight",))
+                    tables = {q: derived.layer_table(stats, q, order) for q in ("weight_mean", "weight_std")}
+            mean, std = tables["weight_mean"], tables["weight_std"]
             to_x = dict(zip(snapped.tolist(), x.tolist()))
             mean.index = [to_x.get(int(s), int(s)) for s in mean.index]
             std.index = [to_x.get(int(s), int(s)) for s in std.index]
