@@ -47,7 +47,8 @@ def _pivot(steps, layers, values, order: list[str]) -> pd.DataFrame:
     values = np.asarray(values, dtype=float)
     unique_steps, row = np.unique(steps, return_inverse=True)
     present = list(dict.fromkeys(layers.tolist()))
-    columns = [c for c in order if c in set(present)] + [c for c in present if c not in set(order)]
+    present_set, order_set = set(present), set(order)  # built once: hundreds of layers
+    columns = [c for c in order if c in present_set] + [c for c in present if c not in order_set]
     column_index = {c: i for i, c in enumerate(columns)}
     col = np.fromiter((column_index[c] for c in layers), dtype=np.int64, count=len(layers))
     table = np.full((len(unique_steps), len(columns)), np.nan)

@@ -63,7 +63,8 @@ class RollupWriter:
         frame.insert(0, "param", [param for _, param in names])
         frame.insert(0, "layer", [layer for layer, _ in names])
         frame.insert(0, "step", int(step))
-        new = [layer for layer in dict.fromkeys(layer for layer, _ in names) if layer not in set(self._slots)]
+        known_slots = set(self._slots)
+        new = [layer for layer in dict.fromkeys(layer for layer, _ in names) if layer not in known_slots]
         if new:
             conn.executemany("INSERT INTO rollup_layers(slot, layer) VALUES (?, ?)",
                              [(len(self._slots) + i, layer) for i, layer in enumerate(new)])
@@ -131,9 +132,10 @@ class LayerRollupQueries:
                 from .errors import RunLogError
 
                 raise RunLogError(f"run {self.run_id!r}: layer roll-up record {seq} at step {step}: {exc}") from None
-        order = list(order or [])
-        columns = [c for c in order if c in set(slots)] + [c for c in slots if c not in set(order)]
-        picks = [slots.index(c) for c in columns]
+        slot_of = {layer: i for i, layer in enumerate(slots)}
+        ordered = set(order or [])
+        columns = [c for c in dict.fromkeys(order or []) if c in slot_of] + [c for c in slots if c not in ordered]
+        picks = [slot_of[c] for c in columns]
         index = pd.Index(np.array(steps, dtype=np.int64), name="step")
         out = {}
         for field in fields:
