@@ -17,6 +17,11 @@ const QUOTED = String.raw`'(?:[^'\\]|\\.)*'`;
 const DESCRIPTION = new RegExp(
     String.raw`(\bdescription\s*:\s*)(?:\[[^\]]*?\]\s*\.join\(\s*${QUOTED}\s*\)|${QUOTED}(?:\s*\+\s*${QUOTED})*)`, 'g');
 
+// The whole entry with the comma before it (a description is usually an attribute's last entry),
+// else with the comma after it.
+const DESCRIPTION_AFTER = new RegExp(String.raw`,\s*` + DESCRIPTION.source, 'g');
+const DESCRIPTION_BEFORE = new RegExp(DESCRIPTION.source + String.raw`\s*,`, 'g');
+
 function withoutUnusedComponents(source) {
     let out = source;
     for (const name of UNUSED_COMPONENTS) {
@@ -33,7 +38,9 @@ const plotlySources = {
         build.onResolve({ filter: /^culori$/ }, () => ({ path: path.join(__dirname, 'culori.js') }));
         build.onLoad({ filter: /plotly\.js[\\/]src[\\/].*\.js$/ }, async (args) => {
             let source = await fs.promises.readFile(args.path, 'utf8');
-            source = source.replace(DESCRIPTION, "$1''");
+            // The whole entry goes where a comma separates it; an object's only entry becomes ''.
+            source = source.replace(DESCRIPTION_AFTER, '').replace(DESCRIPTION_BEFORE, '')
+                .replace(DESCRIPTION, "$1''");
             if (args.path.endsWith(path.join('plotly.js', 'src', 'core.js'))) source = withoutUnusedComponents(source);
             return { contents: source, loader: 'js' };
         });
