@@ -151,12 +151,13 @@ def test_compare_and_run_pages_have_nothing_overlapping(server, new_page):
         shot(page, f"compare-{width}")
 
 
-# Uncompressed bytes of JavaScript a Run page has loaded when its first charts are drawn. Issue 14
-# asks for 2.0 MB; what gets there so far: plotly.js with only scatter, bar and heatmap (912 KiB
-# instead of the 1,465 KiB cartesian bundle), no Dash polyfill, no dash_table. Still over: Dash's own
-# scripts (renderer, core and html components, React: 1,071 KiB) plus dcc's dropdown and slider
-# chunks (75 KiB), which load beside the graph's. This bound keeps what was won from creeping back.
-SCRIPT_BUDGET_BYTES = 2_120_000
+# Uncompressed bytes of JavaScript a Run page has loaded when its first charts are drawn (2,107,113
+# when written; 2,807,000 before). Issue 14 asks for 2.0 MB; what gets there so far: plotly.js with
+# only scatter, bar and heatmap (904 KiB instead of the 1,465 KiB cartesian bundle), no Dash
+# polyfill, no dash_table. Still over: Dash's own scripts (renderer, core and html components,
+# React: 1,071 KiB) plus dcc's dropdown and slider chunks (75 KiB), which load beside the graph's.
+# This bound keeps what was won from creeping back.
+SCRIPT_BUDGET_BYTES = 2_110_000
 SCRIPTS_AT_FIRST_PAINT = """() => {
   const loss = document.querySelector('#fig-loss .js-plotly-plot');
   if (!(loss && loss.data && document.querySelector('#fig-flow .gtitle'))) return null;
