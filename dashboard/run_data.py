@@ -3,7 +3,8 @@
 Every view read happens inside one SQLite read transaction (reader.snapshot()), so the records a
 figure shows and the cursor it hands to the live poller always agree: the next poll returns exactly
 the records after that cursor, never one twice, never one missed. Views that cannot change until
-the run's files change are cached (RunFolders._cached, keyed by run_identity).
+the run's files change are cached (RunFolders._cached, keyed by run_identity); the live poll's
+deltas are read once per change for all of a process's viewers (the shared_* methods).
 """
 
 from __future__ import annotations
@@ -212,6 +213,34 @@ class RunViews(RunList):
             order = layer_order(reader.tensors()) if len(stats) else []
         tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}
+
+    # ---- the live poll's reads: one per change, shared by every viewer of the run in this process ----
+    def live_head(self, run_id: str, ident: tuple | None) -> dict:
+        """What a live poll reads first: {"status", "cursors", "last_logged"}. Viewers polling while
+        the files keep `ident` share one read (a status is then at most SharedReads.ttl_s old)."""
+        def compute():
+            with self.open(run_id) as reader:
+                return {"status": reader.status(), "cursors": reader.cursors(),
+                        "last_logged": reader.last_logged_step()}
+
+        return compute() if ident is None else self.shared.get(("head", run_id, tuple(ident)), compute)
+
+    def shared_scalar_delta(self, run_id: str, cursor: int, head: int) -> dict:
+        """scalar_delta(run_id, cursor), read once for every viewer at `cursor` while the scalars'
+        newest seq is `head` (the log is append-only: the answer for that pair never changes)."""
+        return self.shared.get(("scalars", run_id, int(cursor), int(head)),
+                               lambda: self.scalar_delta(run_id, cursor))
+
+    def shared_layer_delta(self, run_id: str, cursor: int, head: int) -> dict:
+        """layer_delta(run_id, cursor), read once per (cursor, statistics head) for every viewer."""
+        return self.shared.get(("layers", run_id, int(cursor), int(head)),
+                               lambda: self.layer_delta(run_id, cursor))
+
+    def shared_histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int,
+                               last_logged: int | None) -> dict:
+        """histogram_delta(...), read once per (tensor, kind, step, last logged step) for every viewer."""
+        return self.shared.get(("hist", run_id, tensor, kind, int(after_step), last_logged),
+                               lambda: self.histogram_delta(run_id, tensor, kind, after_step))
 
     def gradient_flow(self, run_id: str, step: int | None) -> dict:
         """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
