@@ -27,16 +27,22 @@ DEFAULT_MAX_ENTRIES = 256
 DEFAULT_MAX_BYTES = 64 * 2**20
 
 
-def approx_nbytes(value) -> int:
-    """A cheap size estimate of a read's answer (frames, arrays, and the dicts/lists holding them)."""
+def approx_nbytes(value, _depth: int = 0) -> int:
+    """A cheap size estimate of a read's answer (frames, arrays, and the dicts/lists holding them):
+    long lists are sampled, not walked, so estimating never costs more than the answer's use."""
     if isinstance(value, pd.DataFrame):
-        return int(value.memory_usage(index=True, deep=False).sum()) + 8 * value.size
+        return 16 * value.size + 256
     if isinstance(value, (np.ndarray, pd.Series)):
-        return int(value.nbytes)
+        return int(value.nbytes) + 112
+    if _depth > 6:
+        return 64
     if isinstance(value, dict):
-        return 64 + sum(approx_nbytes(v) + 32 for v in value.values())
+        return 64 + sum(approx_nbytes(v, _depth + 1) + 32 for v in value.values())
     if isinstance(value, (list, tuple)):
-        return 56 + sum(approx_nbytes(v) + 8 for v in value)
+        if not value:
+            return 56
+        sample = value[:: max(1, len(value) // 8)]
+        return 56 + len(value) * (8 + sum(approx_nbytes(v, _depth + 1) for v in sample) // len(sample))
     if isinstance(value, str):
         return 49 + len(value)
     return 32

@@ -16,6 +16,7 @@ from pathlib import Path
 from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
 from gradwatch.trainer.runlog import schema as log_schema
 
+from .live_tail import LiveTails
 from .shared_reads import SharedReads
 
 CACHE_SIZE_LIMIT = 512 * 2**20
@@ -58,6 +59,7 @@ class RunFolders:
         self._cache = None
         # The live poll's reads, shared by this process's viewers of a run (one read per change).
         self.shared = SharedReads()
+        self.tails = LiveTails()  # the newest records of live runs, read once per change (live_tail.py)
 
     # ---- cache --------------------------------------------------------------------------------
     @property

@@ -337,13 +337,14 @@ def scalar_extend(rows: dict, keys: list, chart_groups: tuple[str, ...]) -> tupl
     return _extend_payload(cols), reset, added
 
 
-def _rows_by_name(df, after: int) -> dict:
-    """{name: (steps, values)} of the rows after `after`, names in first-seen order (numpy masks over
-    a handful of names: a pandas groupby costs more than the rest of a live poll)."""
-    newer = df["seq"].to_numpy() > after
-    names = df["name"].to_numpy(dtype=object)[newer]
-    steps = df["step"].to_numpy(dtype=np.int64)[newer]
-    values = df["value"].to_numpy(dtype=float)[newer]
+def _rows_by_name(rows, after: int) -> dict:
+    """{name: (steps, values)} of the rows after `after` (a frame or numpy columns seq, step, name,
+    value), names in first-seen order (numpy masks over a handful of names: a pandas groupby costs
+    more than the rest of a live poll)."""
+    newer = np.asarray(rows["seq"]) > after
+    names = np.asarray(rows["name"], dtype=object)[newer]
+    steps = np.asarray(rows["step"], dtype=np.int64)[newer]
+    values = np.asarray(rows["value"], dtype=float)[newer]
     out = {}
     for name in dict.fromkeys(names.tolist()):
         mask = names == name
@@ -448,8 +449,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
 
     scalar_states = {c: s for c, s in by_channel.get("scalars", {}).items() if cursors["scalars"] > s.get("cursor", 0)}
     if scalar_states:
-        delta = store.shared_scalar_delta(run_id, min(s.get("cursor", 0) for s in scalar_states.values()),
-                                          cursors["scalars"])
+        delta = store.shared_scalar_delta(run_id, min(s.get("cursor", 0) for s in scalar_states.values()), head)
         for chart_id, state in scalar_states.items():
             if delta["reset"]:
                 out["refresh"].add(chart_id)
@@ -473,7 +473,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
                 continue
             cursor = int(state["cursor"])
             if cursor not in layer_deltas:
-                layer_deltas[cursor] = store.shared_layer_delta(run_id, cursor, cursors["stats"])
+                layer_deltas[cursor] = store.shared_layer_delta(run_id, cursor, head)
             delta = layer_deltas[cursor]
             keys = state.get("keys") or []
             payload, reset, added = _shared(
@@ -485,7 +485,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
             after = state.get("cursor", -1)
             if not state.get("tensor") or last_logged is None or last_logged <= after:
                 continue
-            delta = store.shared_histogram_delta(run_id, state["tensor"], state["kind"], after, last_logged)
+            delta = store.shared_histogram_delta(run_id, state["tensor"], state["kind"], after, head)
             payload, reset = hist_extend(delta["steps"], delta["counts"], state.get("keys") or [], state.get("band"))
             if payload or reset or delta["reset"]:
                 to = int(delta["steps"][-1]) if len(delta["steps"]) else after

@@ -96,6 +96,78 @@ def test_twenty_viewers_at_one_cursor_cause_one_read_per_change(tmp_path, reads)
         live.stop()
 
 
+def test_viewers_at_staggered_cursors_still_cause_one_read_per_change(tmp_path, reads):
+    """Tabs poll at their own moments, so they hold different cursors: the run's tail serves them all."""
+    live = LiveRun(tmp_path, "live", layers=3)
+    store = RunStore(tmp_path, None)
+    store.shared = SharedReads(ttl_s=600)
+    try:
+        for _ in range(4):
+            live.write_step()
+        live.writer.flush()
+        info = store.run_info("live")
+        opened = {ids.FIG_LOSS: draw(store, ids.FIG_LOSS), ids.FIG_GRAD_TIME: draw(store, ids.FIG_GRAD_TIME),
+                  ids.FIG_HIST_GRAD: draw(store, ids.FIG_HIST_GRAD, layer="net.0", param="weight", info=info)}
+        tabs = [dict(opened) for _ in range(VIEWERS)]
+        metas = [{"ticks": 0} for _ in range(VIEWERS)]
+        groups = 5
+        for group in range(groups):  # a change, then a fifth of the tabs poll: five distinct cursors
+            live.write_step()
+            live.writer.flush()
+            for index in range(group, VIEWERS, groups):
+                result = logic.poll_impl(store, "live", dict(tabs[index]), metas[index], slow_every=1)
+                for chart_id, payload in result["delta"].items():
+                    tabs[index][chart_id] = dict(tabs[index][chart_id], cursor=payload["to"])
+                metas[index] = result["meta"]
+        assert len({tab[ids.FIG_LOSS]["cursor"] for tab in tabs}) == groups
+        assert reads["scalar_rows_after"] == groups  # already one per change while they spread out
+        live.write_step()
+        live.writer.flush()
+        reads.clear()
+        results, start = [None] * VIEWERS, threading.Barrier(VIEWERS)
+
+        def viewer(index):
+            start.wait()
+            results[index] = logic.poll_impl(store, "live", dict(tabs[index]), metas[index], slow_every=1)
+
+        threads = [threading.Thread(target=viewer, args=(i,)) for i in range(VIEWERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert dict(reads) == {name: 1 for name in COUNTED}
+        fresh = RunStore(tmp_path, None)
+        for index in range(groups):  # each cursor got exactly its own rows: what an unshared poll gives
+            unshared = logic.poll_impl(fresh, "live", dict(tabs[index]), metas[index], slow_every=1)
+            assert results[index]["delta"] == unshared["delta"] and set(unshared["delta"]) == set(opened)
+    finally:
+        live.stop()
+
+
+def test_a_tail_trims_its_oldest_rows_and_leaves_far_cursors_to_a_direct_read():
+    import numpy as np
+
+    from gradwatch.dashboard.live_tail import GrowingTail
+
+    table = np.arange(1, 1001)  # the source: keys 1..1000, appended over time
+    written = [10]
+
+    def read(after, head):
+        keys = table[(table > after) & (table <= written[0])]
+        return {"seq": keys, "value": keys * 2.0}, max(head, int(keys[-1]) if len(keys) else after), {}
+
+    tail = GrowingTail(read, "seq", max_rows=100)
+    assert tail.rows_after(0, 10)["seq"].tolist() == list(range(1, 11)) and tail.reads == 1
+    assert tail.rows_after(7, 10)["seq"].tolist() == [8, 9, 10] and tail.reads == 1  # from memory
+    for end in range(20, 401, 10):  # forty changes, one read each
+        written[0] = end
+        rows = tail.rows_after(end - 15, end)
+        assert rows["seq"].tolist() == list(range(end - 14, end + 1)) and rows["value"][0] == 2 * (end - 14)
+    assert tail.reads == 40 and len(tail.columns["seq"]) <= 100 and tail.base > 200
+    assert tail.rows_after(10, 400) is None  # 390 behind, more than the tail keeps: the caller reads
+    assert tail.rows_after(350, 400)["seq"].tolist() == list(range(351, 401))
+
+
 def test_viewers_at_different_cursors_each_get_their_own_rows(tmp_path):
     live = LiveRun(tmp_path, "live", layers=2)
     store = RunStore(tmp_path, None)
