@@ -127,7 +127,10 @@ class SharedReads:
         self._bytes -= entry.nbytes
 
     def _evict(self) -> None:
-        """Oldest finished entries first, until within both bounds (an answer in flight stays)."""
+        """Expired answers, then the least recently used finished ones, until within both bounds (an
+        answer in flight stays). Within bounds nothing is scanned: expiry is checked on lookup."""
+        if len(self._entries) <= self.max_entries and self._bytes <= self.max_bytes:
+            return
         now = self._clock()
         for key in [k for k, e in self._entries.items() if e.done.is_set() and e.expires <= now]:
             self._drop(key)
