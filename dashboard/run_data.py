@@ -43,6 +43,9 @@ class ScalarSeries:
 MAX_BAD_MARKERS = 200
 DELTA_ROW_LIMIT = 20_000  # more new rows than this and a poll asks for a full (downsampled) redraw
 HIST_DELTA_LIMIT = 200  # more new histogram columns than this: a redraw
+# A live tail keeps this many recent rows (each change appends to a copy of it); a viewer further
+# behind reads its own delta, as before.
+TAIL_ROWS = 8192
 LIVE_LAYER_QUANTITIES = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")  # what live charts extend
 
 
@@ -260,7 +263,7 @@ class RunViews(RunList):
             return columns, max(int(head), int(columns["seq"][-1]) if len(df) else int(after)), {}
 
         def build():
-            tail = self._tail(run_id, head, ("scalars",), read, "seq", 2 * DELTA_ROW_LIMIT)
+            tail = self._tail(run_id, head, ("scalars",), read, "seq", TAIL_ROWS)
             rows = tail.rows_after(cursor, newest)
             if rows is None:
                 return self.scalar_delta(run_id, cursor)
@@ -284,7 +287,7 @@ class RunViews(RunList):
                 {"order": order}
 
         def build():
-            tail = self._tail(run_id, head, ("stats",), read, "seq", 2 * DELTA_ROW_LIMIT)
+            tail = self._tail(run_id, head, ("stats",), read, "seq", TAIL_ROWS)
             rows = tail.rows_after(cursor, newest)
             if rows is None:
                 return self.layer_delta(run_id, cursor)
