@@ -240,6 +240,11 @@ CASES: tuple[LoopCase, ...] = (
     LoopCase("user-lstm-lm-noclip-e10", "lstm-lm", "pathology", _lstm(20.0), steps=60, every=10,
              expected=("loss_divergence",), allowed=("exploding_gradient", "learning_rate", "nonfinite"),
              harmful=LM_HARMFUL, eval_every=20),
+    # ... and at every=100: the one logged layer step is step 0; the loss and the every-step
+    # gradient sentinel carry the blow-up.
+    LoopCase("user-lstm-lm-noclip-e100", "lstm-lm", "pathology", _lstm(20.0), steps=60, every=100,
+             expected=("loss_divergence",), allowed=("exploding_gradient", "learning_rate", "nonfinite"),
+             harmful=LM_HARMFUL, eval_every=20),
     LoopCase("user-gpt2", "gpt2", "healthy", _gpt2(3e-3), steps=120, every=10, eval_every=40, harmful=LM_HARMFUL),
     LoopCase("user-gpt2-e100", "gpt2", "healthy", _gpt2(3e-3), steps=300, every=100, harmful=LM_HARMFUL),
     # AdamW at lr 0.05 without clipping: updates far too large, the loss stalls high.

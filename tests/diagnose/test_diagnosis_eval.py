@@ -94,6 +94,8 @@ def test_matrix_holds_runs_recorded_through_lightning_and_hf_trainer():
         clip_code = {"lightning": "gradient_clip_val", "transformers": "max_grad_norm"}[stack]
         assert any(c.remedy_code.get("clipping") == clip_code for c in cases), stack
     assert any("dead_units" in c.expected for c in by_stack["lightning"])
+    # a pathology watched at every=100 (one logged layer step): the loss and sentinels carry it
+    assert any(getattr(c, "every", 0) == 100 and c.expected for c in CASES)
     # HF clips at 1.0 by default: its healthy runs must not be told to clip
     assert all("clipping" in evaluation.harmful_remedies(c) for c in by_stack["transformers"] if c.clip)
 
