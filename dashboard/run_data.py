@@ -3,12 +3,14 @@
 Every view read happens inside one SQLite read transaction (reader.snapshot()), so the records a
 figure shows and the cursor it hands to the live poller always agree: the next poll returns exactly
 the records after that cursor, never one twice, never one missed. Views that cannot change until
-the run's files change are cached (RunFolders._cached, keyed by run_identity).
+the run's files change are cached (RunFolders._cached, keyed by run_identity); the live poll's
+deltas are read once per change for all of a process's viewers (the shared_* methods).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ from gradwatch.trainer import derived
 from gradwatch.trainer.runlog import RunLogError, RunReader
 
 from . import series
+from .live_tail import GrowingTail
 from .store import run_identity
 from .summaries import RunList
 
@@ -39,6 +42,10 @@ class ScalarSeries:
 
 MAX_BAD_MARKERS = 200
 DELTA_ROW_LIMIT = 20_000  # more new rows than this and a poll asks for a full (downsampled) redraw
+HIST_DELTA_LIMIT = 200  # more new histogram columns than this: a redraw
+# A live tail keeps this many recent rows (each change appends to a copy of it); a viewer further
+# behind reads its own delta, as before.
+TAIL_ROWS = 8192
 LIVE_LAYER_QUANTITIES = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")  # what live charts extend
 
 
@@ -109,6 +116,15 @@ def scalar_display(reader: RunReader, name: str, step_min: int | None, step_max:
     if blocks["bad"].sum() or not np.isfinite(edge_raw).all():
         bad = reader.nonfinite_scalar_steps(name, step_min, step_max, rank)
     return shown_steps, shown_values, bad, total
+
+
+def _histogram_answer(steps: np.ndarray, counts: np.ndarray) -> dict:
+    """A histogram delta: a later record for a step wins, as in the full view; many new columns ask
+    for a redraw."""
+    if len(steps) > 1:
+        last = np.r_[steps[1:] != steps[:-1], True]
+        steps, counts = steps[last], counts[last]
+    return {"steps": steps, "counts": counts, "reset": len(steps) > HIST_DELTA_LIMIT}
 
 
 class RunViews(RunList):
@@ -213,6 +229,101 @@ class RunViews(RunList):
         tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}
 
+    # ---- the live poll's reads: one per change, shared by every viewer of the run in this process ----
+    def live_head(self, run_id: str, ident: tuple | None) -> dict:
+        """What a live poll reads first: {"status", "cursors", "last_logged"}. Viewers polling while
+        the files keep `ident` share one read (a status is then at most SharedReads.ttl_s old)."""
+        def compute():
+            with self.open(run_id) as reader:
+                db = os.stat(reader.db_path)
+                # The database file and start time tell this run from another made later under the
+                # same id (the live tails are keyed by them).
+                return {"status": reader.status(), "cursors": reader.cursors(),
+                        "last_logged": reader.last_logged_step(),
+                        "run_file": (str(reader.meta.get("started")), db.st_dev, db.st_ino)}
+
+        return compute() if ident is None else self.shared.get(("head", run_id, tuple(ident)), compute)
+
+    def _tail(self, run_id: str, head: dict, source: tuple, read, key: str, max_rows: int) -> GrowingTail:
+        """The process's tail of one source of a run; a run made anew under the same id (another
+        database file, another start time) gets a new tail."""
+        return self.tails.get((run_id, head["run_file"], *source), lambda: GrowingTail(read, key, max_rows))
+
+    def shared_scalar_delta(self, run_id: str, cursor: int, head: dict) -> dict:
+        """scalar_delta(run_id, cursor) for every viewer of the run in this process, given the
+        live_head it saw: the rows (numpy columns, or scalar_delta's frame for a cursor far behind)
+        come from the run's tail (one read per change whatever the viewers' cursors), and one answer
+        per (cursor, head) is shared."""
+        newest = int(head["cursors"]["scalars"])
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                df = reader.scalar_rows_after(int(after))
+            columns = {name: df[name].to_numpy() for name in ("seq", "step", "name", "value")}
+            return columns, max(int(head), int(columns["seq"][-1]) if len(df) else int(after)), {}
+
+        def build():
+            tail = self._tail(run_id, head, ("scalars",), read, "seq", TAIL_ROWS)
+            rows = tail.rows_after(cursor, newest)
+            if rows is None:
+                return self.scalar_delta(run_id, cursor)
+            if len(rows["seq"]) > DELTA_ROW_LIMIT:
+                return {"rows": None, "cursor": int(cursor), "reset": True}
+            new_cursor = int(rows["seq"][-1]) if len(rows["seq"]) else int(cursor)
+            return {"rows": rows, "cursor": new_cursor, "reset": False}  # columns: seq, step, name, value
+
+        return self.shared.get(("scalars", run_id, head["run_file"], int(cursor), newest), build)
+
+    def shared_layer_delta(self, run_id: str, cursor: int, head: dict) -> dict:
+        """layer_delta(run_id, cursor) from the run's statistics tail, one answer per (cursor, head)."""
+        newest = int(head["cursors"]["stats"])
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                stats, new_cursor = reader.layer_values_after(int(after))
+                order = layer_order(reader.tensors())
+            stats = stats.sort_values("seq", kind="stable")  # the tail is kept in seq order
+            return {name: stats[name].to_numpy() for name in stats.columns}, max(int(head), new_cursor), \
+                {"order": order}
+
+        def build():
+            tail = self._tail(run_id, head, ("stats",), read, "seq", TAIL_ROWS)
+            rows = tail.rows_after(cursor, newest)
+            if rows is None:
+                return self.layer_delta(run_id, cursor)
+            if len(rows["seq"]) > DELTA_ROW_LIMIT:
+                return {"tables": {}, "cursor": int(cursor), "reset": True}
+            if not len(rows["seq"]):
+                return {"tables": {}, "cursor": int(cursor), "reset": False}
+            stats = pd.DataFrame(rows).sort_values(["step", "seq"], kind="stable").reset_index(drop=True)
+            order = tail.facts.get("order") or []
+            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+            return {"tables": tables, "cursor": int(rows["seq"].max()), "reset": False}
+
+        return self.shared.get(("layers", run_id, head["run_file"], int(cursor), newest), build)
+
+    def shared_histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int, head: dict) -> dict:
+        """histogram_delta(...) from the tensor's histogram tail, one answer per (step, last logged step)."""
+        last_logged = head["last_logged"]
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                steps, counts = reader.histograms(tensor, kind, step_min=int(after) + 1)
+            # Covered up to the last histogram read (one may land after its step's statistics).
+            return {"step": steps, "counts": counts}, int(steps[-1]) if len(steps) else int(after), {}
+
+        def build():
+            if last_logged is None:
+                return self.histogram_delta(run_id, tensor, kind, after_step)
+            tail = self._tail(run_id, head, ("hist", tensor, kind), read, "step", 4 * HIST_DELTA_LIMIT)
+            rows = tail.rows_after(after_step, last_logged)
+            if rows is None:
+                return self.histogram_delta(run_id, tensor, kind, after_step)
+            return _histogram_answer(rows["step"], rows["counts"])
+
+        return self.shared.get(("hist", run_id, head["run_file"], tensor, kind, int(after_step), last_logged),
+                               build)
+
     def gradient_flow(self, run_id: str, step: int | None) -> dict:
         """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
         with self.open(run_id) as reader, reader.snapshot():
@@ -249,10 +360,7 @@ class RunViews(RunList):
     def histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int) -> dict:
         with self.open(run_id) as reader:
             steps, counts = reader.histograms(tensor, kind, step_min=int(after_step) + 1)
-        if len(steps) > 1:  # a later record for a step wins, as in the full view
-            last = np.r_[steps[1:] != steps[:-1], True]
-            steps, counts = steps[last], counts[last]
-        return {"steps": steps, "counts": counts, "reset": len(steps) > 200}
+        return _histogram_answer(steps, counts)
 
     def weights_by_epoch(self, run_id: str) -> dict:
         """The lesson's figure data: per-layer weight mean and std at the end of each epoch, with the
