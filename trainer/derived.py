@@ -40,43 +40,76 @@ TEST_METRICS = ("test_accuracy", "test_macro_f1", "test_loss")
 
 
 # ---- per-layer tables ------------------------------------------------------------------------------
-def _pivot(steps, layers, values, order: list[str]) -> pd.DataFrame:
-    """Long (step, layer, value) -> a step x layer table (numpy scatter; pandas pivot_table is ~10x slower)."""
-    steps = np.asarray(steps, dtype=np.int64)
-    layers = np.asarray(layers, dtype=object)
-    values = np.asarray(values, dtype=float)
-    unique_steps, row = np.unique(steps, return_inverse=True)
+def _columns(layers: np.ndarray, order: list[str]) -> tuple[list[str], np.ndarray]:
+    """(columns: `order` first, then other layers by appearance; each row's column index)."""
     present = list(dict.fromkeys(layers.tolist()))
     present_set, order_set = set(present), set(order)  # built once: hundreds of layers
     columns = [c for c in order if c in present_set] + [c for c in present if c not in order_set]
     column_index = {c: i for i, c in enumerate(columns)}
-    col = np.fromiter((column_index[c] for c in layers), dtype=np.int64, count=len(layers))
+    return columns, np.fromiter((column_index[c] for c in layers), dtype=np.int64, count=len(layers))
+
+
+def _pivot(steps, layers, values, order: list[str]) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Long (step, layer, value) -> (steps, columns, step x layer array): a numpy scatter (pandas
+    pivot_table is ~10x slower)."""
+    steps = np.asarray(steps, dtype=np.int64)
+    layers = np.asarray(layers, dtype=object)
+    unique_steps, row = np.unique(steps, return_inverse=True)
+    columns, col = _columns(layers, order)
     table = np.full((len(unique_steps), len(columns)), np.nan)
-    table[row, col] = values
-    return pd.DataFrame(table, index=pd.Index(unique_steps, name="step"), columns=columns)
+    table[row, col] = np.asarray(values, dtype=float)
+    return unique_steps, columns, table
 
 
 def _grouped_sums(steps, layers, *values, skip_nan: bool = True):
     """Sums of each value array per (step, layer): (steps, layers, sums, counts) in long form.
     skip_nan leaves out rows whose first value is NaN; otherwise a NaN makes its group's sum NaN.
     numpy bincount; a pandas groupby costs ~10x more per live poll."""
+    steps, layers, inverse, n_groups = _groups(steps, layers)
+    keep = ~np.isnan(np.asarray(values[0], dtype=float)) if skip_nan else np.ones(len(inverse), bool)
+    counts = np.bincount(inverse[keep], minlength=n_groups)
+    sums = [np.bincount(inverse[keep], weights=np.asarray(v, dtype=float)[keep], minlength=n_groups)
+            for v in values]
+    return steps, layers, sums, counts
+
+
+def _groups(steps, layers):
+    """(step and layer of each (step, layer) group, each row's group, group count)."""
     steps = np.asarray(steps, dtype=np.int64)
     layer_codes, layer_names = pd.factorize(np.asarray(layers, dtype=object))
     step_values, step_codes = np.unique(steps, return_inverse=True)
     width = max(len(layer_names), 1)
     key = step_codes.astype(np.int64) * width + layer_codes
     groups, inverse = np.unique(key, return_inverse=True)
-    keep = ~np.isnan(np.asarray(values[0], dtype=float)) if skip_nan else np.ones(len(key), bool)
-    counts = np.bincount(inverse[keep], minlength=len(groups))
-    sums = [np.bincount(inverse[keep], weights=np.asarray(v, dtype=float)[keep], minlength=len(groups))
-            for v in values]
     names = np.asarray(layer_names, dtype=object)
-    return step_values[groups // width], names[groups % width], sums, counts
+    return step_values[groups // width], names[groups % width], inverse, len(groups)
 
 
 def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = None) -> pd.DataFrame:
     """A step x layer table of one per-layer quantity (columns in forward order `order`, then any
     other layer in order of appearance; only steps and layers that have rows of the quantity's kind).
+    The arithmetic is layer_arrays'; this wraps a statistics frame (columns step, layer, param,
+    kind, STAT_FIELDS...; param may be absent where every row is a weight matrix's) around it."""
+    if quantity not in LAYER_QUANTITIES:
+        raise ValueError(f"unknown per-layer quantity {quantity!r}; known: {', '.join(LAYER_QUANTITIES)}")
+    empty = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
+    if stats is None or len(stats) == 0:
+        return empty
+    result = layer_arrays(stats["step"].to_numpy(dtype=np.int64), stats["layer"].to_numpy(dtype=object),
+                          stats["kind"].to_numpy(dtype=object),
+                          stats["param"].to_numpy(dtype=object) if "param" in stats.columns else None,
+                          lambda name: stats[name].to_numpy(dtype=float), quantity, order)
+    if result is None:
+        return empty
+    steps, columns, table = result
+    return pd.DataFrame(table, index=pd.Index(steps, name="step"), columns=columns)
+
+
+def layer_arrays(step: np.ndarray, layer: np.ndarray, kind: np.ndarray, param: np.ndarray, column,
+                 quantity: str, order: list[str] | None = None):
+    """The per-layer quantity as (steps, columns, step x layer array), or None without rows of its
+    kind. step/layer/kind/param: one entry per statistics row (kind by name); column(name): that
+    STAT_FIELDS column as floats. The one place each per-layer quantity is computed:
 
     grad_norm / weight_norm: sqrt(sum of the layer's parameters' squared norms).
     grad_max_abs: largest |gradient element| over the layer's parameters.
@@ -89,60 +122,64 @@ def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = No
     if quantity not in LAYER_QUANTITIES:
         raise ValueError(f"unknown per-layer quantity {quantity!r}; known: {', '.join(LAYER_QUANTITIES)}")
     order = list(order or [])
-    empty = pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step"))
-    if stats is None or len(stats) == 0:
-        return empty
-    rows = stats[stats["kind"] == LAYER_QUANTITIES[quantity]]
-    if quantity in ("weight_mean", "weight_std"):
-        rows = rows[rows["param"].astype(str).str.startswith("weight")]
-    if len(rows) == 0:
-        return empty
-    steps = rows["step"].to_numpy(dtype=np.int64)
-    layers = rows["layer"].to_numpy(dtype=object)
+    mask = np.asarray(kind == LAYER_QUANTITIES[quantity], dtype=bool)
+    if quantity in ("weight_mean", "weight_std") and param is not None:  # None: rows of weights only
+        mask &= np.fromiter((str(p).startswith("weight") for p in param), dtype=bool, count=len(param))
+    if not mask.any():
+        return None
+    steps = np.asarray(step, dtype=np.int64)[mask]
+    layers = np.asarray(layer, dtype=object)[mask]
+
+    def col(name):
+        return np.asarray(column(name), dtype=float)[mask]
+
     if quantity in ("grad_norm", "weight_norm"):
-        g_steps, g_layers, (total,), _ = _grouped_sums(steps, layers, rows["norm"].to_numpy(dtype=float) ** 2,
-                                                       skip_nan=False)
+        g_steps, g_layers, (total,), _ = _grouped_sums(steps, layers, col("norm") ** 2, skip_nan=False)
         return _pivot(g_steps, g_layers, np.sqrt(total), order)
     if quantity == "grad_max_abs":
-        big = np.maximum(rows["max"].abs().to_numpy(dtype=float), rows["min"].abs().to_numpy(dtype=float))
-        frame = pd.DataFrame({"step": steps, "layer": layers, "v": big}).groupby(["step", "layer"])["v"].max()
-        frame = frame.reset_index()
-        return _pivot(frame["step"], frame["layer"], frame["v"], order)
+        big = np.maximum(np.abs(col("max")), np.abs(col("min")))
+        g_steps, g_layers, inverse, n = _groups(steps, layers)
+        out = np.full(n, np.nan)
+        np.fmax.at(out, inverse, big)  # NaN-skipping, NaN only where every value is
+        return _pivot(g_steps, g_layers, out, order)
     if quantity == "grad_nonfinite":
-        bad = rows["nan_count"].fillna(0).to_numpy(dtype=float) + rows["inf_count"].fillna(0).to_numpy(dtype=float)
+        bad = np.nan_to_num(col("nan_count"), nan=0.0) + np.nan_to_num(col("inf_count"), nan=0.0)
         g_steps, g_layers, (total,), _ = _grouped_sums(steps, layers, bad)
         return _pivot(g_steps, g_layers, total, order)
     if quantity in ("weight_mean", "weight_std"):
-        norm = rows["norm"].to_numpy(dtype=float)
-        mean = rows["mean"].to_numpy(dtype=float)
-        std = rows["std"].to_numpy(dtype=float)
+        norm, mean, std = col("norm"), col("mean"), col("std")
         # numel from the norm identity |W|^2 = n (std^2 + mean^2); exact enough to weight the pooling.
         with np.errstate(divide="ignore", invalid="ignore"):
             numel = norm**2 / (std**2 + mean**2)
         numel = np.where(np.isfinite(numel) & (numel > 0), numel, 1.0)
-        frame = pd.DataFrame({"step": steps, "layer": layers, "n": numel, "m": mean * numel,
-                              "s": (std**2 + mean**2) * numel})
-        grouped = frame.groupby(["step", "layer"], sort=False).sum(min_count=1).reset_index()
-        pooled_mean = grouped["m"] / grouped["n"]
-        if quantity == "weight_mean":
-            return _pivot(grouped["step"], grouped["layer"], pooled_mean, order)
-        pooled_var = np.maximum(grouped["s"] / grouped["n"] - pooled_mean**2, 0.0)
-        return _pivot(grouped["step"], grouped["layer"], np.sqrt(pooled_var), order)
+        g_steps, g_layers, inverse, n = _groups(steps, layers)
+
+        def pooled_sum(values):  # NaN-skipping sum, NaN where every value is NaN
+            ok = ~np.isnan(values)
+            total = np.bincount(inverse[ok], weights=values[ok], minlength=n)
+            return np.where(np.bincount(inverse[ok], minlength=n) > 0, total, np.nan)
+
+        weights = pooled_sum(numel)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            pooled_mean = pooled_sum(mean * numel) / weights
+            if quantity == "weight_mean":
+                return _pivot(g_steps, g_layers, pooled_mean, order)
+            pooled_var = np.maximum(pooled_sum((std**2 + mean**2) * numel) / weights - pooled_mean**2, 0.0)
+        return _pivot(g_steps, g_layers, np.sqrt(pooled_var), order)
     if quantity == "update_ratio":
-        ratio = rows["update_ratio"].to_numpy(dtype=float)
-        norm = rows["norm"].to_numpy(dtype=float)
+        ratio, norm = col("update_ratio"), col("norm")
         ok = np.isfinite(ratio) & np.isfinite(norm)
         if not ok.any():
-            return empty
+            return None
         g_steps, g_layers, (d, w), _ = _grouped_sums(steps[ok], layers[ok], (ratio[ok] * norm[ok]) ** 2,
                                                      norm[ok] ** 2)
         with np.errstate(divide="ignore", invalid="ignore"):
             value = np.sqrt(d / w)
         return _pivot(g_steps, g_layers, value, order)
-    values = rows[quantity].to_numpy(dtype=float)
+    values = col(quantity)
     ok = np.isfinite(values)
     if not ok.any():
-        return empty
+        return None
     g_steps, g_layers, (total,), count = _grouped_sums(steps[ok], layers[ok], values[ok])
     return _pivot(g_steps, g_layers, total / count, order)
 

@@ -22,60 +22,94 @@ from .layer_stats import step_chunks
 _PRESENCE = {"grad_norm": "grad_nonfinite", "grad_max_abs": "grad_nonfinite"}
 
 
-def rollup_values(stats: pd.DataFrame, slots: list[str]) -> np.ndarray:
-    """[len(ROLLUP_FIELDS), len(slots)] of one step's statistics frame (columns step, layer, param,
-    kind name, STAT_FIELDS...): each field as derived.layer_table computes it, NaN where it does not apply."""
-    out = np.full((len(schema.ROLLUP_FIELDS), len(slots)), np.nan)
+def rollup_values(steps: np.ndarray, layers: np.ndarray, kinds: np.ndarray, params: np.ndarray,
+                  stats: np.ndarray, slots: list[str]) -> list[tuple[int, np.ndarray]]:
+    """[(step, [len(ROLLUP_FIELDS), len(slots)] array)] for each step of statistics rows (one entry
+    per row; kinds by name; stats in STAT_FIELDS columns): each field as derived.layer_arrays
+    computes it, NaN where it does not apply. Plain arrays, no frame: this runs on the writer
+    thread for every logged step."""
+    unique = np.unique(steps)
+    out = np.full((len(unique), len(schema.ROLLUP_FIELDS), len(slots)), np.nan)
+    slot_of = {layer: i for i, layer in enumerate(slots)}
     for i, field in enumerate(schema.ROLLUP_FIELDS):
-        table = derived.layer_table(stats, field, slots)
-        if table.empty:
+        result = derived.layer_arrays(steps, layers, kinds, params, lambda name: stats[:, _FIELD_INDEX[name]],
+                                      field, slots)
+        if result is None:
             continue
-        row = table.iloc[-1].reindex(slots)
-        out[i] = row.to_numpy(dtype=float)
-    return out
+        at, columns, table = result
+        rows = np.searchsorted(unique, at)
+        cols = np.asarray([slot_of[c] for c in columns], dtype=np.int64)
+        out[rows[:, None], i, cols[None, :]] = table
+    return list(zip(unique.tolist(), out))
+
+
+_FIELD_INDEX = {name: j for j, name in enumerate(schema.STAT_FIELDS)}
 
 
 class RollupWriter:
-    """The writer thread's half: tensor -> layer names and the slot list, kept in step with the folder."""
+    """The writer thread's half: tensor -> layer names and the slot list, kept in step with the folder.
+
+    Records are gathered over one writer transaction and rolled up together (`write_pending`, before
+    the commit): derived.layer_table works on many steps at once, and its fixed cost per call (a few
+    pandas operations per field) paid once per flush instead of once per logged step keeps the
+    roll-up a small part of capture at every=1."""
 
     def __init__(self):
         self._tensors: dict[int, tuple[str, str]] = {}  # tensor id -> (layer, param)
         self._slots: list[str] | None = None
+        self._pending: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def forget_tensors(self) -> None:
-        """New tensors were written: the next record reloads the names from the folder."""
+        """New tensors were written: the next roll-up reloads the names from the folder."""
         self._tensors = {}
 
     def write(self, conn: sqlite3.Connection, step: int, tensor_ids: np.ndarray, kinds: np.ndarray,
               stats: np.ndarray) -> None:
-        """Append the layer_rollup row of one logged step (inside the writer's open transaction)."""
+        """Queue one logged step's rows for the roll-up of this transaction. A step seen again
+        (a record repeated at one step: the later one wins) first rolls up what is queued."""
+        if any(queued == int(step) for queued, *_ in self._pending):
+            self.write_pending(conn)
+        self._pending.append((int(step), np.asarray(tensor_ids), np.asarray(kinds), np.asarray(stats)))
+
+    def write_pending(self, conn: sqlite3.Connection) -> None:
+        """Append the layer_rollup rows of the queued steps (inside the writer's open transaction)."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
         if not self._tensors:
             self._tensors = {int(i): (layer, param) for i, layer, param in
                              conn.execute("SELECT id, layer, param FROM tensors")}
         if self._slots is None:
             self._slots = [layer for (layer,) in conn.execute("SELECT layer FROM rollup_layers ORDER BY slot")]
-        known = np.fromiter((int(t) in self._tensors for t in tensor_ids), dtype=bool, count=len(tensor_ids))
-        if not known.any():
+        steps, names, kinds, stats = [], [], [], []
+        for step, tensor_ids, step_kinds, step_stats in pending:
+            known = np.fromiter((int(t) in self._tensors for t in tensor_ids), dtype=bool, count=len(tensor_ids))
+            if not known.any():
+                continue
+            names += [self._tensors[int(t)] for t in tensor_ids[known]]
+            steps.append(np.full(int(known.sum()), step, dtype=np.int64))
+            kinds.append(step_kinds[known])
+            stats.append(step_stats[known])
+        if not steps:
             return
-        names = [self._tensors[int(t)] for t in tensor_ids[known]]
-        frame = pd.DataFrame(stats[known], columns=list(schema.STAT_FIELDS))
-        frame.insert(0, "kind", pd.Series(kinds[known]).map(schema.KIND_NAMES).to_numpy(dtype=object))
-        frame.insert(0, "param", [param for _, param in names])
-        frame.insert(0, "layer", [layer for layer, _ in names])
-        frame.insert(0, "step", int(step))
+        layers = np.asarray([layer for layer, _ in names], dtype=object)
         known_slots = set(self._slots)
-        new = [layer for layer in dict.fromkeys(layer for layer, _ in names) if layer not in known_slots]
+        new = [layer for layer in dict.fromkeys(layers.tolist()) if layer not in known_slots]
         if new:
             conn.executemany("INSERT INTO rollup_layers(slot, layer) VALUES (?, ?)",
                              [(len(self._slots) + i, layer) for i, layer in enumerate(new)])
             self._slots = self._slots + new
-        values = rollup_values(frame, self._slots)
-        conn.execute("INSERT INTO layer_rollup(step, layers, stats) VALUES (?, ?, ?)",
-                     (int(step), len(self._slots), schema.encode_rollup(values)))
+        kind_names = np.asarray([schema.KIND_NAMES.get(int(k)) for k in np.concatenate(kinds)], dtype=object)
+        rolled = rollup_values(np.concatenate(steps), layers, kind_names,
+                               np.asarray([param for _, param in names], dtype=object),
+                               np.concatenate(stats).astype(float, copy=False), self._slots)
+        conn.executemany("INSERT INTO layer_rollup(step, layers, stats) VALUES (?, ?, ?)",
+                         [(step, len(self._slots), schema.encode_rollup(values)) for step, values in rolled])
 
     def rolled_back(self) -> None:
-        """The transaction was discarded: slots it added are gone too."""
+        """The transaction was discarded: slots it added and the records it held are gone too."""
         self._slots = None
+        self._pending = []
 
 
 class LayerRollupQueries:

@@ -346,6 +346,7 @@ class RunWriter:
                     )
                     last_heartbeat = now
                 self._write_dirty_blocks(conn)
+                self._layer_rollup.write_pending(conn)
                 conn.commit()
             except BaseException as exc:  # keep the thread alive; surface at the next call
                 self._error = exc
