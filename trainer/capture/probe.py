@@ -48,6 +48,7 @@ from .layers import (
     forward_rank,
     is_channels_first_producer,
     is_named_activation,
+    module_path,
     param_layer,
 )
 from .lr_record import LearningRateRecorder
@@ -67,13 +68,30 @@ class WatchedParam:
     layer: str  # 'encoder.fc1'
     param: str  # 'weight'
     module_type: str
-    tensor: nn.Parameter
+    tensor: nn.Parameter  # FSDP1 without use_orig_params: the flat parameter holding it
+    full_shape: tuple | None = None  # the whole tensor's shape where `tensor` is not it (FSDP1)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.tensor.shape) if self.full_shape is None else self.full_shape
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def trainable(self) -> bool:
+        return self.tensor.requires_grad
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / DataParallel / torch.compile wrappers, so names carry no
-    'module.' or '_orig_mod.' prefix and match across wrappers."""
+    """The user's module inside DDP / DataParallel / FSDP1 / torch.compile wrappers, so names
+    carry no 'module.', '_fsdp_wrapped_module.' or '_orig_mod.' prefix and match across wrappers."""
     while True:
+        inner = getattr(model, "_fsdp_wrapped_module", None)
+        if isinstance(inner, nn.Module) and type(model).__name__ == "FullyShardedDataParallel":
+            model = inner
+            continue
         inner = getattr(model, "module", None)
         if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
             model = inner
@@ -103,6 +121,7 @@ def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules that define layer order: leaves, and any module holding parameters directly."""
     chosen = []
     for name, module in model.named_modules():
+        name = module_path(name)
         is_leaf = next(module.children(), None) is None
         has_own = next(module.parameters(recurse=False), None) is not None
         if is_leaf or has_own:
@@ -146,19 +165,21 @@ class Probe:
         step_offset: int = 0,
     ):
         self.model = unwrap_model(model)
+        # Sharded parameters (FSDP2 DTensors, FSDP1 flat parameters): each rank measures its
+        # pieces, rank 0 records the combined whole (sharded.py); None for whole tensors.
+        self._layout = sharded.layout_of(model, self.model, WatchedParam, collect_params)
         self.writer = writer
         self._cadence = make_cadence(every, budget)
         self.histograms = histograms
         self.activations = activations
         self.update_ratio = update_ratio
-        self.params = collect_params(self.model)
+        self.params = self._layout.params if self._layout is not None else collect_params(self.model)
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
-        self._sentinels = Sentinels(writer) if not sharded.is_sharded(self.model) else None
-        # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
-        self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
+        self._sentinels = Sentinels(writer) if self._layout is None else None
+        self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
         self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
         self._old_samples = None  # weight samples before a hand-written update (first forward pass)
@@ -458,17 +479,16 @@ class Probe:
         groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
         self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
 
-    # ---- FSDP2: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
+    # ---- FSDP2 / FSDP1: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
     def _weight_samples(self) -> list[torch.Tensor]:
-        return [
-            _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
-            for p in self.params if p.tensor.requires_grad
-        ]
+        pieces = [self._layout.weight(p) for p in self.params if p.trainable]
+        return [_owned(self._sampler.sample(w.reshape(-1)), w) for w in pieces]
 
     def _measure_gradients_sharded(self) -> None:
         self._deferred.flush()  # every forward pass of this step is done: measure its activations
-        present = [p for p in self.params if p.tensor.grad is not None]
-        grads = [_dense(p.tensor.grad) for p in present]
+        pieces = [(p, self._layout.grad(p)) for p in self.params]
+        present = [p for p, g in pieces if g is not None]
+        grads = [g for _, g in pieces if g is not None]
         if self.update_ratio and not self._manual:
             # The update-to-weight ratio needs the weights before the step: only the histogram
             # sample of each tensor is kept. (A hand-written update has happened by now: its
@@ -526,8 +546,8 @@ class Probe:
             if p.name not in self._tensor_ids:
                 new.append(dict(
                     name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
-                    shape=list(p.tensor.shape), numel=p.tensor.numel(),
-                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
+                    shape=list(p.shape), numel=p.numel,
+                    ord=forward_rank(p.layer, self._order, late), trainable=p.trainable,
                 ))
         for name, module_type in act_types.items():
             if name not in self._tensor_ids:
@@ -631,10 +651,10 @@ class Probe:
     def _ratio_layout(self, weights, w_samples, device):
         """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
         (a host-to-device copy per step would synchronise an accelerator)."""
-        key = tuple(p.tensor.requires_grad for p in self.params)
+        key = tuple(p.trainable for p in self.params)
         cached = getattr(self, "_ratio_cache", None)
         if cached is None or cached[0] != key:
-            idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            idx = [i for i, p in enumerate(self.params) if p.trainable]
             scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
                                  device=device)
             cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
@@ -642,7 +662,7 @@ class Probe:
 
     def _record_sharded(self, step: int, pending, acts) -> None:
         present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
-        weights = [sharded.local(p.tensor.detach()) for p in self.params]
+        weights = [self._layout.weight(p) for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         w_moments = self._moment_stats(weights)
