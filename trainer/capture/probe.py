@@ -53,6 +53,7 @@ from .layers import (
 )
 from .lr_record import LearningRateRecorder
 from .multi_tensor import Measurer
+from .optimizers import Ownership
 from .sentinels import Sentinels
 
 
@@ -177,6 +178,9 @@ class Probe:
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
+        # Several optimizers with their own backward passes: each one's parameters are measured
+        # at its own step (optimizers.py); not for sharded parameters, measured all at once.
+        self._ownership = Ownership([id(p.tensor) for p in self.params], [p.trainable for p in self.params])
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
         self._sentinels = Sentinels(writer) if self._layout is None else None
         self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
@@ -291,6 +295,7 @@ class Probe:
             if not any(id(p) in self._param_ids for g in optimizer.param_groups for p in g["params"]):
                 return False
             self._optimizer_ref = optimizer
+            self._ownership.counting(optimizer)
             self._remove_watchdog()
         return optimizer is self._optimizer_ref
 
@@ -396,7 +401,9 @@ class Probe:
         return hook
 
     def _start_of_forward(self, module, inputs) -> None:
-        if self._unfinished is not None:
+        # Not while another optimizer may still step parameters of this step (a GAN's generator
+        # after its discriminator): the record waits for it, or for the next step.
+        if self._unfinished is not None and not self._ownership.waiting:
             self.finish_pending()
 
     @torch.no_grad()
@@ -413,6 +420,7 @@ class Probe:
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
         if not self._counts(optimizer):
+            self._other_optimizer_step(optimizer)
             return None
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
@@ -423,6 +431,22 @@ class Probe:
         if self.logging_now and not self._measured:
             self._measure_gradients()
         return None
+
+    def _other_optimizer_step(self, optimizer) -> None:
+        """An optimizer other than the counting one steps watched parameters: their gradients, as
+        it steps with them, join the record of the step just completed."""
+        if self._optimizer_ref is None or self._manual or self._shards is not None:
+            return
+        owned = self._ownership.other_steps(optimizer)
+        if owned is None or self._unfinished is None:
+            return
+        step, (present, groups, held), acts = self._unfinished
+        grads = [(i, _dense(self.params[i].tensor.grad)) for i in sorted(owned)
+                 if self.params[i].tensor.grad is not None]
+        # Decoded after the counting step's groups, so these values replace any taken there.
+        extra = self._measurer.begin(grads, [], []) if grads else []
+        present = [(i, g) for i, g in present if i not in owned] + grads
+        self._unfinished = (step, (present, groups + extra, held), acts)
 
     def _measuring_closure(self, args, kwargs, closure):
         """step(closure) runs forward and backward inside the step: take the sentinels and measure
@@ -468,7 +492,8 @@ class Probe:
                 acc.add(y)
             else:
                 held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
-        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
+        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params)
+                   if p.tensor.grad is not None and i not in self._ownership.by_others]
         # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
         # with set_to_none=False) before the record is finished would read as all zeros. The
         # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
@@ -513,6 +538,7 @@ class Probe:
             self._complete_step()
 
     def _complete_step(self) -> None:
+        self._ownership.step_done()
         if self._order_handles:  # the root module itself is never called (a LightningModule's
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
