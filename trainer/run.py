@@ -222,7 +222,7 @@ class Run:
 
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
         other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) and FSDP1
-        (`FullyShardedDataParallel`, FULL_SHARD or SHARD_GRAD_OP) every rank measures its shard
+        (`FullyShardedDataParallel`: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD) every rank measures its shard
         and rank 0 records the combined statistics: watch on every rank.
         """
         from torch import nn

@@ -94,3 +94,22 @@ def test_the_generator_gradients_differ_from_the_stale_ones(tmp_path):
     got = recorded[(recorded["kind"] == "grad") & (recorded["step"] == 0) & (recorded["name"] == "G.0.weight")]
     assert got["norm"].item() == pytest.approx(expected[0]["G.0.weight"], rel=1e-6)
     assert abs(stale - expected[0]["G.0.weight"]) > 1e-3 * expected[0]["G.0.weight"]
+
+
+def test_ownership_of_tensors_holding_several_parameters():
+    """An FSDP1 flat parameter holds several watched parameters: the optimizer stepping it owns
+    them all, so the record does not wait for another optimizer."""
+    from types import SimpleNamespace
+
+    from gradwatch.trainer.capture.optimizers import Ownership
+
+    flat, head = torch.zeros(3), torch.zeros(2)
+    ownership = Ownership([id(flat), id(flat), id(head)], [True, True, True])
+    only_flat = SimpleNamespace(param_groups=[{"params": [flat]}])
+    ownership.counting(only_flat)
+    assert ownership.owned(only_flat) == {0, 1}
+    assert ownership.waiting  # the head is trainable and no optimizer has stepped it yet
+    assert ownership.other_steps(SimpleNamespace(param_groups=[{"params": [head]}])) == {2}
+    assert not ownership.waiting
+    ownership.step_done()
+    assert ownership.waiting and ownership.by_others == {2}

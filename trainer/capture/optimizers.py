@@ -14,7 +14,10 @@ class Ownership:
     """Parameter indices (into the probe's watched list) owned by each optimizer seen stepping."""
 
     def __init__(self, param_ids: list[int], trainable: list[bool]):
-        self._index = {pid: i for i, pid in enumerate(param_ids)}
+        # One tensor may hold several watched parameters (an FSDP1 flat parameter).
+        self._index: dict[int, list[int]] = {}
+        for i, pid in enumerate(param_ids):
+            self._index.setdefault(pid, []).append(i)
         self._trainable = trainable
         self._owned: dict[int, tuple[int, frozenset[int]]] = {}  # id(optimizer) -> (tensor count, indices)
         self.by_others: set[int] = set()  # owned by an optimizer other than the counting one
@@ -27,8 +30,8 @@ class Ownership:
         count = sum(len(g["params"]) for g in optimizer.param_groups)
         cached = self._owned.get(id(optimizer))
         if cached is None or cached[0] != count:
-            found = frozenset(self._index[id(p)] for g in optimizer.param_groups for p in g["params"]
-                              if id(p) in self._index)
+            found = frozenset(i for g in optimizer.param_groups for p in g["params"]
+                              for i in self._index.get(id(p), ()))
             cached = self._owned[id(optimizer)] = (count, found)
         return cached[1]
 
