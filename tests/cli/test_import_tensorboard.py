@@ -145,3 +145,6 @@ def test_activation_histograms_are_imported_as_activation_statistics(tmp_path, c
         assert row["zero_frac"] == pytest.approx((y == 0).double().mean().item())
     relu_zero = acts[acts["layer"] == "relu1"]["zero_frac"]
     assert (relu_zero > 0.2).all()  # the ReLU's zeros are counted, not lost in a bucket
+    # Diagnosis reads the imported activations; dead units need per-unit data TensorBoard lacks.
+    report = diagnose_run(printed)
+    assert "dead_units" not in {flag["rule"] for flag in report["flags"]}
