@@ -113,7 +113,8 @@ def collect_params(model: nn.Module) -> list[WatchedParam]:
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            layer = param_layer(module_name, module, param_name) if module_name else type(module).__name__
+            path = module_path(module_name)  # without wrapper segments (activation checkpointing)
+            layer = param_layer(path, module, param_name) if path else type(module).__name__
             found.append(WatchedParam(f"{layer}.{param_name}", layer, param_name, type(module).__name__, param))
     return found
 
