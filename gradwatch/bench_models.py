@@ -163,20 +163,26 @@ def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False
 def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False) -> dict:
     """Ops capture adds, counted as trainer/capture/dispatch_count.py defines, over one whole
     period after a warm-up one: {"logged": extra ops of the logged step (the period's extra less
-    the unlogged steps'), "unlogged": per unlogged step, "tensors": n, "per_step": [extra per step]}."""
+    the unlogged steps'), "unlogged": per unlogged step, "tensors": n, "per_step": [extra per step],
+    "by_op": {op name: extra count over the period}}."""
     import statistics
+    from collections import Counter
 
-    from gradwatch.trainer.capture.dispatch_count import step_counts
+    from gradwatch.trainer.capture.dispatch_count import count_ops
 
     base, _, n_tensors = trainer_step(key)
     watched, run, _ = trainer_step(key, logdir, every, accelerator_path)
     for i in range(every):  # first period: layouts, caches, first-call costs
         base(i)
         watched(i)
-    base_counts = step_counts(lambda i: base(every + i), every)
-    watched_counts = step_counts(lambda i: watched(every + i), every)
+    extra, by_op = [], Counter()
+    for i in range(every):
+        base_ops, _ = count_ops(base, every + i)
+        watched_ops, _ = count_ops(watched, every + i)
+        extra.append(sum(watched_ops.values()) - sum(base_ops.values()))
+        by_op.update(watched_ops)
+        by_op.subtract(base_ops)
     run.finish()
-    extra = [w - b for w, b in zip(watched_counts, base_counts)]
     unlogged = statistics.median(extra[2:])  # step 0 logs; its record is finished in step 1
     return {"logged": sum(extra) - (every - 1) * unlogged, "unlogged": unlogged, "tensors": n_tensors,
-            "per_step": extra}
+            "per_step": extra, "by_op": {op: n for op, n in by_op.items() if n}}
