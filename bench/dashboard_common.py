@@ -99,14 +99,41 @@ class Gunicorn:
 
 
 class DashClient:
-    """Calls callbacks over HTTP like the browser: POST /_dash-update-component."""
+    """Calls callbacks over HTTP like the browser: POST /_dash-update-component.
 
-    def __init__(self, base_url: str):
-        import requests
+    A plain kept-alive http.client connection (not requests): a simulated viewer should cost its own
+    process as little as a poll can, since a real browser's poll runs on the viewer's machine."""
+
+    def __init__(self, base_url: str, deps: list | None = None):
+        from urllib.parse import urlsplit
 
         self.base = base_url
-        self.session = requests.Session()
-        self.deps = self.session.get(base_url + "/_dash-dependencies").json()
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.connection = None
+        self.deps = deps if deps is not None else json.loads(self._request("GET", "/_dash-dependencies")[1])
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        """(status, body) of GET `path` on the same connection."""
+        return self._request("GET", path)
+
+    def _request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        import http.client
+
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        for attempt in range(2):  # a kept-alive connection the server closed: reconnect once
+            if self.connection is None:
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=120)
+            try:
+                self.connection.request(method, path, body=body, headers=headers)
+                response = self.connection.getresponse()
+                return response.status, response.read()
+            except (http.client.HTTPException, OSError):
+                self.connection.close()
+                self.connection = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def spec(self, output_prefix: str) -> dict:
         """The callback whose output string equals, else starts with, `output_prefix`."""
@@ -126,13 +153,15 @@ class DashClient:
             "state": [dict(s, value=values.get(s["id"])) for s in spec.get("state", [])],
             "changedPropIds": [changed],
         }
+        payload = json.dumps(body).encode()
         start = time.perf_counter()
-        response = self.session.post(self.base + "/_dash-update-component", json=body)
+        status, content = self._request("POST", "/_dash-update-component", payload)
         elapsed = time.perf_counter() - start
-        if response.status_code == 204:
+        if status == 204:
             return elapsed, 0, None
-        response.raise_for_status()
-        return elapsed, len(response.content), response.json()
+        if status != 200:
+            raise RuntimeError(f"callback {spec['output'][:60]!r} answered HTTP {status}: {content[:200]!r}")
+        return elapsed, len(content), json.loads(content)
 
 
 def launch_browser():

@@ -1,10 +1,20 @@
-"""20 and 50 viewers polling a live run at 1 Hz while it trains: callback latency, and the trainer's
-step time with and without them.
+"""20 and 50 viewers polling a live run at 1 Hz while it trains: callback latency, the server's and the
+simulated viewers' CPU per poll, and the trainer's step time with and without them.
 
-A real training process (torch, the Run API, statistics every 10 steps) trains for 4 x WINDOW seconds;
-20 simulated viewers (HTTP clients that behave like the Run page: they draw the charts once, then send the
-live poll callback every second with their own cursors) are on during the 2nd and 4th windows. Step times
-in viewer windows are compared with those in quiet windows of the same run (same process, same warm-up).
+A real training process (torch, the Run API, statistics every 10 steps, the writer's default 0.2 s
+flush) trains for 4 x WINDOW seconds; the viewers are on during the 2nd and 4th windows. At the start
+of a busy window one tab opens the Run page (every live chart drawn once over HTTP); each simulated
+viewer starts from that page's live-chart stores, then sends the live poll callback every second at
+its own random phase with every live chart's store, as the page does, and applies each answer as the
+page's clientside applier does (so each holds its own cursors). Redraws a poll asks for are not made:
+the bench models the poll callback, which is what the targets are about. Step times in busy windows
+are compared with those in quiet windows of the same run (same process, same warm-up).
+
+What runs where: the trainer, 2 gunicorn workers x 4 threads and the viewers' HTTP clients (threads of
+this process, plain http.client, ~1-2 ms CPU per poll) share this machine's cores. A real viewer's
+browser runs elsewhere; its CPU here is counted anyway (reported separately as
+viewer_client_cpu_ms_per_poll), and the gunicorn workers' own CPU per poll (server_cpu_ms_per_poll,
+from /proc, above the quiet windows' rate) is the number the server's capacity follows.
 
     python bench/dashboard_viewers.py [--viewers 20,50] [--window 10]
 Targets: poll callback p95 < 300 ms at 50 viewers; step time with 20 viewers within 10% of none.
@@ -61,56 +71,97 @@ def train_main(logdir: str, seconds: float, every: int) -> None:
     print(json.dumps(samples), flush=True)
 
 
-class Viewer(threading.Thread):
-    """One browser tab on the Run page: initial charts, then the live poll every `period` seconds."""
+def worker_cpu_s(master_pid: int) -> float | None:
+    """User+system CPU seconds of the gunicorn master's worker processes so far (Linux /proc), or None."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == master_pid:  # fields after "(comm)": state, ppid, ..., utime (12), stime (13)
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
 
-    def __init__(self, base_url: str, run_id: str, info: dict, period: float, stop: threading.Event):
+
+def open_tab(base_url: str, run_id: str, info: dict) -> dict:
+    """What one browser tab holds after opening the Run page: every live chart drawn once, and its
+    channel store (cursor, revision, trace keys). {live store id: store}."""
+    from gradwatch.dashboard import ids
+    from gradwatch.dashboard.views.run_charts import LIVE_CHARTS
+
+    client = DashClient(base_url)
+    values = {ids.RUN_ID: run_id, ids.SEL_RANGE: {"from": None, "to": None}, "run-info": info,
+              ids.SEL_LAYER: {"layer": info["param_layers"][0], "param": "weight"},
+              ids.SEL_STEP: {"step": None, "follow": True}, ids.SEL_ROWS: {"filter": "", "collapse": None},
+              ids.FLAGS_DATA: [], ids.NOTES_DATA: [], ids.FIRST_PAINT_STAGE: 1,
+              ids.RUN_SHAPE: {"layers": len(info["layers"]), "activations": 0},
+              **{ids.refresh_store(chart.id): 0 for chart in LIVE_CHARTS}}
+    live = {}
+    for chart in LIVE_CHARTS:
+        _, _, body = client.call(f"..{chart.id}.figure...", values, f"{ids.SEL_RANGE}.data")
+        live[ids.live_store(chart.id)] = body["response"][ids.live_store(chart.id)]["data"]
+    return live
+
+
+class Viewer(threading.Thread):
+    """One browser tab on the Run page, opened at the window's start (`live`: the live charts' stores
+    it got then): the live poll callback every `period` seconds with every live chart's store, as the
+    page sends it, and each answer applied as the page's clientside applier does (cursor advances only
+    on a payload for its own cursor and revision). Redraws the poll asks for are not made: this models
+    the poll callback, what the targets are about."""
+
+    def __init__(self, base_url: str, deps: list, run_id: str, live: dict, period: float,
+                 stop: threading.Event):
         super().__init__(daemon=True)
-        self.client = DashClient(base_url)
-        self.run_id, self.info, self.period, self.stop = run_id, info, period, stop
+        self.client = DashClient(base_url, deps)
+        self.run_id, self.period, self.stop = run_id, period, stop
+        self.live = json.loads(json.dumps(live))  # a tab's own copy
         self.latencies: list[float] = []
         self.bytes: list[int] = []
+        self.polls = 0
         self.errors = 0
 
     def run(self) -> None:
-        # Viewers arrive at random moments within a second, not in lockstep.
-        self.stop.wait(random.random())
-        values = {"run-id": self.run_id, "sel-range": {"from": None, "to": None}, "refresh-fig-loss": 0,
-                  "refresh-fig-grad-time": 0, "run-info": self.info,
-                  "sel-layer": {"layer": self.info["param_layers"][0], "param": "weight"}}
-        live = {}
-        for chart in ("fig-loss", "fig-grad-time"):  # the page's live line charts, drawn once
-            for _attempt in range(3):  # a kept-alive connection the server closed: count it, try again
-                try:
-                    _, _, body = self.client.call(f"..{chart}.figure...", values, "sel-range.data")
-                    break
-                except Exception:
-                    self.errors += 1
-            else:
-                return
-            live[f"live-{chart}"] = body["response"][f"live-{chart}"]["data"]
+        from gradwatch.dashboard import ids
+
+        # Viewers poll at random moments within a second, not in lockstep.
+        self.stop.wait(random.random() * self.period)
         meta = {"status": "running", "running": True, "ticks": 0}
         tick = 0
         next_at = time.monotonic()
         while not self.stop.is_set():
             tick += 1
-            state = {"poll-tick": tick, "run-id": self.run_id, "live-meta": meta, **live,
-                     "sel-step": {"step": None, "follow": True}, "run-step-slider": 0}
+            state = {ids.POLL_TICK: tick, ids.RUN_ID: self.run_id, ids.LIVE_META: meta, **self.live,
+                     ids.SEL_STEP: {"step": None, "follow": True}, ids.RUN_STEP_SLIDER: 0}
             try:
-                seconds, size, body = self.client.call("..delta.data...", state, "poll-tick.data")
+                seconds, size, body = self.client.call(f"..{ids.DELTA}.data...", state, f"{ids.POLL_TICK}.data")
             except Exception:
                 self.errors += 1
                 body, seconds, size = None, 0.0, 0
-            if body and tick > 2:  # the first polls of a tab catch up with its initial charts
+            self.polls += 1
+            if body and tick > 1:  # the first poll of a tab catches up with its initial charts
                 self.latencies.append(seconds)
                 self.bytes.append(size)
             if body:
                 response = body["response"]
-                delta = response.get("delta", {}).get("data") or {}
-                meta = response.get("live-meta", {}).get("data", meta)
-                for chart, payload in delta.items():  # what the page's clientside applier does
-                    if f"live-{chart}" in live and isinstance(payload, dict) and "to" in payload:
-                        live[f"live-{chart}"] = dict(live[f"live-{chart}"], cursor=payload["to"])
+                delta = response.get(ids.DELTA, {}).get("data") or {}
+                meta = response.get(ids.LIVE_META, {}).get("data", meta)
+                for chart, payload in delta.items():  # assets/gradwatch.js's applyDelta rule
+                    key = ids.live_store(chart)
+                    held = self.live.get(key)
+                    if held and isinstance(payload, dict) and payload.get("base") == held.get("cursor") \
+                            and payload.get("rev") == held.get("rev"):
+                        self.live[key] = dict(held, cursor=payload["to"],
+                                              appended=held.get("appended", 0) + payload.get("added", 0))
             next_at += self.period
             self.stop.wait(max(0.0, next_at - time.monotonic()))
 
@@ -144,20 +195,30 @@ def measure(args) -> dict:
         time.sleep(1.0)
         info = RunStore(logdir, None).run_info(run_id)
         info = {k: info[k] for k in ("run_id", "layers", "param_layers", "tensors", "first_step", "last_logged_step")}
-        windows = []
-        viewers: list[Viewer] = []
+        deps = DashClient(server.url).deps
+        windows, viewers, cpu = [], [], []
         for index in range(4):
             begin = t_start + index * args.window
             time.sleep(max(0.0, begin - time.time()))
             stop = threading.Event()
             if index % 2 == 1:
-                group = [Viewer(server.url, run_id, info, 1.0, stop) for _ in range(args.viewers)]
+                live = open_tab(server.url, run_id, info)  # the tabs open together: one page load's stores
+            # CPU is counted from here: the polls' cost, not the page load's.
+            cpu_start = (worker_cpu_s(server.proc.pid), time.process_time(), time.time())
+            if index % 2 == 1:
+                group = [Viewer(server.url, deps, run_id, live, 1.0, stop) for _ in range(args.viewers)]
                 for viewer in group:
                     viewer.start()
                 viewers += group
             time.sleep(max(0.0, begin + args.window - time.time()))
             stop.set()
             windows.append((begin, begin + args.window, index % 2 == 1))
+            for viewer in viewers:
+                viewer.join(timeout=30)  # their last polls are counted in their window
+            cpu_end = (worker_cpu_s(server.proc.pid), time.process_time(), time.time())
+            server_s = None if cpu_start[0] is None or cpu_end[0] is None else cpu_end[0] - cpu_start[0]
+            cpu.append({"viewers": index % 2 == 1, "server_s": server_s, "clients_s": cpu_end[1] - cpu_start[1],
+                        "seconds": cpu_end[2] - cpu_start[2]})
         samples = json.loads(trainer.stdout.readline())
         trainer.wait(timeout=60)
     finally:
@@ -170,6 +231,16 @@ def measure(args) -> dict:
         for begin, end, with_viewers in windows:
             if begin + margin <= wall < end - 0.2:
                 (busy if with_viewers else quiet).append(seconds)
+    polls = sum(v.polls for v in viewers)
+
+    def per_poll_ms(field):  # CPU of the busy windows above the quiet windows' rate, per poll
+        if any(w[field] is None for w in cpu) or not polls:
+            return None
+        quiet_rate = sum(w[field] for w in cpu if not w["viewers"]) / sum(w["seconds"] for w in cpu if not w["viewers"])
+        busy = [w for w in cpu if w["viewers"]]
+        excess = sum(w[field] for w in busy) - quiet_rate * sum(w["seconds"] for w in busy)
+        return round(1000 * excess / polls, 2)
+
     latencies = [s for v in viewers for s in v.latencies]
     sizes = [b for v in viewers for b in v.bytes]
     shutil.rmtree(tmp, ignore_errors=True)
@@ -181,12 +252,17 @@ def measure(args) -> dict:
         "poll_bytes_p50": int(percentile(sizes, 50)) if sizes else None,
         "step_ms_no_viewers": round(quiet_median * 1000, 3), "step_ms_with_viewers": round(busy_median * 1000, 3),
         "step_time_ratio": round(busy_median / quiet_median, 3), "steps_compared": [len(quiet), len(busy)],
+        "server_cpu_ms_per_poll": per_poll_ms("server_s"), "viewer_client_cpu_ms_per_poll": per_poll_ms("clients_s"),
+        "cpu_s_by_window": [{k: (round(v, 2) if isinstance(v, float) else v) for k, v in w.items()} for w in cpu],
+        "load_average": [round(v, 2) for v in os.getloadavg()],
         "targets": {"poll_p95_ms": 300, "step_time_ratio": 1.10},
     }
     print(f"{args.viewers} viewers at 1 Hz: poll p50 {result['poll_p50_ms']} ms, p95 {result['poll_p95_ms']} ms "
           f"({result['polls']} polls, {result['poll_errors']} errors); training step median "
           f"{result['step_ms_no_viewers']} ms without viewers, {result['step_ms_with_viewers']} ms with "
-          f"(x{result['step_time_ratio']}) on {os.cpu_count()} CPUs")
+          f"(x{result['step_time_ratio']}) on {os.cpu_count()} CPUs; CPU per poll: server "
+          f"{result['server_cpu_ms_per_poll']} ms, simulated viewer's client {result['viewer_client_cpu_ms_per_poll']} ms; "
+          f"load average {result['load_average']}")
     print(json.dumps(result), flush=True)
     return result
 

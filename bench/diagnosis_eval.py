@@ -35,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import diagnosis_stacks as stacks  # noqa: E402
 from bench import diagnosis_userloops as userloops  # noqa: E402
 from bench.diagnosis_cases import CASES as LESSON_CASES  # noqa: E402
 from bench.diagnosis_cases import Case  # noqa: E402
@@ -42,8 +43,10 @@ from bench.diagnosis_cases import get_case as get_lesson_case  # noqa: E402
 from bench.diagnosis_oracles import ORACLES  # noqa: E402
 
 # The lesson's matrix, then runs of users' own loops on other architectures (LSTM language model,
-# GPT-2, residual MLP, frozen fine-tune, accumulation, schedules; every=1, 10 and 100).
-CASES = LESSON_CASES + userloops.CASES
+# GPT-2, residual MLP, frozen fine-tune, accumulation, schedules; every=1, 10 and 100), then runs
+# recorded through the Lightning and HF Trainer integrations.
+CASES = LESSON_CASES + userloops.CASES + stacks.CASES
+OWN_LABELS = (userloops.LoopCase, stacks.StackCase)  # cases that list their own harmful remedies
 # Remedies that would do harm, by how a lesson case was built (the user-loop cases list their own).
 DIVERGING = ("exploding_gradient", "nonfinite", "loss_divergence")
 
@@ -51,12 +54,14 @@ DIVERGING = ("exploding_gradient", "nonfinite", "loss_divergence")
 def get_case(case_id: str):
     if case_id in userloops.CASE_IDS:
         return userloops.get_case(case_id)
+    if case_id in stacks.CASE_IDS:
+        return stacks.get_case(case_id)
     return get_lesson_case(case_id)
 
 
 def harmful_remedies(case) -> set[str]:
     """Remedy ids that would make this case worse or that it already applies."""
-    if isinstance(case, userloops.LoopCase):
+    if isinstance(case, OWN_LABELS):
         return set(case.harmful)
     harmful = set()
     if case.options.get("clip_norm") or case.preset == "clipping":
@@ -218,6 +223,7 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
         found = [f.first_step for f in flags if f.rule == rule and f.severity in ACTIVE]
         if not found or abs(found[0] - step) > tolerance:
             check_failures.append(f"{rule} not flagged within {tolerance} steps of step {step} (got {found})")
+    check_failures += remedy_code_failures(flags, getattr(case, "remedy_code", {}))
     for rule, layers in getattr(case, "no_layers", {}).items():
         named = [layer for f in flags if f.rule == rule for layer in f.layers if layer in layers]
         if named:
@@ -235,6 +241,19 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
         "status": outcome.status, "logged_steps": len(grid), "evaluations": len(evals),
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "run": str(outcome.run_path),
     }
+
+
+def remedy_code_failures(flags, wanted: dict) -> list[str]:
+    """Where a remedy the case names is missing from its active flags, or its code lacks the
+    text for the run's stack (Lightning's gradient_clip_val, HF's max_grad_norm)."""
+    failures = []
+    for remedy, text in wanted.items():
+        codes = [code for f in flags if f.severity in ACTIVE for r, code in zip(f.remedy_ids, f.remedy_code)
+                 if r == remedy]
+        if not codes:
+            failures.append(f"no active flag offers {remedy!r}")
+        failures += [f"{remedy!r} code lacks {text!r}: {code!r}" for code in codes if text not in code]
+    return failures
 
 
 class LoopOutcome:
@@ -257,6 +276,11 @@ def evaluate_case(case_id: str, logdir: str, quick: bool, data_path: str | None,
 
         torch.set_num_threads(1)
         outcome = LoopOutcome(userloops.train_loop_case(case, Path(logdir)))
+    elif isinstance(case, stacks.StackCase):
+        import torch
+
+        torch.set_num_threads(1)
+        outcome = LoopOutcome(stacks.train_stack_case(case, Path(logdir)))
     else:
         outcome = train_case(case, Path(logdir), quick=quick, data_path=data_path, device=device)
     return score_case(case, outcome, time.perf_counter() - wall, time.process_time() - cpu)
@@ -422,6 +446,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--only", help="comma-separated case ids")
     parser.add_argument("--user-loops", action="store_true", help="only the user-loop cases (other architectures, "
                                                                   "every=1/10/100), ~1 CPU minute")
+    parser.add_argument("--stacks", action="store_true", help="only the cases recorded through the Lightning "
+                                                               "and HF Trainer integrations")
     parser.add_argument("--jobs", type=int, default=1, help="cases trained in parallel processes (default 1)")
     parser.add_argument("--data", default=None, help="Tweets.csv (default: /work/shared/data/Tweets.csv when "
                                                       "present, else the built-in dataset; 'builtin' forces it)")
@@ -431,7 +457,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json-out", default=None, help="also write the per-case results and summary here")
     args = parser.parse_args(argv)
 
-    cases = list(userloops.CASES) if args.user_loops else select_cases(args.quick, args.only)
+    if args.user_loops or args.stacks:
+        cases = (list(userloops.CASES) if args.user_loops else []) + (list(stacks.CASES) if args.stacks else [])
+    else:
+        cases = select_cases(args.quick, args.only)
     if args.list:
         for case in cases:
             print(f"{case.id:<20} {case.arch:<9} {case.group:<9} expected={_names(case.expected)} "

@@ -61,11 +61,12 @@ class LoopCase:
 
 
 # ---- data ---------------------------------------------------------------------------------------
-def markov_tokens(seed: int, n_tokens: int, vocab: int = VOCAB, successors: int = 4) -> np.ndarray:
+def markov_tokens(seed: int, n_tokens: int, vocab: int = VOCAB, successors: int = 4, sample: int = 0) -> np.ndarray:
     """A token stream from a random sparse Markov chain with Zipf-distributed words, like text: each
     token is followed by one of `successors` tokens (probabilities 0.55, 0.25, 0.12, 0.08) drawn with
     probability ~ 1/rank, so a few words are frequent. The best loss is about 1.2 nats against
-    ln(vocab) for a uniform guess."""
+    ln(vocab) for a uniform guess. `seed` picks the chain (the task), `sample` another stream from
+    the same chain (held-out data; 0 is the training stream)."""
     rng = np.random.default_rng(1000 + seed)
     zipf = 1.0 / np.arange(1, vocab + 1)
     nexts = rng.choice(vocab, size=(vocab, successors), p=zipf / zipf.sum())
@@ -73,29 +74,31 @@ def markov_tokens(seed: int, n_tokens: int, vocab: int = VOCAB, successors: int 
     weights = weights / weights.sum()
     out = np.empty(n_tokens, dtype=np.int64)
     out[0] = 0
-    choice = rng.choice(successors, size=n_tokens, p=weights)
+    stream = rng if sample == 0 else np.random.default_rng([1000 + seed, sample])
+    choice = stream.choice(successors, size=n_tokens, p=weights)
     for i in range(1, n_tokens):
         out[i] = nexts[out[i - 1], choice[i]]
     return out
 
 
-def token_batches(seed: int, batch_size: int, n_batches: int):
+def token_batches(seed: int, batch_size: int, n_batches: int, sample: int = 0):
     """(inputs, targets) pairs of shape (batch, SEQ_LEN): next-token prediction."""
     import torch
 
-    stream = markov_tokens(seed, batch_size * n_batches * (SEQ_LEN + 1) + 1)
+    stream = markov_tokens(seed, batch_size * n_batches * (SEQ_LEN + 1) + 1, sample=sample)
     chunks = stream[: batch_size * n_batches * (SEQ_LEN + 1)].reshape(n_batches, batch_size, SEQ_LEN + 1)
     tensor = torch.from_numpy(chunks)
     return [(tensor[i, :, :-1], tensor[i, :, 1:]) for i in range(n_batches)]
 
 
-def point_batches(seed: int, batch_size: int, n_batches: int, dim: int = 16):
-    """Two classes of Gaussian points split by a random hyperplane with a curved margin."""
+def point_batches(seed: int, batch_size: int, n_batches: int, dim: int = 16, sample: int = 0):
+    """Two classes of Gaussian points split by a random hyperplane with a curved margin: `seed`
+    picks the hyperplane (the task), `sample` the points (held-out data: another sample)."""
     import torch
 
-    rng = np.random.default_rng(2000 + seed)
+    w = np.random.default_rng(2000 + seed).normal(size=dim)
+    rng = np.random.default_rng([2000 + seed, sample])
     x = rng.normal(size=(batch_size * n_batches, dim)).astype(np.float32)
-    w = rng.normal(size=dim)
     y = ((x @ w + 0.5 * np.sin(3 * x[:, 0])) > 0).astype(np.int64)
     xs, ys = torch.from_numpy(x), torch.from_numpy(y)
     return [(xs[i * batch_size:(i + 1) * batch_size], ys[i * batch_size:(i + 1) * batch_size])
@@ -237,6 +240,11 @@ CASES: tuple[LoopCase, ...] = (
     LoopCase("user-lstm-lm-noclip-e10", "lstm-lm", "pathology", _lstm(20.0), steps=60, every=10,
              expected=("loss_divergence",), allowed=("exploding_gradient", "learning_rate", "nonfinite"),
              harmful=LM_HARMFUL, eval_every=20),
+    # ... and at every=100: the one logged layer step is step 0; the loss and the every-step
+    # gradient sentinel carry the blow-up.
+    LoopCase("user-lstm-lm-noclip-e100", "lstm-lm", "pathology", _lstm(20.0), steps=60, every=100,
+             expected=("loss_divergence",), allowed=("exploding_gradient", "learning_rate", "nonfinite"),
+             harmful=LM_HARMFUL, eval_every=20),
     LoopCase("user-gpt2", "gpt2", "healthy", _gpt2(3e-3), steps=120, every=10, eval_every=40, harmful=LM_HARMFUL),
     LoopCase("user-gpt2-e100", "gpt2", "healthy", _gpt2(3e-3), steps=300, every=100, harmful=LM_HARMFUL),
     # AdamW at lr 0.05 without clipping: updates far too large, the loss stalls high.
@@ -285,10 +293,10 @@ def train_loop_case(case: LoopCase, logdir, seed: int = 0):
     micro = case.steps * case.accumulate
     if case.data == "tokens":
         batches = token_batches(seed, batch_size, min(micro, 200))
-        val = token_batches(seed + 50, batch_size, 4)
+        val = token_batches(seed, batch_size, 4, sample=1)  # held out: the same chain
     else:
         batches = point_batches(seed, batch_size, min(micro, 200))
-        val = point_batches(seed + 50, 256, 1)
+        val = point_batches(seed, 256, 1, sample=1)  # held out: the same hyperplane
     config = dict(config, clip_norm=case.clip, batch_size=batch_size)
     if case.data == "tokens":
         config["vocab_size"] = VOCAB

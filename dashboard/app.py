@@ -21,6 +21,7 @@ from gradwatch._version import __version__ as VERSION
 from . import components
 from .config import FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
 from .context import AppContext
+from .page_scripts import GradwatchDash
 from .pages import compare, launch, run, runs
 
 PAGES = (
@@ -60,11 +61,12 @@ def create_app(settings: Settings | None = None) -> Dash:
     validate_logdir(settings.logdir)
     ensure_private_dir(settings.cache_dir)
     ctx = AppContext.from_settings(settings)
-    # assets/plotly-cartesian.min.js (plotly.js 4.1.1's cartesian bundle, MIT: scatter, bar and
-    # heatmap are all the figures use) sets window.Plotly, which dcc.Graph uses instead of loading
-    # the full 4.8 MB plotly.js; without eager loading, Dash's other async chunks (date pickers,
-    # markdown, mathjax) are fetched only if a page uses them. The page shell paints ~2x sooner.
-    app = Dash(
+    # assets/plotly-gradwatch.min.js (plotly.js 4.1.1 with only scatter, bar and heatmap, the trace
+    # types the figures use: scripts/build_plotly_bundle.sh) sets window.Plotly, which dcc.Graph uses
+    # instead of loading the full 4.8 MB plotly.js; without eager loading, Dash's other async chunks
+    # (date pickers, markdown, mathjax) are fetched only if a page uses them. GradwatchDash leaves
+    # out the scripts no page runs (page_scripts.py).
+    app = GradwatchDash(
         __name__, use_pages=True, pages_folder="", title="gradwatch", update_title=None,
         suppress_callback_exceptions=True, serve_locally=True, eager_loading=False,
         compress=_compression_available(),

@@ -3,12 +3,14 @@
 Every view read happens inside one SQLite read transaction (reader.snapshot()), so the records a
 figure shows and the cursor it hands to the live poller always agree: the next poll returns exactly
 the records after that cursor, never one twice, never one missed. Views that cannot change until
-the run's files change are cached (RunFolders._cached, keyed by run_identity).
+the run's files change are cached (RunFolders._cached, keyed by run_identity); the live poll's
+deltas are read once per change for all of a process's viewers (the shared_* methods).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +20,7 @@ from gradwatch.trainer import derived
 from gradwatch.trainer.runlog import RunLogError, RunReader
 
 from . import series
+from .live_tail import GrowingTail
 from .store import run_identity
 from .summaries import RunList
 
@@ -39,6 +42,10 @@ class ScalarSeries:
 
 MAX_BAD_MARKERS = 200
 DELTA_ROW_LIMIT = 20_000  # more new rows than this and a poll asks for a full (downsampled) redraw
+HIST_DELTA_LIMIT = 200  # more new histogram columns than this: a redraw
+# A live tail keeps this many recent rows (each change appends to a copy of it); a viewer further
+# behind reads its own delta, as before.
+TAIL_ROWS = 8192
 LIVE_LAYER_QUANTITIES = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")  # what live charts extend
 
 
@@ -109,6 +116,15 @@ def scalar_display(reader: RunReader, name: str, step_min: int | None, step_max:
     if blocks["bad"].sum() or not np.isfinite(edge_raw).all():
         bad = reader.nonfinite_scalar_steps(name, step_min, step_max, rank)
     return shown_steps, shown_values, bad, total
+
+
+def _histogram_answer(steps: np.ndarray, counts: np.ndarray) -> dict:
+    """A histogram delta: a later record for a step wins, as in the full view; many new columns ask
+    for a redraw."""
+    if len(steps) > 1:
+        last = np.r_[steps[1:] != steps[:-1], True]
+        steps, counts = steps[last], counts[last]
+    return {"steps": steps, "counts": counts, "reset": len(steps) > HIST_DELTA_LIMIT}
 
 
 class RunViews(RunList):
@@ -192,11 +208,15 @@ class RunViews(RunList):
         def compute():
             with self.open(run_id) as reader, reader.snapshot():
                 cursor = reader.cursor("stats")
-                order = layer_order(reader.tensors())
+                order = reader.forward_layers()
                 chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
-                stats = reader.layer_values_at_steps(chosen)
-            # Only what the per-layer charts draw (the same quantities the live poll extends).
-            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+                if reader.has_layer_rollup():  # one row per step, whatever the model's size
+                    tables = reader.rollup_at_steps(chosen, LIVE_LAYER_QUANTITIES, order)
+                else:
+                    stats = reader.layer_values_at_steps(chosen)
+            if not reader.has_layer_rollup():
+                # Only what the per-layer charts draw (the same quantities the live poll extends).
+                tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
             return {"tables": tables, "cursor": cursor, "sampled": len(chosen) < logged,
                     "logged": logged, "shown": int(len(chosen)), "order": order}
 
@@ -213,25 +233,124 @@ class RunViews(RunList):
         tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}
 
+    # ---- the live poll's reads: one per change, shared by every viewer of the run in this process ----
+    def live_head(self, run_id: str, ident: tuple | None) -> dict:
+        """What a live poll reads first: {"status", "cursors", "last_logged"}. Viewers polling while
+        the files keep `ident` share one read (a status is then at most SharedReads.ttl_s old)."""
+        def compute():
+            with self.open(run_id) as reader:
+                db = os.stat(reader.db_path)
+                # The database file and start time tell this run from another made later under the
+                # same id (the live tails are keyed by them).
+                return {"status": reader.status(), "cursors": reader.cursors(),
+                        "last_logged": reader.last_logged_step(),
+                        "run_file": (str(reader.meta.get("started")), db.st_dev, db.st_ino)}
+
+        return compute() if ident is None else self.shared.get(("head", run_id, tuple(ident)), compute)
+
+    def _tail(self, run_id: str, head: dict, source: tuple, read, key: str, max_rows: int) -> GrowingTail:
+        """The process's tail of one source of a run; a run made anew under the same id (another
+        database file, another start time) gets a new tail."""
+        return self.tails.get((run_id, head["run_file"], *source), lambda: GrowingTail(read, key, max_rows))
+
+    def shared_scalar_delta(self, run_id: str, cursor: int, head: dict) -> dict:
+        """scalar_delta(run_id, cursor) for every viewer of the run in this process, given the
+        live_head it saw: the rows (numpy columns, or scalar_delta's frame for a cursor far behind)
+        come from the run's tail (one read per change whatever the viewers' cursors), and one answer
+        per (cursor, head) is shared."""
+        newest = int(head["cursors"]["scalars"])
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                df = reader.scalar_rows_after(int(after))
+            columns = {name: df[name].to_numpy() for name in ("seq", "step", "name", "value")}
+            return columns, max(int(head), int(columns["seq"][-1]) if len(df) else int(after)), {}
+
+        def build():
+            tail = self._tail(run_id, head, ("scalars",), read, "seq", TAIL_ROWS)
+            rows = tail.rows_after(cursor, newest)
+            if rows is None:
+                return self.scalar_delta(run_id, cursor)
+            if len(rows["seq"]) > DELTA_ROW_LIMIT:
+                return {"rows": None, "cursor": int(cursor), "reset": True}
+            new_cursor = int(rows["seq"][-1]) if len(rows["seq"]) else int(cursor)
+            return {"rows": rows, "cursor": new_cursor, "reset": False}  # columns: seq, step, name, value
+
+        return self.shared.get(("scalars", run_id, head["run_file"], int(cursor), newest), build)
+
+    def shared_layer_delta(self, run_id: str, cursor: int, head: dict) -> dict:
+        """layer_delta(run_id, cursor) from the run's statistics tail, one answer per (cursor, head)."""
+        newest = int(head["cursors"]["stats"])
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                stats, new_cursor = reader.layer_values_after(int(after))
+                order = layer_order(reader.tensors())
+            stats = stats.sort_values("seq", kind="stable")  # the tail is kept in seq order
+            return {name: stats[name].to_numpy() for name in stats.columns}, max(int(head), new_cursor), \
+                {"order": order}
+
+        def build():
+            tail = self._tail(run_id, head, ("stats",), read, "seq", TAIL_ROWS)
+            rows = tail.rows_after(cursor, newest)
+            if rows is None:
+                return self.layer_delta(run_id, cursor)
+            if len(rows["seq"]) > DELTA_ROW_LIMIT:
+                return {"tables": {}, "cursor": int(cursor), "reset": True}
+            if not len(rows["seq"]):
+                return {"tables": {}, "cursor": int(cursor), "reset": False}
+            stats = pd.DataFrame(rows).sort_values(["step", "seq"], kind="stable").reset_index(drop=True)
+            order = tail.facts.get("order") or []
+            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+            return {"tables": tables, "cursor": int(rows["seq"].max()), "reset": False}
+
+        return self.shared.get(("layers", run_id, head["run_file"], int(cursor), newest), build)
+
+    def shared_histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int, head: dict) -> dict:
+        """histogram_delta(...) from the tensor's histogram tail, one answer per (step, last logged step)."""
+        last_logged = head["last_logged"]
+
+        def read(after, head):
+            with self.open(run_id) as reader:
+                steps, counts = reader.histograms(tensor, kind, step_min=int(after) + 1)
+            # Covered up to the last histogram read (one may land after its step's statistics).
+            return {"step": steps, "counts": counts}, int(steps[-1]) if len(steps) else int(after), {}
+
+        def build():
+            if last_logged is None:
+                return self.histogram_delta(run_id, tensor, kind, after_step)
+            tail = self._tail(run_id, head, ("hist", tensor, kind), read, "step", 4 * HIST_DELTA_LIMIT)
+            rows = tail.rows_after(after_step, last_logged)
+            if rows is None:
+                return self.histogram_delta(run_id, tensor, kind, after_step)
+            return _histogram_answer(rows["step"], rows["counts"])
+
+        return self.shared.get(("hist", run_id, head["run_file"], tensor, kind, int(after_step), last_logged),
+                               build)
+
     def gradient_flow(self, run_id: str, step: int | None) -> dict:
         """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
+        flow_fields = ("grad_norm", "grad_max_abs", "grad_nonfinite")
         with self.open(run_id) as reader, reader.snapshot():
             snapped = reader.last_logged_step() if step is None else reader.logged_step_at_or_before(step)
-            order = layer_order(reader.tensors())
-            stats = reader.stats_at_steps([snapped], kinds=("grad",)) if snapped is not None else None
-        if stats is None or len(stats) == 0:
-            return {"step": snapped, "layers": [], "grad_norm": [], "grad_max_abs": [], "nonfinite": [],
-                    "params": []}
-        norms = derived.layer_values_at(stats, "grad_norm", order)
-        biggest = derived.layer_values_at(stats, "grad_max_abs", order).reindex(norms.index)
-        bad = (stats["nan_count"].fillna(0) + stats["inf_count"].fillna(0)).groupby(stats["layer"]).sum()
-        params = [{"name": r.name, "layer": r.layer, "norm": _num(r.norm), "std": _num(r.std),
-                   "nan": int(r.nan_count or 0), "inf": int(r.inf_count or 0)}
-                  for r in stats.itertuples(index=False)]
-        return {"step": int(snapped), "layers": list(norms.index),
-                "grad_norm": [float(v) for v in norms.to_numpy()],
-                "grad_max_abs": [float(v) for v in biggest.to_numpy()],
-                "nonfinite": [int(bad.get(layer, 0)) for layer in norms.index], "params": params}
+            order = reader.forward_layers()
+            if snapped is None:
+                tables = {}
+            elif reader.has_layer_rollup():  # one row, whatever the model's size
+                tables = reader.rollup_at_steps([snapped], flow_fields, order)
+            else:
+                stats = reader.stats_at_steps([snapped], kinds=("grad",))
+                tables = {q: derived.layer_table(stats, q, order) for q in flow_fields}
+        norms = tables.get("grad_norm")
+        if norms is None or norms.empty:
+            return {"step": snapped, "layers": [], "grad_norm": [], "grad_max_abs": [], "nonfinite": []}
+        layers = list(norms.columns)
+        row = {q: t.iloc[-1].reindex(layers) if not t.empty else pd.Series(np.nan, index=layers)
+               for q, t in tables.items()}
+        return {"step": int(snapped), "layers": layers,
+                "grad_norm": [float(v) for v in row["grad_norm"].to_numpy()],
+                "grad_max_abs": [float(v) for v in row["grad_max_abs"].to_numpy()],
+                "nonfinite": [int(v) for v in np.nan_to_num(row["grad_nonfinite"].to_numpy())]}
 
     def histogram_view(self, run_id: str, tensor: str, kind: str, step_min: int | None = None,
                        step_max: int | None = None, max_columns: int = 200) -> dict:
@@ -249,10 +368,7 @@ class RunViews(RunList):
     def histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int) -> dict:
         with self.open(run_id) as reader:
             steps, counts = reader.histograms(tensor, kind, step_min=int(after_step) + 1)
-        if len(steps) > 1:  # a later record for a step wins, as in the full view
-            last = np.r_[steps[1:] != steps[:-1], True]
-            steps, counts = steps[last], counts[last]
-        return {"steps": steps, "counts": counts, "reset": len(steps) > 200}
+        return _histogram_answer(steps, counts)
 
     def weights_by_epoch(self, run_id: str) -> dict:
         """The lesson's figure data: per-layer weight mean and std at the end of each epoch, with the
@@ -261,7 +377,7 @@ class RunViews(RunList):
 
         def compute():
             with self.open(run_id) as reader, reader.snapshot():
-                order = layer_order(reader.tensors())
+                order = reader.forward_layers()
                 epoch_steps, epoch_values = reader.scalar_arrays("epoch")
                 losses = {name: reader.scalar_arrays(name) for name in ("epoch_train_loss", "val_loss")}
                 has_logged = reader.last_logged_step() is not None
@@ -275,9 +391,14 @@ class RunViews(RunList):
                     snapped, _ = reader.sample_logged_steps(None, None, 60)
                     x, wanted = snapped, snapped
                     x_label = "step"
-                stats = reader.stats_at_steps(snapped, kinds=("weight",)) if len(snapped) else None
-            mean = derived.layer_table(stats, "weight_mean", order) if stats is not None else pd.DataFrame()
-            std = derived.layer_table(stats, "weight_std", order) if stats is not None else pd.DataFrame()
+                if not len(snapped):
+                    tables = {"weight_mean": pd.DataFrame(), "weight_std": pd.DataFrame()}
+                elif reader.has_layer_rollup():  # one row per epoch, whatever the model's size
+                    tables = reader.rollup_at_steps(snapped, ("weight_mean", "weight_std"), order)
+                else:
+                    stats = reader.stats_at_steps(snapped, kinds=("weight",))
+                    tables = {q: derived.layer_table(stats, q, order) for q in ("weight_mean", "weight_std")}
+            mean, std = tables["weight_mean"], tables["weight_std"]
             to_x = dict(zip(snapped.tolist(), x.tolist()))
             mean.index = [to_x.get(int(s), int(s)) for s in mean.index]
             std.index = [to_x.get(int(s), int(s)) for s in std.index]

@@ -2,8 +2,9 @@
 
 Results that are costly to compute and cannot change until a run's files change (summaries,
 diagnoses, downsampled series) are cached in a diskcache private to the app, keyed by the database
-files' size and mtime (`run_identity`), so nothing lives in one worker's memory. Run ids come from
-URLs and are validated before any path is built from them.
+files' size and mtime (`run_identity`), so nothing lives in one worker's memory. The live poll's
+small, seconds-lived answers are shared between a process's viewers instead (shared_reads.py). Run
+ids come from URLs and are validated before any path is built from them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from pathlib import Path
 
 from gradwatch.trainer.runlog import RunLogError, RunReader, add_note, resolve_run_dir
 from gradwatch.trainer.runlog import schema as log_schema
+
+from .live_tail import LiveTails
+from .shared_reads import SharedReads
 
 CACHE_SIZE_LIMIT = 512 * 2**20
 CACHE_EXPIRE_S = 7 * 24 * 3600
@@ -53,6 +57,9 @@ class RunFolders:
         self.logdir = Path(logdir).resolve()
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._cache = None
+        # The live poll's reads, shared by this process's viewers of a run (one read per change).
+        self.shared = SharedReads()
+        self.tails = LiveTails()  # the newest records of live runs, read once per change (live_tail.py)
 
     # ---- cache --------------------------------------------------------------------------------
     @property

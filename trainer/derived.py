@@ -27,6 +27,7 @@ import pandas as pd
 LAYER_QUANTITIES = {
     "grad_norm": "grad",
     "grad_max_abs": "grad",
+    "grad_nonfinite": "grad",
     "weight_norm": "weight",
     "weight_mean": "weight",
     "weight_std": "weight",
@@ -46,7 +47,8 @@ def _pivot(steps, layers, values, order: list[str]) -> pd.DataFrame:
     values = np.asarray(values, dtype=float)
     unique_steps, row = np.unique(steps, return_inverse=True)
     present = list(dict.fromkeys(layers.tolist()))
-    columns = [c for c in order if c in set(present)] + [c for c in present if c not in set(order)]
+    present_set, order_set = set(present), set(order)  # built once: hundreds of layers
+    columns = [c for c in order if c in present_set] + [c for c in present if c not in order_set]
     column_index = {c: i for i, c in enumerate(columns)}
     col = np.fromiter((column_index[c] for c in layers), dtype=np.int64, count=len(layers))
     table = np.full((len(unique_steps), len(columns)), np.nan)
@@ -78,6 +80,7 @@ def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = No
 
     grad_norm / weight_norm: sqrt(sum of the layer's parameters' squared norms).
     grad_max_abs: largest |gradient element| over the layer's parameters.
+    grad_nonfinite: NaN and Inf gradient elements of the layer's parameters together.
     weight_mean / weight_std: of the layer's weight matrices ('weight*' parameters, numel-weighted
         and pooled when there are several), biases left out as in the lesson's figure.
     update_ratio: sqrt(sum (ratio_i |W_i|)^2 / sum |W_i|^2) over parameters with a finite ratio.
@@ -105,6 +108,10 @@ def layer_table(stats: pd.DataFrame, quantity: str, order: list[str] | None = No
         frame = pd.DataFrame({"step": steps, "layer": layers, "v": big}).groupby(["step", "layer"])["v"].max()
         frame = frame.reset_index()
         return _pivot(frame["step"], frame["layer"], frame["v"], order)
+    if quantity == "grad_nonfinite":
+        bad = rows["nan_count"].fillna(0).to_numpy(dtype=float) + rows["inf_count"].fillna(0).to_numpy(dtype=float)
+        g_steps, g_layers, (total,), _ = _grouped_sums(steps, layers, bad)
+        return _pivot(g_steps, g_layers, total, order)
     if quantity in ("weight_mean", "weight_std"):
         norm = rows["norm"].to_numpy(dtype=float)
         mean = rows["mean"].to_numpy(dtype=float)

@@ -39,6 +39,15 @@ def _run_shape(info: dict) -> dict:
             "activations": sum(1 for t in info["tensors"] if t["role"] != "param")}
 
 
+def _browser_info(info: dict) -> dict:
+    """What the page's callbacks need of the run's tensors (layer_params: each parameter's layer and
+    name), not every tensor's shape, type and size: this store travels with every view change."""
+    out = {k: info[k] for k in ("run_id", "layers", "param_layers", "first_step", "last_logged_step")}
+    out["tensors"] = [{"layer": t["layer"], "param": t["param"], "role": t["role"]}
+                      for t in info["tensors"] if t["role"] == "param"]
+    return out
+
+
 def _chart_card(chart, figure=None):
     graph = components.graph(chart.id, figure)
     if chart.first_paint:
@@ -92,8 +101,7 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
     return html.Div(className="page", children=[
         # state
         dcc.Store(id=ids.RUN_ID, data=info["run_id"]),
-        dcc.Store(id="run-info", data={k: info[k] for k in ("run_id", "layers", "param_layers", "tensors",
-                                                            "first_step", "last_logged_step")}),
+        dcc.Store(id="run-info", data=_browser_info(info)),
         dcc.Store(id=ids.RUN_SHAPE, data=shape),
         dcc.Store(id=ids.SEL_LAYER, data={"layer": view.layer, "param": view.param}),
         dcc.Store(id=ids.SEL_STEP, data=sel_step),

@@ -337,13 +337,14 @@ def scalar_extend(rows: dict, keys: list, chart_groups: tuple[str, ...]) -> tupl
     return _extend_payload(cols), reset, added
 
 
-def _rows_by_name(df, after: int) -> dict:
-    """{name: (steps, values)} of the rows after `after`, names in first-seen order (numpy masks over
-    a handful of names: a pandas groupby costs more than the rest of a live poll)."""
-    newer = df["seq"].to_numpy() > after
-    names = df["name"].to_numpy(dtype=object)[newer]
-    steps = df["step"].to_numpy(dtype=np.int64)[newer]
-    values = df["value"].to_numpy(dtype=float)[newer]
+def _rows_by_name(rows, after: int) -> dict:
+    """{name: (steps, values)} of the rows after `after` (a frame or numpy columns seq, step, name,
+    value), names in first-seen order (numpy masks over a handful of names: a pandas groupby costs
+    more than the rest of a live poll)."""
+    newer = np.asarray(rows["seq"]) > after
+    names = np.asarray(rows["name"], dtype=object)[newer]
+    steps = np.asarray(rows["step"], dtype=np.int64)[newer]
+    values = np.asarray(rows["value"], dtype=float)[newer]
     out = {}
     for name in dict.fromkeys(names.tolist()):
         mask = names == name
@@ -393,6 +394,16 @@ def hist_extend(steps, counts, keys: list, band: tuple[int, int] | list | None) 
     return [{"x": [[int(s) for s in steps]], "z": [figures.hist_rows(counts[:, lo:hi + 1])]}, [index]], False
 
 
+def _shared(store: RunStore, key: tuple, compute):
+    """compute() once for every viewer asking with the same key (RunStore.shared); a key a crafted
+    request made unhashable is computed for that request alone."""
+    try:
+        hash(key)
+    except TypeError:
+        return compute()
+    return store.shared.get(key, compute)
+
+
 def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None, slow_every: int = 1) -> dict:
     """One live tick over the page's charts. live: {chart id: its channel store}. Returns
     {"delta": {chart id: payload tagged with the cursor/revision it extends}, "refresh": chart ids to
@@ -418,13 +429,11 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
         out["meta"] = dict(meta, ticks=ticks)
         return out
     try:
-        with store.open(run_id) as reader:
-            status = reader.status()
-            cursors = reader.cursors()
-            last_logged = reader.last_logged_step()
+        head = store.live_head(run_id, ident)  # one read per change for all of this process's viewers
     except RunLogError:
         out["meta"] = dict(meta, status="missing", running=False)
         return out
+    status, cursors, last_logged = head["status"], head["cursors"], head["last_logged"]
     states = {chart_id: state for chart_id, state in (live or {}).items()
               if chart_id in BY_ID and state and state.get("run") == run_id and state.get("range_to") is None}
     by_channel: dict[str, dict] = {}
@@ -440,15 +449,22 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
 
     scalar_states = {c: s for c, s in by_channel.get("scalars", {}).items() if cursors["scalars"] > s.get("cursor", 0)}
     if scalar_states:
-        delta = store.scalar_delta(run_id, min(s.get("cursor", 0) for s in scalar_states.values()))
+        delta = store.shared_scalar_delta(run_id, min(s.get("cursor", 0) for s in scalar_states.values()), head)
         for chart_id, state in scalar_states.items():
             if delta["reset"]:
                 out["refresh"].add(chart_id)
                 continue
-            rows = _rows_by_name(delta["rows"], state.get("cursor", 0))
-            payload, reset, added = scalar_extend(rows, state.get("keys") or [], BY_ID[chart_id].scalar_groups)
+            after, keys = state.get("cursor", 0), state.get("keys") or []
+
+            def scalar_payload(after=after, keys=keys, chart_id=chart_id):
+                rows = _rows_by_name(delta["rows"], after)
+                return (*scalar_extend(rows, keys, BY_ID[chart_id].scalar_groups), "epoch" in rows)
+
+            # Rows after `after` up to the delta's cursor: the same for every viewer at that point.
+            payload, reset, added, new_epoch = _shared(
+                store, ("scalar-extend", run_id, chart_id, after, delta["cursor"], tuple(keys)), scalar_payload)
             emit(chart_id, state, payload, delta["cursor"], added, reset)
-            if "epoch" in rows:
+            if new_epoch:
                 meta["epochs_pending"] = True
     if slow:
         layer_deltas: dict[int, dict] = {}
@@ -457,16 +473,19 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
                 continue
             cursor = int(state["cursor"])
             if cursor not in layer_deltas:
-                layer_deltas[cursor] = store.layer_delta(run_id, cursor)
+                layer_deltas[cursor] = store.shared_layer_delta(run_id, cursor, head)
             delta = layer_deltas[cursor]
-            payload, reset, added = layer_extend(delta["tables"], state.get("keys") or [],
-                                                 BY_ID[chart_id].layer_extend)
+            keys = state.get("keys") or []
+            payload, reset, added = _shared(
+                store, ("layer-extend", run_id, chart_id, cursor, delta["cursor"], tuple(keys)),
+                lambda delta=delta, keys=keys, chart_id=chart_id: layer_extend(delta["tables"], keys,
+                                                                            BY_ID[chart_id].layer_extend))
             emit(chart_id, state, payload, delta["cursor"], added, reset or delta["reset"])
         for chart_id, state in by_channel.get("hist", {}).items():
             after = state.get("cursor", -1)
             if not state.get("tensor") or last_logged is None or last_logged <= after:
                 continue
-            delta = store.histogram_delta(run_id, state["tensor"], state["kind"], after)
+            delta = store.shared_histogram_delta(run_id, state["tensor"], state["kind"], after, head)
             payload, reset = hist_extend(delta["steps"], delta["counts"], state.get("keys") or [], state.get("band"))
             if payload or reset or delta["reset"]:
                 to = int(delta["steps"][-1]) if len(delta["steps"]) else after

@@ -99,7 +99,10 @@ def test_a_live_run_loss_curve_grows_without_duplicates(server, page, logdir):
                            len(x) >= len(first) + 15 and x, timeout=25, message="the loss curve to grow")
         assert grown == sorted(set(grown)), "a live tick duplicated or reordered points"
         assert grown == list(range(grown[0], grown[-1] + 1)), "a live tick dropped points"
-        grad = trace_x(page, "fig-grad-time", "layer:net.0")
+        # The per-layer chart is drawn after the first charts (its own callback): on a loaded
+        # machine it may come a little after the loss curve has grown.
+        grad = wait_until(lambda: (x := trace_x(page, "fig-grad-time", "layer:net.0")) and len(x) > 10 and x,
+                          timeout=25, message="the per-layer gradient chart to draw")
         assert grad and len(grad) > 10
     finally:
         live.stop()

@@ -149,3 +149,41 @@ def test_compare_and_run_pages_have_nothing_overlapping(server, new_page):
                     if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
         assert boxes["titles"] and boxes["axes"] and not overlaps
         shot(page, f"compare-{width}")
+
+
+# Uncompressed bytes of JavaScript a Run page has loaded when its first charts are drawn (2,107,113
+# when written; 2,807,000 before). Issue 14 asks for 2.0 MB; what gets there so far: plotly.js with
+# only scatter, bar and heatmap (904 KiB instead of the 1,465 KiB cartesian bundle), no Dash
+# polyfill, no dash_table. Still over: Dash's own scripts (renderer, core and html components,
+# React: 1,071 KiB) plus dcc's dropdown and slider chunks (75 KiB), which load beside the graph's.
+# This bound keeps what was won from creeping back.
+SCRIPT_BUDGET_BYTES = 2_110_000
+SCRIPTS_AT_FIRST_PAINT = """() => {
+  const loss = document.querySelector('#fig-loss .js-plotly-plot');
+  if (!(loss && loss.data && document.querySelector('#fig-flow .gtitle'))) return null;
+  return performance.getEntriesByType('resource').filter(r => r.initiatorType === 'script' || /\\.js(\\?|$)/.test(r.name))
+    .map(r => [r.name, r.decodedBodySize]);
+}"""
+
+
+def test_javascript_before_the_first_chart_stays_within_its_budget(server, new_page, block_run):
+    page = new_page()
+    page.goto(server.url + f"/run?run={block_run['id']}&group=0")
+    scripts = page.wait_for_function(SCRIPTS_AT_FIRST_PAINT, timeout=60_000, polling=20).json_value()
+    names = [name for name, _ in scripts]
+    assert any("plotly-gradwatch.min.js" in n for n in names) and any("regenerator-runtime" in n for n in names)
+    assert not any("polyfill@" in n or "dash_table/bundle" in n or "plotly-cartesian" in n for n in names)
+    assert all(size > 0 for _, size in scripts)  # every script counted (same-origin: sizes are exposed)
+    total = sum(size for _, size in scripts)
+    assert total <= SCRIPT_BUDGET_BYTES, f"{total:,} bytes of JavaScript before the first chart:\n" + "\n".join(
+        f"{size:>9,} {name}" for name, size in scripts)
+    # The partial bundle draws every trace type the page uses: heatmap (a float32 z with gaps), bars,
+    # scatter, log axes.
+    wait_trace(page, "fig-grad-heat", "heatmap")
+    drawn = page.evaluate("""() => ({
+      heatmap: !!document.querySelector('#fig-grad-heat .heatmaplayer image'),
+      bars: document.querySelectorAll('#fig-flow .bars path').length,
+      lines: document.querySelectorAll('#fig-loss .scatterlayer .js-line').length,
+      logFlow: document.querySelector('#fig-flow .js-plotly-plot')._fullLayout.xaxis.type })""")
+    assert drawn["heatmap"] and drawn["bars"] >= len(block_run["param_layers"]) and drawn["lines"] >= 1
+    assert drawn["logFlow"] == "log"

@@ -3,6 +3,7 @@ read-only refusal on the callback endpoint, the export entry point, and no torch
 
 import base64
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,23 @@ def test_dashboard_never_imports_torch():
                             env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_pages_load_the_partial_plotly_bundle_and_none_of_the_unused_scripts(logdir, tmp_path):
+    """page_scripts: Dash's polyfill and dash_table's bundle stay out of every page's index; the
+    assets' plotly.js partial bundle and the regenerator runtime the renderer's lazy loader needs are in."""
+    from gradwatch.dashboard.page_scripts import without_unused_scripts
+
+    client = _app(logdir, tmp_path).server.test_client()
+    page = client.get("/run?run=exploding").get_data(as_text=True)
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert any("/assets/plotly-gradwatch.min.js" in s for s in scripts)
+    assert any("/assets/regenerator-runtime.min.js" in s for s in scripts)
+    assert any("dash_renderer" in s for s in scripts) and any("dash_core_components" in s for s in scripts)
+    assert not any("polyfill@" in s or "dash_table/bundle" in s or "plotly-cartesian" in s for s in scripts)
+    for src in scripts:  # what the index names is served
+        assert client.get(src).status_code == 200, src
+    kept = '<script src="/_dash-component-suites/dash/dcc/dash_core_components.v1.js"></script>'
+    html = ('<script src="/_dash-component-suites/dash/deps/polyfill@7.v4_4_1m1.12.1.min.js"></script>\n' + kept
+            + '\n<script src="/_dash-component-suites/dash/dash_table/bundle.v7_4_1m1.js"></script>\n')
+    assert without_unused_scripts(html) == kept + "\n"

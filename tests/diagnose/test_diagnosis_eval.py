@@ -83,6 +83,40 @@ def test_case_matrix_is_labelled_consistently():
         get_case("no-such-case")
 
 
+def test_matrix_holds_runs_recorded_through_lightning_and_hf_trainer():
+    stack_cases = [case for case in CASES if isinstance(case, evaluation.stacks.StackCase)]
+    by_stack = {stack: [c for c in stack_cases if c.stack == stack] for stack in ("lightning", "transformers")}
+    for stack, cases in by_stack.items():
+        assert any(c.healthy for c in cases), stack
+        assert any(c.accumulate > 1 and c.healthy for c in cases), stack
+        assert any({"loss_divergence", "exploding_gradient"} & set(c.expected) for c in cases), stack
+        # a diverging run without clipping is told to clip in its own stack's words
+        clip_code = {"lightning": "gradient_clip_val", "transformers": "max_grad_norm"}[stack]
+        assert any(c.remedy_code.get("clipping") == clip_code for c in cases), stack
+    assert any("dead_units" in c.expected for c in by_stack["lightning"])
+    # a pathology watched at every=100 (one logged layer step): the loss and sentinels carry it
+    assert any(getattr(c, "every", 0) == 100 and c.expected for c in CASES)
+    # HF clips at 1.0 by default: its healthy runs must not be told to clip
+    assert all("clipping" in evaluation.harmful_remedies(c) for c in by_stack["transformers"] if c.clip)
+
+
+def test_remedy_code_checks_name_a_missing_remedy_and_code_in_the_wrong_stack():
+    from gradwatch.trainer.diagnose import Flag
+
+    def flag(severity, ids, codes):
+        return Flag(rule="loss_divergence", severity=severity, layers=[], first_step=0, last_step=1, evidence={},
+                    explanation="", remedy_ids=ids, remedy_code=codes)
+
+    lightning = flag("critical", ["lower-lr", "clipping"], ["...", "trainer = Trainer(gradient_clip_val=1.0)"])
+    plain = flag("warning", ["clipping"], ["torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)"])
+    wanted = {"clipping": "gradient_clip_val"}
+    assert evaluation.remedy_code_failures([lightning], wanted) == []
+    assert evaluation.remedy_code_failures([lightning, plain], wanted) == [
+        "'clipping' code lacks 'gradient_clip_val': 'torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)'"]
+    info_only = flag("info", ["clipping"], ["trainer = Trainer(gradient_clip_val=1.0)"])
+    assert evaluation.remedy_code_failures([info_only], wanted) == ["no active flag offers 'clipping'"]
+
+
 def test_quick_matrix_flags_every_pathology_and_nothing_on_healthy_runs(tmp_path, capsys):
     out = evaluation.main(["--quick", "--logdir", str(tmp_path), "--json-out", str(tmp_path / "result.json")])
     cases = out["cases"]

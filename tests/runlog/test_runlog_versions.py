@@ -1,6 +1,7 @@
-"""The stats field table (schema 3) and older folders: a run rewritten the way schema-1 and schema-2
-writers left it (one overloaded `extra` column; schema 1 also without scalar_blocks and the stats_hist
-index) reads exactly like the schema-3 original, through the reader, the dashboard and the diagnosis."""
+"""The stats field table (schema 3), the per-layer roll-up (schema 4) and older folders: a run rewritten
+the way schema-1, 2 and 3 writers left it (no layer roll-up; schemas 1-2 with one overloaded `extra`
+column; schema 1 also without scalar_blocks and the stats_hist index) reads exactly like the
+schema-4 original, through the reader, the dashboard and the diagnosis."""
 
 from __future__ import annotations
 
@@ -41,8 +42,14 @@ CREATE INDEX stats_step ON stats(step);
 
 
 def downgrade(run_dir, version: int) -> None:
-    """Rewrite a schema-3 folder in place as a schema-`version` writer would have left it."""
+    """Rewrite a schema-4 folder in place as a schema-`version` writer would have left it."""
     conn = sqlite3.connect(run_dir / schema.DB_FILENAME)
+    conn.executescript("DROP TABLE layer_rollup; DROP TABLE rollup_layers;")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.commit()
+    if version == 3:
+        conn.close()
+        return
     conn.executescript(
         "ALTER TABLE stats RENAME TO stats_v3;"
         + OLD_STATS_DDL
@@ -62,11 +69,11 @@ def downgrade(run_dir, version: int) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same sigmoid run (saturated activations, update ratios) at schema 3, 2 and 1."""
+    """The same sigmoid run (saturated activations, update ratios) at schema 4, 3, 2 and 1."""
     root = tmp_path_factory.mktemp("versions")
-    current = make_run(root, "v3", steps=120, pathology="vanishing", layers=4)
-    out = {3: current}
-    for version in (2, 1):
+    current = make_run(root, "v4", steps=120, pathology="vanishing", layers=4)
+    out = {4: current}
+    for version in (3, 2, 1):
         copy = root / f"v{version}"
         shutil.copytree(current, copy)
         downgrade(copy, version)
@@ -75,16 +82,16 @@ def runs(tmp_path_factory):
 
 
 def test_a_new_folder_has_the_field_tables_columns_in_order(runs):
-    conn = sqlite3.connect(runs[3] / schema.DB_FILENAME)
+    conn = sqlite3.connect(runs[4] / schema.DB_FILENAME)
     columns = [row[1] for row in conn.execute("PRAGMA table_info(stats)")]
     conn.close()
     assert columns == ["seq", "step", "tensor_id", "kind", *schema.STAT_FIELDS, "hist"]
     assert "extra" not in columns and {"update_ratio", "saturated_frac"} <= set(columns)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_folders_read_like_the_new_one(runs, version):
-    with RunReader(runs[3]) as new, RunReader(runs[version]) as old:
+    with RunReader(runs[4]) as new, RunReader(runs[version]) as old:
         assert old.schema_version == version and new.schema_version == schema.SCHEMA_VERSION
         new_stats, new_cursor = new.layer_stats()
         old_stats, old_cursor = old.layer_stats()
@@ -107,14 +114,27 @@ def test_old_folders_read_like_the_new_one(runs, version):
         assert np.array_equal(old_steps, new_steps) and np.array_equal(old_counts, new_counts)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_old_folders_chart_and_diagnose_the_same(runs, version, tmp_path):
-    store = RunStore(runs[3].parent)
-    new_view, old_view = store.layer_view("v3"), store.layer_view(f"v{version}")
+    """Schema 4 draws from the layer roll-up, older folders from the statistics rows: the same tables."""
+    store = RunStore(runs[4].parent)
+    with RunReader(runs[4]) as new, RunReader(runs[version]) as old:
+        assert new.has_layer_rollup() and not old.has_layer_rollup()
+    new_view, old_view = store.layer_view("v4"), store.layer_view(f"v{version}")
     for quantity, table in new_view["tables"].items():
+        if table.empty:
+            assert old_view["tables"][quantity].empty, quantity
+            continue
         pd.testing.assert_frame_equal(old_view["tables"][quantity], table)
     assert not new_view["tables"]["saturated_frac"].empty and not new_view["tables"]["update_ratio"].empty
-    new_flags = [(f["rule"], f["layers"]) for f in diagnose_run(runs[3])["flags"]]
+    for step in (None, 0, 57):
+        assert store.gradient_flow(f"v{version}", step) == store.gradient_flow("v4", step)
+    assert len(store.gradient_flow("v4", None)["layers"]) == 4
+    new_epochs, old_epochs = store.weights_by_epoch("v4"), store.weights_by_epoch(f"v{version}")
+    assert not new_epochs["mean"].empty
+    for key in ("mean", "std"):
+        pd.testing.assert_frame_equal(old_epochs[key], new_epochs[key])
+    new_flags = [(f["rule"], f["layers"]) for f in diagnose_run(runs[4])["flags"]]
     old_flags = [(f["rule"], f["layers"]) for f in diagnose_run(runs[version])["flags"]]
     assert old_flags == new_flags and {"saturated_units", "vanishing_gradient"} <= {rule for rule, _ in new_flags}
 

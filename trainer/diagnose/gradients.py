@@ -185,8 +185,9 @@ class ExplodingGradient(Rule):
     Signals, each relative to the run's own level so no model-specific scale is assumed (the
     initial level is the median of the first `min_history` values):
     - spikes: the gradient norm above `spike_factor` (100) x its running median over the previous
-      `running_window` logged values (or x the initial level, whichever is higher), at
-      `min_spikes` or more points;
+      `running_window` logged values (or x the initial level, whichever is higher; one of the
+      first `min_history` values against the median of those before it), at `min_spikes` or more
+      points, or one point while the loss diverges;
     - growth: the smoothed log norm (trailing median of `smooth_window`) `growth_decades` (2, i.e.
       100x) or more above the initial level, sustained over `window` logged steps;
     - huge updates: median update-to-weight ratio across layers above `huge_update_ratio` (0.1,
@@ -246,7 +247,13 @@ class ExplodingGradient(Rule):
         # The initial level anchors both tests: a well-fitted model's gradients fall far below it
         # on most batches, and a misfit batch jumping back towards it is not an explosion.
         initial = float(np.median(values[finite[: self.min_history]]))
-        level = np.fmax(running_level(values, self.running_window, self.min_history), initial)
+        floor = np.full(len(values), initial)
+        # A value among the first ones is judged against those before it only: a blow-up within
+        # the first `min_history` steps (an LSTM at SGD lr 20: 0.3 -> 240 at step 4) would
+        # otherwise raise its own yardstick above a tenth of itself.
+        for k in range(2, min(self.min_history, len(finite))):
+            floor[finite[k]] = float(np.median(values[finite[:k]]))
+        level = np.fmax(running_level(values, self.running_window, self.min_history), floor)
         with np.errstate(divide="ignore", invalid="ignore"):
             spike_ratio = values / level
         spikes = np.isfinite(spike_ratio) & (spike_ratio > self.spike_factor)

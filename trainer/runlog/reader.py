@@ -22,6 +22,7 @@ from . import schema, validate
 from .access import open_for_reading
 from .errors import RunLogError
 from .histograms import HistogramQueries
+from .layer_rollup import LayerRollupQueries
 from .layer_stats import LayerStatsQueries, stats_frame
 from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
 from .rollup import ScalarQueries
@@ -90,11 +91,12 @@ def _decode_meta(rows) -> dict:
     return meta
 
 
-class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, HistogramQueries):
+class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQueries, HistogramQueries):
     """Read-only view of one run folder. Cheap to open; safe beside a live writer.
 
     The indexed queries of long runs live by job in the mixins: steps.py (snapshot, cursors,
     sampled steps), rollup.py (scalar arrays and roll-ups), layer_stats.py (statistics at steps),
+    layer_rollup.py (every layer's key statistics per logged step, schema 4),
     histograms.py (sampled histograms). Every SQL statement that reads a run folder is in this package.
     """
 

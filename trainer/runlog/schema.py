@@ -16,10 +16,14 @@ import numpy as np
 # version-1 folders lack both and read the same, only slower on long runs.
 # 3: the overloaded stats.extra column becomes update_ratio (weights) and saturated_frac
 # (activations); versions 1-2 read with extra split by kind (STAT_TABLE's `legacy`).
-SCHEMA_VERSION = 3
+# 4: adds layer_rollup and rollup_layers (every layer's key statistics at a logged step in one row);
+# version 1-3 folders lack them and read per tensor, only slower on big models.
+SCHEMA_VERSION = 4
 DB_FILENAME = "run.sqlite"
 # Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
-READABLE_VERSIONS = frozenset({1, 2, 3})
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
+# The first schema version whose folders hold the per-layer roll-up from their first logged step.
+ROLLUP_SINCE = 4
 # Records of one scalar series summarised per scalar_blocks row.
 SCALAR_BLOCK = 64
 
@@ -224,6 +228,45 @@ def decode_hist(blob: bytes) -> np.ndarray:
     return out
 
 
+# --- Per-layer roll-up (schema 4) -------------------------------------------------------------
+# One layer_rollup row per logged step holds every layer's key statistics, so a chart of all layers
+# reads O(steps) rows whatever the model's size, not O(steps x tensors). The values are what
+# trainer.derived.layer_table computes from the step's statistics rows (the writer calls it), in
+# slot order: slot i is rollup_layers' layer i (slots are appended as layers first appear).
+ROLLUP_FIELDS = (
+    "grad_norm",       # sqrt(sum of the layer's parameters' squared gradient norms)
+    "grad_max_abs",    # largest |gradient element| of the layer
+    "grad_nonfinite",  # NaN + Inf gradient elements of the layer
+    "update_ratio",    # |delta W| / |W| of the layer's parameters together
+    "weight_norm",     # sqrt(sum of squared parameter norms)
+    "weight_mean",     # of the layer's weight matrices (biases left out), pooled
+    "weight_std",
+    "dead_frac",       # of the module's output (ReLU)
+    "saturated_frac",  # of the module's output (sigmoid/tanh)
+)
+ROLLUP_INDEX = {name: i for i, name in enumerate(ROLLUP_FIELDS)}
+# Blob: float64 little-endian, field-major [len(ROLLUP_FIELDS), layers]; NaN where nothing applies.
+# Not float32: an exploding run's norms pass 3.4e38, and the roll-up must read as the rows it sums.
+ROLLUP_DTYPE = np.dtype("<f8")
+
+
+def encode_rollup(values: np.ndarray) -> bytes:
+    """A [len(ROLLUP_FIELDS), layers] array -> a layer_rollup blob."""
+    arr = np.asarray(values)
+    if arr.ndim != 2 or arr.shape[0] != len(ROLLUP_FIELDS):
+        raise ValueError(f"a roll-up has {len(ROLLUP_FIELDS)} rows of per-layer values, got shape {arr.shape}")
+    return arr.astype(ROLLUP_DTYPE).tobytes()
+
+
+def decode_rollup(blob: bytes, layers: int) -> np.ndarray:
+    """A layer_rollup blob of `layers` slots -> float64 [len(ROLLUP_FIELDS), layers]."""
+    expected = len(ROLLUP_FIELDS) * int(layers) * ROLLUP_DTYPE.itemsize
+    if not isinstance(blob, bytes | memoryview) or len(blob) != expected:
+        size = len(blob) if isinstance(blob, bytes | memoryview) else type(blob).__name__
+        raise ValueError(f"corrupt roll-up blob: {size} bytes, expected {expected} for {layers} layers")
+    return np.frombuffer(blob, dtype=ROLLUP_DTYPE).reshape(len(ROLLUP_FIELDS), int(layers)).astype(float)
+
+
 # --- Run ids -----------------------------------------------------------------------------------
 # A run id is a folder name under the log directory. Ids come from URLs, so they are validated
 # strictly: no separators, no dots at the start, nothing a shell or a path would interpret.
@@ -308,6 +351,19 @@ CREATE TABLE IF NOT EXISTS scalar_blocks (
     max_value   REAL, max_step INTEGER,
     PRIMARY KEY (name, rank, block)
 ) WITHOUT ROWID;
+-- Schema 4: the per-layer roll-up (ROLLUP_FIELDS), one row per logged step, written in the same
+-- transaction as the step's stats rows; a later row for a step wins, as for stats.
+CREATE TABLE IF NOT EXISTS rollup_layers (
+    slot  INTEGER PRIMARY KEY,        -- 0, 1, ... in order of first appearance
+    layer TEXT NOT NULL UNIQUE        -- module path, as tensors.layer
+);
+CREATE TABLE IF NOT EXISTS layer_rollup (
+    seq    INTEGER PRIMARY KEY,
+    step   INTEGER NOT NULL,
+    layers INTEGER NOT NULL,          -- slots in the blob (rollup_layers 0 .. layers-1)
+    stats  BLOB NOT NULL              -- encode_rollup()
+);
+CREATE INDEX IF NOT EXISTS layer_rollup_step ON layer_rollup(step);
 CREATE TABLE IF NOT EXISTS flags (
     seq         INTEGER PRIMARY KEY,
     raised_step INTEGER NOT NULL,     -- step at which the live trainer raised it

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import schema
+from .layer_rollup import RollupWriter
 
 # How often the writer commits: the bound on what kill -9 can lose, and on live latency.
 DEFAULT_FLUSH_INTERVAL_S = 0.2
@@ -195,6 +196,7 @@ class RunWriter:
         self._error: BaseException | None = None
         self._blocks: dict[tuple[str, int], _ScalarBlock] = {}  # writer thread only
         self._dirty_blocks: set[tuple[str, int]] = set()
+        self._layer_rollup = RollupWriter()  # writer thread only
         self._thread = threading.Thread(target=self._loop, name="gradwatch-writer", daemon=True)
         self._thread.start()
 
@@ -354,6 +356,7 @@ class RunWriter:
                     pass
                 # The roll-up must not count records the rollback discarded.
                 self._blocks, self._dirty_blocks = saved_blocks, saved_dirty
+                self._layer_rollup.rolled_back()
             for waiter in waiters:
                 waiter.set()
             if stop:
@@ -374,6 +377,7 @@ class RunWriter:
                     for t in payload
                 ],
             )
+            self._layer_rollup.forget_tensors()
         elif kind == "scalars":
             step, values, wall, rank = payload
             rows = [(int(step), name, _scalar_value(v), wall, rank) for name, v in values.items()]
@@ -419,6 +423,7 @@ class RunWriter:
             "INSERT INTO steps(step, wall, step_time) VALUES (?,?,?)",
             (record.step, record.wall, record.step_time),
         )
+        self._layer_rollup.write(conn, int(record.step), block.tensor_ids, block.kinds, stats)
 
     def _roll_up(self, conn: sqlite3.Connection, name: str, rank: int, step: int, value: float | None) -> None:
         key = (name, rank)

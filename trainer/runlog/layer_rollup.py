@@ -1,0 +1,149 @@
+"""The per-layer roll-up (schema 4): every layer's key statistics at a logged step in one row.
+
+The writer side (`RollupWriter`) turns a logged step's statistics rows into one layer_rollup row with
+trainer.derived.layer_table - the one place a layer's gradient norm, update ratio or weight spread is
+computed - so a chart of all layers reads O(steps) rows instead of O(steps x tensors). The reader
+side (`LayerRollupQueries`, mixed into RunReader) hands the rows back as the same step x layer tables.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pandas as pd
+
+from .. import derived
+from . import schema
+from .layer_stats import step_chunks
+
+# A NaN gradient norm is news (layer_table keeps it): whether a layer had gradient rows at a step is
+# read from its NaN/Inf count, which is 0, not NaN, wherever it had any.
+_PRESENCE = {"grad_norm": "grad_nonfinite", "grad_max_abs": "grad_nonfinite"}
+
+
+def rollup_values(stats: pd.DataFrame, slots: list[str]) -> np.ndarray:
+    """[len(ROLLUP_FIELDS), len(slots)] of one step's statistics frame (columns step, layer, param,
+    kind name, STAT_FIELDS...): each field as derived.layer_table computes it, NaN where it does not apply."""
+    out = np.full((len(schema.ROLLUP_FIELDS), len(slots)), np.nan)
+    for i, field in enumerate(schema.ROLLUP_FIELDS):
+        table = derived.layer_table(stats, field, slots)
+        if table.empty:
+            continue
+        row = table.iloc[-1].reindex(slots)
+        out[i] = row.to_numpy(dtype=float)
+    return out
+
+
+class RollupWriter:
+    """The writer thread's half: tensor -> layer names and the slot list, kept in step with the folder."""
+
+    def __init__(self):
+        self._tensors: dict[int, tuple[str, str]] = {}  # tensor id -> (layer, param)
+        self._slots: list[str] | None = None
+
+    def forget_tensors(self) -> None:
+        """New tensors were written: the next record reloads the names from the folder."""
+        self._tensors = {}
+
+    def write(self, conn: sqlite3.Connection, step: int, tensor_ids: np.ndarray, kinds: np.ndarray,
+              stats: np.ndarray) -> None:
+        """Append the layer_rollup row of one logged step (inside the writer's open transaction)."""
+        if not self._tensors:
+            self._tensors = {int(i): (layer, param) for i, layer, param in
+                             conn.execute("SELECT id, layer, param FROM tensors")}
+        if self._slots is None:
+            self._slots = [layer for (layer,) in conn.execute("SELECT layer FROM rollup_layers ORDER BY slot")]
+        known = np.fromiter((int(t) in self._tensors for t in tensor_ids), dtype=bool, count=len(tensor_ids))
+        if not known.any():
+            return
+        names = [self._tensors[int(t)] for t in tensor_ids[known]]
+        frame = pd.DataFrame(stats[known], columns=list(schema.STAT_FIELDS))
+        frame.insert(0, "kind", pd.Series(kinds[known]).map(schema.KIND_NAMES).to_numpy(dtype=object))
+        frame.insert(0, "param", [param for _, param in names])
+        frame.insert(0, "layer", [layer for layer, _ in names])
+        frame.insert(0, "step", int(step))
+        known_slots = set(self._slots)
+        new = [layer for layer in dict.fromkeys(layer for layer, _ in names) if layer not in known_slots]
+        if new:
+            conn.executemany("INSERT INTO rollup_layers(slot, layer) VALUES (?, ?)",
+                             [(len(self._slots) + i, layer) for i, layer in enumerate(new)])
+            self._slots = self._slots + new
+        values = rollup_values(frame, self._slots)
+        conn.execute("INSERT INTO layer_rollup(step, layers, stats) VALUES (?, ?, ?)",
+                     (int(step), len(self._slots), schema.encode_rollup(values)))
+
+    def rolled_back(self) -> None:
+        """The transaction was discarded: slots it added are gone too."""
+        self._slots = None
+
+
+class LayerRollupQueries:
+    """Roll-up reads (RunReader mixin: uses its _query, schema_version and run_id)."""
+
+    def has_layer_rollup(self) -> bool:
+        """Whether this folder's roll-up covers every logged step (schema 4 on)."""
+        return self.schema_version >= schema.ROLLUP_SINCE
+
+    def forward_layers(self) -> list[str]:
+        """Layer (module path) names in forward order, from the tensors table's names alone (no
+        shapes decoded: what an all-layers chart needs to order its rows)."""
+        return list(dict.fromkeys(layer for (layer,) in self._query("SELECT layer FROM tensors ORDER BY ord, id")))
+
+    def rollup_layers(self) -> list[str]:
+        """Layer names in slot order."""
+        return [layer for (layer,) in self._query("SELECT layer FROM rollup_layers ORDER BY slot")]
+
+    def rollup_at_steps(self, steps, fields: tuple[str, ...] = schema.ROLLUP_FIELDS,
+                        order: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """{field: step x layer table} at the given logged steps (a later row for a step wins),
+        columns in forward order `order` (then any other layer), as derived.layer_table gives them."""
+        rows = []
+        for chunk in step_chunks(steps):
+            rows += self._query(f"SELECT seq, step, layers, stats FROM layer_rollup WHERE step IN "
+                                f"({','.join('?' * len(chunk))}) ORDER BY step, seq", chunk)
+        return self._rollup_tables(rows, fields, order)
+
+    def rollup_after(self, after_seq: int, fields: tuple[str, ...] = schema.ROLLUP_FIELDS,
+                     order: list[str] | None = None) -> dict[str, pd.DataFrame]:
+        """rollup_at_steps' tables of the layer_rollup rows with seq > after_seq."""
+        rows = self._query("SELECT seq, step, layers, stats FROM layer_rollup WHERE seq > ? ORDER BY step, seq",
+                           (int(after_seq),))
+        return self._rollup_tables(rows, fields, order)
+
+    def _rollup_tables(self, rows: list, fields: tuple[str, ...], order: list[str] | None) -> dict[str, pd.DataFrame]:
+        unknown = [f for f in fields if f not in schema.ROLLUP_INDEX]
+        if unknown:
+            raise ValueError(f"unknown roll-up field(s) {unknown}; known: {', '.join(schema.ROLLUP_FIELDS)}")
+        empty = {f: pd.DataFrame(index=pd.Index([], dtype=np.int64, name="step")) for f in fields}
+        if not rows:
+            return empty
+        slots = self.rollup_layers()
+        last = {}
+        for seq, step, layers, blob in rows:  # a later row for a step wins
+            last[int(step)] = (int(layers), blob, seq)
+        steps = sorted(last)
+        values = np.full((len(steps), len(schema.ROLLUP_FIELDS), len(slots)), np.nan)
+        for i, step in enumerate(steps):
+            layers, blob, seq = last[step]
+            try:
+                values[i, :, :layers] = schema.decode_rollup(blob, layers)
+            except ValueError as exc:
+                from .errors import RunLogError
+
+                raise RunLogError(f"run {self.run_id!r}: layer roll-up record {seq} at step {step}: {exc}") from None
+        slot_of = {layer: i for i, layer in enumerate(slots)}
+        ordered = set(order or [])
+        columns = [c for c in dict.fromkeys(order or []) if c in slot_of] + [c for c in slots if c not in ordered]
+        picks = [slot_of[c] for c in columns]
+        index = pd.Index(np.array(steps, dtype=np.int64), name="step")
+        out = {}
+        for field in fields:
+            table = values[:, schema.ROLLUP_INDEX[field], :][:, picks]
+            has = ~np.isnan(values[:, schema.ROLLUP_INDEX[_PRESENCE.get(field, field)], :][:, picks])
+            keep_cols = has.any(axis=0)
+            keep_rows = has.any(axis=1)
+            # Like derived.layer_table: only the steps and layers that have values of the field.
+            out[field] = pd.DataFrame(table[keep_rows][:, keep_cols], index=index[keep_rows],
+                                      columns=[c for c, k in zip(columns, keep_cols) if k])
+        return out
