@@ -221,8 +221,9 @@ class Run:
         optimizer step); integrations set it, a plain loop leaves it at 0.
 
         Under DDP only rank 0 records layer statistics (gradients are identical after all-reduce);
-        other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) every rank
-        measures its shard and rank 0 records the combined statistics: watch on every rank.
+        other ranks return None and log scalars only. Under FSDP2 (`fully_shard`) and FSDP1
+        (`FullyShardedDataParallel`: FULL_SHARD, SHARD_GRAD_OP, HYBRID_SHARD) every rank measures its shard
+        and rank 0 records the combined statistics: watch on every rank.
         """
         from torch import nn
 
@@ -240,7 +241,7 @@ class Run:
             raise RunSetupError("this run already watches a model; use one Run per model")
         from .capture import sharded
 
-        if self.rank != 0 and not sharded.is_sharded(model):
+        if self.rank != 0 and not sharded.every_rank_measures(model):
             return None
         from .capture.probe import Probe
 
@@ -397,14 +398,16 @@ def _torch_version() -> str | None:
 
 
 def _model_summary(model) -> dict:
-    from .capture.probe import collect_params, unwrap_model
+    from .capture import sharded
+    from .capture.probe import WatchedParam, collect_params, unwrap_model
 
     inner = unwrap_model(model)
-    params = collect_params(inner)
+    layout = sharded.layout_of(model, inner, WatchedParam, collect_params)
+    params = layout.params if layout is not None else collect_params(inner)
     return {
         "class": type(inner).__name__,
-        "parameters": int(sum(p.tensor.numel() for p in params)),
-        "trainable": int(sum(p.tensor.numel() for p in params if p.tensor.requires_grad)),
+        "parameters": int(sum(p.numel for p in params)),
+        "trainable": int(sum(p.numel for p in params if p.trainable)),
         "tensors": len(params),
         "text": str(inner)[:20000],
     }

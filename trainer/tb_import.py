@@ -7,10 +7,18 @@ event reader (`tensorboard.backend.event_processing.event_accumulator`), never a
 - histograms written by `SummaryWriter.add_histogram` become per-tensor layer records: a tag with a
   gradient word (`grad`, `grads`, `gradient(s)`, as a path part or a `.grad` / `_grad` suffix) is
   the gradient of the parameter it names, any other tag a weight (`weights/`, `params/`,
-  `parameters/` prefixes dropped). Norm, mean, std, min and max come exactly from the histogram's
-  sum, sum of squares, count, min and max; the buckets are re-binned onto gradwatch's fixed
+  `parameters/` prefixes dropped); a tag with an activation word as a path part (`activation(s)`,
+  `output(s)`, or a leading `act/` / `acts/`) or suffix (`_activation(s)`, `_act`, `_output`) is
+  the output of the module it names (`activations/fc1.relu`, `fc1/relu/activations`,
+  `relu1_act`), recorded as activation statistics of that module (its type taken from the name:
+  `relu1` is a ReLU): norm, mean, std, min, max and the zero fraction (the zero bucket). Dead and
+  saturated fractions stay unknown: a dead unit needs the batch's per-unit outputs, and
+  TensorBoard's bucket around 0.99 spans 0.92-1.01, too coarse for a saturation threshold. A tag
+  that ends in a parameter name is a parameter whatever its path says
+  (`bert/attention/output/dense/weight`). Norm, mean, std, min and max come exactly from the
+  histogram's sum, sum of squares, count, min and max; the buckets are re-binned onto gradwatch's fixed
   log-magnitude bins at each bucket's geometric centre (TensorBoard's buckets are 10% wide, a
-  tenth of one of our bins), the bucket ending at 0 counting as zeros. NaN/Inf counts are not in a
+  tenth of one of our bins), the buckets either side of 0 (|x| < 1e-12) counting as zeros. NaN/Inf counts are not in a
   TensorBoard histogram and stay unknown.
 Layer order is the order the tags first appear in the events (SummaryWriter users log
 `model.named_parameters()` in order). Tensorboard is needed only by this command.
@@ -30,7 +38,16 @@ from .runlog.writer import LayerRecord
 from .scalar_names import gradwatch_name
 
 EVENT_FILE = "events.out.tfevents."
+ZERO_BUCKET = 1e-12  # TensorBoard's innermost bucket edge (SummaryWriter's default bins)
 GRAD_WORDS = frozenset({"grad", "grads", "gradient", "gradients"})
+# Activation histograms, as tutorials and forward-hook loggers name them. "act" is a namespace
+# only as the first part: GPT-2 and timm name activation modules `act`, and "out" is a common
+# layer name (self.out = nn.Linear), so neither marks an activation elsewhere.
+ACT_WORDS = frozenset({"activation", "activations", "output", "outputs"})
+ACT_PREFIXES = frozenset({"act", "acts"})
+ACT_SUFFIXES = ("_activations", "_activation", ".activations", ".activation", "_act", "_output", "_outputs")
+# The activation a tag's name says (its module type in the run).
+ACT_KINDS = (("sigmoid", "Sigmoid"), ("tanh", "Tanh"), ("gelu", "GELU"), ("relu", "ReLU"), ("silu", "SiLU"))
 WEIGHT_PREFIXES = frozenset({"weights", "weight", "params", "parameters", "param"})
 PARAM_NAMES = frozenset({"weight", "bias", "weight_ih", "weight_hh", "bias_ih", "bias_hh", "in_proj_weight",
                          "in_proj_bias", "gamma", "beta", "kernel"})
@@ -43,8 +60,8 @@ class TensorBoardImportError(ValueError):
 @dataclass(frozen=True)
 class HistogramTag:
     tag: str
-    tensor: str  # the parameter it describes: 'fc1.weight'
-    kind: str  # schema.KIND_GRAD or schema.KIND_WEIGHT
+    tensor: str  # the parameter it describes ('fc1.weight') or the module whose output it is
+    kind: int  # schema.KIND_GRAD, KIND_WEIGHT or KIND_ACTIVATION
 
 
 def find_event_dirs(root: Path) -> list[Path]:
@@ -61,6 +78,10 @@ def classify_histogram(tag: str) -> HistogramTag:
     parts = [p for p in re.split(r"/", tag) if p]
     is_grad = any(p.lower() in GRAD_WORDS for p in parts)
     parts = [p for p in parts if p.lower() not in GRAD_WORDS]
+    if not is_grad:
+        activation = _activation_tensor(parts)
+        if activation is not None:
+            return HistogramTag(tag, activation or tag, schema.KIND_ACTIVATION)
     if parts and parts[0].lower() in WEIGHT_PREFIXES and len(parts) > 1:
         parts = parts[1:]
     name = ".".join(parts) or tag
@@ -68,6 +89,29 @@ def classify_histogram(tag: str) -> HistogramTag:
         if name.lower().endswith(suffix):
             is_grad, name = True, name[: -len(suffix)]
     return HistogramTag(tag, name, schema.KIND_GRAD if is_grad else schema.KIND_WEIGHT)
+
+
+def _activation_tensor(parts: list[str]) -> str | None:
+    """The module name of an activation tag's parts ('' when only the word is there), else None."""
+    if split_param(".".join(parts))[1]:  # names a parameter
+        return None
+    is_act = bool(parts) and parts[0].lower() in ACT_PREFIXES and len(parts) > 1
+    if is_act:
+        parts = parts[1:]
+    kept = [p for p in parts if p.lower() not in ACT_WORDS]
+    is_act = is_act or len(kept) < len(parts)
+    name = ".".join(kept)
+    for suffix in ACT_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            is_act, name = True, name[: -len(suffix)]
+            break
+    return name if is_act else None
+
+
+def activation_kind(tensor: str) -> str:
+    """'Tanh' for 'encoder.tanh1': the activation a module's name says, or '' when it says none."""
+    lower = tensor.lower()
+    return next((kind for word, kind in ACT_KINDS if word in lower), "")
 
 
 def split_param(tensor: str) -> tuple[str, str]:
@@ -93,6 +137,21 @@ def histogram_stats(h) -> tuple[list[float], np.ndarray]:
     return stats, counts
 
 
+def _bucket_centres(limits: list[float], lo: float, hi: float) -> np.ndarray:
+    """Each TensorBoard bucket's centre (geometric within one sign). The buckets either side of 0
+    are 0: TensorFlow's writer puts zeros in the bucket ending at 0, torch's SummaryWriter (numpy's
+    half-open [low, high) bins) in the one starting at 0, and both hold nothing else but values
+    within ZERO_BUCKET of 0."""
+    if not limits:
+        return np.array([])
+    lows = np.maximum(np.concatenate([[lo], limits[:-1]]), lo)
+    highs = np.minimum(np.asarray(limits, dtype=np.float64), hi)
+    same_sign = np.sign(lows) == np.sign(highs)
+    centres = np.where(same_sign & (lows != 0), np.sign(highs) * np.sqrt(np.abs(lows * highs)), highs)
+    at_zero = (np.asarray(limits) == 0.0) | ((lows == 0.0) & (highs <= ZERO_BUCKET))
+    return np.where(at_zero, 0.0, centres)
+
+
 def rebin(limits: list[float], counts: list[float], lo: float, hi: float) -> np.ndarray:
     """TensorBoard buckets (upper limits, counts; the first bucket starts at the minimum) on
     gradwatch's log-magnitude bins."""
@@ -100,12 +159,7 @@ def rebin(limits: list[float], counts: list[float], lo: float, hi: float) -> np.
 
     from .capture.tensor_stats import log_magnitude_bins
 
-    lows = np.concatenate([[lo], limits[:-1]]) if limits else np.array([])
-    highs = np.minimum(np.asarray(limits, dtype=np.float64), hi) if limits else np.array([])
-    lows = np.maximum(lows, lo)
-    same_sign = np.sign(lows) == np.sign(highs)
-    centres = np.where(same_sign & (lows != 0), np.sign(highs) * np.sqrt(np.abs(lows * highs)), highs)
-    centres = np.where(np.asarray(limits) == 0.0, 0.0, centres) if limits else centres
+    centres = _bucket_centres(limits, lo, hi)
     bins = log_magnitude_bins(torch.as_tensor(centres, dtype=torch.float64)).long().numpy()
     out = np.bincount(bins, weights=np.asarray(counts, dtype=np.float64), minlength=schema.HIST_LEN + 1)
     return np.rint(out[: schema.HIST_LEN]).astype(schema.HIST_DTYPE)
@@ -171,11 +225,16 @@ def _write_histograms(run, acc, histogram_tags: list[HistogramTag]) -> list[floa
         events = acc.Histograms(h_tag.tag)
         if h_tag.tensor not in tensors:
             tensors[h_tag.tensor] = len(tensors) + 1
-            layer, param = split_param(h_tag.tensor)
-            numel = int(events[0].histogram_value.num) if events else 0
-            descriptions.append(dict(id=tensors[h_tag.tensor], name=h_tag.tensor, layer=layer, param=param,
-                                     role="param", module_type="", shape=[numel], numel=numel,
-                                     ord=len(descriptions), trainable=True))
+            if h_tag.kind == schema.KIND_ACTIVATION:  # a module's output: no shape of its own
+                descriptions.append(dict(id=tensors[h_tag.tensor], name=h_tag.tensor, layer=h_tag.tensor, param="",
+                                         role="output", module_type=activation_kind(h_tag.tensor), shape=[],
+                                         numel=0, ord=len(descriptions), trainable=False))
+            else:
+                layer, param = split_param(h_tag.tensor)
+                numel = int(events[0].histogram_value.num) if events else 0
+                descriptions.append(dict(id=tensors[h_tag.tensor], name=h_tag.tensor, layer=layer, param=param,
+                                         role="param", module_type="", shape=[numel], numel=numel,
+                                         ord=len(descriptions), trainable=True))
         for event in events:
             stats, counts = histogram_stats(event.histogram_value)
             records.setdefault(event.step, []).append((tensors[h_tag.tensor], h_tag.kind, tuple(stats), counts))

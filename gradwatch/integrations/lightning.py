@@ -52,6 +52,7 @@ class GradwatchCallback(pl.Callback):
             integration="lightning", lightning=pl.__version__, grad_clip=float(clip) if clip else None,
             grad_clip_algorithm=trainer.gradient_clip_algorithm if clip else None,
             accumulate_grad_batches=trainer.accumulate_grad_batches, precision=str(trainer.precision),
+            trainer_world_size=trainer.world_size,  # the run's own world_size is 1: rank zero records alone
         )
 
     def on_fit_start(self, trainer, pl_module) -> None:

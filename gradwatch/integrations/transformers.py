@@ -53,6 +53,7 @@ class GradwatchCallback(TrainerCallback):
             grad_clip=float(args.max_grad_norm) if args.max_grad_norm and args.max_grad_norm > 0 else None,
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
+            trainer_world_size=args.world_size,  # the run's own world_size is 1: process zero records alone
         )
 
     def on_step_begin(self, args, state, control, **kwargs):

@@ -124,3 +124,24 @@ class Functional(nn.Module):
 def test_functional_activations_record_no_leaf_outputs(tmp_path):
     _, outputs = recorded(tmp_path, Functional(), torch.randint(0, 10, (4, 3)), "functional")
     assert outputs == []  # not the logits, the embedding or the dropout
+
+
+def test_activation_checkpoint_wrappers_leave_the_users_names_and_order(tmp_path):
+    """checkpoint_wrapper (used with FSDP) adds a '_checkpoint_wrapped_module' segment: the
+    recorded layers are named and ordered as the user wrote them."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(8, 2)  # registered first, called last
+            self.block = checkpoint_wrapper(nn.Sequential(nn.Linear(4, 8), nn.ReLU()))
+
+        def forward(self, x):
+            return self.head(self.block(x))
+
+    layers, outputs = recorded(tmp_path, Net(), torch.randn(6, 4), "ckpt")
+    assert layers == ["block.0", "head"]
+    assert outputs == ["block.1"]

@@ -98,3 +98,53 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, make, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0]
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.mark.parametrize("tag", ["activations/{}", "{}/output", "{}_act"])
+def test_activation_histograms_are_imported_as_activation_statistics(tmp_path, capsys, tag):
+    """Outputs logged from forward hooks (the usual way to histogram activations) become the
+    activation statistics of their modules; the parameters' histograms stay gradients and weights."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
+    names = {model[1]: "relu1", model[3]: "tanh3"}
+    writer = SummaryWriter(str(tmp_path / "tb" / "acts"))
+    truth, step = {}, [0]
+
+    def log_output(module, inputs, output):
+        writer.add_histogram(tag.format(names[module]), output, step[0])
+        truth[(step[0], names[module])] = output.detach().double().clone()
+
+    for module in names:
+        module.register_forward_hook(log_output)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step[0] in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(32, 8) - 0.5), torch.randint(0, 2, (32,))).backward()
+        for name, p in model.named_parameters():
+            writer.add_histogram(f"{name}.grad", p.grad, step[0])
+            writer.add_histogram(f"weights/{name}", p.detach(), step[0])
+        opt.step()
+    writer.close()
+    assert main(["import-tensorboard", str(tmp_path / "tb"), "--logdir", str(tmp_path / "logs")]) == 0
+    (printed,) = capsys.readouterr().out.split()
+    with RunReader(printed) as reader:
+        tensors = reader.tensors()
+        acts, _ = reader.layer_stats(kinds=("activation",))
+        params, _ = reader.layer_stats(kinds=("grad", "weight"))
+    outputs = tensors[tensors["role"] == "output"]
+    assert sorted(outputs["name"]) == ["relu1", "tanh3"]
+    assert dict(zip(outputs["name"], outputs["module_type"])) == {"relu1": "ReLU", "tanh3": "Tanh"}
+    assert sorted(tensors[tensors["role"] == "param"]["name"]) == sorted(n for n, _ in model.named_parameters())
+    assert len(acts) == 3 * 2 and len(params) == 3 * 6 * 2
+    for row in acts.to_dict("records"):
+        y = truth[(row["step"], row["layer"])]
+        assert row["norm"] == pytest.approx(y.norm().item(), rel=1e-4)
+        assert row["mean"] == pytest.approx(y.mean().item(), rel=1e-3)
+        assert row["std"] == pytest.approx(y.std().item(), rel=1e-3)
+        assert (row["min"], row["max"]) == pytest.approx((y.min().item(), y.max().item()), rel=1e-5, abs=1e-12)
+        assert row["zero_frac"] == pytest.approx((y == 0).double().mean().item())
+    relu_zero = acts[acts["layer"] == "relu1"]["zero_frac"]
+    assert (relu_zero > 0.2).all()  # the ReLU's zeros are counted, not lost in a bucket
+    # Diagnosis reads the imported activations; dead units need per-unit data TensorBoard lacks.
+    report = diagnose_run(printed)
+    assert "dead_units" not in {flag["rule"] for flag in report["flags"]}

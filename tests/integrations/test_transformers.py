@@ -88,3 +88,28 @@ def test_gradients_steps_and_names_follow_hf(tmp_path, extra):
     assert meta["integration"] == "transformers"
     assert meta["grad_clip"] == extra.get("max_grad_norm", 1.0)
     assert status == "finished"
+
+
+def test_fp16_on_cpu_trains_unscaled_in_float32_and_is_recorded_as_the_optimizer_sees_it(tmp_path):
+    """accelerate accepts fp16=True on the CPU but enables neither autocast nor a GradScaler there
+    (its native AMP is for accelerators), so the gradients are float32 and never scaled: the record
+    equals the reference, and the run says fp16 was asked for. (Loss-scaled fp16 needs a GPU.)"""
+    model = tiny_gpt2()
+    reference = ReferenceGrads(model)
+    logits_dtypes = set()
+    model.lm_head.register_forward_hook(lambda m, i, out: logits_dtypes.add(out.dtype))
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=3, per_device_train_batch_size=4,
+                             logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True,
+                             fp16=True)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(),
+                      callbacks=[reference, GradwatchCallback(logdir=tmp_path / "logs", name="fp16", every=1)])
+    trainer.train()
+    assert trainer.accelerator.mixed_precision == "fp16" and trainer.accelerator.scaler is None
+    assert logits_dtypes == {torch.float32}
+    (folder,) = list((tmp_path / "logs").iterdir())
+    with RunReader(folder) as reader:
+        grads, _ = reader.layer_stats(kinds=("grad",))
+        assert reader.meta["precision"] == "fp16"
+    assert sorted(grads["step"].unique()) == [1, 2, 3] == sorted(reference.grads)
+    for row in grads.to_dict("records"):
+        assert row["norm"] == pytest.approx(reference.grads[row["step"]][row["name"]], rel=1e-5), row

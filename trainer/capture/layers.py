@@ -71,6 +71,16 @@ def is_channels_first_producer(module: nn.Module) -> bool:
     return isinstance(module, nn.modules.conv._ConvNd)
 
 
+# Wrapper modules whose name segment is no part of the user's module path (FSDP1 wraps units in
+# FullyShardedDataParallel, activation checkpointing in CheckpointWrapper).
+_WRAPPER_SEGMENT = re.compile(r"(^|\.)(_fsdp_wrapped_module|_checkpoint_wrapped_module)(?=\.|$)")
+
+
+def module_path(name: str) -> str:
+    """A module's name as the user wrote the model: 'encoder._fsdp_wrapped_module.fc1' -> 'encoder.fc1'."""
+    return _WRAPPER_SEGMENT.sub("", name).lstrip(".")
+
+
 def param_layer(module_name: str, module: nn.Module, param_name: str) -> str:
     """The layer a parameter belongs to: its module, or one stacked layer of a recurrent module."""
     if isinstance(module, nn.RNNBase) and getattr(module, "num_layers", 1) > 1:

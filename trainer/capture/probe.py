@@ -48,10 +48,12 @@ from .layers import (
     forward_rank,
     is_channels_first_producer,
     is_named_activation,
+    module_path,
     param_layer,
 )
 from .lr_record import LearningRateRecorder
 from .multi_tensor import Measurer
+from .optimizers import Ownership
 from .sentinels import Sentinels
 
 
@@ -67,13 +69,30 @@ class WatchedParam:
     layer: str  # 'encoder.fc1'
     param: str  # 'weight'
     module_type: str
-    tensor: nn.Parameter
+    tensor: nn.Parameter  # FSDP1 without use_orig_params: the flat parameter holding it
+    full_shape: tuple | None = None  # the whole tensor's shape where `tensor` is not it (FSDP1)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.tensor.shape) if self.full_shape is None else self.full_shape
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def trainable(self) -> bool:
+        return self.tensor.requires_grad
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The user's module inside DDP / DataParallel / torch.compile wrappers, so names carry no
-    'module.' or '_orig_mod.' prefix and match across wrappers."""
+    """The user's module inside DDP / DataParallel / FSDP1 / torch.compile wrappers, so names
+    carry no 'module.', '_fsdp_wrapped_module.' or '_orig_mod.' prefix and match across wrappers."""
     while True:
+        inner = getattr(model, "_fsdp_wrapped_module", None)
+        if isinstance(inner, nn.Module) and type(model).__name__ == "FullyShardedDataParallel":
+            model = inner
+            continue
         inner = getattr(model, "module", None)
         if isinstance(inner, nn.Module) and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
             model = inner
@@ -94,7 +113,8 @@ def collect_params(model: nn.Module) -> list[WatchedParam]:
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            layer = param_layer(module_name, module, param_name) if module_name else type(module).__name__
+            path = module_path(module_name)  # without wrapper segments (activation checkpointing)
+            layer = param_layer(path, module, param_name) if path else type(module).__name__
             found.append(WatchedParam(f"{layer}.{param_name}", layer, param_name, type(module).__name__, param))
     return found
 
@@ -103,6 +123,7 @@ def ordered_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Modules that define layer order: leaves, and any module holding parameters directly."""
     chosen = []
     for name, module in model.named_modules():
+        name = module_path(name)
         is_leaf = next(module.children(), None) is None
         has_own = next(module.parameters(recurse=False), None) is not None
         if is_leaf or has_own:
@@ -146,19 +167,24 @@ class Probe:
         step_offset: int = 0,
     ):
         self.model = unwrap_model(model)
+        # Sharded parameters (FSDP2 DTensors, FSDP1 flat parameters): each rank measures its
+        # pieces, rank 0 records the combined whole (sharded.py); None for whole tensors.
+        self._layout = sharded.layout_of(model, self.model, WatchedParam, collect_params)
         self.writer = writer
         self._cadence = make_cadence(every, budget)
         self.histograms = histograms
         self.activations = activations
         self.update_ratio = update_ratio
-        self.params = collect_params(self.model)
+        self.params = self._layout.params if self._layout is not None else collect_params(self.model)
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
+        # Several optimizers with their own backward passes: each one's parameters are measured
+        # at its own step (optimizers.py); not for sharded parameters, measured all at once.
+        self._ownership = Ownership([id(p.tensor) for p in self.params], [p.trainable for p in self.params])
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
-        self._sentinels = Sentinels(writer) if not sharded.is_sharded(self.model) else None
-        # FSDP2: each rank measures its shard; rank 0 records the combined whole (sharded.py).
-        self._shards = sharded.ShardCombiner() if sharded.is_sharded(self.model) else None
+        self._sentinels = Sentinels(writer) if self._layout is None else None
+        self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
         self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
         self._old_samples = None  # weight samples before a hand-written update (first forward pass)
@@ -270,6 +296,7 @@ class Probe:
             if not any(id(p) in self._param_ids for g in optimizer.param_groups for p in g["params"]):
                 return False
             self._optimizer_ref = optimizer
+            self._ownership.counting(optimizer)
             self._remove_watchdog()
         return optimizer is self._optimizer_ref
 
@@ -375,7 +402,9 @@ class Probe:
         return hook
 
     def _start_of_forward(self, module, inputs) -> None:
-        if self._unfinished is not None:
+        # Not while another optimizer may still step parameters of this step (a GAN's generator
+        # after its discriminator): the record waits for it, or for the next step.
+        if self._unfinished is not None and not self._ownership.waiting:
             self.finish_pending()
 
     @torch.no_grad()
@@ -392,6 +421,7 @@ class Probe:
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
         if not self._counts(optimizer):
+            self._other_optimizer_step(optimizer)
             return None
         if self._unfinished is not None:  # two steps without a forward pass in between
             self.finish_pending()
@@ -402,6 +432,22 @@ class Probe:
         if self.logging_now and not self._measured:
             self._measure_gradients()
         return None
+
+    def _other_optimizer_step(self, optimizer) -> None:
+        """An optimizer other than the counting one steps watched parameters: their gradients, as
+        it steps with them, join the record of the step just completed."""
+        if self._optimizer_ref is None or self._manual or self._shards is not None:
+            return
+        owned = self._ownership.other_steps(optimizer)
+        if owned is None or self._unfinished is None:
+            return
+        step, (present, groups, held), acts = self._unfinished
+        grads = [(i, _dense(self.params[i].tensor.grad)) for i in sorted(owned)
+                 if self.params[i].tensor.grad is not None]
+        # Decoded after the counting step's groups, so these values replace any taken there.
+        extra = self._measurer.begin(grads, [], []) if grads else []
+        present = [(i, g) for i, g in present if i not in owned] + grads
+        self._unfinished = (step, (present, groups + extra, held), acts)
 
     def _measuring_closure(self, args, kwargs, closure):
         """step(closure) runs forward and backward inside the step: take the sentinels and measure
@@ -447,7 +493,8 @@ class Probe:
                 acc.add(y)
             else:
                 held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
-        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params) if p.tensor.grad is not None]
+        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params)
+                   if p.tensor.grad is not None and i not in self._ownership.by_others]
         # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
         # with set_to_none=False) before the record is finished would read as all zeros. The
         # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
@@ -458,17 +505,16 @@ class Probe:
         groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
         self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
 
-    # ---- FSDP2: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
+    # ---- FSDP2 / FSDP1: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
     def _weight_samples(self) -> list[torch.Tensor]:
-        return [
-            _owned(self._sampler.sample(sharded.local(p.tensor.detach()).reshape(-1)), sharded.local(p.tensor))
-            for p in self.params if p.tensor.requires_grad
-        ]
+        pieces = [self._layout.weight(p) for p in self.params if p.trainable]
+        return [_owned(self._sampler.sample(w.reshape(-1)), w) for w in pieces]
 
     def _measure_gradients_sharded(self) -> None:
         self._deferred.flush()  # every forward pass of this step is done: measure its activations
-        present = [p for p in self.params if p.tensor.grad is not None]
-        grads = [_dense(p.tensor.grad) for p in present]
+        pieces = [(p, self._layout.grad(p)) for p in self.params]
+        present = [p for p, g in pieces if g is not None]
+        grads = [g for _, g in pieces if g is not None]
         if self.update_ratio and not self._manual:
             # The update-to-weight ratio needs the weights before the step: only the histogram
             # sample of each tensor is kept. (A hand-written update has happened by now: its
@@ -493,6 +539,7 @@ class Probe:
             self._complete_step()
 
     def _complete_step(self) -> None:
+        self._ownership.step_done()
         if self._order_handles:  # the root module itself is never called (a LightningModule's
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
@@ -526,8 +573,8 @@ class Probe:
             if p.name not in self._tensor_ids:
                 new.append(dict(
                     name=p.name, layer=p.layer, param=p.param, role="param", module_type=p.module_type,
-                    shape=list(p.tensor.shape), numel=p.tensor.numel(),
-                    ord=forward_rank(p.layer, self._order, late), trainable=p.tensor.requires_grad,
+                    shape=list(p.shape), numel=p.numel,
+                    ord=forward_rank(p.layer, self._order, late), trainable=p.trainable,
                 ))
         for name, module_type in act_types.items():
             if name not in self._tensor_ids:
@@ -631,10 +678,10 @@ class Probe:
     def _ratio_layout(self, weights, w_samples, device):
         """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
         (a host-to-device copy per step would synchronise an accelerator)."""
-        key = tuple(p.tensor.requires_grad for p in self.params)
+        key = tuple(p.trainable for p in self.params)
         cached = getattr(self, "_ratio_cache", None)
         if cached is None or cached[0] != key:
-            idx = [i for i, p in enumerate(self.params) if p.tensor.requires_grad]
+            idx = [i for i, p in enumerate(self.params) if p.trainable]
             scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
                                  device=device)
             cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
@@ -642,7 +689,7 @@ class Probe:
 
     def _record_sharded(self, step: int, pending, acts) -> None:
         present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
-        weights = [sharded.local(p.tensor.detach()) for p in self.params]
+        weights = [self._layout.weight(p) for p in self.params]
         device = weights[0].device
         w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
         w_moments = self._moment_stats(weights)

@@ -1,5 +1,6 @@
 """Per-layer statistics of sharded parameters (FSDP2 `fully_shard`: DTensor parameters and
-gradients): every rank measures only its own shard, and one gather per logged step brings the
+gradients; FSDP1 `FullyShardedDataParallel`: slices of flat parameters, fsdp1.py): every rank
+measures only its own shard, and one gather per logged step brings the
 partial results to rank 0, which combines them into the statistics of the whole tensor. No rank
 ever gathers a full parameter or gradient.
 
@@ -16,7 +17,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from . import tensor_stats
+from . import fsdp1, tensor_stats
 
 EMPTY_MOMENTS = (0.0, 0.0, math.inf, -math.inf, 0.0, math.nan)  # a rank whose shard holds nothing
 
@@ -28,6 +29,47 @@ def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.tensor import DTensor
 
     return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+class DTensorLayout:
+    """FSDP2: the watched parameters are DTensors; a rank's piece is its local shard."""
+
+    replicated = False
+    group = None
+
+    def __init__(self, params: list):
+        self.params = params
+
+    def weight(self, p) -> torch.Tensor:
+        return local(p.tensor.detach())
+
+    def grad(self, p) -> torch.Tensor | None:
+        grad = p.tensor.grad
+        return None if grad is None else local(grad.detach())
+
+
+def layout_of(model: torch.nn.Module, user_root: torch.nn.Module, watched_param, collect):
+    """How the watched parameters are split over ranks: a DTensorLayout (FSDP2), an
+    fsdp1.FlatLayout, or None for whole tensors (one process, DDP). `collect` lists a module's
+    parameters (probe.collect_params)."""
+    flat = fsdp1.layout(model, user_root, watched_param)
+    if flat is not None:
+        return flat
+    if is_sharded(user_root):
+        return DTensorLayout(collect(user_root))
+    return None
+
+
+def every_rank_measures(model: torch.nn.Module) -> bool:
+    """Whether each rank holds only part of the parameters (FSDP2, FSDP1 FULL_SHARD /
+    SHARD_GRAD_OP), so every rank must watch; an unsupported FSDP1 setup raises
+    fsdp1.UnsupportedShardingError here, on every rank."""
+    modules = fsdp1.fsdp_modules(model)
+    if modules:
+        from torch.distributed.fsdp._traversal_utils import _get_fsdp_handles
+
+        return fsdp1.strategy_of(_get_fsdp_handles(model))[0] != "NO_SHARD"
+    return is_sharded(model)
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:
@@ -60,18 +102,26 @@ def combine_moments(m: torch.Tensor) -> torch.Tensor:
 
 
 class ShardCombiner:
-    """One gather per logged step of every rank's partial statistics, combined on rank 0."""
+    """One gather per logged step of every rank's partial statistics, combined on rank 0.
+    `replicated` (FSDP1 NO_SHARD): rank 0 holds whole tensors and records them alone. `group`
+    (FSDP1 hybrid sharding): the ranks one tensor is sharded over; each group gathers to its
+    first rank, and rank 0 (first of its group) records its group's whole."""
 
-    def __init__(self):
+    def __init__(self, replicated: bool = False, group=None):
         self.rank = dist.get_rank()
-        self.world_size = dist.get_world_size()
+        self.group = group
+        self.world_size = dist.get_world_size(group)
+        self.dst = dist.get_global_rank(group, 0) if group is not None else 0
+        self.replicated = replicated
 
     def combine(self, grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g,
                 sampled_w):
         """The same arguments describing whole tensors, on rank 0; None on the other ranks.
 
-        Every rank must call this at the same logged step with the same layout (FSDP2 gives each
+        Every rank must call this at the same logged step with the same layout (FSDP gives each
         rank the same parameters, so it does)."""
+        if self.replicated:
+            return (grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w)
         parts = {
             "grad_moments": grad_moments, "grad_nonfinite": grad_nonfinite, "w_moments": w_moments,
             "w_nonfinite": w_nonfinite, "update_norms": update_norms, "hist": hist,
@@ -81,8 +131,8 @@ class ShardCombiner:
         present = {k: v for k, v in parts.items() if v is not None}
         device = w_moments.device
         flat = torch.cat([v.reshape(-1).to(device, torch.float64) for v in present.values()])
-        gathered = [torch.empty_like(flat) for _ in range(self.world_size)] if self.rank == 0 else None
-        dist.gather(flat, gathered, dst=0)
+        gathered = [torch.empty_like(flat) for _ in range(self.world_size)] if self.rank == self.dst else None
+        dist.gather(flat, gathered, dst=self.dst, group=self.group)
         if self.rank != 0:
             return None
         stacked = torch.stack(gathered)  # [ranks, L]
