@@ -229,7 +229,7 @@ class RunViews(RunList):
             if reader.count_after("stats", cursor) > DELTA_ROW_LIMIT:
                 return {"tables": {}, "cursor": cursor, "reset": True}
             stats, new_cursor = reader.layer_values_after(int(cursor))
-            order = layer_order(reader.tensors()) if len(stats) else []
+            order = reader.forward_layers() if len(stats) else []
         tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}
 
@@ -285,7 +285,7 @@ class RunViews(RunList):
         def read(after, head):
             with self.open(run_id) as reader:
                 stats, new_cursor = reader.layer_values_after(int(after))
-                order = layer_order(reader.tensors())
+                order = reader.forward_layers()
             stats = stats.sort_values("seq", kind="stable")  # the tail is kept in seq order
             return {name: stats[name].to_numpy() for name in stats.columns}, max(int(head), new_cursor), \
                 {"order": order}
