@@ -8,6 +8,12 @@ tensors: a fixed sample gathered with one `index_select`, row sums around a per-
 row minima/maxima, and `segment_reduce` from rows to tensors. The histograms of every sample are
 counted with one `bincount`; the results go to the host as one packed tensor. The kernel count of
 a logged step grows with the number of groups, not of tensors (tests/capture/test_dispatch_count.py).
+That is the path an accelerator runs, where each kernel is a launch.
+
+On the CPU a dispatched op costs microseconds and a pass over model-sized memory milliseconds, so
+the host path (`_host_moments`, `Measurer._reduce_host`) reads each tensor where it is with a sum,
+a BLAS dot and an aminmax and copies nothing; only the fixed samples are gathered, and everything
+after them (update ratios, saturation, histograms) is shared with the flat path.
 
 Exactness: the shift is the tensor's sample mean rounded to the buffer dtype (always between the
 tensor's minimum and maximum), so pads filled with it change neither minimum nor maximum and add

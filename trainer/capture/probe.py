@@ -495,8 +495,9 @@ class Probe:
                 held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
         present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params)
                    if p.tensor.grad is not None and i not in self._ownership.by_others]
-        # Gradients are copied now, not read at the record: a gradient zeroed in place (zero_grad
-        # with set_to_none=False) before the record is finished would read as all zeros. The
+        # Gradients are taken now (copied on the flat path, measured in place on the CPU's host
+        # path), not read at the record: a gradient zeroed in place (zero_grad with
+        # set_to_none=False) before the record is finished would read as all zeros. The
         # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
         # happened by now, so its "before" is the snapshot of the step's first forward pass.
         before = None
