@@ -19,7 +19,8 @@ import pandas as pd
 
 from .. import derived
 from ..runlog import schema
-from ..runlog.schema import OPTIMIZER_LR
+from ..runlog.schema import OPTIMIZER_LR, SENTINEL_GRAD_NORM
+from ..runlog.step_norms import StepNorms
 
 SCALAR_COLUMNS = ("step", "name", "value")
 STATS_COLUMNS = ("step", "name", "layer", "param", "kind", *schema.STAT_FIELDS)
@@ -148,6 +149,7 @@ class RunData:
     run_id: str = ""
     views: LayerViews | None = None
     scalar_series: dict[str, pd.Series] | None = field(default=None, repr=False)
+    step_norms: StepNorms = field(default_factory=StepNorms, repr=False)
 
     def __post_init__(self):
         self.scalars = _normalise_scalars(self.scalars)
@@ -166,17 +168,21 @@ class RunData:
         tensors: pd.DataFrame | None = None,
         meta: dict | None = None,
         run_id: str = "",
+        step_norms: StepNorms | None = None,
     ) -> RunData:
         """Build from DataFrames (tests, notebooks). Missing frames and optional columns are allowed:
         scalars need step, name, value; stats need step, layer, kind and norm."""
-        return cls(scalars, stats, tensors, meta or {}, run_id)
+        return cls(scalars, stats, tensors, meta or {}, run_id, step_norms=step_norms or StepNorms())
 
     @classmethod
     def from_reader(cls, reader) -> RunData:
         """Everything one RunReader holds (rank-0 scalars)."""
         scalars, _ = reader.scalars()
         stats, _ = reader.layer_stats()
-        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id)
+        # Every-step per-layer gradient norms (the capture's sentinels); older runs have none.
+        read_norms = getattr(reader, "step_norms", None)
+        norms = read_norms() if callable(read_norms) else StepNorms()
+        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id, step_norms=norms)
 
     # ---- layers -------------------------------------------------------------------------------
     def tensor_order(self) -> list[str]:
@@ -375,6 +381,20 @@ class RunData:
                 return int(shape[0])
         return None
 
+    def model_config_classes(self) -> int | None:
+        """K from the model's own config (meta "model_config", written by the HF integration):
+        num_labels for a classifier, vocab_size for a language model."""
+        model_config = self.meta.get("model_config")
+        if not isinstance(model_config, dict):
+            return None
+        arch = " ".join(str(a) for a in model_config.get("architectures") or [model_config.get("model_class", "")])
+        keys = ("num_labels", "vocab_size") if "Classification" in arch else ("vocab_size", "num_labels")
+        for key in keys:
+            value = model_config.get(key)
+            if isinstance(value, int) and value > 1:
+                return value
+        return None
+
     def lr_series(self) -> pd.Series:
         """The learning rate over steps: the optimizer's own (param group 0, recorded by the
         capture), else a logged `lr` scalar; empty when neither exists."""
@@ -399,6 +419,8 @@ class RunData:
         or the output width of the last Linear layer when the untrained loss sits near ln K (a
         regression loss is not compared with it)."""
         configured = self.config_value(*NUM_CLASSES_KEYS, *VOCAB_KEYS)
+        if configured is None:
+            configured = self.model_config_classes()
         if isinstance(configured, (list, tuple)):
             configured = len(configured)
         try:
@@ -418,6 +440,51 @@ class RunData:
             return None
         initial = float(np.median(loss.to_numpy(dtype=float)[:3]))
         return level if 0.5 * level <= initial <= 2.0 * level else None
+
+    def first_optimizer_step(self) -> int | None:
+        """The first optimizer step anything recorded (every-step norms, layer statistics, the
+        capture's sentinel or lr scalars); None when nothing but user scalars exists."""
+        candidates = []
+        if not self.step_norms.empty:
+            candidates.append(int(np.asarray(self.step_norms.steps)[0]))
+        if not self.views.grad_norm.empty:
+            candidates.append(int(self.views.grad_norm.index[0]))
+        for name in (SENTINEL_GRAD_NORM, OPTIMIZER_LR, "grad_norm_total"):
+            series = self.scalar(name)
+            if len(series):
+                candidates.append(int(series.index[0]))
+        return min(candidates) if candidates else None
+
+    def untrained_loss(self, loss: pd.Series | None = None) -> dict | None:
+        """The loss of the untrained model, and where it comes from:
+        - "step-0 loss": the per-step loss at the first optimizer step (its forward pass ran on the
+          initial weights), when the loss is logged at that step;
+        - "ln K": the cross-entropy of a uniform guess over K classes or tokens (uniform_loss).
+        Returns {"loss", "source", "chance"} (chance = ln K or None), or None when neither is known.
+        An averaged loss (HF logs the mean over logging_steps) or a loss first logged later is not
+        a step-0 loss: it may already hold a blow-up, so ln K is the baseline then."""
+        if loss is None:
+            loss = self.scalar("train_loss")
+            if not len(loss):
+                loss = self.scalar("loss")
+        loss = loss[np.isfinite(loss.to_numpy(dtype=float))]
+        chance = self.uniform_loss()
+        first = self.first_optimizer_step()
+        if len(loss) and not self.averaged_loss() and (
+                (first is not None and int(loss.index[0]) <= first)
+                or (first is None and len(loss) >= 2 and int(loss.index[1]) - int(loss.index[0]) == 1
+                    and int(loss.index[0]) <= 1)):
+            return {"loss": float(loss.iloc[0]), "source": "step-0 loss", "chance": chance}
+        if chance is not None:
+            return {"loss": chance, "source": "ln K", "chance": chance}
+        return None
+
+    def averaged_loss(self) -> bool:
+        """Whether the logged training loss is a mean over several steps (the HF Trainer logs the mean
+        over logging_steps; Lightning's on_epoch means), not one step's loss."""
+        if str(self.meta.get("integration") or "").lower() == "transformers":
+            return True
+        return bool(self.config_value("loss_averaged", default=False))
 
     def activation_name(self) -> str | None:
         """The hidden activation: config["activation"], else the most common activation module type."""

@@ -10,6 +10,7 @@ import pandas as pd
 from .. import derived
 from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
+from .every_step import surge_between
 from .flags import Flag, fmt, layer_list
 from .rule import Rule
 from .signals import (
@@ -222,7 +223,7 @@ class ExplodingGradient(Rule):
     negligible_fraction: float = 1e-6
 
     def skip_reason(self, data: RunData) -> str | None:
-        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total")
+        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total") and data.step_norms.empty
                 and not data.has_scalar(SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
             return "no gradient norms recorded (neither per-layer statistics nor grad_norm_total)"
         return None
@@ -281,6 +282,9 @@ class ExplodingGradient(Rule):
         sentinel = data.scalar(SENTINEL_GRAD_NORM)
         if len(sentinel):
             return sentinel
+        if not data.step_norms.empty:
+            norms = data.step_norms
+            return pd.Series(norms.total(), index=pd.Index(np.asarray(norms.steps, dtype=np.int64), name="step"))
         grads = data.views.grad_norm
         if grads.empty:
             return total
@@ -330,6 +334,21 @@ class ExplodingGradient(Rule):
         first_step = min(s[0] for s in signals)
         last_step = max(s[1] for s in signals)
         layers = self._surging_layers(data, first_step)
+        # The every-step per-layer norms date the surge to its own step (an explosion between two
+        # logged steps) and name the layers that surged at that step, not those that carry it later.
+        surge = self._every_step_surge(data, total, first_step, last_step)
+        every_step_text = ""
+        if surge is not None:
+            evidence.update(surge.to_evidence())
+            if surge.layers:
+                layers = surge.layers
+                evidence["per_layer"] = {layer: surge.layer_ratios.get(layer, float("nan")) for layer in layers}
+            if surge.moved_first and set(surge.moved_first) != set(surge.layers):
+                evidence["moved_first"] = surge.moved_first
+            every_step_text = (f"; every-step norms date the surge to step {surge.step}: the gradient norm "
+                               f"{fmt(surge.ratio)}x its running level"
+                               + (f", {layer_list(surge.layers)} surging" if surge.layers else ""))
+            first_step = min(first_step, surge.step)
         loss = self._loss_evidence(data, first_step)
         evidence.update(loss)
         critical = (
@@ -337,7 +356,9 @@ class ExplodingGradient(Rule):
             or loss.get("loss_spikes", 0) > 0
         )
         sentence = "Exploding gradients: " + "; ".join(s[2] for s in signals)
-        if layers:
+        if every_step_text:
+            sentence += every_step_text
+        elif layers:
             sentence += f"; the surge is in {layer_list(layers)}"
         if loss.get("loss_nonfinite") and blowup is None:
             sentence += "; the loss then became NaN/Inf"
@@ -357,6 +378,16 @@ class ExplodingGradient(Rule):
                 remedy_ids=_exploding_remedies(data, clipping),
             )
         ]
+
+    def _every_step_surge(self, data: RunData, series: pd.Series, first_step: int, last_step: int):
+        """The every-step surge behind a surge the rule saw at `first_step` (searched from just after the
+        series' previous point, so the step between two logged steps is found), or None."""
+        if data.step_norms.empty:
+            return None
+        steps = series.index.to_numpy(dtype=np.int64)
+        before = steps[steps < first_step]
+        start = int(before[-1]) + 1 if len(before) else int(np.asarray(data.step_norms.steps)[0])
+        return surge_between(data.step_norms, start, last_step)
 
     def _describe_surge(self, series: pd.Series, surge: _Surge, clipping: bool, evidence: dict):
         steps = series.index.to_numpy(dtype=np.int64)
