@@ -28,6 +28,8 @@ TENSOR_COLUMNS = (
     "tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable",
 )
 KINDS = ("grad", "weight", "activation")
+# A clip threshold this large never binds (users write clip=1e9 to switch clipping off).
+NEVER_BINDS = 1e6
 
 # Config keys the rules read from meta["config"] (first match wins, nested dicts searched too).
 CLIP_KEYS = ("clip_grad_norm", "grad_clip", "clip_norm", "max_grad_norm", "gradient_clip_val", "clip")
@@ -348,9 +350,9 @@ class RunData:
         """The first of `keys` found in meta["config"] (top level first, then nested dicts)."""
         return _find_key(self.config, keys, default)
 
-    def clip_norm(self) -> float | None:
-        """The gradient-clipping max norm from the config (or meta "grad_clip", which the
-        framework integrations write), or None when clipping is off/unknown."""
+    def clip_setting(self) -> float | None:
+        """The clip threshold as configured (config keys, else meta "grad_clip"), 0 and huge values
+        included; None when none is set."""
         value = self.config_value(*CLIP_KEYS)
         if value is None:
             value = self.meta.get("grad_clip")
@@ -360,7 +362,43 @@ class RunData:
             value = float(value)
         except (TypeError, ValueError):
             return None
-        return value if math.isfinite(value) and value > 0 else None
+        return value if not math.isnan(value) else None
+
+    def clip_norm(self) -> float | None:
+        """The gradient-clipping max norm that actually binds, or None when clipping is off/unknown.
+        A threshold of 0 is not clipping but zeroing (zero_gradients names it); one of `NEVER_BINDS`
+        (1e6) or more, or above 1000 x the largest gradient norm the run recorded, never clips
+        anything - users write clip=1e9 to switch it off - so it does not count as clipping."""
+        value = self.clip_setting()
+        if value is None or not math.isfinite(value) or value <= 0 or value >= NEVER_BINDS:
+            return None
+        observed = self.scalar("grad_norm_total").dropna()
+        if not len(observed):
+            observed = self.scalar(SENTINEL_GRAD_NORM).dropna()
+        finite = observed[np.isfinite(observed.to_numpy(dtype=float))]
+        if len(finite) and value > 1000 * float(finite.max()):
+            return None
+        return value
+
+    def weight_decay(self) -> float | None:
+        """The regularisation strength: the optimizer's recorded weight_decay (largest over param
+        groups, meta "optimizer"), else config weight_decay / l2; None when off."""
+        optimizer = self.meta.get("optimizer")
+        values = []
+        if isinstance(optimizer, dict):
+            for group in optimizer.get("param_groups") or []:
+                if isinstance(group, dict) and isinstance(group.get("weight_decay"), (int, float)):
+                    values.append(float(group["weight_decay"]))
+        if not values:
+            for key in ("weight_decay", "l2", "wd"):
+                value = self.config_value(key)
+                try:
+                    values.append(float(value))
+                    break
+                except (TypeError, ValueError):
+                    continue
+        positive = [v for v in values if math.isfinite(v) and v > 0]
+        return max(positive) if positive else None
 
     def num_classes(self) -> int | None:
         """Number of classes from the config, else the output width of the last weighted layer."""

@@ -11,6 +11,7 @@ from .generalisation import Overfitting, Underfitting
 from .gradients import ExplodingGradient, VanishingGradient
 from .learning_rate import LearningRate
 from .loss import LossDivergence
+from .mechanisms import WeightCollapse, ZeroGradients
 from .nonfinite import NonFinite
 from .remedies import fit_remedies
 from .rule import Rule
@@ -19,7 +20,7 @@ RULE_CLASSES: dict[str, type[Rule]] = {
     cls.rule: cls
     for cls in (
         NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
-        Underfitting, LearningRate, LossDivergence,
+        Underfitting, LearningRate, LossDivergence, ZeroGradients, WeightCollapse,
     )
 }
 
@@ -54,7 +55,7 @@ def diagnose(data: RunData, rules: Iterable[Rule | str] | None = None) -> list[F
     flags: list[Flag] = []
     for rule in resolve_rules(rules):
         flags.extend(rule(data))
-    return fit_remedies(sort_flags(after_blow_up(flags)), data)
+    return fit_remedies(sort_flags(by_mechanism(after_blow_up(flags))), data)
 
 
 BLOW_UP_RULES = ("exploding_gradient", "loss_divergence")
@@ -73,6 +74,36 @@ def after_blow_up(flags: list[Flag]) -> list[Flag]:
             flag.severity = "info"
             flag.explanation += (f" This began after the blow-up at step {start} (see the exploding-gradient / "
                                  "loss-divergence flag); fix that first.")
+    return flags
+
+
+# A mechanism finding explains what other rules see as a symptom: those become info, pointing at it.
+SYMPTOMS = {
+    "zero_gradients": ("underfitting", "learning_rate", "vanishing_gradient"),
+    "weight_collapse": ("vanishing_gradient", "underfitting", "learning_rate", "exploding_gradient"),
+}
+
+
+def _is_symptom(flag: Flag, cause: Flag) -> bool:
+    if flag.rule not in SYMPTOMS[cause.rule] or flag.severity == "info":
+        return False
+    if flag.rule == "exploding_gradient":
+        # Only "huge updates" is the shrinking itself (decay moves the weights by a large share of
+        # their size); a gradient that spikes, grows or blows up is a problem of its own.
+        ev = flag.evidence
+        return not (ev.get("spikes", 0) or (ev.get("growth_decades") or 0) >= 2 or "blowup_decades" in ev)
+    return True
+
+
+def by_mechanism(flags: list[Flag]) -> list[Flag]:
+    """Symptoms of an active mechanism finding (all-zero gradients, weights collapsed under
+    regularisation) become info: "raise the learning rate" or "use ReLU" would not cure them."""
+    for cause in [f for f in flags if f.rule in SYMPTOMS and f.severity in ("critical", "warning")]:
+        for flag in flags:
+            if _is_symptom(flag, cause):
+                flag.severity = "info"
+                flag.explanation += (f" This follows from the {cause.rule.replace('_', ' ')} finding "
+                                     f"from step {cause.first_step}; fix that first.")
     return flags
 
 

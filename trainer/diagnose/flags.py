@@ -34,6 +34,8 @@ REMEDIES = {
     "leaky-relu": "Use LeakyReLU (a small slope for negative inputs) so a unit cannot die completely.",
     "bigger": "Use a larger network or train for longer.",
     "less-regularisation": "Reduce regularisation (dropout rate, weight decay) if it is set high.",
+    "zero-grad": ("Find what zeroes every gradient: a clip threshold of 0, the loss computed under torch.no_grad() "
+                  "or from .detach()ed outputs, or every parameter frozen (requires_grad=False)."),
 }
 
 
