@@ -56,7 +56,7 @@ REMEDY_CODE: dict[str, dict[str, str]] = {
     "lstm": {"torch": "nn.LSTM(input_size, hidden_size, batch_first=True)  # in place of nn.RNN"},
     "dropout": {
         "torch": "nn.Dropout(p=0.3)  # between hidden layers",
-        "transformers": "config = AutoConfig.from_pretrained(..., hidden_dropout_prob=0.2)  # resid_pdrop for GPT-2",
+        "transformers": "config = {config_class}(..., {dropout_key}=0.2)  # then build the model from it",
     },
     "l2": {
         "torch": "optimizer = torch.optim.AdamW(model.parameters(), lr={lr}, weight_decay=0.01)",
@@ -106,6 +106,7 @@ def remedy_code(remedy_id: str, data: RunData) -> str:
         "optimizer_module": optimizer_module,
         "optimizer_args": optimizer_args,
         "config_class": _config_class(data),
+        "dropout_key": _dropout_key(data),
         "lr": _lr_text(lr if lr is not None else 1e-3),
         "lower_lr": _lr_text(lr / 3) if lr else "1e-4",
         "higher_lr": _lr_text(lr * 3) if lr else "3e-3",
@@ -115,6 +116,8 @@ def remedy_code(remedy_id: str, data: RunData) -> str:
     }
     if remedy_id == "init" and integration_of(data) == "transformers" and not values["config_class"]:
         return "model.config.initializer_range = 0.02; model.init_weights()  # re-initialise from the config"
+    if remedy_id == "dropout" and integration_of(data) == "transformers" and not values["config_class"]:
+        return ""
     if remedy_id == "zero-grad" and data.clip_setting() != 0:
         return ""  # the cause is in the user's code (no_grad, detach, frozen): no one-line change
     if remedy_id in ("lower-lr", "higher-lr") and _one_cycle(data) and integration_of(data) != "transformers":
@@ -224,3 +227,11 @@ def _number(value) -> float | None:
 
 def _lr_text(value: float) -> str:
     return f"{value:.3g}"
+
+
+def _dropout_key(data: RunData) -> str:
+    """The HF config's dropout field: GPT-2-style configs call it resid_pdrop, BERT-style hidden_dropout_prob."""
+    model_config = data.meta.get("model_config")
+    model_type = str(model_config.get("model_type", "")) if isinstance(model_config, dict) else ""
+    return "resid_pdrop" if model_type in ("gpt2", "openai-gpt", "gpt_neo", "gptj", "codegen") else "hidden_dropout_prob"
+
