@@ -184,13 +184,15 @@ def logged_lag(grid: list[int], start: int | None, end: int | None) -> int | Non
 
 
 def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
-    from gradwatch.trainer.diagnose import RunData, diagnose, evaluation_table
+    from gradwatch.trainer.diagnose import RunData, diagnose, evaluation_table, expand_absorbed
     from gradwatch.trainer.runlog import RunReader
 
     with RunReader(outcome.run_path) as reader:
         data = RunData.from_reader(reader)
         live, _ = reader.flags()
-    flags = diagnose(data)
+    cards = diagnose(data)
+    # A cause-chain card (exploding -> diverging -> NaN) counts for each rule it tells.
+    flags = expand_absorbed(cards)
     fired: dict[str, str] = {}
     notes: list[str] = []
     for flag in flags:
@@ -236,7 +238,7 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
         "case": case.id, "arch": case.arch, "group": case.group, "expected": list(case.expected),
         "allowed": list(case.allowed), "fixes": list(getattr(case, "fixes", ())), "fired": fired,
         "info": sorted(set(notes)), "harmful_remedies": harmful, "check_failures": check_failures,
-        "every": _every(data),
+        "every": _every(data), "cards": sum(1 for f in cards if f.severity in ACTIVE),
         "live_fired": live_fired, "raised": raised, "missing": missing, "unexpected": unexpected, "lags": lags,
         "status": outcome.status, "logged_steps": len(grid), "evaluations": len(evals),
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "run": str(outcome.run_path),

@@ -102,6 +102,16 @@ def test_blow_up_between_logged_steps_is_dated_to_its_step_and_its_layers(tmp_pa
     assert flag.layers and set(flag.layers) <= set(rose)
     assert any(layer.startswith("rnn") for layer in flag.layers)
     assert f"step {flag.first_step}" in flag.explanation
+    # one problem, one card: the loss divergence is told in its cause chain, the fix first
+    story = [f for f in flags if f.rule in ("exploding_gradient", "loss_divergence", "nonfinite")
+             and f.severity in ACTIVE]
+    assert story == [flag] and "loss_divergence" in flag.rules
+    chain = flag.evidence["chain"]
+    assert [c["rule"] for c in chain][0] == "exploding_gradient"
+    assert [c["step"] for c in chain] == sorted(c["step"] for c in chain)
+    assert flag.explanation.startswith(f"Gradients surged in {flag.layers[0]}")
+    assert " -> the loss diverged from step " in flag.explanation
+    assert flag.remedy_ids[0] == "clipping"  # no clipping in the run: clipping is the fix
 
 
 def test_averaged_loss_does_not_hide_or_delay_the_divergence(tmp_path):

@@ -62,6 +62,12 @@ class Flag:
     remedy_ids: list[str] = field(default_factory=list)
     remedy_code: list[str] = field(default_factory=list)
     history: dict = field(default_factory=dict)
+    absorbed: list[dict] = field(default_factory=list)  # findings told as this card's causes (to_dict of each)
+
+    @property
+    def rules(self) -> list[str]:
+        """This flag's rule, then those of the findings merged into its cause chain."""
+        return [self.rule] + [str(a.get("rule")) for a in self.absorbed]
 
     def __post_init__(self):
         if self.severity not in SEVERITY_RANK:
@@ -92,6 +98,7 @@ class Flag:
             "remedy_ids": list(self.remedy_ids),
             "remedy_code": list(self.remedy_code),
             "history": _plain(self.history),
+            "absorbed": _plain(self.absorbed),
         }
 
     @classmethod
@@ -107,6 +114,7 @@ class Flag:
             remedy_ids=[r for r in data.get("remedy_ids") or [] if r in REMEDIES],
             remedy_code=[str(c) for c in data.get("remedy_code") or []],
             history=dict(data.get("history") or {}),
+            absorbed=[dict(a) for a in data.get("absorbed") or [] if isinstance(a, dict)],
         )
 
 

@@ -54,8 +54,9 @@ class ZeroGradients(Rule):
     min_fraction: float = 0.8
 
     def skip_reason(self, data: RunData) -> str | None:
-        steps, _, _ = zero_gradient_rows(data)
-        return None if len(steps) else "no gradient norms recorded"
+        if data.step_norms.empty and not data.has_scalar(SENTINEL_GRAD_NORM) and data.views.grad_norm.empty:
+            return "no gradient norms recorded"
+        return None
 
     def check(self, data: RunData) -> list[Flag]:
         steps, zero, source = zero_gradient_rows(data)

@@ -18,7 +18,7 @@ Trainer (meta "integration": "lightning" / "transformers"; absent means a plain 
 from __future__ import annotations
 
 from .data import RunData
-from .flags import Flag
+from .flags import REMEDIES, Flag
 
 INTEGRATIONS = ("torch", "lightning", "transformers")
 RELU_FAMILY = ("relu", "relu6", "leakyrelu", "leaky_relu", "elu", "gelu", "selu", "silu", "mish")
@@ -147,6 +147,10 @@ def fit_remedies(flags: list[Flag], data: RunData) -> list[Flag]:
             ids.insert(0, "higher-lr")
         flag.remedy_ids = ids
         flag.remedy_code = [remedy_code(r, data) for r in ids]
+        for told in flag.absorbed:  # the findings a cause-chain card tells: the same fit
+            kept = [r for r in told.get("remedy_ids") or [] if r not in unfit]
+            told.update(remedy_ids=kept, remedies=[REMEDIES[r] for r in kept],
+                        remedy_code=[remedy_code(r, data) for r in kept])
     return flags
 
 
