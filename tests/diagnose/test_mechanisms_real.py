@@ -171,3 +171,36 @@ def test_lm_that_ends_worse_than_untrained_is_a_finding(tmp_path):
     assert divergence[0].evidence["worse_than_untrained"] == 1
     assert "worse than the untrained model" in divergence[0].explanation
     assert 55 <= divergence[0].first_step <= 75
+
+
+def test_one_layer_moving_fast_is_judged_per_layer_not_hidden_by_the_median(tmp_path):
+    from gradwatch import Run
+
+    torch.manual_seed(0)
+    model = mlp(depth=4)
+    linears = [m for m in model if isinstance(m, nn.Linear)]
+    fast = linears[2]
+    others = [p for m in linears if m is not fast for p in m.parameters()]
+    optimizer = torch.optim.SGD([{"params": others, "lr": 0.01}, {"params": fast.parameters(), "lr": 60.0}])
+    x, y = points(1024)
+    moved = []
+    with Run(tmp_path, name="one-layer", config={"num_classes": 2}) as run:
+        run.watch(model, every=2)
+        for step in range(80):
+            i = (step * 64) % 1024
+            loss = nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
+            loss.backward()
+            before = [m.weight.detach().clone() for m in linears]
+            optimizer.step()
+            optimizer.zero_grad()
+            moved.append([float((m.weight - b).norm() / b.norm()) for m, b in zip(linears, before)])
+            run.log(step, train_loss=float(loss))
+        path = run.path
+    moved = np.asarray(moved)
+    # truth: the fast layer moves > 10% per step, the median layer < 1%
+    assert np.median(moved[:40, 2]) > 0.1 and np.median(np.median(moved[:40], axis=1)) < 0.01
+    data = read(path)
+    flags = diagnose(data)
+    lr = [f for f in flags if f.rule == "learning_rate" and f.evidence.get("direction") == 1]
+    names = dict(zip(data.weighted_layers, range(5)))
+    assert lr and [names[layer] for layer in lr[0].layers] == [2]

@@ -73,6 +73,11 @@ class VanishingGradient(Rule):
     norm_threshold: float = 1e-4
     window: int = 5
     min_fraction: float = 0.8
+    weights_collapsed: float = 0.1  # the first layer's weights at <= 1/10 of their initial norm
+
+    def _weights_left(self, data: RunData, layer: str, start: int, end: int) -> float | None:
+        """The first layer's weight norm over the flagged steps / its first recorded norm."""
+        return _weight_ratio(data, layer, start, end)
 
     def skip_reason(self, data: RunData) -> str | None:
         reason = super().skip_reason(data)
@@ -99,6 +104,10 @@ class VanishingGradient(Rule):
         span = slice(start, end + 1)
         flagged = [layers[i] for i in range(len(layers) - 1) if onsets[i] >= 0]
 
+        weights_left = self._weights_left(data, layers[0], int(steps[start]), int(steps[end]))
+        if weights_left is not None and weights_left <= self.weights_collapsed:
+            # Small gradients through weights that shrank to nothing: weight_collapse, not vanishing.
+            return []
         per_layer = {layer: finite_median(norms[span, i]) for i, layer in enumerate(layers)}
         log_medians = safe_log10(list(per_layer.values()))
         ok = np.isfinite(log_medians)
@@ -116,6 +125,8 @@ class VanishingGradient(Rule):
             "norm_threshold": self.norm_threshold,
             "per_layer": per_layer,
         }
+        if weights_left is not None:
+            evidence["first_layer_weight_ratio"] = weights_left
         sentence = (
             f"Gradients vanish towards the input in {layer_list(flagged)}: {layers[0]}'s gradient norm is about "
             f"{fmt(per_layer[layers[0]])}, {fmt(first_ratio)} x that of the last layer {layers[-1]} "
@@ -147,6 +158,18 @@ class VanishingGradient(Rule):
                 remedy_ids=_vanishing_remedies(data),
             )
         ]
+
+
+def _weight_ratio(data: RunData, layer: str, start: int, end: int) -> float | None:
+    weights = data.views.weight_norm
+    if layer not in weights.columns:
+        return None
+    column = weights[layer].dropna()
+    column = column[column > 0]
+    window = column[(column.index >= start) & (column.index <= end)]
+    if not len(column) or not len(window):
+        return None
+    return float(window.median() / column.iloc[0])
 
 
 def _vanishing_remedies(data: RunData) -> list[str]:
