@@ -71,6 +71,7 @@ class LossDivergence(Rule):
     giveback: float = 0.5
     min_points: int = 4
     learned_fraction: float = 0.9
+    untrained_margin: float = 1.1
 
     def skip_reason(self, data: RunData) -> str | None:
         if not len(training_loss(data)):
@@ -122,11 +123,14 @@ class LossDivergence(Rule):
 
         # Worse than untrained: having learned (below `learned_fraction` x ln K), the smoothed loss
         # went back above ln K, sustained - the model now does worse than a uniform guess.
+        # Or, never having learned, it sits `untrained_margin` above the untrained level (the step-0
+        # loss, at least ln K): training made it worse than the initial weights.
         untrained_onset = None
         if uniform is not None and np.isfinite(lowest).any():
+            floor = max(uniform, float(untrained["loss"]) if untrained is not None else uniform)
             with np.errstate(invalid="ignore"):
                 learned = np.fmin.accumulate(np.where(np.isfinite(smooth), smooth, np.inf)) < self.learned_fraction * uniform
-                above = np.isfinite(smooth) & (smooth > uniform) & learned
+                above = np.isfinite(smooth) & (((smooth > uniform) & learned) | (smooth > self.untrained_margin * floor))
             untrained_onset = sustained_onset(above, window, self.min_fraction)
             if untrained_onset is not None:
                 back = np.flatnonzero(np.isfinite(smooth[:untrained_onset])
@@ -145,7 +149,9 @@ class LossDivergence(Rule):
         peak = float(np.nanmax(clean))
         nonfinite_after = bool((~finite_mask[first:]).any())
         ends_worse = final > self.above_start * initial or (uniform is not None and final > self.above_start * uniform)
-        worse_than_untrained = untrained_onset is not None and uniform is not None and final > uniform
+        worse_than_untrained = untrained_onset is not None and uniform is not None and final > uniform and (
+            final > self.untrained_margin * max(uniform, float(untrained["loss"]) if untrained is not None else uniform)
+            or lowest_value < self.learned_fraction * uniform)
         critical = ends_worse or nonfinite_after or len(spike_idx) >= 2 or worse_than_untrained
         # One blow-up the loss recovered from (a bad batch) is worth knowing, not a problem.
         sustained = worse_onset is not None or climb_onset is not None or untrained_onset is not None
