@@ -9,6 +9,7 @@ from .data import RunData
 from .flags import SEVERITY_RANK, Flag, layer_list, sort_flags
 from .generalisation import Overfitting, Underfitting
 from .gradients import ExplodingGradient, VanishingGradient
+from .large_model import AdamSecondMomentLag, AttentionLogitGrowth, OutputLogitDrift
 from .learning_rate import LearningRate
 from .loss import LossDivergence
 from .mechanisms import WeightCollapse, ZeroGradients
@@ -20,7 +21,8 @@ RULE_CLASSES: dict[str, type[Rule]] = {
     cls.rule: cls
     for cls in (
         NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
-        Underfitting, LearningRate, LossDivergence, ZeroGradients, WeightCollapse,
+        Underfitting, LearningRate, LossDivergence, ZeroGradients, WeightCollapse, AttentionLogitGrowth,
+        OutputLogitDrift, AdamSecondMomentLag,
     )
 }
 

@@ -34,6 +34,10 @@ REMEDIES = {
     "leaky-relu": "Use LeakyReLU (a small slope for negative inputs) so a unit cannot die completely.",
     "bigger": "Use a larger network or train for longer.",
     "less-regularisation": "Reduce regularisation (dropout rate, weight decay) if it is set high.",
+    "qk-norm": "Normalise queries and keys (QK layer norm) before the attention dot product, so attention logits stay bounded.",
+    "z-loss": "Add a z-loss (1e-4 x log^2 of the softmax normaliser) so the output logits cannot drift as a whole.",
+    "warmup": "Warm the learning rate up linearly over the first ~1-5% of steps.",
+    "adam-beta2": "Lower Adam's beta2 (e.g. 0.95) or raise eps, so the second moment keeps up with sudden gradients.",
     "zero-grad": ("Find what zeroes every gradient: a clip threshold of 0, the loss computed under torch.no_grad() "
                   "or from .detach()ed outputs, or every parameter frozen (requires_grad=False)."),
 }

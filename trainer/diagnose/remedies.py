@@ -64,6 +64,17 @@ REMEDY_CODE: dict[str, dict[str, str]] = {
         "transformers": "args = TrainingArguments(..., weight_decay=0.01)",
     },
     "l1": {"torch": "loss = loss + 1e-5 * sum(p.abs().sum() for p in model.parameters())"},
+    "qk-norm": {"torch": ("q, k = self.q_norm(q), self.k_norm(k)  # self.q_norm = nn.LayerNorm(head_dim), "
+                          "self.k_norm likewise, before scaled_dot_product_attention")},
+    "adam-beta2": {
+        "torch": "optimizer = torch.optim.{optimizer}(model.parameters(), lr={lr}, betas=(0.9, 0.95), eps=1e-8)",
+        "transformers": "args = TrainingArguments(..., adam_beta2=0.95)",
+    },
+    "z-loss": {"torch": "loss = loss + 1e-4 * torch.logsumexp(logits, dim=-1).pow(2).mean()"},
+    "warmup": {
+        "torch": "scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=1000)",
+        "transformers": "args = TrainingArguments(..., warmup_steps=1000)",
+    },
     "zero-grad": {
         "torch": "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # a max_norm of 0 zeroes every gradient",
         "lightning": "trainer = Trainer(gradient_clip_val=1.0)  # 0 zeroes every gradient",
