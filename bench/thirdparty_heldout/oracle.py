@@ -46,6 +46,7 @@ MIN_STEPS = 5
 GL = 0.05
 AT_CHANCE = 0.9
 MIN_EVALUATIONS = 4
+KINDS = ("divergence", "vanishing", "dead_units", "overfitting", "underfitting")  # in the order they decide
 
 
 def truth(record: dict) -> dict:
@@ -57,8 +58,8 @@ def truth(record: dict) -> dict:
     loss = np.array([record["loss"][s] for s in loss_steps], dtype=float)
     untrained = untrained_level(loss, num_classes)
     findings = {}
-    for name, test in (("divergence", _divergence), ("vanishing", _vanishing), ("dead_units", _dead),
-                       ("overfitting", _overfitting), ("underfitting", _underfitting)):
+    tests = (_divergence, _vanishing, _dead, _overfitting, _underfitting)
+    for name, test in zip(KINDS, tests):
         found = test(record, loss_steps, loss, untrained)
         if found is not None:
             findings[name] = found
