@@ -12,10 +12,11 @@ problem, its onset step and the layers affected. The diagnosis a user sees (`dia
 run folder: post-hoc flags merged with those raised live) is then scored:
 
 - a pathological case (truth kind not healthy) is **strictly right** when an active (warning or
-  critical) flag is of the truth's kind, its first step is within the tolerance of the truth's
-  onset (TOLERANCE_STEPS optimizer steps; for overfitting one evaluation interval when longer), it
-  names none but affected layers where both name layers, one of its remedies fits the kind, and no
-  active flag of the run offers a harmful remedy;
+  critical) flag is of the truth's kind and the earliest such flag (the diagnosis's claim of when
+  it began) has its first step within the tolerance of the truth's onset (TOLERANCE_STEPS optimizer
+  steps; for overfitting one evaluation interval when longer), names none but affected layers where
+  both name layers, and offers a remedy that fits the kind, while no active flag of the run offers a
+  harmful remedy;
 - **kind right** needs only the active flag of the truth's kind;
 - a healthy case counts its active flags as false flags;
 - harmful remedies: suggesting what the run already applies, what does not fit its architecture, or
@@ -173,6 +174,7 @@ def evaluate_case(case_id: str, logdir: str) -> dict:
 
 # ---- the set --------------------------------------------------------------------------------------
 def summarise(results: list[dict], wall: float) -> dict:
+    # A case whose training gradwatch broke has no truth: it counts by its intent, as not right.
     errors = [r for r in results if r.get("error")]
     scored = [r for r in results if not r.get("error")]
     pathology = [r for r in scored if r["truth"] != "healthy"] + [r for r in errors if r["intent"] != "healthy"]
