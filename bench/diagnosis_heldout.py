@@ -207,18 +207,18 @@ def summarise(results: list[dict], wall: float) -> dict:
 
 
 def format_table(results: list[dict]) -> str:
-    header = (f"{'case':<30} {'truth':<13} {'onset':>5} {'fired':<44} {'kind':<4} {'onset err':>9} "
+    header = (f"{'case':<32} {'truth':<13} {'onset':>5} {'fired':<44} {'kind':<4} {'onset err':>9} "
               f"{'layers':<6} {'remedy':<6} {'strict':<6} {'s':>5}")
     lines = [header, "-" * len(header)]
     for r in results:
         if r.get("error"):
-            lines.append(f"{r['case']:<30} ERROR {r['error']}")
+            lines.append(f"{r['case']:<32} ERROR {r['error']}")
             continue
         err = "-" if r.get("onset_error") is None else f"{r['onset_error']:+d}"
         truth = r["truth"] + ("" if r["truth"] == r["intent"] else "*")
         onset = "-" if r["truth_onset"] is None else str(r["truth_onset"])
         layers = {None: "-", True: "ok", False: "WRONG"}[r.get("layers_right")]
-        lines.append(f"{r['case']:<30} {truth:<13} {onset:>5} {','.join(r['fired']) or '-':<44} "
+        lines.append(f"{r['case']:<32} {truth:<13} {onset:>5} {','.join(r['fired']) or '-':<44} "
                      f"{'yes' if r['kind_right'] else 'no':<4} {err:>9} {layers:<6} "
                      f"{'yes' if r['remedy_right'] else '-':<6} {'YES' if r['strict_right'] else 'no':<6} "
                      f"{r['seconds']:>5.1f}" + (f"  harmful: {','.join(r['harmful_remedies'])}"
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(exc.args[0])
     if args.list:
         for case in cases:
-            print(f"{case.id:<30} {case.codebase:<19} {case.intent:<13} {case.note}")
+            print(f"{case.id:<32} {case.codebase:<19} {case.intent:<13} {case.note}")
         return {}
     logdir = Path(args.logdir) if args.logdir else Path(tempfile.mkdtemp(prefix="gradwatch-heldout-"))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def progress(result):
         status = result.get("error") or f"truth {result['truth']}, fired {','.join(result['fired']) or '-'}"
-        print(f"  {result['case']:<30} {status}; {result['seconds']:.1f} s", flush=True)
+        print(f"  {result['case']:<32} {status}; {result['seconds']:.1f} s", flush=True)
 
     started = time.perf_counter()
     try:

@@ -46,6 +46,8 @@ CASES: tuple[HeldoutCase, ...] = (
                 note="Adadelta lr 1.0, StepLR gamma 0.7"),
     HeldoutCase("mnist-dead-relu", "mnist", "dead_units", dict(hidden_bias=-2.0), ("relu", "dropout"), quick=True,
                 note="conv1/conv2/fc1 biases initialised to -2 (functional F.relu)"),
+    HeldoutCase("mnist-lr-high", "mnist", "divergence", dict(lr=50.0), ("relu", "dropout"),
+                note="Adadelta at lr 50"),
     HeldoutCase("mnist-lr-tiny", "mnist", "underfitting", dict(lr=1e-3), ("relu", "dropout"),
                 note="Adadelta at lr 1e-3 (an Adam-sized lr)"),
     # ---- pytorch/examples time_sequence_prediction -----------------------------------------------
@@ -62,6 +64,10 @@ CASES: tuple[HeldoutCase, ...] = (
     # ---- Lightning examples -------------------------------------------------------------------------
     HeldoutCase("lightning-classifier-healthy", "lightning_examples", "healthy", {}, ("relu",),
                 note="LitClassifier(Backbone), Adam 1e-3"),
+    HeldoutCase("lightning-classifier-example-lr", "lightning_examples", "healthy", dict(learning_rate=1e-4),
+                ("relu",), note="LitClassifier at the example's own default lr 1e-4"),
+    HeldoutCase("lightning-classifier-lr-high", "lightning_examples", "divergence", dict(learning_rate=1.0),
+                ("relu",), note="LitClassifier, Adam at lr 1.0"),
     HeldoutCase("lightning-ae-healthy", "lightning_examples", "healthy", dict(AE, learning_rate=1e-3, epochs=6),
                 ("relu",), quick=True, note="LitAutoEncoder, Adam 1e-3"),
     HeldoutCase("lightning-ae-dead-relu", "lightning_examples", "dead_units",
