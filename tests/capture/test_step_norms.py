@@ -175,3 +175,29 @@ def test_layer_norms_and_totals_combine_parameters():
     assert per_layer[0].tolist() == [5.0, 1.0]
     assert np.isnan(per_layer[1, 0]) and per_layer[1, 1] == 2.0
     assert norms.total().tolist() == pytest.approx([math.sqrt(26.0), 2.0])
+
+
+def test_an_unlogged_step_dispatches_one_op_per_parameter_and_one_per_step(tmp_path):
+    """The every-step norms cost, on an unlogged step, one norm kernel per parameter (in backward) and
+    one stack per step, as a GPU would launch them: the issue's bound is 4 per parameter."""
+    from gradwatch.trainer.capture.dispatch_count import count_ops
+
+    def train_step(model, opt, x):
+        opt.zero_grad()
+        model(x).pow(2).mean().backward()
+        opt.step()
+
+    x = torch.randn(8, 6)
+    plain, watched = make_model(), make_model()
+    plain_opt, watched_opt = (torch.optim.SGD(m.parameters(), lr=1e-3) for m in (plain, watched))
+    with Run(tmp_path, name="ops") as run:
+        run.watch(watched, every=1000)
+        for _ in range(3):  # step 0 is logged; steps 1-2 warm the unlogged path
+            train_step(watched, watched_opt, x)
+            train_step(plain, plain_opt, x)
+        base, _ = count_ops(train_step, plain, plain_opt, x)
+        with_norms, _ = count_ops(train_step, watched, watched_opt, x)
+    extra = sum(with_norms.values()) - sum(base.values())
+    n_params = len(list(watched.parameters()))
+    assert extra <= n_params + 2, (with_norms - base)
+    assert with_norms["linalg_vector_norm"] - base["linalg_vector_norm"] == n_params

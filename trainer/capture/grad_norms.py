@@ -66,9 +66,13 @@ class GradNormRecorder:
     """Per-parameter gradient norms of every step, handed to the writer in batches."""
 
     def __init__(self, tensors: list[torch.Tensor], writer, *, rank: int = 0, in_backward: bool = True,
-                 grad_of=None):
+                 grad_of=None, combine=None, records: bool = True):
         self.writer = writer
         self.rank = rank
+        # Sharded layouts: `grad_of` gives a rank's local piece, `combine` turns the local norms into
+        # the whole tensors' (one collective per step, every rank); only `records` ranks keep rows.
+        self._combine = combine
+        self._records = records
         self._tensors = tensors
         # How a parameter's gradient is found (the sharded layouts read a local piece).
         self._grad_of = grad_of or (lambda i: tensors[i].grad)
@@ -108,6 +112,8 @@ class GradNormRecorder:
             _unscaled.discard(optimizer)
             self._taken = [None] * len(self._tensors)
         values, device = [], None
+        if self._combine is not None:  # every rank joins the collective, whatever it holds
+            device = self._tensors[0].device if self._tensors else torch.device("cpu")
         for i in range(len(self._tensors)):
             g = self._grad_of(i)
             if g is None:
@@ -121,7 +127,7 @@ class GradNormRecorder:
             self._taken[i] = None
             device = device or norm.device
             values.append(norm)
-        if device is None:  # no gradient at all this step
+        if device is None and self._combine is None:  # no gradient at all this step
             self.seconds += time.perf_counter() - start
             return
         missing = self._missing.get(device)
@@ -129,6 +135,11 @@ class GradNormRecorder:
             missing = self._missing[device] = torch.tensor(NO_GRADIENT, dtype=torch.float64, device=device)
         # One stack per step (it promotes float32 norms to the row's float64).
         row = torch.stack([missing if v is None else v if v.device == device else v.to(device) for v in values])
+        if self._combine is not None:
+            row = self._combine(row)
+        if not self._records:
+            self.seconds += time.perf_counter() - start
+            return
         self._rows.append(row)
         self._steps.append(step)
         self._walls.append(time.time())

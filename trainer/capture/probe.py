@@ -185,11 +185,18 @@ class Probe:
         self._ownership = Ownership([id(p.tensor) for p in self.params], [p.trainable for p in self.params])
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
         # Every step's per-parameter gradient norms (grad_norms.py): taken in backward, except under
-        # DDP, whose all-reduce after backward moves no version counter. Not yet for sharded layouts.
-        self._grad_norms = None
+        # DDP, whose all-reduce after backward moves no version counter, and for sharded layouts,
+        # whose local pieces are measured at the step and combined by one all-reduce.
+        tensors = [p.tensor for p in self.params]
         if self._layout is None:
-            self._grad_norms = GradNormRecorder([p.tensor for p in self.params], writer,
-                                                in_backward=not _replicated_across_processes())
+            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=not _replicated_across_processes())
+        else:
+            layout, params = self._layout, self.params
+            combine = None if layout.replicated else sharded.norms_across_shards(layout.group)
+            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=False, combine=combine,
+                                                grad_of=lambda i: layout.grad(params[i]),
+                                                records=_process_rank() == 0)
+        if _process_rank() == 0:
             writer.set_meta(**step_norm_meta([p.name for p in self.params], [p.layer for p in self.params]))
         self._capture_seconds = 0.0  # every-step capture time already counted by the cadence
         self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
@@ -847,6 +854,12 @@ def _measurable(params: list[WatchedParam]) -> list[WatchedParam]:
             continue
         kept.append(p)
     return kept
+
+
+def _process_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _replicated_across_processes() -> bool:
