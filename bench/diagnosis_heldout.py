@@ -23,7 +23,8 @@ run folder: post-hoc flags merged with those raised live) is then scored:
   what works against the truth's kind (a higher lr to a diverging run, regularisation to an
   underfitting one), on any active flag of any case.
 
-    python bench/diagnosis_heldout.py [--quick] [--only CASE[,CASE]] [--jobs N] [--logdir DIR] [--json-out F]
+    python bench/diagnosis_heldout.py [--quick] [--only CASE[,CASE]] [--seeds N] [--jobs N] [--logdir DIR]
+                                      [--json-out F] [--list]
 
 The last line printed is one JSON object: {"set": "heldout", "cases", "strict_score", "kind_score",
 "false_flags_healthy", "harmful_remedies", "onset_error_steps", ...}. Never change a rule while
@@ -48,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.thirdparty_heldout.cases import CASES, HeldoutCase, get_case  # noqa: E402
+from bench.thirdparty_heldout.cases import CASES, HeldoutCase, get_case, with_seed  # noqa: E402
 
 ACTIVE = ("warning", "critical")
 TOLERANCE_STEPS = 5
@@ -89,7 +90,10 @@ NOT_FOR_SEQUENCE_MODELS = ("relu", "batchnorm", "lstm")
 def train_case(case: HeldoutCase, logdir: Path) -> tuple[str, dict]:
     """Train `case` watched by gradwatch and measured by the truth probe."""
     module = importlib.import_module(f"bench.thirdparty_heldout.{case.codebase}")
-    return module.train(dict(case.options), logdir, case.id)
+    options = dict(case.options)
+    if case.seed_offset:
+        options["seed"] = module.DEFAULTS["seed"] + case.seed_offset
+    return module.train(options, logdir, case.id)
 
 
 def harmful_for(case: HeldoutCase, kind: str) -> set[str]:
@@ -239,23 +243,29 @@ def run_cases(case_ids: list[str], logdir: Path, jobs: int, progress=None) -> li
     return results
 
 
-def select(quick: bool, only: str | None) -> list[HeldoutCase]:
+def select(quick: bool, only: str | None, seeds: int = 1) -> list[HeldoutCase]:
+    """The cases to run: --only's ids, else all (or the quick ones), each with `seeds` seed offsets."""
     if only:
-        return [get_case(case_id.strip()) for case_id in only.split(",") if case_id.strip()]
-    return [case for case in CASES if case.quick or not quick]
+        cases = [get_case(case_id.strip()) for case_id in only.split(",") if case_id.strip()]
+    else:
+        cases = [case for case in CASES if case.quick or not quick]
+    return [with_seed(case, k) for k in range(seeds) for case in cases]
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: the few cases marked quick")
     parser.add_argument("--only", help="comma-separated case ids")
+    parser.add_argument("--seeds", type=int, default=1, help="run each case with this many seeds (ids -s1, -s2, ...)")
     parser.add_argument("--jobs", type=int, default=1, help="cases trained in parallel processes (default 1)")
     parser.add_argument("--logdir", default=None, help="keep the run folders here (default: a temporary folder)")
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--json-out", default=None, help="also write the per-case results here")
     args = parser.parse_args(argv)
     try:
-        cases = select(args.quick, args.only)
+        if args.seeds < 1:
+            raise KeyError(f"--seeds must be 1 or more, got {args.seeds}")
+        cases = select(args.quick, args.only, args.seeds)
     except KeyError as exc:
         parser.error(exc.args[0])
     if args.list:

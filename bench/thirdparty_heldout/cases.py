@@ -12,7 +12,7 @@ Never tune a diagnosis rule while looking at these cases' results: they are the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class HeldoutCase:
     applies: tuple[str, ...] = ()  # remedies the run's code already applies
     sequence_model: bool = False
     quick: bool = False  # in the --quick smoke set
+    seed_offset: int = 0  # added to the codebase's own seed
     note: str = ""
 
 
@@ -88,7 +89,18 @@ CASE_IDS = tuple(case.id for case in CASES)
 
 
 def get_case(case_id: str) -> HeldoutCase:
+    """A case by id; `ID-sK` is case ID run with seed offset K (another initialisation, batch order and,
+    where the case generates it, another draw of the data)."""
+    base, _, offset = case_id.rpartition("-s")
+    if base in CASE_IDS and offset.isdigit():
+        return with_seed(get_case(base), int(offset))
     for case in CASES:
         if case.id == case_id:
             return case
-    raise KeyError(f"unknown held-out case {case_id!r}; known: {', '.join(CASE_IDS)}")
+    raise KeyError(f"unknown held-out case {case_id!r}; known: {', '.join(CASE_IDS)} (add -sK for seed offset K)")
+
+
+def with_seed(case: HeldoutCase, offset: int) -> HeldoutCase:
+    if not offset:
+        return case
+    return replace(case, id=f"{case.id}-s{offset}", seed_offset=offset)

@@ -161,6 +161,18 @@ def test_cases_cover_five_codebases_each_with_a_healthy_run():
         heldout.main(["--only", "no-such-case"])
 
 
+def test_seeds_run_each_case_again_with_its_seed_offset():
+    case = get_case("mnist-healthy-s2")
+    assert (case.id, case.seed_offset, case.options) == ("mnist-healthy-s2", 2, get_case("mnist-healthy").options)
+    ids = [c.id for c in heldout.select(False, "mnist-healthy,resnet-healthy", seeds=2)]
+    assert ids == ["mnist-healthy", "resnet-healthy", "mnist-healthy-s1", "resnet-healthy-s1"]
+    assert len(heldout.select(True, None, seeds=3)) == 3 * sum(c.quick for c in CASES)
+    with pytest.raises(KeyError):
+        get_case("mnist-healthy-sx")
+    with pytest.raises(SystemExit):
+        heldout.main(["--seeds", "0", "--list"])
+
+
 # ---- end to end ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_one_case_end_to_end_prints_a_well_formed_json_line(capsys, tmp_path):
