@@ -275,13 +275,20 @@ def meta_panel(info: dict) -> list:
         html.Details(open=False, children=[html.Summary("Logging"), kv_table(logging)]),
     ]
     if results:
+        # Test-set metrics (test_*, the confusion matrix) are "Test results"; anything else a stack
+        # stores there (HF's train_runtime, total_flos, mean train_loss) describes the training.
         shown = [(k, v) for k, v in results.items() if k not in ("confusion_matrix", "class_names")]
+        tests = [(k, v) for k, v in shown if str(k).startswith("test_")]
+        training = [(k, v) for k, v in shown if not str(k).startswith("test_")]
         matrix = results.get("confusion_matrix")
         names = results.get("class_names") or []
-        blocks.insert(0, html.Details(open=True, children=[
-            html.Summary("Test results"), kv_table(shown),
-            confusion_table(matrix, names) if matrix else None,
-        ]))
+        if training:
+            blocks.insert(0, html.Details(open=True, children=[html.Summary("Training summary"), kv_table(training)]))
+        if tests or matrix:
+            blocks.insert(0, html.Details(open=True, children=[
+                html.Summary("Test results"), kv_table(tests),
+                confusion_table(matrix, names) if matrix else None,
+            ]))
     if meta.get("error"):
         blocks.insert(0, run_error(meta["error"]))
     return blocks

@@ -48,6 +48,16 @@ def capture_label(meta: dict) -> str:
     return ""
 
 
+def first_step(meta: dict) -> int:
+    """The number of a run's first optimizer step: 0, or 1 for an HF Trainer run (Run.watch's
+    step_offset, kept in meta["watch"]). Runs recorded before it was kept: 1 for HF, else 0."""
+    watch = meta.get("watch") if isinstance(meta.get("watch"), dict) else {}
+    value = watch.get("first_step")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return 1 if meta.get("integration") == "transformers" else 0
+
+
 def config_summary(config: dict) -> str:
     """A one-line description of what was trained: model, size, activation and the regularisers on."""
     if not isinstance(config, dict) or not config:
@@ -160,7 +170,7 @@ class RunList(RunDiagnosis):
             dataset=dataset_label(meta.get("dataset")),
             preset=str(config.get("preset") or ""),
             config=config_summary(config),
-            steps=None if last_step is None else int(last_step) + 1,
+            steps=None if last_step is None else int(last_step) + 1 - first_step(meta),
             best_val_loss=validation["best_val_loss"], best_epoch=validation["best_epoch"],
             last_val_loss=validation["last_val_loss"],
             flags=severity_counts(flags["flags"]),

@@ -548,7 +548,7 @@ class Probe:
             if self._finish_handle is None:
                 self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
-            self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
+            self._lr.after_step(self._optimizer_ref, self.step + self.step_offset, self.logging_now)
         changed = self._cadence.observe(self.step, time.perf_counter())
         if changed is not None or (self.step == 0 and self._cadence.auto):
             # The series for the record, the latest value in the metadata for the dashboard.
