@@ -17,8 +17,15 @@ import time
 
 from gradwatch.trainer.cli import EXIT_OK, UsageError, check_run_dir
 
-from .config import (DEFAULT_LOGDIR, DEFAULT_MAX_JOBS, ENV_LOGDIR, Settings, SettingsError, ensure_private_dir,
-                     validate_logdir)
+from .config import (
+    DEFAULT_LOGDIR,
+    DEFAULT_MAX_JOBS,
+    ENV_LOGDIR,
+    Settings,
+    SettingsError,
+    ensure_private_dir,
+    validate_logdir,
+)
 
 DEMO_PRESETS = ("overfit", "regularized", "vanishing", "exploding")
 
