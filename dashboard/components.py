@@ -105,8 +105,17 @@ def severity_badge(severity: str, count: int | None = None) -> html.Span:
                      style={"backgroundColor": SEVERITY_COLORS.get(severity, "#757575")})
 
 
-def flag_badges(counts: dict) -> html.Span:
-    parts = [severity_badge(sev, counts.get(sev, 0)) for sev in ("critical", "warning", "info") if counts.get(sev)]
+def flag_badges(counts: dict, rules: dict | None = None) -> html.Span:
+    """A badge per severity with its count and, where known, the rules that fired ("1 warning:
+    overfitting"): a count alone does not say what to look at."""
+    parts = []
+    for sev in ("critical", "warning", "info"):
+        if counts.get(sev):
+            named = (rules or {}).get(sev) or []
+            badge = severity_badge(sev, counts[sev])
+            if named:
+                badge.children = f"{badge.children}: {', '.join(named)}"
+            parts.append(badge)
     return html.Span(parts or [html.Span("none", className="muted")], className="flag-badges")
 
 

@@ -16,7 +16,7 @@ from gradwatch.trainer.runlog import schema as log_schema
 from .diagnosis import RunDiagnosis, severity_counts
 from .store import CACHE_EXPIRE_S, mtime, run_identity
 
-SUMMARY_VERSION = 4  # bump when the summary dict changes shape (old cache entries are ignored)
+SUMMARY_VERSION = 5  # bump when the summary dict changes shape (old cache entries are ignored)
 
 
 def duration_s(meta: dict, status: str | None, now: float | None = None) -> float | None:
@@ -46,6 +46,16 @@ def capture_label(meta: dict) -> str:
     if isinstance(every, int) and not isinstance(every, bool):
         return "statistics every step" if every == 1 else f"statistics every {every} steps"
     return ""
+
+
+def rules_by_severity(flags: list[dict]) -> dict[str, list[str]]:
+    """The rule names of a run's flags per severity (the Runs page's badges name them)."""
+    out: dict[str, list[str]] = {}
+    for flag in flags:
+        severity, rule = flag.get("severity"), flag.get("rule")
+        if isinstance(severity, str) and isinstance(rule, str) and rule not in out.setdefault(severity, []):
+            out[severity].append(rule)
+    return out
 
 
 def first_step(meta: dict) -> int:
@@ -84,7 +94,35 @@ def config_summary(config: dict) -> str:
             parts.append(label)
     if isinstance(config.get("augment_copies"), int) and config["augment_copies"] > 0:
         parts.append(f"augment x{config['augment_copies']}")
+    if not config.get("optimizer"):  # a user's config={"lr": 1e-3}; HF's learning_rate
+        lr = next((config[k] for k in ("lr", "learning_rate") if _is_number(config.get(k))), None)
+        if lr is not None:
+            parts.append(f"lr={lr:g}")
+    if not config.get("preset"):
+        # Not the built-in trainer: a user's own config (Run(config=...), Lightning's hparams, HF's
+        # training arguments) shows its other plain values too, the first few by name.
+        extra = [f"{k}={_config_value(v)}" for k, v in config.items()
+                 if k not in SUMMARISED_CONFIG_KEYS and isinstance(v, (int, float, str, bool)) and v != ""]
+        parts += extra[:CONFIG_EXTRA_SHOWN] + ([f"+{len(extra) - CONFIG_EXTRA_SHOWN} more"]
+                                               if len(extra) > CONFIG_EXTRA_SHOWN else [])
     return ", ".join(parts)
+
+
+CONFIG_EXTRA_SHOWN = 6
+SUMMARISED_CONFIG_KEYS = frozenset({
+    "preset", "model", "depth", "width", "activation", "optimizer", "lr", "learning_rate", "dropout", "l1", "l2",
+    "weight_decay", "clip_norm", "batchnorm", "early_stopping", "augment_copies"})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
 
 
 def dataset_label(dataset: Any) -> str:
@@ -175,6 +213,7 @@ class RunList(RunDiagnosis):
             last_val_loss=validation["last_val_loss"],
             flags=severity_counts(flags["flags"]),
             flag_rules=sorted({f.get("rule", "") for f in flags["flags"]}),
+            flag_rules_by_severity=rules_by_severity(flags["flags"]),
             started=meta.get("started"),
             duration=duration_s(meta, status),
             job_id=meta.get("job_id"),

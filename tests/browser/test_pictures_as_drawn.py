@@ -165,3 +165,14 @@ def test_many_long_layer_names_get_horizontal_bars_with_room_for_each(pictures, 
     assert bars["height"] / len(BERT_LAYERS) >= 14  # px per bar
     ticks = page.locator("#fig-flow .yaxislayer-above .ytick text").all_text_contents()
     assert len(set(ticks)) == len(BERT_LAYERS)  # one legible label per row
+
+
+def test_runs_page_shows_the_users_config_and_names_the_rules_of_flags(pictures, page):
+    server, runs = pictures
+    page.goto(server.url + "/")
+    row = page.locator(f'tr[data-run="{runs["dead"]}"]')
+    row.wait_for()
+    assert "layers=3" in row.locator("td.config").inner_text()  # Run(config={"layers": 3})
+    exploding = page.locator('tr[data-run="exploding"] .flag-badges')
+    exploding.locator(".badge", has_text="critical").wait_for()
+    assert "exploding_gradient" in exploding.inner_text()
