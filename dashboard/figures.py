@@ -161,7 +161,26 @@ def _base(fig: go.Figure, title: str, height: int, uirevision: str | None, legen
                       title=dict(text=title, x=0.01, xanchor="left", y=0.985, yanchor="top", font=dict(size=14)))
     if legend_right:
         fig.update_layout(legend=RIGHT_LEGEND, margin=dict(r=110, t=60))
+    _whole_number_ticks(fig)
     return fig
+
+
+SHORT_AXIS_SPAN = 10  # an x axis of whole numbers (steps, epochs) spanning fewer than this: a tick per number
+
+
+def _whole_number_ticks(fig: go.Figure) -> None:
+    """Steps and epochs are whole numbers: on a short run plotly would tick them in halves (a step
+    axis from -1 to 3 by 0.5). Traces' x are sorted, so their ends give the span."""
+    ends = []
+    for trace in fig.data:
+        if trace.meta == NOTES_KEY or getattr(trace, "orientation", None) == "h" or trace.x is None or not len(trace.x):
+            continue
+        for value in (trace.x[0], trace.x[-1]):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                return  # categories or dates: not a number axis
+            ends.append(float(value))
+    if ends and all(math.isfinite(v) and v.is_integer() for v in ends) and max(ends) - min(ends) < SHORT_AXIS_SPAN:
+        fig.update_xaxes(tick0=0, dtick=1)
 
 
 # ---- scalar charts -----------------------------------------------------------------------------
@@ -264,35 +283,64 @@ def _signal_title(name: str) -> str:
     return name.replace("_", " ")
 
 
+def signal_panels(names: list[str]) -> list[tuple[str, list[str]]]:
+    """The Training-signals panels: (title, scalar names). One quantity is one panel, however many
+    names it is logged under: the learning rate a user logs (`lr`) and the one gradwatch reads from
+    the optimizer (`opt_lr`, per param group) share one; the total gradient norm before clipping
+    (`grad_norm_total`), after it (`grad_norm_clipped`) and gradwatch's every-step sentinel share
+    another, on one axis. Every other scalar has its own."""
+    families = (("learning rate", lambda n: n == "lr" or n == log_schema.OPTIMIZER_LR
+                 or n.startswith(log_schema.OPTIMIZER_LR + "_g")),
+                ("total gradient norm", lambda n: n in ("grad_norm_total", "grad_norm_clipped",
+                                                        log_schema.SENTINEL_GRAD_NORM)))
+    panels: list[tuple[str, list[str]]] = []
+    for title, member in families:
+        found = [n for n in names if member(n)]
+        if found:
+            panels.append((title if len(found) > 1 else _signal_title(found[0]), found))
+    grouped = {n for _, found in panels for n in found}
+    panels += [(_signal_title(n), [n]) for n in names if n not in grouped]
+    return sorted(panels, key=lambda panel: names.index(panel[1][0]))  # in the order of `names`
+
+
 def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selected_step=None, uirevision=None,
                   height_per_row: int = 150) -> go.Figure:
-    """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts."""
+    """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts, one
+    per quantity (see signal_panels)."""
     names = sorted(n for n in series if scalar_group(n) == "signals")
     preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", log_schema.SENTINEL_GRAD_NORM, "lr",
                              log_schema.OPTIMIZER_LR) if n in names]
     names = preferred + [n for n in names if n not in preferred]
     if not names:
         return empty_figure("no other scalars logged", height=160)
-    rows = len(names)
+    panels = signal_panels(names)
+    rows = len(panels)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[escape_text(_signal_title(n)) for n in names])
+                        subplot_titles=[escape_text(title) for title, _ in panels])
     _add_notes_trace(fig, list(notes))
-    for row, name in enumerate(names, start=1):
-        s = series[name]
-        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=escape_text(name),
-                                 meta=f"scalar:{name}",
-                                 line=dict(width=1.3, color=run_color(row - 1)), showlegend=False), row=row, col=1)
-        values = np.asarray(s["values"], dtype=float)
+    color = 0
+    for row, (_, members) in enumerate(panels, start=1):
+        for index, name in enumerate(members):
+            s = series[name]
+            fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines",
+                                     name=escape_text(_signal_title(name)), meta=f"scalar:{name}",
+                                     # identical series overlap: the later ones dashed, so both show
+                                     line=dict(width=1.3, color=run_color(color), dash="dash" if index else None),
+                                     showlegend=len(members) > 1, legendgroup=f"row{row}"), row=row, col=1)
+            color += 1
+        values = np.concatenate([np.asarray(series[n]["values"], dtype=float) for n in members])
         positive = values[np.isfinite(values)]
-        if name.startswith("grad_norm") and len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
-            fig.update_yaxes(type="log", row=row, col=1)
-        elif len(positive) and positive.min() == positive.max():
+        if members[0].startswith("grad_norm") or members[0] == log_schema.SENTINEL_GRAD_NORM:
+            if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+                fig.update_yaxes(type="log", row=row, col=1)
+        if len(positive) and positive.min() == positive.max():
             # A constant (a fixed learning rate): centre it instead of plotly's default -0.5..1.5 span.
             v = float(positive[0])
             pad = abs(v) * 0.5 or 1.0
             fig.update_yaxes(range=[v - pad, v + pad], row=row, col=1)
-        if len(s["bad_steps"]):
-            fig.add_trace(_bad_marker_trace(s, name, _finite_max([values])), row=row, col=1)
+        for name in members:
+            if len(series[name]["bad_steps"]):
+                fig.add_trace(_bad_marker_trace(series[name], name, _finite_max([values])), row=row, col=1)
     fig.update_xaxes(title_text="optimizer step", row=rows, col=1)
     _mark_selected_step(fig, selected_step)
     _step_range(fig, step_range)

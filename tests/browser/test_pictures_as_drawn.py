@@ -93,10 +93,12 @@ def pictures(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("pictures") / "logs"
     make_run(logdir, "exploding", steps=200, pathology="exploding", layers=4)
     make_run(logdir, "overfit", steps=200, pathology="overfit")
+    make_run(logdir, "healthy", steps=200)  # no overfitting flag, a validation loss
     runs = {
         "dead": record(logdir, "dead-layer", ["fc1", "fc2", "out"], dead="fc2"),
         "deeper": record(logdir, "deeper", ["fc1", "fc2", "fc3", "out"]),
         "bert": record(logdir, "bert-like", BERT_LAYERS, steps=3),
+        "logdir": logdir,
     }
     server = Server(logdir, tmp_path_factory.mktemp("pictures-cache") / "c")
     yield server, runs
@@ -176,3 +178,56 @@ def test_runs_page_shows_the_users_config_and_names_the_rules_of_flags(pictures,
     exploding = page.locator('tr[data-run="exploding"] .flag-badges')
     exploding.locator(".badge", has_text="critical").wait_for()
     assert "exploding_gradient" in exploding.inner_text()
+
+
+def test_a_finished_run_without_accuracy_has_no_empty_half_row_and_short_runs_tick_whole_steps(pictures, page):
+    server, runs = pictures
+    page.goto(server.url + f"/run?run={runs['bert']}")  # 3 steps, train_loss only, finished
+    full_trace(page, "fig-loss", "scalar:train_loss")
+    assert not page.locator("#fig-acc").is_visible()  # no "no accuracy logged yet" half-row
+    loss_box, flow_box = page.locator("#fig-loss").bounding_box(), page.locator("#fig-signals").bounding_box()
+    assert loss_box["width"] > 0.9 * flow_box["width"]  # the loss chart takes the whole row
+    ticks = page.locator("#fig-loss .xaxislayer-above .xtick text").all_text_contents()
+    assert ticks and all(t.strip().lstrip("−-").isdigit() for t in ticks), ticks  # 0 1 2, never 0.5
+    assert len(set(ticks)) == len(ticks)
+
+
+def test_the_best_epoch_is_marked_without_an_overfitting_flag(pictures, page):
+    server, _ = pictures
+    page.goto(server.url + "/run?run=healthy")
+    page.locator("#fig-loss .annotation-text", has_text="best epoch").wait_for()
+    assert page.locator("#fig-loss .annotation-text", has_text="overfitting").count() == 0
+
+
+def test_a_live_runs_header_duration_goes_on(pictures, page):
+    from gradwatch.testing import LiveRun
+
+    server, runs = pictures
+    live = LiveRun(runs["logdir"], "live-duration", layers=2, step_interval_s=0.2)
+    try:
+        live.start()
+        page.goto(server.url + "/run?run=live-duration")
+        page.locator("#run-status", has_text="running").wait_for()
+        first = page.locator("#run-duration").inner_text()
+        page.wait_for_function(f"() => document.querySelector('#run-duration').textContent !== {first!r}",
+                               timeout=20_000)
+    finally:
+        live.stop()
+
+
+def test_a_lone_flag_card_spans_the_panel_at_1440_px_and_its_code_scrolls_inside_it(pictures, new_page):
+    server, _ = pictures
+    page = new_page(viewport=(1440, 900))
+    page.goto(server.url + "/run?run=overfit")
+    card = page.locator(".flag-card").first
+    card.wait_for()
+    cards = page.locator(".flag-card").count()
+    panel = page.locator(".flag-list").bounding_box()
+    columns = min(cards, int((panel["width"] + 10) // 370))  # 360 px cards, 10 px gaps
+    assert card.bounding_box()["width"] > 0.9 * (panel["width"] - 10 * (columns - 1)) / columns  # no empty columns
+    card.locator("details.flag-evidence summary").click() if card.locator("details.flag-evidence").count() else None
+    for code in card.locator("pre.remedy-code").all():
+        box, inner = code.bounding_box(), card.bounding_box()
+        if box["width"]:
+            assert box["x"] + box["width"] <= inner["x"] + inner["width"] + 1  # inside the card
+            assert code.evaluate("e => getComputedStyle(e).overflowX") == "auto"

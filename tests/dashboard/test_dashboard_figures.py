@@ -141,3 +141,20 @@ def test_layers_of_several_runs_merge_input_to_output():
         ["fc1", "fc2", "fc3", "out"]
     assert figures.flow_is_horizontal([f"bert.encoder.layer.{i}.attention.self.query" for i in range(22)])
     assert not figures.flow_is_horizontal([f"net.{i}" for i in range(10)])
+
+
+def test_one_signals_panel_per_quantity_however_many_names_it_is_logged_under():
+    """An HF run logs lr and grad_norm itself; gradwatch records opt_lr and the sentinel gradient
+    norm: two quantities, two panels (there were four, two of them on different axes)."""
+    steps = range(1, 6)
+    series = {"lr": _series(steps, [5e-4, 4e-4, 3e-4, 2e-4, 1e-4]),
+              schema.OPTIMIZER_LR: _series(steps, [5e-4, 4e-4, 3e-4, 2e-4, 1e-4]),
+              "grad_norm_total": _series(steps, [1e-2, 1, 1e2, 1e3, 1e4]),
+              schema.SENTINEL_GRAD_NORM: _series(steps, [1e-2, 1, 1e2, 1e3, 1e4]), "my_metric": _series(steps, [1] * 5)}
+    fig = figures.signals_chart(series)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["total gradient norm", "learning rate", "my metric"]
+    assert fig.layout.yaxis.type == "log"  # both gradient norms on the one log axis
+    axes = {t.meta: t.yaxis for t in fig.data if t.meta != figures.NOTES_KEY}
+    assert axes["scalar:lr"] == axes[f"scalar:{schema.OPTIMIZER_LR}"] != axes["scalar:grad_norm_total"]
+    assert axes["scalar:grad_norm_total"] == axes[f"scalar:{schema.SENTINEL_GRAD_NORM}"]
