@@ -222,6 +222,8 @@ def cmd_lesson(args) -> int:
     claims = lesson.check_claims(runs)
     print(lesson.format_table(runs))
     print()
+    print("The lesson's claims (about the presets at full length; shortened runs leave the regularisation "
+          "claims unchecked):")
     print(lesson.format_claims(claims))
     if args.markdown:
         Path(args.markdown).write_text(
