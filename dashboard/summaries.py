@@ -14,7 +14,7 @@ from gradwatch.trainer.runlog import RunLogError, RunReader, validate
 from gradwatch.trainer.runlog import schema as log_schema
 
 from .diagnosis import RunDiagnosis, severity_counts
-from .store import CACHE_EXPIRE_S, mtime, run_identity
+from .store import CACHE_EXPIRE_S, RunFolders, mtime, run_identity
 
 SUMMARY_VERSION = 5  # bump when the summary dict changes shape (old cache entries are ignored)
 
@@ -140,8 +140,11 @@ def pending_summary(run_id: str, path: Path) -> dict:
             "duration": None, "job_id": None, "pending": True}
 
 
-class RunList(RunDiagnosis):
-    """RunDiagnosis plus the summaries of every run of the log directory."""
+class RunList:
+    """The summaries of every run of the log directory (a part of RunStore)."""
+
+    def __init__(self, folders: RunFolders, diagnosis: RunDiagnosis):
+        self.folders, self.diagnosis = folders, diagnosis
 
     def summaries(self, budget_s: float = 0.6) -> tuple[list[dict], int]:
         """One summary per run folder (newest first) and how many are still pending.
@@ -152,12 +155,12 @@ class RunList(RunDiagnosis):
         """
         deadline = time.monotonic() + budget_s
         out, pending = [], 0
-        for run_id in self.run_ids():
-            path = self.logdir / run_id
+        for run_id in self.folders.run_ids():
+            path = self.folders.logdir / run_id
             ident = run_identity(path)
             key = ("summary", SUMMARY_VERSION, run_id, ident)
             summary = None
-            cache = self.cache
+            cache = self.folders.cache
             if cache is not None:
                 with contextlib.suppress(Exception):
                     summary = cache.get(key)
@@ -198,7 +201,7 @@ class RunList(RunDiagnosis):
             return dict(base, error=f"unreadable run folder ({type(exc).__name__}: {exc})", started=mtime(path))
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         validation = derived.validation_summary(val_steps, val, epochs)
-        flags = self.flags(run_id, status=status, stored=stored, path=path, wait=False)
+        flags = self.diagnosis.flags(run_id, status=status, stored=stored, path=path, wait=False)
         last_step = counts.get("last_step")
         return dict(
             base,
