@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from gradwatch.trainer import derived
+
 from .. import figures, ids
 from .. import layer_groups as groups
 from ..data import RunStore
@@ -91,6 +93,9 @@ def render(chart: Chart, store: RunStore, args: ChartArgs) -> dict:
     """{"figure", "live"}: the chart drawn from one read, and its channel state (None without one)."""
     data = chart.view(store, args)
     fig = chart.figure(data, args)
+    if chart.channel in LIVE_CHANNELS and args.shape.get("running"):
+        # A tick per step suits a short finished run; a live one grows past it without a redraw.
+        fig.update_xaxes(dtick=None, tick0=None)
     live = None
     if chart.channel in LIVE_CHANNELS:
         live = {"run": args.run_id, "chart": chart.id, "cursor": data.get("cursor", 0), "rev": uuid.uuid4().hex[:12],
@@ -157,8 +162,22 @@ def _overfitting(args: ChartArgs) -> dict | None:
     return overfitting_marks(list(args.flags))
 
 
+def best_epoch_marks(series: dict) -> dict | None:
+    """The best-epoch line of any run with a validation loss (not only an overfitting one): its
+    lowest validation loss, at that step, numbered by the run's `epoch` scalar where it has one."""
+    val = series.get("val_loss")
+    if not val or not len(val["steps"]):
+        return None
+    epoch = series.get("epoch") or {"steps": [], "values": []}
+    best = derived.validation_summary(val["steps"], val["values"], dict(zip(epoch["steps"], epoch["values"])))
+    if best["best_step"] is None:
+        return None
+    return {"best_step": best["best_step"], "best_epoch": best["best_epoch"]}
+
+
 def loss_figure(data: dict, args: ChartArgs) -> go.Figure:
-    return figures.scalar_chart(data["series"], "loss", notes=args.notes, overfitting=_overfitting(args),
+    return figures.scalar_chart(data["series"], "loss", notes=args.notes,
+                                overfitting=_overfitting(args) or best_epoch_marks(data["series"]),
                                 step_range=args.step_range, uirevision=args.uirevision)
 
 
@@ -318,8 +337,9 @@ def epochs_figure(data: dict, args: ChartArgs) -> go.Figure:
 # ---- the registry ---------------------------------------------------------------------------------
 LAYER_INPUTS = ("range", "layer", "rows", "flags")
 CHARTS: tuple[Chart, ...] = (
-    Chart(ids.FIG_LOSS, scalars_view(("loss",)), loss_figure, inputs=("range", "flags"), channel="scalars",
-          first_paint=True, scalar_groups=("loss",)),
+    # The loss chart reads the hidden `epoch` scalar (group None) too: it numbers the best epoch.
+    Chart(ids.FIG_LOSS, scalars_view(("loss", None)), loss_figure, inputs=("range", "flags"), channel="scalars",
+          first_paint=True, scalar_groups=("loss", None)),
     Chart(ids.FIG_ACC, scalars_view(("accuracy",)), accuracy_figure, channel="scalars", first_paint=True,
           scalar_groups=("accuracy",)),
     Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
