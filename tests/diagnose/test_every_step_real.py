@@ -69,7 +69,10 @@ def train_lstm(tmp_path, *, lr: float, steps: int, every: int, loss_log: str = "
         data = RunData.from_reader(reader)
     layer_of = dict(zip(data.tensors["name"], data.tensors["layer"]))  # LSTM layers: rnn.l0, rnn.l1
     layers = [layer_of.get(n, layer) for n, layer in zip(names, layers)]
-    measured = StepNorms.exact_rows(np.arange(len(norms)), names, layers, np.asarray(norms))
+    values = np.asarray(norms, dtype=float)
+    n = len(values)
+    measured = StepNorms(np.arange(n, dtype=np.int64), tuple(names), tuple(layers), values, values.copy(),
+                         np.zeros(values.shape, dtype=np.int64), np.ones(n, dtype=np.int64))
     if data.step_norms.empty:  # until the capture writes them, the plain-torch measurement
         data.step_norms = measured
     return data, measured, np.asarray(losses)

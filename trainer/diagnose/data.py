@@ -151,7 +151,8 @@ class RunData:
     run_id: str = ""
     views: LayerViews | None = None
     scalar_series: dict[str, pd.Series] | None = field(default=None, repr=False)
-    step_norms: StepNorms = field(default_factory=StepNorms, repr=False)
+    # Every optimizer step's per-parameter gradient norms (runlog/step_norms.py); empty when none.
+    step_norms: StepNorms = field(default_factory=StepNorms.empty_for, repr=False)
 
     def __post_init__(self):
         self.scalars = _normalise_scalars(self.scalars)
@@ -174,17 +175,15 @@ class RunData:
     ) -> RunData:
         """Build from DataFrames (tests, notebooks). Missing frames and optional columns are allowed:
         scalars need step, name, value; stats need step, layer, kind and norm."""
-        return cls(scalars, stats, tensors, meta or {}, run_id, step_norms=step_norms or StepNorms())
+        return cls(scalars, stats, tensors, meta or {}, run_id, step_norms=step_norms or StepNorms.empty_for())
 
     @classmethod
     def from_reader(cls, reader) -> RunData:
         """Everything one RunReader holds (rank-0 scalars)."""
         scalars, _ = reader.scalars()
         stats, _ = reader.layer_stats()
-        # Every-step per-layer gradient norms (the capture's sentinels); older runs have none.
-        read_norms = getattr(reader, "step_norms", None)
-        norms = read_norms() if callable(read_norms) else StepNorms()
-        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id, step_norms=norms)
+        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id,
+                   step_norms=reader.step_norms())
 
     # ---- layers -------------------------------------------------------------------------------
     def tensor_order(self) -> list[str]:
