@@ -371,7 +371,7 @@ class ExplodingGradient(Rule):
             every_step_text = (f"; every-step norms date the surge to step {surge.step}: the gradient norm "
                                f"{fmt(surge.ratio)}x its running level"
                                + (f", {layer_list(surge.layers)} surging" if surge.layers else ""))
-            first_step = min(first_step, surge.step)
+            first_step = surge.step  # the every-step series dates it exactly
         loss = self._loss_evidence(data, first_step)
         evidence.update(loss)
         critical = (
