@@ -80,10 +80,13 @@ class LearningRate(Rule):
         level = finite_median(median[onset: end + 1][high[onset: end + 1]])
         peak = self._sustained_peak(median[onset: end + 1])
         change = _loss_change(data, int(steps[onset]), int(steps[end]))
+        # "Not improving" is judged from the stretch's first losses: a fast early drop inside its first
+        # quarter is learning, not a stall.
+        from_start = _loss_change(data, int(steps[onset]), int(steps[end]), from_start=True)
         # Severe when the ratio held severe_factor x too_high over a whole window at any point: a
         # long, milder tail must not average away a stretch of huge updates.
         severe = max(level, peak) >= self.severe_factor * self.too_high
-        not_falling = change is not None and change > -0.05
+        not_falling = change is not None and change > -0.05 and (from_start is None or from_start > -0.05)
         # A loss falling steeply meanwhile says the large steps work (SGD at lr 20 with clipping on
         # an LSTM language model, Adam's first steps on a transformer): info, not a warning.
         # Not for a burst far beyond severe (severe_factor^2 x too_high) unless clipping bounds each step.
@@ -198,15 +201,15 @@ def _current_lr(data: RunData) -> float | None:
         return None
 
 
-def _loss_change(data: RunData, start: int, end: int) -> float | None:
-    """Relative change of the training loss from the first to the last quarter of steps start..end."""
+def _loss_change(data: RunData, start: int, end: int, from_start: bool = False) -> float | None:
+    """Relative change of the training loss from the first to the last quarter of steps start..end
+    (from_start: from the median of its first three losses instead of its first quarter)."""
     loss = data.scalar("train_loss")
     window = loss[(loss.index >= start) & (loss.index <= end)].to_numpy(dtype=float)
     window = window[np.isfinite(window)]
     if len(window) < 4:
         return None
     quarter = max(1, len(window) // 4)
-    # From the stretch's start (its first few losses), not the median of its first quarter: a fast
-    # early drop inside that quarter is learning, and would otherwise read as "not improving".
-    first, last = np.median(window[: min(3, quarter)]), np.median(window[-quarter:])
+    first = np.median(window[: min(3, quarter)] if from_start else window[:quarter])
+    last = np.median(window[-quarter:])
     return float((last - first) / abs(first)) if first else None
