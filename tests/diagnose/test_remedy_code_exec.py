@@ -23,6 +23,17 @@ nn = torch.nn
 
 
 def _exec_torch(code: str, scope: dict) -> None:
+    if "self.q_norm" in code:
+        # QK layer norm goes inside an attention module's forward, after adding the two norms the
+        # comment names: run it there, in a small GPT's attention
+        from bench.large_model_instabilities import gpt
+
+        attention = gpt(16, qk_norm=False, d=16, heads=2, layers=1, block=4).blocks[0].attn
+        attention.q_norm, attention.k_norm = nn.LayerNorm(8), nn.LayerNorm(8)
+        scope = dict(scope, self=attention, q=torch.randn(1, 2, 4, 8), k=torch.randn(1, 2, 4, 8))
+        exec(compile(code, "<remedy>", "exec"), scope)
+        assert torch.allclose(scope["q"].mean(-1), torch.zeros(1, 2, 4), atol=1e-5)
+        return
     if code.lstrip().startswith("return "):
         code = "def configure_optimizers(self):\n    " + code.replace("\n", "\n    ") + "\nconfigure_optimizers(model)"
     exec(compile(code, "<remedy>", "exec"), scope)
@@ -70,7 +81,7 @@ def test_every_torch_remedy_runs_on_a_bias_free_model_with_the_recorded_optimize
                 continue
             scope = {"torch": torch, "nn": nn, "model": model, "optimizer": optimizer, "width": 16,
                      "input_size": 8, "hidden_size": 16, "val_loss": 0.5, "best_val_loss": 1.0,
-                     "loss": torch.tensor(1.0)}
+                     "loss": torch.tensor(1.0), "logits": torch.randn(4, 2)}
             if "OneCycleLR" in code:
                 code = code.replace(", ...)", ", total_steps=20)")
             _exec_torch(code, scope)
@@ -94,7 +105,8 @@ def test_lightning_remedies_run_in_configure_optimizers_and_trainer(tmp_path):
             continue
         scope = {"torch": torch, "nn": nn, "model": model, "Trainer": pl.Trainer,
                  "EarlyStopping": pl.callbacks.EarlyStopping, "width": 16, "input_size": 8, "hidden_size": 16,
-                 "val_loss": 0.5, "best_val_loss": 1.0, "loss": torch.tensor(1.0), "optimizer": optimizer}
+                 "val_loss": 0.5, "best_val_loss": 1.0, "loss": torch.tensor(1.0), "optimizer": optimizer,
+                 "logits": torch.randn(4, 2)}
         if "OneCycleLR" in code:
             code = code.replace(", ...)", ", total_steps=20)")
         code = code.replace("Trainer(", "Trainer(logger=False, enable_checkpointing=False, ")

@@ -455,6 +455,10 @@ class RunData:
         and the loss looks like a cross-entropy over them: from config num_classes / vocab_size,
         or the output width of the last Linear layer when the untrained loss sits near ln K (a
         regression loss is not compared with it)."""
+        return self._uniform_loss
+
+    @cached_property
+    def _uniform_loss(self) -> float | None:
         configured = self.config_value(*NUM_CLASSES_KEYS, *VOCAB_KEYS)
         if configured is None:
             configured = self.model_config_classes()

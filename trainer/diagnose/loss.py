@@ -130,12 +130,21 @@ class LossDivergence(Rule):
             floor = max(uniform, float(untrained["loss"]) if untrained is not None else uniform)
             with np.errstate(invalid="ignore"):
                 learned = np.fmin.accumulate(np.where(np.isfinite(smooth), smooth, np.inf)) < self.learned_fraction * uniform
-                above = np.isfinite(smooth) & (((smooth > uniform) & learned) | (smooth > self.untrained_margin * floor))
-            untrained_onset = sustained_onset(above, window, self.min_fraction)
-            if untrained_onset is not None:
-                back = np.flatnonzero(np.isfinite(smooth[:untrained_onset])
-                                      & (smooth[:untrained_onset] <= 1.1 * lowest[:untrained_onset]))
-                untrained_onset = int(back[-1]) if len(back) else untrained_onset
+                climbed = np.isfinite(smooth) & (smooth > uniform) & learned
+                above = np.isfinite(smooth) & (smooth > self.untrained_margin * floor)
+            climbed_onset = sustained_onset(climbed, window, self.min_fraction)
+            if climbed_onset is not None:
+                # from where the climb began: the last point near the lowest level before it
+                back = np.flatnonzero(np.isfinite(smooth[:climbed_onset])
+                                      & (smooth[:climbed_onset] <= 1.1 * lowest[:climbed_onset]))
+                climbed_onset = int(back[-1]) if len(back) else climbed_onset
+            # A finding only when the loss ends there: an overconfident start that wobbles above ln K
+            # and settles is not one.
+            final_now = float(np.median(clean[finite_idx[-min(len(finite_idx), window):]]))
+            above_onset = sustained_onset(above, window, self.min_fraction) if final_now > self.untrained_margin * floor else None
+            climbed_onset = climbed_onset if final_now > uniform else None
+            candidates = [i for i in (climbed_onset, above_onset) if i is not None]
+            untrained_onset = min(candidates) if candidates else None
         onsets = [i for i in (worse_onset, climb_onset, untrained_onset) if i is not None]
         spike_idx = np.flatnonzero(spikes)
         if len(spike_idx):
