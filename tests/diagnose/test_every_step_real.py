@@ -120,6 +120,12 @@ def test_blow_up_between_logged_steps_is_dated_to_its_step_and_its_layers(tmp_pa
     assert f"radients surged in {flag.layers[0]}" in flag.explanation.split(". ")[0]
     assert "the loss diverged from step" in flag.explanation.split(". ")[0].lower()
     assert flag.remedy_ids[0] == "clipping"  # no clipping in the run: clipping is the fix
+    # the Runs page counts merged flags: the card and the same findings raised live are one problem
+    from gradwatch.trainer.diagnose.merge import merge_flags
+
+    live = [dict(told, raised_step=20) for told in flag.absorbed] + [dict(flag.to_dict(), raised_step=10)]
+    problems = [f for f in merge_flags([f.to_dict() for f in flags], live) if f["severity"] in ACTIVE]
+    assert len(problems) == 1 and problems[0]["history"]["findings"] == len(live) + 1
 
 
 def test_averaged_loss_does_not_hide_or_delay_the_divergence(tmp_path):

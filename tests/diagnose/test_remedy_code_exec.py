@@ -140,7 +140,7 @@ def test_hf_remedies_are_written_for_the_models_config_class(tmp_path, kind):
                  type(config).__name__: type(config), "width": 16, "input_size": 8, "hidden_size": 16,
                  "val_loss": 0.5, "best_val_loss": 1.0, "loss": torch.tensor(1.0)}
         code = code.replace("TrainingArguments(...,", f"TrainingArguments(output_dir={str(tmp_path)!r},")
-        code = code.replace("Trainer(...,", "Trainer(model=model, args=TrainingArguments(output_dir='o'),")
+        code = code.replace("Trainer(...,", f"Trainer(model=model, args=TrainingArguments(output_dir={str(tmp_path / 'o')!r}),")
         code = code.replace(f"{type(config).__name__}(...,", f"{type(config).__name__}(vocab_size=64,")
         if "Config(" in code:
             assert type(config).__name__ in code  # BertConfig for BERT, GPT2Config for GPT-2
