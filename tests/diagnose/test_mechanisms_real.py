@@ -204,3 +204,61 @@ def test_one_layer_moving_fast_is_judged_per_layer_not_hidden_by_the_median(tmp_
     lr = [f for f in flags if f.rule == "learning_rate" and f.evidence.get("direction") == 1]
     names = dict(zip(data.weighted_layers, range(5)))
     assert lr and [names[layer] for layer in lr[0].layers] == [2]
+
+
+def _first_token_lstm(tmp_path, forget_bias: float):
+    """An LSTM classifier whose label is the sequence's first token: it must carry it through 12 steps."""
+    from gradwatch import Run
+    from gradwatch.trainer.capture.recurrent_time import RecurrentTimeRecorder
+
+    class Classifier(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.rnn, self.out = nn.Embedding(50, 16), nn.LSTM(16, 32, batch_first=True), nn.Linear(32, 2)
+            with torch.no_grad():
+                for b in (self.rnn.bias_ih_l0, self.rnn.bias_hh_l0):
+                    b[32:64].fill_(forget_bias / 2)
+
+        def forward(self, x):
+            return self.out(self.rnn(self.emb(x))[0][:, -1])
+
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    model = Classifier()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    losses = []
+    with Run(tmp_path, name=f"fb{forget_bias}", config={"num_classes": 2}) as run:
+        run.watch(model, every=10)
+        recorder = RecurrentTimeRecorder(model, run, every=10)
+        for step in range(200):
+            x = torch.randint(2, 50, (64, 12), generator=g)
+            y = torch.randint(0, 2, (64,), generator=g)
+            x[:, 0] = y
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss))
+            run.log(step, train_loss=float(loss))
+            if (step + 1) % 20 == 0:
+                run.log(step, val_loss=float(loss))
+        recorder.close()
+        path = run.path
+    return read(path), losses
+
+
+def test_lstm_with_gates_shut_by_their_bias_vanishes_through_time(tmp_path):
+    data, losses = _first_token_lstm(tmp_path / "shut", forget_bias=-10.0)
+    assert abs(np.mean(losses[-20:]) - math.log(2)) < 0.05  # truth: never learned the first token
+    flags = diagnose(data)
+    through = active(flags, "vanishing_through_time")
+    assert through and through[0].layers == ["rnn"] and through[0].evidence["forget_gate_bias"] < -9
+    assert through[0].remedy_ids[0] == "gate-bias" and "fill_(0.5)" in through[0].remedy_code[0]
+    assert not [f for f in active(flags) if "higher-lr" in f.remedy_ids]
+    assert not active(flags, "underfitting")  # told as the through-time finding's symptom
+
+
+def test_lstm_that_carries_its_state_is_not_flagged(tmp_path):
+    data, losses = _first_token_lstm(tmp_path / "open", forget_bias=2.0)
+    assert np.mean(losses[-20:]) < 0.05  # truth: learned it
+    assert not active(diagnose(data), "vanishing_through_time")

@@ -12,7 +12,7 @@ from .gradients import ExplodingGradient, VanishingGradient
 from .large_model import AdamSecondMomentLag, AttentionLogitGrowth, OutputLogitDrift
 from .learning_rate import LearningRate
 from .loss import LossDivergence
-from .mechanisms import WeightCollapse, ZeroGradients
+from .mechanisms import VanishingThroughTime, WeightCollapse, ZeroGradients
 from .nonfinite import NonFinite
 from .remedies import fit_remedies
 from .rule import Rule
@@ -22,7 +22,7 @@ RULE_CLASSES: dict[str, type[Rule]] = {
     for cls in (
         NonFinite, VanishingGradient, ExplodingGradient, DeadUnits, SaturatedUnits, Overfitting,
         Underfitting, LearningRate, LossDivergence, ZeroGradients, WeightCollapse, AttentionLogitGrowth,
-        OutputLogitDrift, AdamSecondMomentLag,
+        OutputLogitDrift, AdamSecondMomentLag, VanishingThroughTime,
     )
 }
 
@@ -83,6 +83,7 @@ def after_blow_up(flags: list[Flag]) -> list[Flag]:
 SYMPTOMS = {
     "zero_gradients": ("underfitting", "learning_rate", "vanishing_gradient"),
     "weight_collapse": ("vanishing_gradient", "underfitting", "learning_rate", "exploding_gradient"),
+    "vanishing_through_time": ("underfitting", "learning_rate"),
 }
 
 
@@ -94,6 +95,8 @@ def _is_symptom(flag: Flag, cause: Flag) -> bool:
         # their size); a gradient that spikes, grows or blows up is a problem of its own.
         ev = flag.evidence
         return not (ev.get("spikes", 0) or (ev.get("growth_decades") or 0) >= 2 or "blowup_decades" in ev)
+    if flag.rule == "learning_rate" and cause.rule == "vanishing_through_time":
+        return flag.evidence.get("direction") == -1  # "too low" is the symptom; "too high" is not
     return True
 
 

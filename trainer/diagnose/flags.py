@@ -36,6 +36,8 @@ REMEDIES = {
     "less-regularisation": "Reduce regularisation (dropout rate, weight decay) if it is set high.",
     "qk-norm": "Normalise queries and keys (QK layer norm) before the attention dot product, so attention logits stay bounded.",
     "z-loss": "Add a z-loss (1e-4 x log^2 of the softmax normaliser) so the output logits cannot drift as a whole.",
+    "gate-bias": ("Initialise the LSTM forget-gate bias to about 1 (Jozefowicz et al. 2015) so the cell carries its "
+                  "state through time; make sure no code sets the gate biases strongly negative."),
     "warmup": "Warm the learning rate up linearly over the first ~1-5% of steps.",
     "adam-beta2": "Lower Adam's beta2 (e.g. 0.95) or raise eps, so the second moment keeps up with sudden gradients.",
     "zero-grad": ("Find what zeroes every gradient: a clip threshold of 0, the loss computed under torch.no_grad() "

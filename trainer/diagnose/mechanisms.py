@@ -144,3 +144,61 @@ class WeightCollapse(Rule):
 def _first_finite(values: np.ndarray) -> float:
     finite = values[np.isfinite(values) & (values > 0)]
     return float(finite[0]) if len(finite) else float("nan")
+
+
+TIME_RATIO_PREFIX = "rnn_time_grad_ratio/"
+FORGET_BIAS_PREFIX = "rnn_forget_bias/"
+
+
+@dataclass
+class VanishingThroughTime(Rule):
+    """Inside a recurrent layer the gradient dies on its way back through time: the capture's
+    `rnn_time_grad_ratio/<layer>` (mean |dL/dx_t| over the first quarter of the positions / over the
+    last quarter, RecurrentTimeRecorder) below `ratio_threshold` (1e-4) in `min_fraction` of `window`
+    consecutive records (warning). A layer-vs-layer comparison cannot see this: the layer's own
+    weights get gradient from its last positions. Bengio et al. 1994 (long-term dependencies are hard
+    to learn by gradient descent); Jozefowicz et al. 2015 (forget-gate bias 1). The LSTM's mean
+    forget-gate bias (`rnn_forget_bias/<layer>`) is reported: strongly negative, the gate is shut."""
+
+    rule = "vanishing_through_time"
+    title = "Vanishing gradients through time"
+
+    ratio_threshold: float = 1e-4
+    window: int = 5
+    min_fraction: float = 0.8
+
+    def skip_reason(self, data: RunData) -> str | None:
+        if not any(name.startswith(TIME_RATIO_PREFIX) for name in data.scalar_names):
+            return "no through-time gradient ratios recorded (RecurrentTimeRecorder)"
+        return None
+
+    def check(self, data: RunData) -> list[Flag]:
+        found = []
+        for name in data.scalar_names:
+            if not name.startswith(TIME_RATIO_PREFIX):
+                continue
+            series = data.scalar(name).dropna()
+            values = series.to_numpy(dtype=float)
+            onset = sustained_onset(values < self.ratio_threshold, min(self.window, max(2, len(values))),
+                                    self.min_fraction)
+            if onset is not None and len(values) >= 2:
+                found.append((int(series.index[onset]), name[len(TIME_RATIO_PREFIX):], float(np.median(values[onset:]))))
+        if not found:
+            return []
+        found.sort()
+        first, layer, ratio = found[0]
+        evidence = {"time_grad_ratio": ratio, "ratio_threshold": self.ratio_threshold,
+                    "per_layer": {f[1]: f[2] for f in found}}
+        sentence = (f"Gradients vanish through time inside {layer_list([f[1] for f in found])}: the gradient reaching "
+                    f"the first quarter of the sequence is {fmt(ratio)} x that reaching the last quarter, from step {first}")
+        forget = data.scalar(FORGET_BIAS_PREFIX + layer).dropna()
+        if len(forget):
+            bias = float(forget.iloc[-1])
+            evidence["forget_gate_bias"] = bias
+            if bias < 0:
+                sentence += (f"; the forget gate's bias is {fmt(bias)} (sigmoid {fmt(1 / (1 + np.exp(-bias)))}), "
+                             "so the cell drops its state at every step")
+        remedies = ["lstm", "gate-bias", "init"] if data.is_plain_rnn() else ["gate-bias", "init", "clipping"]
+        return [Flag(rule=self.rule, severity="warning", layers=[f[1] for f in found], first_step=first,
+                     last_step=int(max(data.scalar(TIME_RATIO_PREFIX + f[1]).index.max() for f in found)),
+                     evidence=evidence, explanation=sentence + ".", remedy_ids=remedies)]

@@ -66,6 +66,11 @@ REMEDY_CODE: dict[str, dict[str, str]] = {
     "l1": {"torch": "loss = loss + 1e-5 * sum(p.abs().sum() for p in model.parameters())"},
     "qk-norm": {"torch": ("q, k = self.q_norm(q), self.k_norm(k)  # self.q_norm = nn.LayerNorm(head_dim), "
                           "self.k_norm likewise, before scaled_dot_product_attention")},
+    "gate-bias": {"torch": ("for m in model.modules():\n    if isinstance(m, nn.LSTM):\n"
+                            "        for name, b in m.named_parameters():\n"
+                            "            if name.startswith(\"bias\"):\n"
+                            "                with torch.no_grad():\n"
+                            "                    b[m.hidden_size:2 * m.hidden_size].fill_(0.5)  # forget gate: ih + hh = 1")},
     "adam-beta2": {
         "torch": "optimizer = torch.optim.{optimizer}(model.parameters(), lr={lr}, betas=(0.9, 0.95), eps=1e-8)",
         "transformers": "args = TrainingArguments(..., adam_beta2=0.95)",
