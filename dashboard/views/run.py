@@ -416,7 +416,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
     charts, heatmaps and histograms every `slow_every`-th tick (about once a second), the downsampled
     all-layers heatmaps every REDRAW_TICKS-th of those, so the browser is not redrawing twenty charts
     four times a second."""
-    from .run_charts import BY_ID
+    from .run_charts import BY_ID, LAYER_QUANTITIES
 
     meta = dict(meta or {})
     out = {"delta": {}, "refresh": set(), "meta": meta}
@@ -476,7 +476,7 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
                 continue
             cursor = int(state["cursor"])
             if cursor not in layer_deltas:
-                layer_deltas[cursor] = store.shared_layer_delta(run_id, cursor, head)
+                layer_deltas[cursor] = store.shared_layer_delta(run_id, cursor, head, LAYER_QUANTITIES)
             delta = layer_deltas[cursor]
             keys = state.get("keys") or []
             payload, reset, added = _shared(

@@ -87,6 +87,7 @@ class Chart:
     scroll: bool = False  # tall figure inside a scrolling card
     scalar_groups: tuple[str, ...] = ()  # "scalars" channel: which scalar groups it draws
     layer_extend: tuple = ()  # "layers" channel: (quantity, trace key prefix, log axis) it extends
+    quantities: tuple[str, ...] = ()  # the per-layer statistics it reads (layer_view and the live deltas)
 
 
 def render(chart: Chart, store: RunStore, args: ChartArgs) -> dict:
@@ -124,7 +125,9 @@ def layer_step_budget(layer_count: int) -> int:
 def layers_view(store: RunStore, args: ChartArgs) -> dict:
     must = sorted({s for f in args.flags for s in (f.get("first_step"), f.get("last_step")) if s is not None})
     count = args.shape.get("layers") or len(args.info.get("layers") or [])
-    found = store.layer_view(args.run_id, args.range_from, args.range_to, layer_step_budget(count), tuple(must))
+    # One read for every per-layer chart (the union of what they declare): one cached answer serves all.
+    found = store.layer_view(args.run_id, LAYER_QUANTITIES, args.range_from, args.range_to, layer_step_budget(count),
+                             tuple(must))
     return dict(found)
 
 
@@ -342,17 +345,20 @@ CHARTS: tuple[Chart, ...] = (
           first_paint=True, scalar_groups=("loss", None)),
     Chart(ids.FIG_ACC, scalars_view(("accuracy",)), accuracy_figure, channel="scalars", first_paint=True,
           scalar_groups=("accuracy",)),
-    Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
+    Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True,
+          quantities=("grad_norm",)),
     Chart(ids.FIG_FLOW, flow_view, flow_figure, inputs=("step", "layer", "rows"), first_paint=True, step_axis=False,
           scroll=True),
     Chart(ids.FIG_GRAD_TIME, layers_view, grad_lines_figure, inputs=LAYER_INPUTS, channel="layers",
-          layer_extend=(("grad_norm", "layer", True),)),
+          layer_extend=(("grad_norm", "layer", True),), quantities=("grad_norm",)),
     Chart(ids.FIG_HIST_GRAD, hist_view("grad"), hist_figure("grad"), inputs=("range", "layer", "info"),
           channel="hist"),
     Chart(ids.FIG_HIST_WEIGHT, hist_view("weight"), hist_figure("weight"), inputs=("range", "layer", "info"),
           channel="hist"),
-    Chart(ids.FIG_RATIO, layers_view, ratio_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
-    Chart(ids.FIG_ACT, layers_view, activation_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
+    Chart(ids.FIG_RATIO, layers_view, ratio_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw",
+          quantities=("update_ratio",)),
+    Chart(ids.FIG_ACT, layers_view, activation_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw",
+          quantities=("saturated_frac", "dead_frac")),
     Chart(ids.FIG_WEIGHTS_EPOCH, epochs_view, epochs_figure, inputs=("layer", "rows", "flags"), channel="epochs",
           wide=True,
           step_axis=False),
@@ -360,4 +366,5 @@ CHARTS: tuple[Chart, ...] = (
           scalar_groups=("signals",)),
 )
 BY_ID = {chart.id: chart for chart in CHARTS}
+LAYER_QUANTITIES = tuple(dict.fromkeys(q for chart in CHARTS for q in chart.quantities))
 LIVE_CHARTS = tuple(chart for chart in CHARTS if chart.channel in LIVE_CHANNELS)
