@@ -4,13 +4,16 @@
 registers one callback per chart (inputs from `Chart.inputs`), the live poll extends or redraws them
 by `Chart.channel`, the browser's delta applier gets their ids from the page, and export.py puts
 every `export=True` chart into the HTML report. Adding a chart is a declaration here and, when no
-existing builder fits, a figure builder in dashboard/figures.py.
+existing builder fits, a figure builder in dashboard/figures.py; a per-layer chart names the
+statistics it reads (`quantities`), which the data layer and the live poll then read for it.
+This module imports only downward (the data layer, views/run_facts.py); the page's poll
+(views/run_live.py) imports it.
 
 A chart's `view` is its one read of the run (through RunStore, cached on disk); its `figure` is pure.
 Notes and flags come from the page's stores, not from another read: one zoom or step change costs
 one data fetch per chart.
 
-Channels (see views/run.poll_impl): "scalars" and "layers" extend the chart's traces with new
+Channels (see views/run_live.poll_impl): "scalars" and "layers" extend the chart's traces with new
 records after its cursor; "hist" appends heatmap columns; "redraw" charts (the all-layers heatmaps,
 downsampled) are redrawn about every REDRAW_TICKS slow ticks while new statistics arrive; "epochs"
 charts are redrawn when a new epoch ends; None: drawn again only when an input changes.
@@ -31,6 +34,7 @@ from gradwatch.trainer import derived
 from .. import figures, ids
 from .. import layer_groups as groups
 from ..data import RunStore
+from .run_facts import histogram_layer, layer_params, overfitting_marks
 
 SCALAR_MAX_POINTS = 2000
 LAYER_MAX_POINTS = 300
@@ -133,8 +137,6 @@ def layers_view(store: RunStore, args: ChartArgs) -> dict:
 
 def hist_view(kind: str):
     def view(store: RunStore, args: ChartArgs) -> dict:
-        from .run import histogram_layer, layer_params
-
         hist_layer = histogram_layer(args.info, args.layer)
         if hist_layer is None:
             return {"tensor": None, "cursor": -1, "live": {"tensor": None, "kind": kind}}
@@ -160,8 +162,6 @@ def epochs_view(store: RunStore, args: ChartArgs) -> dict:
 
 # ---- figures ------------------------------------------------------------------------------------
 def _overfitting(args: ChartArgs) -> dict | None:
-    from .run import overfitting_marks
-
     return overfitting_marks(list(args.flags))
 
 
