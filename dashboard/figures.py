@@ -280,6 +280,8 @@ def _signal_title(name: str) -> str:
         return f"learning rate (from the optimizer, param group {name[len(log_schema.OPTIMIZER_LR) + 2:]})"
     if name == log_schema.SENTINEL_GRAD_NORM:
         return "gradient norm (every step)"
+    if name == log_schema.SENTINEL_NONFINITE:
+        return "NaN/Inf gradient elements (every step)"
     return name.replace("_", " ")
 
 
@@ -712,6 +714,7 @@ def merged_layer_order(orders: list[list[str]]) -> list[str]:
 ZERO_COLOR = "#9e9e9e"  # exact zeros in a log-coloured heatmap
 HEATMAP_ROW_PX = 11  # a row per layer this tall until the picture reaches HEATMAP_MAX_PX
 HEATMAP_MAX_PX = 900
+HEATMAP_LABELLED_STEPS = 12  # up to this many steps (columns): one tick per step
 
 
 def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True, flagged: dict | None = None,
@@ -787,6 +790,10 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
     height = 120 + min(HEATMAP_MAX_PX, max(200, HEATMAP_ROW_PX * len(rows)))
     fig.update_yaxes(autorange="reversed", type="category", title_text=None, tickfont=dict(size=10))
     fig.update_xaxes(title_text="optimizer step")
+    if 0 < len(table.index) <= HEATMAP_LABELLED_STEPS:
+        # Few columns: a tick under each logged step (plotly's own ticks fall on the cells' edges,
+        # down to a "step -5" before the first).
+        fig.update_xaxes(tickmode="array", tickvals=[int(s) for s in table.index])
     _step_range(fig, step_range)
     fig = _base(fig, title, height, uirevision)
     fig.update_layout(hovermode="closest", meta={"rows": rows, "flagged": marked})

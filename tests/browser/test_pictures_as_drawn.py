@@ -94,6 +94,9 @@ def pictures(tmp_path_factory):
     make_run(logdir, "exploding", steps=200, pathology="exploding", layers=4)
     make_run(logdir, "overfit", steps=200, pathology="overfit")
     make_run(logdir, "healthy", steps=200)  # no overfitting flag, a validation loss
+    make_run(logdir, "long-names-flag", steps=40, flags=[{  # a flag naming 8 long layers
+        "rule": "custom_check", "severity": "warning", "layers": BERT_LAYERS[:8], "first_step": 3, "last_step": 30,
+        "evidence": {"x": 1}, "explanation": "a flag on many long layer names", "remedies": [], "remedy_ids": []}])
     runs = {
         "dead": record(logdir, "dead-layer", ["fc1", "fc2", "out"], dead="fc2"),
         "deeper": record(logdir, "deeper", ["fc1", "fc2", "fc3", "out"]),
@@ -231,3 +234,14 @@ def test_a_lone_flag_card_spans_the_panel_at_1440_px_and_its_code_scrolls_inside
         if box["width"]:
             assert box["x"] + box["width"] <= inner["x"] + inner["width"] + 1  # inside the card
             assert code.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+
+
+@pytest.mark.parametrize("run", ["long-names-flag", "bert", "exploding"])
+def test_nothing_is_wider_than_a_1440_px_window(pictures, new_page, run):
+    """A flag's layer chips once sat on one unbreakable line: the page was 2,500 px wide."""
+    server, runs = pictures
+    page = new_page(viewport=(1440, 900))
+    page.goto(server.url + f"/run?run={runs.get(run, run)}")
+    page.locator(".flag-card, #flags-panel p").first.wait_for()
+    full_trace(page, "fig-flow", "flow")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1440
