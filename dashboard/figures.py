@@ -668,9 +668,40 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
             values = [((r.get("series") or {}).get(name) or {}).get("values", []) for r in runs]
             if log_axis_wanted(values):
                 fig.update_yaxes(type="log", exponentformat="power", row=row, col=col)
+                _clip_diverged(fig, runs, values, row, col)
     fig = _base(fig, "Runs side by side", height, None, legend_right=True)
     fig.update_layout(hovermode="x")
     return fig
+
+
+DIVERGED_DECADES = 3.0  # a run whose loss peaks this many decades above every other run's is "diverged"
+
+
+def _clip_diverged(fig: go.Figure, runs: list[dict], values: list, row: int, col: int) -> None:
+    """On a log axis a loss of 1e21 still squeezes the other runs into a sliver at the bottom: the
+    axis ends a decade above the highest of the others, and the diverged run, leaving the chart at
+    the top, is named there with its peak."""
+    peaks = []
+    for run, vals in zip(runs, values):
+        arr = np.asarray(vals, dtype=float)
+        arr = arr[np.isfinite(arr) & (arr > 0)]
+        if len(arr):
+            peaks.append((float(arr.max()), float(arr.min()), run["label"]))
+    if len(peaks) < 2:
+        return
+    peaks.sort(reverse=True)
+    kept = [p for p in peaks if p[0] < peaks[-1][0] * 10 ** DIVERGED_DECADES] or peaks[-1:]
+    gone = [p for p in peaks if p not in kept]
+    if not gone or not kept:
+        return
+    top = max(p[0] for p in kept)
+    bottom = min(p[1] for p in peaks)
+    fig.update_yaxes(range=[math.log10(bottom) - 0.1, math.log10(top) + 1.0], row=row, col=col)
+    text = "<br>".join(f"↑ {escape_text(label)}: up to {peak:.2g}" for peak, _, label in gone)
+    ref = fig.get_subplot(row, col)
+    fig.add_annotation(text=text, xref=f"{ref.xaxis.plotly_name.replace('axis', '')} domain",
+                       yref=f"{ref.yaxis.plotly_name.replace('axis', '')} domain", x=0.99, y=0.98, xanchor="right",
+                       yanchor="top", showarrow=False, font=dict(size=10, color="#c62828"), align="right")
 
 
 def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360) -> go.Figure:
@@ -707,7 +738,22 @@ def merged_layer_order(orders: list[list[str]]) -> list[str]:
         for i, layer in enumerate(layers):
             depth.setdefault(layer, []).append(i / max(1, len(layers) - 1))
     first_seen = {layer: i for i, layer in enumerate(depth)}
-    return sorted(depth, key=lambda layer: (sum(depth[layer]) / len(depth[layer]), first_seen[layer]))
+    rank = {layer: (sum(d) / len(d), first_seen[layer]) for layer, d in depth.items()}
+    # Every run's own order is kept (a layer comes after its predecessor in each run that has both);
+    # among the layers free to come next, the shallowest first.
+    after: dict[str, set[str]] = {layer: set() for layer in depth}
+    for layers in orders:
+        for before, layer in zip(layers, layers[1:]):
+            if before != layer:
+                after[layer].add(before)
+    order: list[str] = []
+    while len(order) < len(depth):
+        placed = set(order)
+        ready = [layer for layer in depth if layer not in placed and after[layer] <= placed]
+        if not ready:  # the runs disagree on the order (a cycle): the shallowest of the rest
+            ready = [layer for layer in depth if layer not in placed]
+        order.append(min(ready, key=rank.__getitem__))
+    return order
 
 
 # ---- all layers in one picture ------------------------------------------------------------------

@@ -142,11 +142,13 @@ def test_compare_keeps_runs_readable_beside_a_diverged_one_and_lists_runs_withou
       const gd = document.querySelector('#cmp-curves .js-plotly-plot');
       const ax = gd._fullLayout.yaxis4;
       return {type: ax.type, range: ax.range,
-              legend: gd._fullData.filter(t => t.showlegend).map(t => t.name)};
+              legend: gd._fullData.filter(t => t.showlegend).map(t => t.name),
+              notes: (gd._fullLayout.annotations || []).map(a => a.text)};
     }""")
     assert layout["type"] == "log"
-    low, high = layout["range"]  # log10 units: the overfit run's losses (~0.01-0.7) stay in view
-    assert low < -1 and high > 3
+    low, high = layout["range"]  # log10 units: the overfit run's losses (~0.005-0.7) fill the panel
+    assert low < -2 and 0 < high < 2  # not squeezed under the exploding run's 1e3+
+    assert any("exploding: up to" in text for text in layout["notes"])  # it leaves the chart, named
     assert sorted(layout["legend"]) == sorted(["exploding", "overfit", "dead-layer"])
     page.locator("#cmp-curves .legendtext", has_text="dead-layer").wait_for()
 
