@@ -60,6 +60,7 @@ class RunStore:
         self.folders.shared = reads
 
 
-VIEW_METHODS = ("run_info", "run_facts", "scalar_view", "scalar_delta", "layer_view", "layer_delta", "live_head",
+VIEW_METHODS = ("run_info", "run_facts", "scalar_view", "scalar_delta", "layer_view", "layer_delta", "step_norm_view",
+                "live_head",
                 "shared_scalar_delta", "shared_layer_delta", "shared_histogram_delta", "gradient_flow",
                 "histogram_view", "histogram_delta", "weights_by_epoch", "compare_runs")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,6 +127,21 @@ def _histogram_answer(steps: np.ndarray, counts: np.ndarray) -> dict:
     return {"steps": steps, "counts": counts, "reset": len(steps) > HIST_DELTA_LIMIT}
 
 
+def max_per_bucket(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most max_points rows of a [steps, columns] series: consecutive rows bucketed, each bucket
+    shown at its last step with each column's largest value (NaN only where the whole bucket is)."""
+    n = len(steps)
+    if n <= max_points:
+        return steps, values
+    edges = np.linspace(0, n, max_points + 1).astype(np.int64)
+    starts = edges[:-1][np.diff(edges) > 0]
+    with warnings.catch_warnings():  # a column without any value in a bucket
+        warnings.simplefilter("ignore", RuntimeWarning)
+        biggest = np.fmax.reduceat(values, starts, axis=0)
+    last = np.append(starts[1:], n) - 1
+    return steps[last], biggest
+
+
 class RunViews:
     """The per-run views of the Run and Compare pages, each read in one snapshot (a part of RunStore)."""
 
@@ -224,6 +240,33 @@ class RunViews:
 
         key = ("layers", run_id, run_identity(path), tuple(quantities), step_min, step_max, max_points,
                tuple(must_include))
+        return self.folders.cached(key, compute)
+
+    def step_norm_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
+                       max_points: int = 2000) -> dict:
+        """Every optimizer step's per-layer gradient norm (the run's step_norms) in the step range,
+        at most max_points steps: a bucket of steps shows each layer's largest norm, so a spike on
+        an unlogged step is never averaged away; and the stats cursor (redrawn as statistics come)."""
+        path = self.folders.run_dir(run_id)
+
+        def compute():
+            with self.folders.open(run_id) as reader, reader.snapshot():
+                cursor = reader.cursor("stats")
+                norms = reader.step_norms()
+            layers, values = norms.layer_norms()
+            steps = norms.steps
+            inside = np.ones(len(steps), bool)
+            if step_min is not None:
+                inside &= steps >= step_min
+            if step_max is not None:
+                inside &= steps <= step_max
+            shown_steps, shown = max_per_bucket(steps[inside], values[inside], max_points)
+            table = pd.DataFrame(shown, index=pd.Index(shown_steps, name="step"), columns=list(layers))
+            return {"tables": {"grad_norm": table}, "cursor": cursor, "order": list(layers),
+                    "exact_steps": int((norms.span[inside] == 1).sum()), "steps": int(inside.sum()),
+                    "bucketed": len(shown_steps) < int(inside.sum())}
+
+        key = ("step_norms", run_id, run_identity(path), step_min, step_max, max_points)
         return self.folders.cached(key, compute)
 
     def layer_delta(self, run_id: str, cursor: int, quantities: tuple[str, ...]) -> dict:

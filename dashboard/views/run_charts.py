@@ -151,6 +151,10 @@ def hist_view(kind: str):
     return view
 
 
+def step_norms_view(store: RunStore, args: ChartArgs) -> dict:
+    return store.step_norm_view(args.run_id, args.range_from, args.range_to, SCALAR_MAX_POINTS)
+
+
 def flow_view(store: RunStore, args: ChartArgs) -> dict:
     target = None if not args.step or args.step.get("follow") else args.step.get("step")
     return store.gradient_flow(args.run_id, target)
@@ -289,6 +293,25 @@ def grad_lines_figure(data: dict, args: ChartArgs) -> go.Figure:
         empty_message="no gradient statistics logged yet")
 
 
+def step_norms_figure(data: dict, args: ChartArgs) -> go.Figure:
+    """Every optimizer step, logged or not: what no sampled chart can show (a spike between logged
+    steps, the layer that moved first)."""
+    table = data["tables"]["grad_norm"]
+    shown, suffix = table, ""
+    if not table.empty:
+        chosen = line_layers(list(table.columns), args.layer, args.flags, args.row_filter)
+        shown = table[chosen]
+        if len(chosen) < table.shape[1]:
+            suffix = f", {len(chosen)} of {table.shape[1]} layers"
+    how = (f" (largest per bucket of steps: {len(table):,} points for {data['steps']:,} steps)"
+           if data.get("bucketed") else "")
+    return figures.layer_lines_chart(
+        shown, title=f"Gradient norm per layer at every optimizer step{suffix}{how}", y_title="gradient norm (log)",
+        key_prefix="every", log_y=True, colors=figures.layer_colors(data.get("order") or []),
+        selected_layer=args.layer, notes=args.notes, step_range=args.step_range, uirevision=args.uirevision,
+        empty_message="no every-step gradient norms in this run\n(an imported run, or one logged before schema 5)")
+
+
 def hist_figure(kind: str):
     label = "gradient" if kind == "grad" else "weight"
 
@@ -351,6 +374,7 @@ CHARTS: tuple[Chart, ...] = (
           scroll=True),
     Chart(ids.FIG_GRAD_TIME, layers_view, grad_lines_figure, inputs=LAYER_INPUTS, channel="layers",
           layer_extend=(("grad_norm", "layer", True),), quantities=("grad_norm",)),
+    Chart(ids.FIG_STEP_NORMS, step_norms_view, step_norms_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
     Chart(ids.FIG_HIST_GRAD, hist_view("grad"), hist_figure("grad"), inputs=("range", "layer", "info"),
           channel="hist"),
     Chart(ids.FIG_HIST_WEIGHT, hist_view("weight"), hist_figure("weight"), inputs=("range", "layer", "info"),
