@@ -760,6 +760,8 @@ def merged_layer_order(orders: list[list[str]]) -> list[str]:
 ZERO_COLOR = "#9e9e9e"  # exact zeros in a log-coloured heatmap
 HEATMAP_ROW_PX = 11  # a row per layer this tall until the picture reaches HEATMAP_MAX_PX
 HEATMAP_MAX_PX = 900
+HEATMAP_NAMED_ROWS = 60  # up to this many rows: HEATMAP_NAMED_ROW_PX each, every row named
+HEATMAP_NAMED_ROW_PX = 14
 HEATMAP_LABELLED_STEPS = 12  # up to this many steps (columns): one tick per step
 
 
@@ -833,8 +835,13 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
             cliponaxis=False, showlegend=True,
         ))
         fig.layout["xaxis2"] = dict(range=[0, 1], overlaying="x", visible=False, fixedrange=True)
-    height = 120 + min(HEATMAP_MAX_PX, max(200, HEATMAP_ROW_PX * len(rows)))
+    # Up to HEATMAP_NAMED_ROWS rows each is tall enough for its name and every name is shown (at 11 px
+    # plotly labelled every other row: BERT's key rows went unnamed); beyond, the picture stays compact.
+    named = len(rows) <= HEATMAP_NAMED_ROWS
+    height = 120 + min(HEATMAP_MAX_PX, max(200, (HEATMAP_NAMED_ROW_PX if named else HEATMAP_ROW_PX) * len(rows)))
     fig.update_yaxes(autorange="reversed", type="category", title_text=None, tickfont=dict(size=10))
+    if named:
+        fig.update_yaxes(dtick=1)
     fig.update_xaxes(title_text="optimizer step")
     if 0 < len(table.index) <= HEATMAP_LABELLED_STEPS:
         # Few columns: a tick under each logged step (plotly's own ticks fall on the cells' edges,

@@ -172,6 +172,9 @@ def test_many_long_layer_names_get_horizontal_bars_with_room_for_each(pictures, 
     assert bars["height"] / len(BERT_LAYERS) >= 14  # px per bar
     ticks = page.locator("#fig-flow .yaxislayer-above .ytick text").all_text_contents()
     assert len(set(ticks)) == len(BERT_LAYERS)  # one legible label per row
+    heat = full_trace(page, "fig-grad-heat", "heatmap")
+    rows = page.locator("#fig-grad-heat .yaxislayer-above .ytick text").all_text_contents()
+    assert sorted(rows) == sorted(set(heat["y"])) and len(rows) == len(BERT_LAYERS)  # every row named
 
 
 def test_runs_page_shows_the_users_config_and_names_the_rules_of_flags(pictures, page):
