@@ -489,9 +489,27 @@ def layer_lines_chart(table, *, title: str, y_title: str, key_prefix: str = "lay
     fig.update_xaxes(title_text="optimizer step")
     _mark_selected_step(fig, selected_step)
     _step_range(fig, step_range)
-    fig = _base(fig, title, height, uirevision, legend_right=len(layers) > 6)
+    longest = max(len(str(layer)) for layer in layers)
+    long_names = longest > LEGEND_RIGHT_MAX_CHARS
+    if long_names:
+        # BERT-length names in a right-hand legend squeezed the plot to a third of the card: below it,
+        # two names a row (one when they are longer than half a card holds), the chart taller by its rows.
+        per_row = 1 if longest > LEGEND_TWO_PER_ROW_MAX_CHARS else 2
+        legend_px = LEGEND_ROW_PX * math.ceil(len(layers) / per_row)
+        height += legend_px
+    fig = _base(fig, title, height, uirevision, legend_right=len(layers) > 6 and not long_names)
+    if long_names:
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", yref="container", y=(legend_px + 8) / height,
+                                      x=0, xanchor="left", entrywidth=1 / per_row, entrywidthmode="fraction",
+                                      font=dict(size=10)),
+                          margin=dict(b=60 + legend_px))
     fig.update_layout(hovermode="x")
     return fig
+
+
+LEGEND_RIGHT_MAX_CHARS = 24  # longer layer names: the legend goes below the chart
+LEGEND_TWO_PER_ROW_MAX_CHARS = 32
+LEGEND_ROW_PX = 20
 
 
 def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_range=None, selected_step=None,

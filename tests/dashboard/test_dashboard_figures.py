@@ -170,3 +170,13 @@ def test_compare_keeps_the_others_readable_beside_a_diverged_run():
     low, high = fig.layout.yaxis4.range
     assert low < np.log10(0.3) and np.log10(0.7) < high < 2
     assert any("boom: up to 1e+21" in a.text for a in fig.layout.annotations)
+
+
+def test_long_layer_names_put_the_legend_below_the_lines():
+    names = [f"bert.encoder.layer.{i}.attention.self.query" for i in range(8)]
+    table = pd.DataFrame({n: [1e-3, 2e-3] for n in names}, index=pd.Index([0, 10], name="step"))
+    fig = figures.layer_lines_chart(table, title="t", y_title="g", log_y=True)
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
+    assert fig.layout.height >= 360 + 8 * figures.LEGEND_ROW_PX  # room for one name a row
+    short = figures.layer_lines_chart(table.rename(columns=lambda c: c[-12:]), title="t", y_title="g")
+    assert short.layout.legend.orientation == "v"  # short names keep the right-hand legend
