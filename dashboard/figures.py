@@ -714,7 +714,8 @@ def _clip_diverged(fig: go.Figure, runs: list[dict], values: list, row: int, col
         return
     top = max(p[0] for p in kept)
     bottom = min(p[1] for p in peaks)
-    fig.update_yaxes(range=[math.log10(bottom) - 0.1, math.log10(top) + 1.0], row=row, col=col)
+    # A span of a decade or two: ticks at 1, 2 and 5 (plotly's default labels every digit, overlapping).
+    fig.update_yaxes(range=[math.log10(bottom) - 0.1, math.log10(top) + 1.0], dtick="D2", row=row, col=col)
     text = "<br>".join(f"↑ {escape_text(label)}: up to {peak:.2g}" for peak, _, label in gone)
     ref = fig.get_subplot(row, col)
     fig.add_annotation(text=text, xref=f"{ref.xaxis.plotly_name.replace('axis', '')} domain",
