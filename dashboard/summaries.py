@@ -108,7 +108,7 @@ def config_summary(config: dict) -> str:
     return ", ".join(parts)
 
 
-CONFIG_EXTRA_SHOWN = 6
+CONFIG_EXTRA_SHOWN = 4  # a few values by name, the rest counted (the Runs row stays a few lines tall)
 SUMMARISED_CONFIG_KEYS = frozenset({
     "preset", "model", "depth", "width", "activation", "optimizer", "lr", "learning_rate", "dropout", "l1", "l2",
     "weight_decay", "clip_norm", "batchnorm", "early_stopping", "augment_copies"})
