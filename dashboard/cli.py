@@ -13,7 +13,15 @@ import sys
 
 from gradwatch.trainer.cli import EXIT_OK, UsageError, check_run_dir
 
-from .config import DEFAULT_LOGDIR, DEFAULT_MAX_JOBS, ENV_LOGDIR, Settings, SettingsError
+from .config import (
+    DEFAULT_LOGDIR,
+    DEFAULT_MAX_JOBS,
+    ENV_IMPORT_CACHE,
+    ENV_LOGDIR,
+    ENV_WRITE_TOKEN,
+    Settings,
+    SettingsError,
+)
 
 DEMO_PRESETS = ("overfit", "regularized", "vanishing", "exploding")
 
@@ -23,7 +31,13 @@ def add_commands(commands) -> None:
     ui = commands.add_parser("ui", help="serve the dashboard (live runs, diagnosis, compare, launch)",
                              description="Serve the gradwatch dashboard.", allow_abbrev=False)
     ui.add_argument("--logdir", default=os.environ.get(ENV_LOGDIR, DEFAULT_LOGDIR),
-                    help=f"directory of run folders (default: ${ENV_LOGDIR} or {DEFAULT_LOGDIR})")
+                    help=f"directory of run folders, or a URL (file://, s3://, gs://, az://...) or a network "
+                         f"filesystem, imported into --cache (default: ${ENV_LOGDIR} or {DEFAULT_LOGDIR})")
+    ui.add_argument("--cache", default=None, metavar="DIR",
+                    help=f"local folder a remote logdir is imported into (default: ${ENV_IMPORT_CACHE} or a "
+                         "per-user cache folder)")
+    ui.add_argument("--write-token", default=None, metavar="T",
+                    help=f"accept runs pushed over HTTP with this token (default: ${ENV_WRITE_TOKEN}; unset: none)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     ui.add_argument("--read-only", action="store_true", help="refuse launching, stopping and notes (server-side)")
@@ -61,11 +75,13 @@ def start_demo(settings: Settings) -> list[str]:
 
 def cmd_ui(args) -> int:
     try:
-        settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs)
+        settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs,
+                                     import_cache=args.cache, write_token=args.write_token)
         if args.demo and settings.read_only:
             raise SettingsError("--demo launches runs and cannot be combined with --read-only")
         if args.demo and settings.max_jobs < len(DEMO_PRESETS):
-            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS))
+            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS), import_cache=args.cache,
+                                         write_token=args.write_token)
     except SettingsError as exc:
         raise UsageError(f"gradwatch ui: error: {exc}") from None
     from .app import create_app
@@ -73,8 +89,10 @@ def cmd_ui(args) -> int:
     app = create_app(settings)
     if args.demo:
         start_demo(settings)
-    print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs in {settings.logdir}"
-          f"{', read-only' if settings.read_only else ''})", flush=True)
+    source = f"imported from {settings.source} into {settings.logdir}" if settings.source else f"in {settings.logdir}"
+    print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs {source}"
+          f"{', read-only' if settings.read_only else ''}"
+          f"{', accepting pushed runs' if settings.write_token else ''})", flush=True)
     app.run(host=args.host, port=args.port, debug=args.debug)
     return EXIT_OK
 
