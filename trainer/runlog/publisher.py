@@ -166,6 +166,29 @@ class SpoolExporter:
         self.conn.close()
 
 
+def export_folder(run_dir: Path, run_id: str | None = None) -> bytes:
+    """A finished run folder as one segment (sequence 1 of rank 0): what `gradwatch sync` uploads.
+    Read-only: nothing is installed in the folder."""
+    run_dir = Path(run_dir)
+    run_id = run_id or run_dir.name
+    conn = sqlite3.connect(f"file:{run_dir / schema.DB_FILENAME}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = {}
+        conn.execute("BEGIN")
+        for spec in segment.table_specs():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({spec.name})")}
+            if not present:
+                continue  # an older folder without this table
+            columns = [c if c in present else "NULL" for c in spec.column_names]
+            order = " ORDER BY seq" if spec.appended else ""
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {spec.name}{order}").fetchall()
+            tables[spec.name] = ([1] * len(rows), rows)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return segment.encode(run_id, 0, 1, 1, tables)
+
+
 class Publisher:
     """Publishes one spooled (run, rank) to its store from a background thread: training never waits
     on the network. Unpublished segments wait in the spool's outbox, in order, retried with backoff."""
