@@ -95,8 +95,8 @@ class Location:
         return self.mode != "local"
 
 
-def classify(logdir: str | os.PathLike, *, fs_type=filesystem_type) -> Location:
-    """How `logdir` is written. `fs_type` is statfs's f_type lookup (tests fake it)."""
+def classify(logdir: str | os.PathLike, *, fs_type=None) -> Location:
+    """How `logdir` is written. `fs_type` is statfs's f_type lookup (default filesystem_type; tests fake it)."""
     text = os.fspath(logdir)
     scheme = urllib.parse.urlsplit(text).scheme if "://" in text else ""
     if scheme == "file":
@@ -113,7 +113,7 @@ def classify(logdir: str | os.PathLike, *, fs_type=filesystem_type) -> Location:
         return Location(text, "folder", f"{ENV_LOGDIR_MODE}=segments", path=Path(text))
     if forced:
         raise ValueError(f"{ENV_LOGDIR_MODE} must be 'local' or 'segments', got {forced!r}")
-    kind = fs_type(text)
+    kind = (fs_type or filesystem_type)(text)
     network = NETWORK_FILESYSTEMS.get(kind) if kind is not None else None
     if network:
         return Location(text, "folder", f"on a network filesystem ({network}, statfs type {kind:#x}): "
