@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -85,3 +86,48 @@ def s3(monkeypatch):
 
 def s3_env(server: MotoServer) -> dict:
     return {**os.environ, **S3_ENV, "AWS_ENDPOINT_URL": server.url}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class UiServer:
+    """The real `gradwatch ui` in its own process (session), stopped by the test that started it."""
+
+    def __init__(self, *args: str, env: dict | None = None, log: Path | None = None, gunicorn: bool = False):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        environment = dict(os.environ, **(env or {}))
+        if gunicorn:
+            command = [sys.executable, "-m", "gunicorn", "-w", "2", "--threads", "4", "-b",
+                       f"127.0.0.1:{self.port}", "gradwatch.dashboard.wsgi:server"]
+        else:
+            command = [sys.executable, "-m", "gradwatch", "ui", "--port", str(self.port), *args]
+        self.log = log
+        out = open(log, "wb") if log else subprocess.DEVNULL
+        self.proc = subprocess.Popen(command, cwd=REPO, env=environment, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gradwatch ui exited: {log.read_text()[-2000:] if log else ''}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise TimeoutError("gradwatch ui did not answer within 90 s")
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)

@@ -1,0 +1,70 @@
+"""HTTP push into the real `gradwatch ui --write-token`: a right token's run lands as an ordinary run
+folder; a wrong one is refused at Run() start in one line; read and write access stay separate."""
+
+from __future__ import annotations
+
+import base64
+import urllib.error
+import urllib.request
+
+import pytest
+
+from gradwatch.trainer.run import Run, RunSetupError
+from gradwatch.trainer.runlog import RunReader, list_runs
+
+from .conftest import UiServer
+
+TOKEN = "team-secret-1"
+
+
+@pytest.fixture
+def push_server(tmp_path):
+    server = UiServer("--logdir", str(tmp_path / "logs"), "--write-token", TOKEN,
+                      env={"GRADWATCH_CACHE_DIR": str(tmp_path / "dcache"), "GRADWATCH_USER": "viewer",
+                           "GRADWATCH_PASSWORD": "pw"},
+                      log=tmp_path / "ui.log")
+    yield server
+    server.stop()
+
+
+def test_push_with_the_right_token_lands_as_a_run_folder(push_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADWATCH_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("GRADWATCH_TOKEN", TOKEN)
+    with Run(push_server.url, name="pushed", config={"opt": "adam"}) as run:
+        for step in range(30):
+            run.log(step, loss=1.0 / (step + 1))
+    entries = {e.run_id: e for e in list_runs(tmp_path / "logs")}
+    assert entries[run.id].status == "finished" and entries[run.id].error is None
+    with RunReader(tmp_path / "logs" / run.id) as reader:
+        assert list(reader.scalar_series("loss")["step"]) == list(range(30))
+        assert reader.meta["config"] == {"opt": "adam"}
+    assert not (tmp_path / "spool" / f"{run.id}-r00000").exists()  # all delivered
+
+
+def test_a_wrong_token_is_refused_at_run_start_in_one_line(push_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADWATCH_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setenv("GRADWATCH_TOKEN", "wrong")
+    with pytest.raises(RunSetupError) as info:
+        Run(push_server.url, name="refused")
+    message = str(info.value)
+    assert "refused the write token" in message and "\n" not in message
+    assert not (tmp_path / "logs").exists() or list_runs(tmp_path / "logs") == []
+
+
+def test_read_and_write_access_are_separate(push_server):
+    def get(path, header):
+        request = urllib.request.Request(push_server.url + path, headers=header)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert get("/", {"Authorization": f"Bearer {TOKEN}"}) == 401  # the write token opens no page
+    basic = base64.b64encode(b"viewer:pw").decode()
+    assert get("/", {"Authorization": f"Basic {basic}"}) == 200
+    request = urllib.request.Request(push_server.url + "/api/segments/check", data=b"", method="POST",
+                                     headers={"Authorization": f"Basic {basic}"})
+    with pytest.raises(urllib.error.HTTPError) as info:  # reading rights push nothing
+        urllib.request.urlopen(request, timeout=10)
+    assert info.value.code == 403
