@@ -51,6 +51,7 @@ def add_commands(commands) -> None:
                                  allow_abbrev=False)
     export.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (inside a log directory)")
     export.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the HTML file to write")
+    export.add_argument("--cache", default=None, metavar="DIR", help="where a remote run (LOGDIR_URL/RUN_ID) is imported")
 
 
 def start_demo(settings: Settings) -> list[str]:
@@ -98,10 +99,10 @@ def cmd_ui(args) -> int:
 
 
 def cmd_export(args) -> int:
-    check_run_dir(args.run_dir)
+    run_dir = check_run_dir(args.run_dir, args.cache)
     from .export import export_run
 
-    print(export_run(args.run_dir, args.output))
+    print(export_run(run_dir, args.output))
     return EXIT_OK
 
 

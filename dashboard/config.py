@@ -108,23 +108,13 @@ class Settings:
         values.setdefault("write_token", env.get(ENV_WRITE_TOKEN) or None)
         import_cache = values.pop("import_cache", None) or env.get(ENV_IMPORT_CACHE) or None
         given = os.fspath(values["logdir"]) if not isinstance(values["logdir"], str) else values["logdir"]
-        from gradwatch.trainer.runlog import stores
+        from gradwatch.trainer.runlog import remote, stores
 
         if stores.is_remote(given):
             # The dashboard reads ordinary run folders; the importer keeps them in a local cache.
             values["source"] = given
-            values["logdir"] = Path(import_cache) if import_cache else default_import_cache(given)
+            values["logdir"] = Path(import_cache) if import_cache else remote.default_import_cache(given)
         return cls(**values)
-
-
-def default_import_cache(source: str) -> Path:
-    """Where a remote logdir's runs are imported when no --cache / GRADWATCH_CACHE is given: a per-user
-    local folder named after the source."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    if not os.access(base.parent if not base.exists() else base, os.W_OK):
-        base = Path(tempfile.gettempdir()) / f"gradwatch-{os.getuid()}"
-    return base / "gradwatch" / f"import-{digest}"
 
 
 def _int_env(env, name: str, default: int) -> int:

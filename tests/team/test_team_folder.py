@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader, schema, segment, stores
