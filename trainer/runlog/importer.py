@@ -161,6 +161,13 @@ def _apply(conn: sqlite3.Connection, seg: segment.Segment) -> int:
             conn.executemany(f"{verb} INTO {spec.name}({', '.join(columns)}) VALUES ({','.join('?' * len(columns))})",
                              [tuple(r[i] for i in keep) for r in rows])
             total += len(rows)
+        specs = segment.spec_by_name()
+        for _origin, table, key in seg.deletions(after=imported):
+            spec = specs.get(table)
+            if spec is None or spec.appended or len(key) != len(spec.key):
+                continue  # a table this gradwatch does not know: nothing of it was imported
+            conn.execute(f"DELETE FROM {table} WHERE {' AND '.join(f'{k} IS ?' for k in spec.key)}", key)
+            total += 1
         conn.execute(f"INSERT OR REPLACE INTO {IMPORT_TABLE}(rank, last_seq, received) VALUES (?,?,?)",
                      (seg.rank, seg.last, now))
         conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (RECEIVED_KEY, json.dumps(now)))

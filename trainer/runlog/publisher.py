@@ -81,8 +81,8 @@ class SpoolExporter:
         for spec in self.specs:
             if spec.appended:
                 continue
-            key = ", ".join(f"NEW.{k}" for k in spec.key)
-            for event in ("INSERT", "UPDATE"):
+            for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+                key = ", ".join(f"{row}.{k}" for k in spec.key)
                 statements.append(
                     f"CREATE TRIGGER IF NOT EXISTS _gw_{event.lower()}_{spec.name} AFTER {event} ON {spec.name} "
                     f"BEGIN INSERT INTO {CHANGES_TABLE}(tbl, key) VALUES ('{spec.name}', json_array({key})); END")
@@ -111,17 +111,18 @@ class SpoolExporter:
                 if rows:
                     cursors[spec.name] = rows[-1][0]
                     appended[spec.name] = [row[1:] for row in rows]
-            keyed, change_cursor, heartbeat_only = self._keyed_rows()
+            keyed, deleted, change_cursor, heartbeat_only = self._keyed_rows()
         finally:
             conn.execute("COMMIT")
-        if not appended and not keyed:
+        if not appended and not keyed and not deleted:
             return None
         now = time.time()
         if not appended and heartbeat_only and not force and now - self.last_export < IDLE_PUBLISH_S:
             return None
         self.seq += 1
         tables = {name: ([self.seq] * len(rows), rows) for name, rows in {**appended, **keyed}.items()}
-        data = segment.encode(self.run_id, self.rank, self.seq, self.seq, tables)
+        data = segment.encode(self.run_id, self.rank, self.seq, self.seq, tables,
+                              deleted=[(self.seq, table, key) for table, key in deleted])
         self.cursors.update(cursors)
         self.first_export = False
         self.last_export = now
@@ -133,7 +134,9 @@ class SpoolExporter:
                 pass  # busy: the next export deletes them
         return self.seq, data
 
-    def _keyed_rows(self) -> tuple[dict[str, list[tuple]], int, bool]:
+    def _keyed_rows(self) -> tuple[dict[str, list[tuple]], list[tuple[str, tuple]], int, bool]:
+        """(rows of keyed tables changed, (table, key) of keys removed, change-log position, whether only
+        the heartbeat moved). A changed key is read as it is now: present, its row; absent, removed."""
         conn = self.conn
         top = conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {CHANGES_TABLE}").fetchone()[0]
         out: dict[str, list[tuple]] = {}
@@ -143,12 +146,13 @@ class SpoolExporter:
                 rows = conn.execute(f"SELECT {', '.join(spec.column_names)} FROM {spec.name}").fetchall()
                 if rows:
                     out[spec.name] = rows
-            return out, top, False
+            return out, [], top, False
         changes = conn.execute(f"SELECT tbl, key FROM {CHANGES_TABLE} WHERE id > ? AND id <= ? ORDER BY id",
                                (self.change_cursor, top)).fetchall()
         wanted: dict[str, dict[str, None]] = {}
         for table, key in changes:
             wanted.setdefault(table, {})[key] = None
+        removed: list[tuple[str, tuple]] = []
         heartbeat_only = set(wanted) <= {"meta"} and all(
             json.loads(k)[0] in HEARTBEAT_KEYS for k in wanted.get("meta", {}))
         for spec in keyed:
@@ -157,10 +161,17 @@ class SpoolExporter:
                 continue
             where = " AND ".join(f"{k} IS ?" for k in spec.key)
             sql = f"SELECT {', '.join(spec.column_names)} FROM {spec.name} WHERE {where}"
-            rows = [row for key in keys for row in conn.execute(sql, json.loads(key)).fetchall()]
+            rows = []
+            for key in keys:
+                values = json.loads(key)
+                found = conn.execute(sql, values).fetchall()
+                if found:
+                    rows += found
+                else:
+                    removed.append((spec.name, tuple(values)))
             if rows:
                 out[spec.name] = rows
-        return out, top, heartbeat_only
+        return out, removed, top, heartbeat_only
 
     def close(self) -> None:
         self.conn.close()

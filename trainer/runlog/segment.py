@@ -36,6 +36,11 @@ from . import schema
 SEGMENT_FORMAT = 1
 SEGMENTS_DIR = "segments"
 ORIGIN_COLUMN = "_segment"
+# Keys removed from keyed tables (a writer that prunes rows, e.g. step_norms' recent exact steps): one
+# container column of (_segment, table, key as a JSON array), applied by the importer after the rows.
+DELETED_COLUMN = "_deleted"
+_DELETED_TYPE = pa.struct([pa.field(ORIGIN_COLUMN, pa.int64(), nullable=False), pa.field("table", pa.string()),
+                           pa.field("key", pa.string())])
 METADATA_KEY = b"gradwatch.segment"
 NAME_PATTERN = re.compile(r"^(\d{10})-(\d{10})\.([0-9a-f]{16})\.arrow$")
 RANK_PATTERN = re.compile(r"^r(\d{5})$")
@@ -146,10 +151,20 @@ class Segment:
     def row_count(self) -> int:
         return sum(len(a) for a in self.tables.values())
 
+    def deletions(self, after: int = 0) -> list[tuple[int, str, tuple]]:
+        """(origin, table, key values) of the keys removed, only those first published after `after`."""
+        array = self.tables.get(DELETED_COLUMN)
+        if array is None or len(array) == 0:
+            return []
+        rows = zip(array.field(0).to_pylist(), array.field(1).to_pylist(), array.field(2).to_pylist())
+        return [(origin, table, tuple(json.loads(key))) for origin, table, key in rows if origin > after]
+
 
 def encode(run_id: str, rank: int, first: int, last: int, tables: dict[str, tuple[list[int], list[tuple]]],
-           *, schema_version: int = schema.SCHEMA_VERSION, created: float | None = None) -> bytes:
-    """One segment from each table's (origin sequence per row, rows in the table's column order).
+           *, deleted: list[tuple[int, str, tuple]] = (), schema_version: int = schema.SCHEMA_VERSION,
+           created: float | None = None) -> bytes:
+    """One segment from each table's (origin sequence per row, rows in the table's column order) and the
+    keys removed, (origin, table, key values).
 
     Rows are in the order of TableSpec.columns; tables left out travel as empty lists.
     """
@@ -165,6 +180,10 @@ def encode(run_id: str, rank: int, first: int, last: int, tables: dict[str, tupl
         struct = pa.StructArray.from_arrays(children, fields=list(struct_type))
         arrays.append(pa.ListArray.from_arrays(pa.array([0, len(rows)], type=pa.int32()), struct))
         fields.append(pa.field(spec.name, pa.list_(struct_type)))
+    gone = pa.array([{ORIGIN_COLUMN: o, "table": t, "key": json.dumps(list(k))} for o, t, k in deleted],
+                    type=_DELETED_TYPE)
+    arrays.append(pa.ListArray.from_arrays(pa.array([0, len(gone)], type=pa.int32()), gone))
+    fields.append(pa.field(DELETED_COLUMN, pa.list_(_DELETED_TYPE)))
     header = {
         "format": SEGMENT_FORMAT, "schema_version": int(schema_version), "run_id": run_id, "rank": int(rank),
         "first": int(first), "last": int(last), "created": time.time() if created is None else created,
@@ -237,6 +256,7 @@ def merge(parts: list[Segment]) -> bytes:
         raise ValueError("nothing to merge")
     specs = spec_by_name()
     tables: dict[str, tuple[list[int], list[tuple]]] = {}
+    deleted: list[tuple[int, str, tuple]] = []
     for spec in specs.values():
         origins: list[int] = []
         rows: list[tuple] = []
@@ -250,16 +270,23 @@ def merge(parts: list[Segment]) -> bytes:
             for row in part_rows:
                 origins.append(row[origin_at])
                 rows.append(tuple(None if i is None else row[i] for i in index))
-        if not spec.appended and rows:
+        if not spec.appended:
+            # A key's last state wins: its last row, or its removal if that came later.
             key_at = [spec.column_names.index(k) for k in spec.key]
-            last: dict[tuple, int] = {}
+            state: dict[tuple, tuple] = {}
             for i, row in enumerate(rows):
-                last[tuple(row[k] for k in key_at)] = i
-            keep = sorted(last.values())
-            origins, rows = [origins[i] for i in keep], [rows[i] for i in keep]
+                state[tuple(row[k] for k in key_at)] = (origins[i], "row", i)
+            for part in parts:
+                for origin, table, key in part.deletions():
+                    previous = state.get(key)
+                    if table == spec.name and (previous is None or previous[0] <= origin):
+                        state[key] = (origin, "gone", key)
+            kept = sorted((i for o, what, i in state.values() if what == "row"))
+            deleted += sorted((o, spec.name, k) for o, what, k in state.values() if what == "gone")
+            origins, rows = [origins[i] for i in kept], [rows[i] for i in kept]
         tables[spec.name] = (origins, rows)
     head = parts[0]
-    return encode(head.run_id, head.rank, head.first, parts[-1].last, tables,
+    return encode(head.run_id, head.rank, head.first, parts[-1].last, tables, deleted=deleted,
                   schema_version=max(p.schema_version for p in parts), created=parts[-1].created)
 
 
