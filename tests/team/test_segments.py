@@ -164,3 +164,63 @@ def test_exporter_sends_keyed_rows_only_when_they_change(tmp_path):
     writer.close()
     exporter.close()
     shutil.rmtree(spool)
+
+
+def test_removed_keys_travel_through_segments_and_compaction(tmp_path):
+    spool, writer = _live_spool(tmp_path)
+    store = FolderStore(tmp_path / "shared")
+    publisher = Publisher(spool, store, "live", 0, interval_s=3600)
+    writer.add_scalars(0, {"a": 1.0, "b": 2.0}, 1.0)
+    writer.flush()
+    publisher.cycle(force=True)
+    conn = sqlite3.connect(spool / schema.DB_FILENAME)
+    conn.execute("DELETE FROM scalar_blocks WHERE name = 'a'")  # a writer pruning a keyed row
+    conn.commit()
+    conn.close()
+    for step in range(1, FANIN + 2):  # enough publishes to compact the deletion with the rows around it
+        writer.add_scalars(step, {"b": float(step)}, 1.0 + step)
+        writer.flush()
+        publisher.cycle(force=True)
+    assert publisher.compactions >= 1
+    Importer(store, tmp_path / "cache-late").poll()  # meets the compacted file holding row and removal
+    with RunReader(tmp_path / "cache-late" / "live") as reader:
+        names = {r[0] for r in reader._query("SELECT DISTINCT name FROM scalar_blocks")}
+        assert names == {"b"}
+    writer.close()
+    publisher.close(timeout_s=5)
+
+
+def test_a_watched_run_imports_exactly_like_its_spool(tmp_path, monkeypatch):
+    """Every table a real run writes (step_norms pruned as it goes, roll-ups, histograms) arrives as it is in
+    the writer's own SQLite."""
+    import torch
+
+    from gradwatch.trainer.run import Run
+    from gradwatch.trainer.runlog import publisher as publisher_module
+
+    monkeypatch.setenv("GRADWATCH_SPOOL", str(tmp_path / "spool"))
+    monkeypatch.setattr(publisher_module.shutil, "rmtree", lambda *a, **k: None)  # keep the spool to compare
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 12), torch.nn.Tanh(), torch.nn.Linear(12, 2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    shared = tmp_path / "shared"
+    importer = Importer(FolderStore(shared), tmp_path / "cache")
+    with Run(shared.as_uri(), name="watched", flush_interval_s=0.05) as run:
+        run.watch(model, every=7)
+        for step in range(400):
+            loss = model(torch.randn(16, 6)).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.log(step, loss=loss.item())
+            if step % 100 == 50:
+                run.flush()
+                run._publisher.cycle(force=True)
+                importer.poll()  # an importer following the run live
+    importer.poll()
+    spool = tmp_path / "spool" / f"{run.id}-r00000"
+    original, imported = table_contents(spool), table_contents(tmp_path / "cache" / run.id)
+    assert original["stats"] and original["scalars"] and original["layer_rollup"]
+    if "step_norms" in original:
+        assert original["step_norms"]
+    assert original == imported
