@@ -140,6 +140,8 @@ class Run:
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
         self.path = spool.spool_dir(root, run_id, self.rank) if store is not None else root / run_id
+        # Where readers find the run: LOGDIR_URL/RUN_ID for a published run (`gradwatch inspect` takes it).
+        self.url = f"{self.location.given.rstrip('/')}/{run_id}" if store is not None else None
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
         kwargs["on_error"] = on_write_error
         self._probe = None

@@ -170,3 +170,33 @@ def test_kill_9_mid_run_keeps_what_was_published_and_turns_stale(tmp_path):
         assert before and before <= set(steps)
         assert reader.status() == "running"  # heard from moments ago
     assert wait_for(lambda: RunReader(tmp_path / "cache" / run_id).status() == "stale", 40, 1.0)
+
+
+def test_a_leftover_spool_is_published_by_the_next_run(tmp_path, monkeypatch):
+    """A process that ended before its last segments went out (the store was away) left them in the
+    spool; the next run started on the host publishes them."""
+    import json
+    import socket
+
+    from gradwatch.trainer.runlog.publisher import ORIGIN_FILE
+
+    shared = tmp_path / "shared"
+    root = tmp_path / "spool"
+    left = root / "old-run-r00000"
+    (left / "outbox").mkdir(parents=True)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (left / ORIGIN_FILE).write_text(json.dumps({"logdir": shared.as_uri(), "run_id": "old-run", "rank": 0,
+                                                "pid": gone.pid, "pid_start_ticks": None,
+                                                "host": socket.gethostname()}))
+    data = segment.encode("old-run", 0, 1, 1, {"meta": ([1] * 4, [("run_id", '"old-run"'), ("name", '"old"'),
+                                                              ("status", '"finished"'), ("started", "1.0")])})
+    (left / "outbox" / segment.segment_name(1, 1, data)).write_bytes(data)
+    monkeypatch.setenv("GRADWATCH_SPOOL", str(root))
+    with Run(shared.as_uri(), name="next") as run:
+        run.log(0, loss=1.0)
+        assert wait_for(lambda: FolderStore(shared).list("old-run/segments/r00000"), 20)
+    assert wait_for(lambda: not left.exists(), 20)
+    Importer(FolderStore(shared), tmp_path / "cache").poll()
+    with RunReader(tmp_path / "cache" / "old-run") as reader:
+        assert reader.status() == "finished"
