@@ -129,6 +129,8 @@ def _install_health(app: Dash, ctx: AppContext) -> None:
         settings = ctx.settings
         body = {"status": "ok", "version": VERSION, "read_only": settings.read_only,
                 "uptime_s": round(time.time() - started, 1), "logdir": str(settings.logdir)}
+        if settings.source:  # a remote logdir imported into `logdir`
+            body["source"] = settings.source
         try:
             body["runs"] = len(ctx.store.run_ids())
             body["running_jobs"] = ctx.jobs.running_count()

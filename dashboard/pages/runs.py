@@ -32,7 +32,7 @@ def layout(ctx: AppContext, **query) -> html.Div:
         html.Div(className="page-title", children=[
             html.H2("Runs"),
             html.Span(result["summary"], id=ids.RUNS_SUMMARY, className="muted"),
-            html.Span(["in ", html.Code(str(ctx.settings.logdir))], className="muted small"),
+            html.Span(["in ", html.Code(str(ctx.settings.source or ctx.settings.logdir))], className="muted small"),
         ]),
         html.Div(className="toolbar", children=[
             dcc.Input(id=ids.RUNS_FILTER, type="search", value=view["q"], debounce=0.3,
