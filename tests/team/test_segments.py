@@ -224,3 +224,52 @@ def test_a_watched_run_imports_exactly_like_its_spool(tmp_path, monkeypatch):
     if "step_norms" in original:
         assert original["step_norms"]
     assert original == imported
+
+
+class CountingStore(FolderStore):
+    """A shared folder that counts the store operations an importer makes."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.calls = {"list": 0, "list_dirs": 0, "get": 0}
+
+    def list(self, relpath=""):
+        self.calls["list"] += 1
+        return super().list(relpath)
+
+    def list_dirs(self, relpath=""):
+        self.calls["list_dirs"] += 1
+        return super().list_dirs(relpath)
+
+    def get(self, relpath):
+        self.calls["get"] += 1
+        return super().get(relpath)
+
+
+def test_a_poll_costs_what_is_new_not_the_number_of_runs(tmp_path, monkeypatch):
+    from gradwatch.trainer.runlog import importer as importer_module
+
+    store = CountingStore(tmp_path / "shared")
+    for i in range(30):
+        path = make_run(tmp_path / "made", f"done-{i:02d}", steps=5, layers=1)
+        data = export_folder(path)
+        store.put(f"done-{i:02d}/segments/r00000/{segment.segment_name(1, 1, data)}", data)
+    importer = Importer(store, tmp_path / "cache")
+    assert importer.poll().segments == 30
+    monkeypatch.setattr(importer_module, "ENDED_QUIET_S", 0.0)  # the runs ended a while ago
+    importer.poll()
+    for key in store.calls:
+        store.calls[key] = 0
+    quiet = importer.poll()
+    assert quiet.listed_runs == 0 and store.calls == {"list": 0, "list_dirs": 1, "get": 0}  # the root listing only
+    spool, writer = _live_spool(tmp_path)
+    publisher = Publisher(spool, store, "live", 0, interval_s=3600)
+    writer.add_scalars(0, {"loss": 1.0}, 1.0)
+    writer.flush()
+    publisher.cycle(force=True)
+    for key in store.calls:
+        store.calls[key] = 0
+    live = importer.poll()
+    assert live.listed_runs == 1 and live.segments == 1 and store.calls["get"] == 1
+    writer.close()
+    publisher.close(timeout_s=5)
