@@ -68,3 +68,24 @@ def test_read_and_write_access_are_separate(push_server):
     with pytest.raises(urllib.error.HTTPError) as info:  # reading rights push nothing
         urllib.request.urlopen(request, timeout=10)
     assert info.value.code == 403
+
+
+def test_receive_refuses_bad_and_early_segments_and_is_idempotent(tmp_path):
+    from types import SimpleNamespace
+
+    from gradwatch.dashboard.team import receive_segment
+    from gradwatch.trainer.runlog import segment
+
+    settings = SimpleNamespace(logdir=tmp_path / "logs")
+    first = segment.encode("r1", 0, 1, 1, {"meta": ([1, 1], [("run_id", '"r1"'), ("status", '"running"')])})
+    second = segment.encode("r1", 0, 2, 2, {"scalars": ([2], [(0, "loss", 1.0, 1.0, 0)])})
+    name1, name2 = segment.segment_name(1, 1, first), segment.segment_name(2, 2, second)
+    answer, status = receive_segment(settings, "r1", "r00000", name2, second)
+    assert status == 409  # rank 0's first segment has not arrived: the writer retries later
+    assert receive_segment(settings, "r1", "r00000", name1, first)[1] == 200
+    assert receive_segment(settings, "r1", "r00000", name2, second) == ({"rows": 1}, 200)
+    assert receive_segment(settings, "r1", "r00000", name2, second) == ({"rows": 0}, 200)  # a retry adds nothing
+    assert receive_segment(settings, "r1", "r00000", name2, second[:-10])[1] == 400  # checksum
+    assert receive_segment(settings, "other", "r00000", name1, first)[1] == 400  # holds another run
+    assert receive_segment(settings, "..", "r00000", name1, first)[1] == 400
+    assert receive_segment(settings, "r1", "rank0", name1, first)[1] == 400
