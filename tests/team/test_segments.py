@@ -273,3 +273,18 @@ def test_a_poll_costs_what_is_new_not_the_number_of_runs(tmp_path, monkeypatch):
     assert live.listed_runs == 1 and live.segments == 1 and store.calls["get"] == 1
     writer.close()
     publisher.close(timeout_s=5)
+
+
+def test_a_corrupt_or_foreign_segment_is_reported_for_its_run_only(tmp_path):
+    store = FolderStore(tmp_path / "shared")
+    good = export_folder(make_run(tmp_path / "made", "good", steps=5, layers=1))
+    store.put(f"good/segments/r00000/{segment.segment_name(1, 1, good)}", good)
+    store.put("bad/segments/r00000/0000000001-0000000001.0123456789abcdef.arrow", b"not arrow at all")
+    store.put("theft/segments/r00000/" + segment.segment_name(1, 1, good), good)  # holds run "good"
+    store.put("notes.txt", b"a foreign file in the logdir")
+    report = Importer(store, tmp_path / "cache").poll()
+    assert report.runs == {"good"}
+    assert len(report.errors) == 2
+    assert any("checksum" in e and "bad" in e for e in report.errors)
+    assert any("holds run 'good'" in e for e in report.errors)
+    assert not (tmp_path / "cache" / "bad").exists() and not (tmp_path / "cache" / "theft").exists()
