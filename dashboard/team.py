@@ -14,19 +14,23 @@ import hmac
 
 from flask import jsonify, request
 
-from gradwatch.trainer.runlog import importer, schema, segment, stores
+from gradwatch.trainer.runlog import schema, stores
 
 from .config import Settings
+
+# The segment and importer modules (pyarrow) load only where a dashboard imports or receives runs.
+SEGMENTS_DIR = "segments"
 
 # The largest segment a push may carry (a writer's catch-up after an outage is split well below it).
 MAX_PUSH_BYTES = 512 * 1024 * 1024
 
 
-def start_importer(settings: Settings) -> importer.ImporterThread | None:
+def start_importer(settings: Settings):
     """The background importer of a remote logdir (None for a local one); one per cache folder, even
     under several workers (importer.ImporterThread's lock)."""
     if not settings.source:
         return None
+    from gradwatch.trainer.runlog import importer
     store = stores.open_store(stores.classify(settings.source))
     return importer.ImporterThread(importer.Importer(store, settings.logdir)).start()
 
@@ -43,6 +47,8 @@ def _refused():
 
 def receive_segment(settings: Settings, run_id: str, rank_name: str, name: str, data: bytes) -> tuple[dict, int]:
     """Import one pushed segment into settings.logdir; (answer, HTTP status). Pure of Flask, for tests."""
+    from gradwatch.trainer.runlog import importer, segment
+
     rank = segment.parse_rank(rank_name)
     if rank is None or not segment.parse_name(name) or not schema.is_valid_run_id(run_id):
         return {"error": f"not a segment path: {run_id}/{rank_name}/{name}"}, 400
@@ -69,7 +75,7 @@ def install_push(server, settings: Settings) -> None:
     def segments_check():
         return ("", 204) if _token_ok(settings) else _refused()
 
-    @server.route(stores.SEGMENT_API + "/<run_id>/" + segment.SEGMENTS_DIR + "/<rank_name>/<name>", methods=["POST"])
+    @server.route(stores.SEGMENT_API + "/<run_id>/" + SEGMENTS_DIR + "/<rank_name>/<name>", methods=["POST"])
     def segments_push(run_id: str, rank_name: str, name: str):
         if not _token_ok(settings):
             return _refused()

@@ -288,3 +288,9 @@ def test_a_corrupt_or_foreign_segment_is_reported_for_its_run_only(tmp_path):
     assert any("checksum" in e and "bad" in e for e in report.errors)
     assert any("holds run 'good'" in e for e in report.errors)
     assert not (tmp_path / "cache" / "bad").exists() and not (tmp_path / "cache" / "theft").exists()
+
+
+def test_segment_folder_name_is_one_constant():
+    from gradwatch.dashboard import team
+
+    assert team.SEGMENTS_DIR == segment.SEGMENTS_DIR

@@ -346,7 +346,12 @@ class Publisher:
         if timeout_s is None:
             timeout_s = float(os.environ.get(ENV_CLOSE_TIMEOUT) or DEFAULT_CLOSE_TIMEOUT_S)
         self._stop.set()
-        self._thread.join(timeout=60)
+        self._thread.join(timeout=timeout_s)
+        if self._thread.is_alive():  # stuck in the store (a hung mount): the process must still be able to end
+            self._log(f"gradwatch: publishing run {self.run_id} (rank {self.rank}) to {self.store.description} did "
+                      f"not return within {timeout_s:.0f} s; its segments stay in {self.spool_dir} and are published "
+                      "by the next run started on this host")
+            return False
         deadline = time.time() + timeout_s
         done = False
         while True:
