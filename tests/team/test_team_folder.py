@@ -200,3 +200,29 @@ def test_a_leftover_spool_is_published_by_the_next_run(tmp_path, monkeypatch):
     Importer(FolderStore(shared), tmp_path / "cache").poll()
     with RunReader(tmp_path / "cache" / "old-run") as reader:
         assert reader.status() == "finished"
+
+
+def test_a_store_stuck_in_a_call_does_not_hold_the_process(tmp_path):
+    import threading
+
+    from gradwatch.trainer.runlog.writer import RunWriter
+
+    release = threading.Event()
+
+    class HungStore(FolderStore):
+        def put(self, relpath, data):
+            release.wait(60)  # a hung NFS mount: the call does not return
+            super().put(relpath, data)
+
+    spool = tmp_path / "spool" / "hung-r00000"
+    spool.mkdir(parents=True)
+    writer = RunWriter(spool)
+    writer.set_meta_now(schema_version=schema.SCHEMA_VERSION, run_id="hung", name="hung", status="running",
+                        started=1.0, world_size=1)
+    messages = []
+    publisher = Publisher(spool, HungStore(tmp_path / "shared"), "hung", 0, interval_s=0.1, log=messages.append)
+    assert wait_for(lambda: any(segment.parse_name(n) for n in os.listdir(spool / "outbox")), 10)
+    writer.close()
+    assert publisher.close(timeout_s=1) is False
+    assert "did not return" in messages[-1] and spool.exists()  # kept for the next run to publish
+    release.set()
