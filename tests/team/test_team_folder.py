@@ -226,3 +226,38 @@ def test_a_store_stuck_in_a_call_does_not_hold_the_process(tmp_path):
     assert publisher.close(timeout_s=1) is False
     assert "did not return" in messages[-1] and spool.exists()  # kept for the next run to publish
     release.set()
+
+
+@pytest.mark.slow
+def test_store_unreachable_for_60_s_while_training_then_restored(tmp_path, monkeypatch, capfd):
+    """The must-show's window: a live run keeps training through 60 s without its store; every record
+    arrives once the store is back."""
+    monkeypatch.setenv("GRADWATCH_SPOOL", str(tmp_path / "spool"))
+    shared = tmp_path / "shared"
+    run = Run(shared.as_uri(), name="outage60")
+    step = 0
+
+    def train_for(seconds: float) -> int:
+        nonlocal step
+        end, start = time.time() + seconds, step
+        while time.time() < end:
+            run.log(step, loss=1.0 / (step + 1))
+            step += 1
+            time.sleep(0.05)
+        return step - start
+
+    train_for(3)
+    assert wait_for(lambda: FolderStore(shared).list(f"{run.id}/segments/r00000"), 10)
+    shared.rename(tmp_path / "away")
+    shared.write_text("the shared folder is gone")
+    during = train_for(60)
+    assert during > 100  # training went on at its pace (the publisher thread alone waited)
+    assert "cannot publish" in capfd.readouterr().err
+    shared.unlink()
+    (tmp_path / "away").rename(shared)
+    train_for(2)
+    run.finish()
+    Importer(FolderStore(shared), tmp_path / "cache").poll()
+    with RunReader(tmp_path / "cache" / run.id) as reader:
+        assert list(reader.scalar_series("loss")["step"]) == list(range(step))
+        assert reader.status() == "finished"
