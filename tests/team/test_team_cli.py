@@ -63,3 +63,15 @@ def test_sync_up_ls_and_inspect_a_remote_run(tmp_path):
 def test_ls_rejects_a_bad_logdir_in_one_line(tmp_path):
     result = gw("ls", str(tmp_path / "none"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
+
+
+def test_sync_reads_sqlite_run_folders_on_a_network_filesystem_in_place(tmp_path, monkeypatch):
+    from gradwatch.trainer.runlog import remote, stores
+
+    old = tmp_path / "nfs-old"
+    make_run(old, "legacy", steps=10, layers=1)
+    monkeypatch.setattr(stores, "filesystem_type", lambda p: 0x6969)  # every path "on NFS"
+    shared = (tmp_path / "shared").as_uri()
+    assert remote.sync(str(old), shared) == ["legacy"]
+    rows = remote.run_rows(shared, str(tmp_path / "cache"))
+    assert [r["id"] for r in rows] == ["legacy"] and rows[0]["status"] == "finished"

@@ -57,9 +57,20 @@ def local_run_dir(given: str, cache: str | None = None) -> Path:
     return root / run_id
 
 
+def _holds_run_folders(given: str) -> bool:
+    """A plain path whose run folders are SQLite ones (written before segments, or copied there): read in
+    place, read-only, even on a network filesystem."""
+    if "://" in given:
+        return False
+    try:
+        return any((child / schema.DB_FILENAME).is_file() for child in Path(given).iterdir())
+    except OSError:
+        return False
+
+
 def local_logdir(given: str, cache: str | None = None) -> tuple[Path, set[str] | None]:
     """(local folder of run folders, the run ids the remote logdir holds or None for a local one)."""
-    if not stores.classify(given).remote:
+    if not stores.classify(given).remote or _holds_run_folders(given):
         return Path(given), None
     store = _store(given)
     root = Path(cache) if cache else default_import_cache(given)
@@ -114,7 +125,7 @@ def sync(src: str, dst: str, cache: str | None = None) -> list[str]:
     from .publisher import export_folder
 
     dst_remote = stores.classify(dst).remote
-    if stores.classify(src).remote and not dst_remote:
+    if stores.classify(src).remote and not _holds_run_folders(src) and not dst_remote:
         # Fetch: the importer mirrors every run, live ones included, and a later sync adds only what is new.
         Path(dst).mkdir(parents=True, exist_ok=True)
         report = Importer(_store(src), Path(dst)).poll()
