@@ -294,3 +294,17 @@ def test_segment_folder_name_is_one_constant():
     from gradwatch.dashboard import team
 
     assert team.SEGMENTS_DIR == segment.SEGMENTS_DIR
+
+
+def test_an_importer_clears_staging_folders_of_dead_importers(tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    cache = tmp_path / "cache"
+    dead = cache / f".importing-{gone.pid}-some-run"
+    alive = cache / f".importing-{__import__('os').getpid()}-other-run"
+    dead.mkdir(parents=True)
+    alive.mkdir()
+    Importer(FolderStore(tmp_path / "shared"), cache)
+    assert not dead.exists() and alive.exists()

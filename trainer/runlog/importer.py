@@ -210,6 +210,19 @@ def _final_status(run_dir: Path) -> str | None:
     return status if status in ("finished", "failed", "stopped") else None
 
 
+def remove_dead_staging(root: Path) -> list[Path]:
+    """Remove hidden staging folders left by an importer that died while creating a run folder."""
+    from .process import process_alive
+
+    removed = []
+    for path in Path(root).glob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not process_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 class Importer:
     """Imports a remote logdir's segments into `cache` (ordinary run folders)."""
 
@@ -217,6 +230,7 @@ class Importer:
         self.store = store
         self.cache = Path(cache)
         self.cache.mkdir(parents=True, exist_ok=True)
+        remove_dead_staging(self.cache)
         self._last_new: dict[str, float] = {}  # run id -> when something last arrived (this process)
         self._next_look: dict[str, float] = {}
         self._ended: set[str] = set()
