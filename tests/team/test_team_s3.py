@@ -79,3 +79,64 @@ def test_importer_skips_invalid_run_ids(s3, tmp_path, bad):
     fs.pipe_file("gw-team/runs/.hidden/segments/r00000/x", b"junk")
     report = Importer(FsspecStore(LOGDIR), tmp_path / "cache").poll()
     assert report.segments == 0 and report.errors == []
+
+
+@pytest.mark.slow
+def test_live_through_s3_on_the_real_dashboard(s3, tmp_path):
+    """A trainer process publishes to s3:// on the moto server; the real `gradwatch ui --logdir s3://...`
+    with its own cache shows it live and complete; kill -9 of a second trainer leaves its published part,
+    no partial object, and the run turns stale."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import UiServer, s3_env
+    from .test_team_live import SCRIPT, new_walls
+
+    env = s3_env(s3)
+    cache = tmp_path / "cache"
+    ui = UiServer("--logdir", LOGDIR, "--cache", str(cache), env=dict(env, GRADWATCH_CACHE_DIR=str(tmp_path / "dc")),
+                  log=tmp_path / "ui.log")
+    procs = []
+    try:
+        for name, steps in (("s3-live", 80), ("s3-killed", 100000)):
+            procs.append(subprocess.Popen([sys.executable, str(SCRIPT), LOGDIR, name, str(steps), "0.1"],
+                                          env=dict(env, GRADWATCH_SPOOL=str(tmp_path / f"spool-{name}")),
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        live_id = procs[0].stdout.readline().strip()  # printed before its first step; the other's id is read later
+        seen, lags = {}, []
+        while procs[0].poll() is None:
+            now = time.time()
+            lags += [now - w for w in new_walls(cache, live_id, seen)]
+            time.sleep(0.2)
+        assert procs[0].returncode == 0, procs[0].stderr.read()[-2000:]
+        killed_id = procs[1].stdout.readline().strip()
+        os.kill(procs[1].pid, signal.SIGKILL)
+        procs[1].wait()
+        assert wait_for(lambda: _status(cache, live_id) == "finished", 30)
+        with RunReader(cache / live_id) as reader:
+            assert list(reader.scalar_series("loss")["step"]) == list(range(80))
+        assert len(lags) > 40 and sorted(lags)[int(len(lags) * 0.95)] <= 5.0
+        store = FsspecStore(LOGDIR)
+        prefix = f"{killed_id}/segments/r00000"
+        for name in store.list(prefix):  # every visible object is a whole, verified segment
+            segment.decode(store.get(f"{prefix}/{name}"), name)
+        assert wait_for(lambda: _status(cache, killed_id) == "stale", 40, 1.0)
+        with RunReader(cache / killed_id) as reader:
+            steps = list(reader.scalar_series("loss")["step"])
+            assert steps and steps == list(range(len(steps)))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        ui.stop()
+
+
+def _status(cache, run_id):
+    try:
+        with RunReader(cache / run_id) as reader:
+            return reader.status()
+    except Exception:
+        return None
