@@ -20,6 +20,9 @@ from gradwatch.trainer.capture.probe import Probe, StepNotSeenWarning
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 
 def make_model():
     torch.manual_seed(0)

@@ -18,6 +18,9 @@ from gradwatch.trainer.capture import tensor_stats
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader, schema
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 EDGES = schema.hist_magnitude_edges()
 BINS = schema.HIST_BINS_PER_SIGN
 ZERO = schema.HIST_ZERO_INDEX

@@ -58,11 +58,14 @@ ACTIVATION_TYPES = frozenset(
 class ActivationAccumulator:
     """Running sums for one module's outputs within one optimizer step."""
 
-    __slots__ = ("module_type", "channels_first", "sums", "alive", "count")
+    __slots__ = ("module_type", "channels_first", "on_host", "sums", "alive", "count")
 
-    def __init__(self, module_type: str, channels_first: bool = False):
+    def __init__(self, module_type: str, channels_first: bool = False, on_host: bool | None = None):
         self.module_type = module_type
         self.channels_first = channels_first
+        # Host path (values read on the host between passes) for CPU outputs, the tensor-valued
+        # accelerator path otherwise; False forces the accelerator path on the CPU (tests).
+        self.on_host = on_host
         # tensor [8]: sum, M2 (sum of squared deviations from the mean), zeros, saturated,
         # numel, min, max, non-finite count. M2 rather than the sum of squares: the std of
         # outputs far from zero (sigmoid near 0.5) would cancel away in float32.
@@ -83,7 +86,7 @@ class ActivationAccumulator:
             alive = unit_max > 0
             same = self.alive is not None and self.alive.shape == alive.shape
             self.alive = (self.alive | alive) if same else alive
-        vec = self._measure_cpu(y, unit_max) if y.device.type == "cpu" else self._measure_device(y)
+        vec = self._measure_cpu(y, unit_max) if self.reads_on_host(y) else self._measure_device(y)
         self._accumulate(vec, None)
 
     def _accumulate(self, vec: torch.Tensor, unit_max: torch.Tensor | None) -> None:
@@ -145,6 +148,9 @@ class ActivationAccumulator:
         return torch.stack(
             [mean * n, std * std * n, n - nonzero, saturated, torch.full_like(mean, n), lo, hi, nonfinite]
         ).double()
+
+    def reads_on_host(self, y: torch.Tensor) -> bool:
+        return y.device.type == "cpu" if self.on_host is None else self.on_host
 
     @property
     def has_data(self) -> bool:
@@ -213,7 +219,7 @@ class DeferredOutputs:
         for acc, y in entries:
             groups.setdefault((acc.module_type, acc.channels_first, tuple(y.shape), y.dtype), []).append((acc, y))
         for (module_type, channels_first, _, _), members in groups.items():
-            if members[0][1].device.type != "cpu":  # the stacked path reads values on the host
+            if not members[0][0].reads_on_host(members[0][1]):  # the stacked path reads values on the host
                 for acc, y in members:
                     acc.add(y)
                 continue

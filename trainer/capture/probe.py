@@ -223,6 +223,7 @@ class Probe:
         self._acts_on = False
         self._finish_handle = None
         self._deferred = DeferredOutputs()
+        self._host_path: bool | None = None  # None: by device; False: the accelerator path forced
         self._hist = tensor_stats.HistogramBatcher()
         self._grad_hist = tensor_stats.HistogramBatcher()
         # Order hooks learn the forward order during the first forward pass (and which
@@ -241,6 +242,13 @@ class Probe:
         # hand-written loop, snapshots the weights before the update of a logged step.
         self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
         self._sync_activation_hooks()
+
+    def use_accelerator_path(self) -> None:
+        """Measure CPU tensors as an accelerator does (flat device buffer, tensor-valued
+        per-call activations, NaN/Inf counted on the device): tests and benchmarks value-check
+        and count on a CPU the path a GPU runs."""
+        self._host_path = False
+        self._measurer.host_checks = False
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -392,7 +400,7 @@ class Probe:
             if self.activations and self.logging_now and not self._measured and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
-                    acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
+                    acc = self._acts[name] = ActivationAccumulator(module_type, channels_first, self._host_path)
                 y = first_tensor(output)
                 if deferrable(acc, y):
                     self._deferred.add(acc, y)
