@@ -139,17 +139,17 @@ def loss_of(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
-def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False):
-    """(step(i) training the model once, the Run or None, parameter tensor count) for model `key`,
-    watched with `every` when logdir is given. accelerator_path counts NaN/Inf on the device even
-    on the CPU, as a GPU does."""
+def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False, device="cpu"):
+    """(step(i) training the model once, the Run or None, parameter tensor count) for model `key`
+    on `device`, watched with `every` when logdir is given. accelerator_path measures CPU tensors
+    as a GPU does (Probe.use_accelerator_path)."""
     from gradwatch.trainer.run import Run
 
     builder, batch = MODELS[key]
     torch.manual_seed(0)
-    model = builder()
+    model = builder().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    data = batch(torch.Generator().manual_seed(1))
+    data = tuple(t.to(device) for t in batch(torch.Generator().manual_seed(1)))
     run = None
     if logdir is not None:
         run = Run(logdir, name=key)
@@ -171,18 +171,18 @@ def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False
 
 
 @functools.lru_cache(maxsize=8)
-def _baseline_ops(key: str, every: int) -> tuple:
+def _baseline_ops(key: str, every: int, device: str = "cpu") -> tuple:
     """Op counts of the unwatched model's steps every..2*every-1 (after a warm-up period): the
     same for every watched variant of the model, so measured once per process."""
     from gradwatch.trainer.capture.dispatch_count import count_ops
 
-    base, _, _ = trainer_step(key)
+    base, _, _ = trainer_step(key, device=device)
     for i in range(every):
         base(i)
     return tuple(count_ops(base, every + i)[0] for i in range(every))
 
 
-def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False) -> dict:
+def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False, device: str = "cpu") -> dict:
     """Ops capture adds, counted as trainer/capture/dispatch_count.py defines, over one whole
     period after a warm-up one: {"logged": extra ops of the logged step (the period's extra less
     the unlogged steps'), "unlogged": per unlogged step, "tensors": n, "per_step": [extra per step],
@@ -192,8 +192,8 @@ def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool 
 
     from gradwatch.trainer.capture.dispatch_count import count_ops
 
-    base_ops = _baseline_ops(key, every)
-    watched, run, n_tensors = trainer_step(key, logdir, every, accelerator_path)
+    base_ops = _baseline_ops(key, every, str(device))
+    watched, run, n_tensors = trainer_step(key, logdir, every, accelerator_path, device)
     for i in range(every):  # first period: layouts, caches, first-call costs
         watched(i)
     extra, by_op = [], Counter()

@@ -15,6 +15,8 @@ from gradwatch.trainer.runlog import RunReader
 
 from .test_run_api_ddp import free_port
 
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
+
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "fsdp_worker.py"
 STEPS = 4
 

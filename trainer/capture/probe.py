@@ -10,11 +10,12 @@ in a loop that updates the weights by hand. On a logged step:
   optimizer pre-step hook, or, for `step(closure)` (Lightning, LBFGS), right after the closure's
   first call (the forward and backward happen inside the step), or earlier when an integration
   calls `gradients_ready()`;
-- once every optimizer has stepped (at the next forward pass, step or flush) the new weights,
+- once every optimizer has stepped (at the next step, the next forward pass if that step is
+  logged too, or a flush) the new weights,
   update-to-weight ratios and weight histograms are measured and one packed tensor goes to the
   writer, copied to the host once.
-On other steps only the optimizer hooks run (they count); forward hooks are attached from the
-step before a logged step until it ends. The writer thread unpacks records, never the training thread.
+On other steps only the optimizer hooks run (they count); forward hooks exist only during a
+logged step, which runs eagerly under torch.compile (eager_steps.py). The writer thread unpacks records, never the training thread.
 Forward hooks live outside the model (hooks.py: it pickles and loads with weights_only=True as unwatched); layer order and activation modules are decided in layers.py.
 """
 
@@ -31,7 +32,7 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import hooks, sharded, tensor_stats
+from . import eager_steps, hooks, sharded, tensor_stats
 from .activation_stats import (
     SATURATION_BOUNDS,
     ActivationAccumulator,
@@ -204,7 +205,7 @@ class Probe:
         self._last_record_clock: float | None = None
         self._last_record_step = 0
         # A logged step's measurements wait here until every optimizer has stepped: the record
-        # is finished at the next forward pass (or step, or close), so a second optimizer
+        # is finished at the next step (or logged forward pass, or close), so a second optimizer
         # stepping other parameters after the first is seen in the weights and update ratios.
         self._unfinished = None
         self._lr = LearningRateRecorder(writer)
@@ -277,10 +278,20 @@ class Probe:
         self._acts_on = False
         self._act_specs = []
         self._deferred.clear()
+        eager_steps.set_eager(self, False)
 
     def _sync_activation_hooks(self) -> None:
-        """Activation hooks on exactly while the step in progress is a logged one."""
-        want = bool(self._act_specs) and self.logging_now and not self._dormant
+        """Activation hooks on exactly while the step in progress is a logged one, and that step
+        run eagerly under torch.compile (eager_steps.py)."""
+        logged = self.logging_now and not self._dormant
+        eager_steps.set_eager(self, logged)
+        # Outside logged steps no gradwatch hook exists (a compiled graph keeps its guards), so
+        # a hand-written loop's weight snapshot hook is attached for logged steps only.
+        if self._manual and logged and self._watchdog is None:
+            self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
+        elif self._manual and not logged:
+            self._remove_watchdog()
+        want = bool(self._act_specs) and self.activations and logged
         if want and not self._acts_on:
             self._act_handles = [self._attach_activation(*spec) for spec in self._act_specs]
             self._acts_on = True
@@ -324,10 +335,7 @@ class Probe:
             self._warn_once("mark", f"run.step() ignored: steps are already counted from "
                                     f"{type(self._optimizer_ref).__name__}.step()")
             return
-        if not self._manual:
-            self._manual = True
-            if self._watchdog is None:
-                self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
+        self._manual = True
         self.finish_pending()
         if self.logging_now and not self._measured:
             self._measure_gradients()
@@ -338,6 +346,8 @@ class Probe:
         """Measure the step's gradients now (an integration's "before optimizer step" callback:
         after unscaling, before the framework clips); later measurement points of the step skip."""
         if self.logging_now and not self._measured:
+            if self._unfinished is not None and not self._ownership.waiting:
+                self.finish_pending()  # the last record's buffers are about to be reused
             self._measure_gradients()
 
     def set_step(self, step: int) -> None:
@@ -551,8 +561,6 @@ class Probe:
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._acts)
-            if self._finish_handle is None:
-                self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         changed = self._cadence.observe(self.step, time.perf_counter())
@@ -570,6 +578,10 @@ class Probe:
         self._dormant = False
         self._stepless_forwards = 0
         self._sync_activation_hooks()
+        # The record is finished at the next forward pass when that pass is a logged step's
+        # (eager under torch.compile); otherwise at the next step (or flush, or close).
+        if self._unfinished is not None and self.logging_now and self._finish_handle is None:
+            self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
 
     # ---- recording ----------------------------------------------------------------------------
     def _register_tensors(self, act_types: dict[str, str]) -> None:
