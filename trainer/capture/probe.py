@@ -54,7 +54,7 @@ from .layers import (
     param_layer,
 )
 from .lr_record import LearningRateRecorder
-from .multi_tensor import Measurer
+from .multi_tensor import Measurer, sample_view
 from .optimizers import Ownership
 
 
@@ -201,8 +201,7 @@ class Probe:
             writer.set_meta(**step_norm_meta([p.name for p in self.params], [p.layer for p in self.params]))
         self._capture_seconds = 0.0  # every-step capture time already counted by the cadence
         self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
-        self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
-        self._sampler = tensor_stats.SampleIndex(sample_size)
+        self._sample_size = sample_size
         self._old_samples = None  # weight samples before a hand-written update (first forward pass)
         self._sentinel_seen = False  # the sentinels of the step in progress are taken
         self.step = 0  # optimizer steps completed
@@ -541,7 +540,12 @@ class Probe:
     # ---- FSDP2 / FSDP1: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
     def _weight_samples(self) -> list[torch.Tensor]:
         pieces = [self._layout.weight(p) for p in self.params if p.trainable]
-        return [_owned(self._sampler.sample(w.reshape(-1)), w) for w in pieces]
+        return [_owned(self._sample(w), w) for w in pieces]
+
+    def _sample(self, t: torch.Tensor) -> torch.Tensor:
+        """The fixed histogram sample of a local piece: the sampler every path uses
+        (multi_tensor.sample_view: evenly spaced 16-element blocks), as a view."""
+        return sample_view(t.reshape(-1).contiguous(), self._sample_size)
 
     def _measure_gradients_sharded(self) -> None:
         self._deferred.flush()  # every forward pass of this step is done: measure its activations
@@ -554,13 +558,13 @@ class Probe:
             # snapshot is taken at the first forward pass of the step.)
             self._old_samples = self._weight_samples()
         if grads:
-            moments = self._moment_stats(grads)
+            moments = sharded.local_moments(grads)
             nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
             hist, sampled = None, []
             if self.histograms:
                 # Binned now, not at the record: a gradient zeroed in place (zero_grad with
                 # set_to_none=False) before the record is finished would read as all zeros.
-                samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
+                samples = [self._sample(g) for g in grads]
                 hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
             self._pending = (present, moments, nonfinite, hist, sampled, self._old_samples)
         else:
@@ -731,8 +735,8 @@ class Probe:
         present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
         weights = [self._layout.weight(p) for p in self.params]
         device = weights[0].device
-        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
-        w_moments = self._moment_stats(weights)
+        w_samples = [self._sample(w) for w in weights]
+        w_moments = sharded.local_moments(weights)
         w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
         ratios = torch.full((len(weights),), float("nan"), device=device)
         index, update_norms = None, None
@@ -749,12 +753,11 @@ class Probe:
             w_hist = self._hist.counts(w_samples)
             hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
         sampled_w = [s.numel() for s in w_samples] if self.histograms else []
-        if self._shards is not None:
-            combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
-                                            hist, sampled_g, sampled_w)
-            if combined is None:  # not rank 0: its part is sent
-                return
-            grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
+        combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
+                                        hist, sampled_g, sampled_w)
+        if combined is None:  # not rank 0: its part is sent
+            return
+        grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
         if update_norms is not None:
             ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
         act_names = [name for name, acc in acts.items() if acc.has_data]

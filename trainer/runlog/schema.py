@@ -135,7 +135,8 @@ HIST_BINS_PER_DECADE = 4
 HIST_BINS_PER_SIGN = int((HIST_LOG_MAX - HIST_LOG_MIN) * HIST_BINS_PER_DECADE)  # 64
 HIST_LEN = 2 * HIST_BINS_PER_SIGN + 1  # 129
 HIST_ZERO_INDEX = HIST_BINS_PER_SIGN
-# Tensors larger than this are histogrammed from an evenly strided sample of this many elements;
+# Tensors larger than this are histogrammed from a fixed sample of this many elements, evenly
+# spaced blocks of 16 consecutive ones (trainer/capture/multi_tensor.sample_plan, every path);
 # norm, mean, std, min, max and NaN/Inf counts always use every element.
 HIST_SAMPLE_SIZE = 4096
 HIST_DTYPE = np.uint32
