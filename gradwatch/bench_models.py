@@ -190,19 +190,27 @@ def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool 
     import statistics
     from collections import Counter
 
+    from gradwatch.trainer.capture import grad_norms
     from gradwatch.trainer.capture.dispatch_count import count_ops
 
     base_ops = _baseline_ops(key, every, str(device))
-    watched, run, n_tensors = trainer_step(key, logdir, every, accelerator_path, device)
-    for i in range(every):  # first period: layouts, caches, first-call costs
-        watched(i)
-    extra, by_op = [], Counter()
-    for i in range(every):
-        watched_ops, _ = count_ops(watched, every + i)
-        extra.append(sum(watched_ops.values()) - sum(base_ops[i].values()))
-        by_op.update(watched_ops)
-        by_op.subtract(base_ops[i])
-    run.finish()
+    # The every-step norms also drain at least once a second for live views: a clock, not the
+    # steps, decides which step pays that, so it is off while ops are counted (slow profiled
+    # steps would cross it at random).
+    live_drain, grad_norms.LIVE_DRAIN_S = grad_norms.LIVE_DRAIN_S, float("inf")
+    try:
+        watched, run, n_tensors = trainer_step(key, logdir, every, accelerator_path, device)
+        for i in range(every):  # first period: layouts, caches, first-call costs
+            watched(i)
+        extra, by_op = [], Counter()
+        for i in range(every):
+            watched_ops, _ = count_ops(watched, every + i)
+            extra.append(sum(watched_ops.values()) - sum(base_ops[i].values()))
+            by_op.update(watched_ops)
+            by_op.subtract(base_ops[i])
+        run.finish()
+    finally:
+        grad_norms.LIVE_DRAIN_S = live_drain
     unlogged = statistics.median(extra[2:])  # step 0 logs; its record is finished in step 1
     return {"logged": sum(extra) - (every - 1) * unlogged, "unlogged": unlogged, "tensors": n_tensors,
             "per_step": extra, "by_op": {op: n for op, n in by_op.items() if n}}
