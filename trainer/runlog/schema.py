@@ -71,8 +71,9 @@ class StatField:
 
 # The one field table: the probe's stacked row, the `stats` DDL, the writer's INSERT and every
 # reader's SELECT and frame columns are generated from it, in this order. Adding a statistic means
-# adding a row here (and computing it in trainer/capture); a new column bumps SCHEMA_VERSION and
-# names it in `since`, so older folders still read (the statistic is NaN there).
+# adding a row here and computing it in every producer of rows (docs/log-format.md names them;
+# tests/capture/test_capture_finite.py fails on any path left NaN); a new column bumps
+# SCHEMA_VERSION and names it in `since`, so older folders still read (the statistic is NaN there).
 _ALL = ("grad", "weight", "activation")
 STAT_TABLE = (
     StatField("norm", "REAL", _ALL, "L2 norm of the tensor"),
