@@ -86,6 +86,37 @@ class WatchedParam:
         return self.tensor.requires_grad
 
 
+@dataclass
+class WholeGradients:
+    """A logged step's gradients taken from whole tensors (one process, DDP): Measurer groups
+    (copied into the flat buffer, or measured in place on the host path)."""
+
+    present: list[tuple[int, torch.Tensor]]  # (parameter index, gradient) of those that have one
+    groups: list  # multi_tensor.GroupStep per (device, dtype)
+    held_types: dict[str, str]  # activation outputs held until the step: name -> module type
+
+
+@dataclass
+class ShardedGradients:
+    """A logged step's gradients taken from local shards (sharded.py), still to be combined."""
+
+    present: list[WatchedParam]
+    moments: torch.Tensor | None  # [T, 6] local partial moments (sharded.local_moments)
+    nonfinite: torch.Tensor | None  # [T, 2] local NaN/Inf counts
+    hist: torch.Tensor | None  # [T, HIST_LEN] local sample counts
+    sampled: list[int]  # local sample sizes
+    old_samples: list | None  # the weights' samples before the update (update ratios)
+
+
+@dataclass
+class UnfinishedRecord:
+    """A logged step waiting for every optimizer to step before its weights are measured."""
+
+    step: int
+    gradients: WholeGradients | ShardedGradients
+    acts: dict  # layer name -> ActivationAccumulator of outputs measured per call
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The user's module inside DDP / DataParallel / FSDP1 / torch.compile wrappers, so names
     carry no 'module.', '_fsdp_wrapped_module.' or '_orig_mod.' prefix and match across wrappers."""
@@ -448,7 +479,7 @@ class Probe:
         if self._finish_handle is not None:
             self._finish_handle.remove()
             self._finish_handle = None
-        self._record(*state)
+        self._record(state)
 
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
@@ -473,13 +504,13 @@ class Probe:
         owned = self._ownership.other_steps(optimizer)
         if owned is None or self._unfinished is None:
             return
-        step, (present, groups, held), acts = self._unfinished
+        pending = self._unfinished.gradients
         grads = [(i, _dense(self.params[i].tensor.grad)) for i in sorted(owned)
                  if self.params[i].tensor.grad is not None]
         # Decoded after the counting step's groups, so these values replace any taken there.
         extra = self._measurer.begin(grads, [], []) if grads else []
-        present = [(i, g) for i, g in present if i not in owned] + grads
-        self._unfinished = (step, (present, groups + extra, held), acts)
+        pending.present = [(i, g) for i, g in pending.present if i not in owned] + grads
+        pending.groups = pending.groups + extra
 
     def _measuring_closure(self, args, kwargs, closure):
         """step(closure) runs forward and backward inside the step: take the sentinels and measure
@@ -535,7 +566,7 @@ class Probe:
         if self._manual:
             before = self._old_samples if self._old_samples is not None else [None] * len(self.params)
         groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
-        self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
+        self._pending = WholeGradients(present, groups, {name: module_type for name, module_type, _, _ in held})
 
     # ---- FSDP2 / FSDP1: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
     def _weight_samples(self) -> list[torch.Tensor]:
@@ -566,9 +597,9 @@ class Probe:
                 # set_to_none=False) before the record is finished would read as all zeros.
                 samples = [self._sample(g) for g in grads]
                 hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
-            self._pending = (present, moments, nonfinite, hist, sampled, self._old_samples)
+            self._pending = ShardedGradients(present, moments, nonfinite, hist, sampled, self._old_samples)
         else:
-            self._pending = ([], None, None, None, [], self._old_samples)
+            self._pending = ShardedGradients([], None, None, None, [], self._old_samples)
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -580,7 +611,7 @@ class Probe:
         if self._order_handles:  # the root module itself is never called (a LightningModule's
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
-            self._unfinished = (self.step, self._pending, self._acts)
+            self._unfinished = UnfinishedRecord(self.step, self._pending, self._acts)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         if self._grad_norms is not None and self.logging_now:
@@ -633,12 +664,13 @@ class Probe:
             self._tensor_ids[t["name"]] = t["id"]
         self.writer.add_tensors(new)
 
-    def _record(self, step: int, pending, acts) -> None:
-        if self._shards is not None:
-            self._record_sharded(step, pending, acts)
+    def _record(self, record: UnfinishedRecord) -> None:
+        if isinstance(record.gradients, ShardedGradients):
+            self._record_sharded(record.step, record.gradients, record.acts)
             return
-        present, groups, held_types = pending
-        groups = self._measurer.finish(groups)
+        step, acts = record.step, record.acts
+        present, held_types = record.gradients.present, record.gradients.held_types
+        groups = self._measurer.finish(record.gradients.groups)
         measured = [name for name, acc in acts.items() if acc.has_data]  # outputs measured per call
         act_types = dict(held_types)
         act_types.update({name: acts[name].module_type for name in measured})
@@ -731,8 +763,9 @@ class Probe:
             cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
         return cached[1], cached[2], cached[3]
 
-    def _record_sharded(self, step: int, pending, acts) -> None:
-        present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
+    def _record_sharded(self, step: int, pending: ShardedGradients, acts) -> None:
+        present, grad_moments, grad_nonfinite = pending.present, pending.moments, pending.nonfinite
+        grad_hist, sampled_g, old_samples = pending.hist, pending.sampled, pending.old_samples
         weights = [self._layout.weight(p) for p in self.params]
         device = weights[0].device
         w_samples = [self._sample(w) for w in weights]
