@@ -18,7 +18,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from .components import RULE_TITLES, error_cause, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
-from .data import RunNotFound, RunStore, config_summary, dataset_label, duration_s
+from .data import RunFolders, RunNotFound, RunStore, config_summary, dataset_label, duration_s
 from .views import run_charts
 
 STYLE = """
@@ -146,7 +146,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise RunNotFound(f"{str(run_dir)!r} is not a run folder (not a directory)")
-    store = _FolderStore(run_dir, cache_dir)
+    store = RunStore(folders=_OneFolder(run_dir, cache_dir))
     report = render_report(store, run_dir.name)
     out = Path(output) if output else run_dir / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -156,9 +156,10 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     return out
 
 
-class _FolderStore(RunStore):
-    """A store over one folder named on the command line: unlike a run id from a URL, its name may
-    hold spaces or non-ASCII letters (the user chose the path; nothing is resolved from a request)."""
+class _OneFolder(RunFolders):
+    """The run folders of a store over one folder named on the command line: unlike a run id from a
+    URL, its name may hold spaces or non-ASCII letters (the user chose the path; nothing is resolved
+    from a request)."""
 
     def __init__(self, run_dir: Path, cache_dir: str | os.PathLike | None = None):
         super().__init__(run_dir.parent, cache_dir)
