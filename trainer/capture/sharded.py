@@ -105,6 +105,18 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return to_local() if callable(to_local) else tensor
 
 
+def dense_grad(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient as measured: a DTensor's local shard; sparse gradients (sparse embeddings) on
+    their stored values."""
+    return grad.coalesce().values() if grad.is_sparse else local(grad.detach())
+
+
+def owned_copy(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """The sample itself when it is already a copy; a copy when it is the source's own memory
+    (small tensors are "sampled" whole), which the optimizer step is about to change."""
+    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
+
+
 def local_moments(tensors: list[torch.Tensor]) -> torch.Tensor:
     """tensor_stats.moment_stats of local shards, some of which may be empty (uneven sharding)."""
     device = tensors[0].device
