@@ -12,9 +12,10 @@ import torch
 from ..runlog import schema
 from ..runlog.writer import StatBlock
 from . import sharded, tensor_stats
-from .activation_stats import finish_activations
+from .activation_stats import ACT_WIDTH, activation_block, finish_activations
 from .multi_tensor import sample_view
 from .pending import ShardedGradients, UnfinishedRecord
+from .stat_rows import finish_rows
 
 
 class ShardedCapture:
@@ -152,7 +153,7 @@ class ShardedCapture:
             w_mom, w_nf = take(n_weight, tensor_stats.N_MOMENTS), take(n_weight, 2)
             w_ratio = take(n_weight, 1)[:, 0]
             counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
-            acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
+            acts = take(len(act_ids), ACT_WIDTH) if act_ids else None
             blocks = []
             if n_grad:
                 g_hist = counts[:n_grad] if has_hist else None
@@ -169,7 +170,7 @@ class ShardedCapture:
             ))
             if acts is not None:
                 blocks.append(StatBlock(
-                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), acts.astype(np.float64),
+                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), finish_rows(activation_block(acts)),
                 ))
             return StatBlock.concat(blocks)
 

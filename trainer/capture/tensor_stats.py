@@ -19,14 +19,6 @@ import torch
 
 from ..runlog import schema
 
-N_FIELDS = len(schema.STAT_FIELDS)
-# Slots of the stacked row, looked up by name in the schema's field table (never by position).
-F_NORM, F_MEAN, F_STD, F_MIN, F_MAX, F_NAN, F_INF, F_ZERO, F_UPDATE_RATIO = (
-    schema.STAT_INDEX[name]
-    for name in ("norm", "mean", "std", "min", "max", "nan_count", "inf_count", "zero_frac", "update_ratio")
-)
-
-
 # var = (|x|^2 - n*mean^2)/(n-1) cancels badly when n*mean^2 is most of |x|^2 (batch-norm
 # weights near 1, say). Above this share the spread is measured directly, around the mean.
 CANCELLATION_SHARE = 0.99
@@ -245,32 +237,28 @@ def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.
 
 
 def finish_stats(moments, nonfinite, hist, sampled, update_ratio=None) -> np.ndarray:
-    """Host-side: the schema's stat rows from the raw device results, vectorised (this runs on
-    the writer thread, whose Python time stalls training through the GIL).
+    """Host-side (the writer thread): the schema's rows of whole tensors combined from shards,
+    through the one finishing step (stat_rows.finish_rows).
 
     moments [T,6] (norm, sum, min, max, numel, centred norm or NaN), nonfinite [T,2], hist [T,HIST_LEN] or None,
-    sampled [T] elements histogrammed, update_ratio [T] (weights) or None. Returns [T, len(STAT_FIELDS)] float64;
-    NaN marks a statistic that does not apply (stored as NULL).
+    sampled [T] elements histogrammed, update_ratio [T] (weights) or None. Returns [T, len(STAT_FIELDS)] float64.
     """
+    from .stat_rows import MomentBlock, finish_rows
+
     m = np.asarray(moments, dtype=np.float64).reshape(-1, N_MOMENTS)
     norm, total, lo, hi, numel, centred = m.T
+    block = MomentBlock.empty(len(m))
     n = np.maximum(numel, 1.0)
-    mean = total / n
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        derived = np.sqrt(np.maximum(norm * norm - n * mean * mean, 0.0) / (n - 1))
-        derived = np.where(np.isfinite(norm) & np.isfinite(mean), derived, np.nan)
-        std = np.where(np.isfinite(centred), centred / np.sqrt(n - 1), derived)
-    std = np.where(numel <= 1, 0.0, std)
-    zero_frac = np.full(len(m), np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        derived = np.maximum(norm * norm - total * total / n, 0.0)
+        block.m2 = np.where(np.isfinite(centred), centred * centred, derived)
+    block.count, block.total, block.sumsq, block.lo, block.hi = numel, total, norm * norm, lo, hi
+    nonfinite = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
+    block.nan, block.inf = nonfinite[:, 0].copy(), nonfinite[:, 1].copy()
     if hist is not None:
         sampled = np.asarray(sampled, dtype=np.float64)
         has = sampled > 0
-        zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
-    out = np.full((len(m), N_FIELDS), np.nan)
-    out[:, F_NORM], out[:, F_MEAN], out[:, F_STD], out[:, F_MIN], out[:, F_MAX] = norm, mean, std, lo, hi
-    nonfinite = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
-    out[:, F_NAN], out[:, F_INF] = nonfinite[:, 0], nonfinite[:, 1]
-    out[:, F_ZERO] = zero_frac
+        block.zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
     if update_ratio is not None:
-        out[:, F_UPDATE_RATIO] = np.asarray(update_ratio, dtype=np.float64)
-    return out
+        block.update_ratio = np.asarray(update_ratio, dtype=np.float64)
+    return finish_rows(block)

@@ -10,11 +10,10 @@ import torch
 
 from ..runlog import schema
 from ..runlog.writer import StatBlock
-from . import sharded, tensor_stats
-from .activation_stats import SATURATION_BOUNDS, finish_activations
+from . import sharded
+from .activation_stats import SATURATION_BOUNDS, activation_block, finish_activations
 from .pending import UnfinishedRecord, WholeGradients
-
-F_SATURATED, F_DEAD = schema.STAT_INDEX["saturated_frac"], schema.STAT_INDEX["dead_frac"]
+from .stat_rows import MomentBlock, finish_rows
 
 
 class WholeCapture:
@@ -128,9 +127,9 @@ class WholeCapture:
                 rows = next(host_iter, None)
                 if rows is None:
                     rows = device_flat[device_pos:]
-                rows = np.asarray(rows).reshape(len(measured_ids), tensor_stats.N_FIELDS)
+                rows = finish_rows(activation_block(rows))
                 blocks.append(StatBlock(np.asarray(measured_ids), np.full(len(measured_ids), schema.KIND_ACTIVATION),
-                                        rows.astype(np.float64)))
+                                        rows))
             return StatBlock.concat(blocks)
 
         self.probe._submit_record(step, resolve)
@@ -140,29 +139,30 @@ class WholeCapture:
 
 def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
                 act_types=None, act_names=None) -> StatBlock:
-    """Rows in STAT_FIELDS order from Measurer.decode results (None: an empty tensor)."""
+    """Rows from Measurer.decode results (None: an empty tensor) through the one finishing step."""
     n = len(ids)
-    out = np.full((n, tensor_stats.N_FIELDS), np.nan)
+    block = MomentBlock.empty(n)
+    block.count[:], block.total[:], block.m2[:], block.sumsq[:] = 0.0, 0.0, 0.0, 0.0  # empty tensors
+    block.nan[:], block.inf[:] = 0.0, 0.0
     hists = np.zeros((n, schema.HIST_LEN))
     has = np.zeros(n, bool)
     for r, m in enumerate(measured):
         if m is None:  # an empty tensor: nothing to measure
-            out[r, [tensor_stats.F_NORM, tensor_stats.F_MEAN, tensor_stats.F_STD]] = 0.0
-            out[r, [tensor_stats.F_NAN, tensor_stats.F_INF]] = 0.0
             continue
-        out[r, :tensor_stats.F_ZERO + 1] = (m["norm"], m["mean"], m["std"], m["min"], m["max"], m["nan"], m["inf"],
-                                            m["zero_frac"])
+        block.count[r], block.total[r], block.m2[r], block.sumsq[r] = m["count"], m["total"], m["m2"], m["sumsq"]
+        block.lo[r], block.hi[r], block.nan[r], block.inf[r] = m["min"], m["max"], m["nan"], m["inf"]
+        block.zero_frac[r] = m["zero_frac"]
         if kind == schema.KIND_ACTIVATION:
             # Activations report NaN and Inf together (docs/log-format.md).
-            out[r, tensor_stats.F_NAN], out[r, tensor_stats.F_INF] = m["nan"] + m["inf"], 0.0
+            block.nan[r], block.inf[r] = m["nan"] + m["inf"], 0.0
             if act_types[act_names[r]] in SATURATION_BOUNDS:
-                out[r, F_SATURATED] = m["saturated"]
-            out[r, F_DEAD] = m["dead"]
+                block.saturated_frac[r] = m["saturated"]
+            block.dead_frac[r] = m["dead"]
         elif kind == schema.KIND_WEIGHT and trainable[r]:
-            out[r, tensor_stats.F_UPDATE_RATIO] = m["ratio"]
+            block.update_ratio[r] = m["ratio"]
         if histograms and m["hist"] is not None:
             hists[r], has[r] = m["hist"], True
     if kind != schema.KIND_ACTIVATION and not histograms:
-        out[:, tensor_stats.F_ZERO] = np.nan
-    return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), out, hists if has.any() else None,
-                     has if has.any() else None)
+        block.zero_frac[:] = np.nan
+    return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), finish_rows(block),
+                     hists if has.any() else None, has if has.any() else None)

@@ -71,7 +71,7 @@ class StatField:
 
 # The one field table: the probe's stacked row, the `stats` DDL, the writer's INSERT and every
 # reader's SELECT and frame columns are generated from it, in this order. Adding a statistic means
-# adding a row here and computing it in every producer of rows (docs/log-format.md names them;
+# adding a row here and one line in trainer/capture/stat_rows.finish_rows (docs/log-format.md;
 # tests/capture/test_capture_finite.py fails on any path left NaN); a new column bumps
 # SCHEMA_VERSION and names it in `since`, so older folders still read (the statistic is NaN there).
 _ALL = ("grad", "weight", "activation")
