@@ -18,7 +18,7 @@ from flask import Response, jsonify, request
 
 from gradwatch._version import __version__ as VERSION
 
-from . import components
+from . import components, team
 from .config import FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
 from .context import AppContext
 from .page_scripts import GradwatchDash
@@ -80,8 +80,10 @@ def create_app(settings: Settings | None = None) -> Dash:
     for module, *_ in PAGES:
         module.register(app, ctx)
     _install_auth(app, settings)
+    team.install_push(app.server, settings)
     _install_health(app, ctx)
     _warm_up(app)
+    app.importer = team.start_importer(settings)
     return app
 
 
@@ -102,8 +104,8 @@ def _install_auth(app: Dash, settings: Settings) -> None:
 
     @app.server.before_request
     def require_basic_auth():
-        if request.path == "/healthz":
-            return None
+        if request.path == "/healthz" or team.is_push_path(request.path):
+            return None  # pushes carry the write token instead (dashboard/team.py)
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             try:
@@ -127,6 +129,8 @@ def _install_health(app: Dash, ctx: AppContext) -> None:
         settings = ctx.settings
         body = {"status": "ok", "version": VERSION, "read_only": settings.read_only,
                 "uptime_s": round(time.time() - started, 1), "logdir": str(settings.logdir)}
+        if settings.source:  # a remote logdir imported into `logdir`
+            body["source"] = settings.source
         try:
             body["runs"] = len(ctx.store.run_ids())
             body["running_jobs"] = ctx.jobs.running_count()

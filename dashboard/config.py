@@ -26,6 +26,10 @@ ENV_USER = "GRADWATCH_USER"
 ENV_PASSWORD = "GRADWATCH_PASSWORD"
 ENV_DATA_DIRS = "GRADWATCH_DATA_DIRS"
 ENV_MAX_MODEL_MB = "GRADWATCH_MAX_MODEL_MB"
+# A remote logdir (a URL, a network filesystem) is imported into this local folder of run folders.
+ENV_IMPORT_CACHE = "GRADWATCH_CACHE"
+# Trainers elsewhere may push runs (HTTP segments) with this token; unset: no push accepted.
+ENV_WRITE_TOKEN = "GRADWATCH_WRITE_TOKEN"
 # Launch refuses models whose estimated training memory is above this (trainer.memory_estimate).
 DEFAULT_MAX_MODEL_MB = 2048
 FLASK_CONFIG_KEY = "GRADWATCH_SETTINGS"
@@ -51,6 +55,9 @@ class Settings:
     # Folders Launch may read training data from (None: launch_policy.default_data_dirs).
     data_dirs: tuple[Path, ...] | None = None
     max_model_mb: int = DEFAULT_MAX_MODEL_MB
+    # The remote logdir (URL or network-filesystem path) imported into `logdir`; None for a local logdir.
+    source: str | None = None
+    write_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "logdir", Path(self.logdir).resolve())
@@ -86,7 +93,7 @@ class Settings:
     def from_env(cls, environ: dict | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
         values = dict(
-            logdir=Path(env.get(ENV_LOGDIR) or DEFAULT_LOGDIR),
+            logdir=env.get(ENV_LOGDIR) or DEFAULT_LOGDIR,
             read_only=_truthy(env.get(ENV_READ_ONLY)),
             max_jobs=_int_env(env, ENV_MAX_JOBS, DEFAULT_MAX_JOBS),
             cache_dir=Path(env[ENV_CACHE_DIR]) if env.get(ENV_CACHE_DIR) else None,
@@ -98,6 +105,15 @@ class Settings:
             max_model_mb=_int_env(env, ENV_MAX_MODEL_MB, DEFAULT_MAX_MODEL_MB),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("write_token", env.get(ENV_WRITE_TOKEN) or None)
+        import_cache = values.pop("import_cache", None) or env.get(ENV_IMPORT_CACHE) or None
+        given = os.fspath(values["logdir"]) if not isinstance(values["logdir"], str) else values["logdir"]
+        from gradwatch.trainer.runlog import remote, stores
+
+        if stores.is_remote(given):
+            # The dashboard reads ordinary run folders; the importer keeps them in a local cache.
+            values["source"] = given
+            values["logdir"] = Path(import_cache) if import_cache else remote.default_import_cache(given)
         return cls(**values)
 
 

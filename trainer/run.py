@@ -34,7 +34,7 @@ from typing import Any
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
 from . import run_exit
-from .runlog import schema, validate
+from .runlog import schema, stores, validate
 from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
 from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_write_error
@@ -124,10 +124,24 @@ class Run:
         if on_write_error not in ON_ERROR_CHOICES:
             raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
         self.rank, self.world_size = _distributed() if distributed else (0, 1)
-        root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
+        # A URL or a network filesystem gets segments published from a node-local spool (SQLite's WAL
+        # needs one host); a local path is an ordinary run folder, as always.
+        self.location = stores.classify(logdir)
+        self._publisher = None
+        store = _open_team_store(self.location) if self.location.remote else None
+        if store is not None:
+            from .runlog import spool
+
+            root = spool.spool_root()
+            if self.rank == 0:
+                root = _prepare_logdir(root)
+        else:
+            root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
         run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
         self.id = run_id
-        self.path = root / run_id
+        self.path = spool.spool_dir(root, run_id, self.rank) if store is not None else root / run_id
+        # Where readers find the run: LOGDIR_URL/RUN_ID for a published run (`gradwatch inspect` takes it).
+        self.url = f"{self.location.given.rstrip('/')}/{run_id}" if store is not None else None
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
         kwargs["on_error"] = on_write_error
         self._probe = None
@@ -142,9 +156,26 @@ class Run:
                 raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
             self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
         self._barrier()
-        if self.rank != 0:
+        if self.rank != 0 and store is not None:
+            _prepare_logdir(root)
+            self.path.mkdir(exist_ok=True)  # each rank spools on its own node: its own database
+            self._writer = RunWriter(self.path, create=True, owner=False, **kwargs)
+        elif self.rank != 0:
             self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        if store is not None:
+            self._start_publishing(store, str(logdir), root)
         run_exit.track(self)
+
+    def _start_publishing(self, store, logdir: str, spool_root: Path) -> None:
+        from .runlog import spool
+        from .runlog.publisher import Publisher, write_origin
+
+        write_origin(self.path, logdir, self.id, self.rank)
+        self._publisher = Publisher(self.path, store, self.id, self.rank)
+        if self.rank == 0:
+            print(f"gradwatch: run {self.id} -> {self.location.given}: segments, because the logdir is "
+                  f"{self.location.reason}; SQLite in the local spool {self.path}", file=sys.stderr, flush=True)
+            spool.publish_leftovers(spool_root, lambda url: stores.open_store(stores.classify(url)))
 
     def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
@@ -353,6 +384,8 @@ class Run:
                 self._writer.flush()
         finally:
             self._writer.close()
+            if self._publisher is not None:
+                self._publisher.close()  # the last segment carries the final status
             self._finished = True
             run_exit.untrack(self)
 
@@ -384,6 +417,23 @@ class Run:
         if interrupted and exc_type is None:
             raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
+
+
+def _open_team_store(location: stores.Location):
+    """The store a remote logdir publishes to; a dashboard that refuses the write token is refused here,
+    in one line. An unreachable store is not: the run spools and publishes when it is back."""
+    try:
+        store = stores.open_store(location)
+    except stores.StoreError as exc:
+        raise RunSetupError(f"logdir {location.given!r}: {exc}") from None
+    try:
+        store.check_writable()
+    except stores.StoreAuthError as exc:
+        raise RunSetupError(f"logdir {location.given!r}: {exc}") from None
+    except OSError as exc:
+        print(f"gradwatch: logdir {location.given!r} unreachable now ({exc}); the run spools locally and "
+              "publishes when it is back", file=sys.stderr, flush=True)
+    return store
 
 
 def _json_default(value):

@@ -195,7 +195,9 @@ class Probe:
         # whose local pieces are measured at the step and combined by one all-reduce.
         tensors = [p.tensor for p in self.params]
         if self._layout is None:
-            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=not _replicated_across_processes())
+            on_cpu = all(t.device.type == "cpu" for t in tensors)
+            self._grad_norms = GradNormRecorder(tensors, writer,
+                                                in_backward=on_cpu and not _replicated_across_processes())
         else:
             layout, params = self._layout, self.params
             combine = None if layout.replicated else sharded.norms_across_shards(layout.group)
@@ -264,10 +266,11 @@ class Probe:
 
     def use_accelerator_path(self) -> None:
         """Measure CPU tensors as an accelerator does (flat device buffer, tensor-valued
-        per-call activations, NaN/Inf counted on the device): tests and benchmarks value-check
-        and count on a CPU the path a GPU runs."""
+        per-call activations, NaN/Inf counted on the device, every-step norms fused at the step):
+        tests and benchmarks value-check and count on a CPU the path a GPU runs."""
         self._host_path = False
         self._measurer.host_checks = False
+        self._grad_norms.measure_at_step()
 
     # ---- state ----------------------------------------------------------------------------
     @property
