@@ -220,7 +220,7 @@ def main() -> None:
             for v in variants:
                 v.close()
             if not args.skip_counts:
-                counts = bench_models.capture_extra_ops("gpt2-narrow" if model_key == "gpt2" else model_key,
+                counts = bench_models.capture_extra_ops(bench_models.NARROW.get(model_key, model_key),
                                                         os.path.join(tmp, f"counts-{model_key}"))
                 results[f"{model_key}_ops"] = {k: counts[k] for k in ("logged", "unlogged", "tensors")}
                 print(f"  dispatched ops: logged step +{counts['logged']:.0f} "

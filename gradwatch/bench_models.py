@@ -6,33 +6,36 @@ Each entry of MODELS builds a model and a fixed batch (inputs, class targets) fr
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
 class TextModel(nn.Module):
-    """Model (a): Embedding(20000, 64) + mean pooling + 5 Linear(256) sigmoid layers + 3 classes."""
+    """Model (a): Embedding(20000, 64) + mean pooling + 5 Linear(256) sigmoid layers + 3 classes.
+    Smaller sizes keep the same modules and tensor count (13) for dispatch counts."""
 
-    def __init__(self):
+    def __init__(self, vocab: int = 20000, embed: int = 64, hidden: int = 256):
         super().__init__()
-        self.embedding = nn.Embedding(20000, 64)
-        layers, width = [], 64
+        self.embedding = nn.Embedding(vocab, embed)
+        layers, width = [], embed
         for _ in range(5):
-            layers += [nn.Linear(width, 256), nn.Sigmoid()]
-            width = 256
-        self.mlp = nn.Sequential(*layers, nn.Linear(256, 3))
+            layers += [nn.Linear(width, hidden), nn.Sigmoid()]
+            width = hidden
+        self.mlp = nn.Sequential(*layers, nn.Linear(hidden, 3))
 
     def forward(self, tokens):
         return self.mlp(self.embedding(tokens).mean(dim=1))
 
 
-def deep_model() -> nn.Module:
-    """Model (b): 20 Linear(512) ReLU layers."""
+def deep_model(width: int = 512) -> nn.Module:
+    """Model (b): 20 Linear(512) ReLU layers (a smaller width keeps its 42 tensors)."""
     layers = []
     for _ in range(20):
-        layers += [nn.Linear(512, 512), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(512, 10))
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
 
 
 class Block(nn.Module):
@@ -117,9 +120,16 @@ MODELS = {
     "deep": (deep_model, lambda g: (torch.randn(128, 512, generator=g), torch.randint(0, 10, (128,), generator=g))),
     "gpt2": (GPT2Style, _tokens(50257, 2)),
     "resnet": (resnet_model, lambda g: (torch.randn(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g))),
-    # Same tensor count as "gpt2" at a fraction of the arithmetic: for dispatch counts.
-    "gpt2-narrow": (lambda: GPT2Style(vocab=1000, width=64, heads=4), _tokens(1000, 2)),
+    # The same modules and tensor counts as "text", "deep" and "gpt2" at a fraction of the
+    # arithmetic: what the op counts (which follow the tensors, not their sizes) run on.
+    "text-narrow": (lambda: TextModel(vocab=500, embed=16, hidden=32),
+                    lambda g: (torch.randint(0, 500, (8, 8), generator=g), torch.randint(0, 3, (8,), generator=g))),
+    "deep-narrow": (lambda: deep_model(32), lambda g: (torch.randn(16, 32, generator=g), torch.randint(0, 10, (16,), generator=g))),
+    "gpt2-narrow": (lambda: GPT2Style(vocab=1000, width=64, heads=4), _tokens(1000, 1, 16)),
 }
+
+# Which narrow variant stands in for a model when only op counts are wanted.
+NARROW = {"text": "text-narrow", "deep": "deep-narrow", "gpt2": "gpt2-narrow"}
 
 
 def loss_of(model: nn.Module, batch) -> torch.Tensor:
@@ -129,24 +139,23 @@ def loss_of(model: nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
 
 
-def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False):
-    """(step(i) training the model once, the Run or None, parameter tensor count) for model `key`,
-    watched with `every` when logdir is given. accelerator_path counts NaN/Inf on the device even
-    on the CPU, as a GPU does."""
+def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False, device="cpu"):
+    """(step(i) training the model once, the Run or None, parameter tensor count) for model `key`
+    on `device`, watched with `every` when logdir is given. accelerator_path measures CPU tensors
+    as a GPU does (Probe.use_accelerator_path)."""
     from gradwatch.trainer.run import Run
 
     builder, batch = MODELS[key]
     torch.manual_seed(0)
-    model = builder()
+    model = builder().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    data = batch(torch.Generator().manual_seed(1))
+    data = tuple(t.to(device) for t in batch(torch.Generator().manual_seed(1)))
     run = None
     if logdir is not None:
         run = Run(logdir, name=key)
         probe = run.watch(model, every=every)
         if accelerator_path:
-            probe._measurer.host_checks = False
-            probe._grad_norms.measure_at_step()  # a GPU's every-step norms: fused, at the step
+            probe.use_accelerator_path()
 
     def step(i):
         opt.zero_grad(set_to_none=True)
@@ -161,7 +170,19 @@ def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False
     return step, run, sum(1 for _ in model.parameters())
 
 
-def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False) -> dict:
+@functools.lru_cache(maxsize=8)
+def _baseline_ops(key: str, every: int, device: str = "cpu") -> tuple:
+    """Op counts of the unwatched model's steps every..2*every-1 (after a warm-up period): the
+    same for every watched variant of the model, so measured once per process."""
+    from gradwatch.trainer.capture.dispatch_count import count_ops
+
+    base, _, _ = trainer_step(key, device=device)
+    for i in range(every):
+        base(i)
+    return tuple(count_ops(base, every + i)[0] for i in range(every))
+
+
+def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool = False, device: str = "cpu") -> dict:
     """Ops capture adds, counted as trainer/capture/dispatch_count.py defines, over one whole
     period after a warm-up one: {"logged": extra ops of the logged step (the period's extra less
     the unlogged steps'), "unlogged": per unlogged step, "tensors": n, "per_step": [extra per step],
@@ -169,21 +190,27 @@ def capture_extra_ops(key: str, logdir, every: int = 10, accelerator_path: bool 
     import statistics
     from collections import Counter
 
+    from gradwatch.trainer.capture import grad_norms
     from gradwatch.trainer.capture.dispatch_count import count_ops
 
-    base, _, n_tensors = trainer_step(key)
-    watched, run, _ = trainer_step(key, logdir, every, accelerator_path)
-    for i in range(every):  # first period: layouts, caches, first-call costs
-        base(i)
-        watched(i)
-    extra, by_op = [], Counter()
-    for i in range(every):
-        base_ops, _ = count_ops(base, every + i)
-        watched_ops, _ = count_ops(watched, every + i)
-        extra.append(sum(watched_ops.values()) - sum(base_ops.values()))
-        by_op.update(watched_ops)
-        by_op.subtract(base_ops)
-    run.finish()
+    base_ops = _baseline_ops(key, every, str(device))
+    # The every-step norms also drain at least once a second for live views: a clock, not the
+    # steps, decides which step pays that, so it is off while ops are counted (slow profiled
+    # steps would cross it at random).
+    live_drain, grad_norms.LIVE_DRAIN_S = grad_norms.LIVE_DRAIN_S, float("inf")
+    try:
+        watched, run, n_tensors = trainer_step(key, logdir, every, accelerator_path, device)
+        for i in range(every):  # first period: layouts, caches, first-call costs
+            watched(i)
+        extra, by_op = [], Counter()
+        for i in range(every):
+            watched_ops, _ = count_ops(watched, every + i)
+            extra.append(sum(watched_ops.values()) - sum(base_ops[i].values()))
+            by_op.update(watched_ops)
+            by_op.subtract(base_ops[i])
+        run.finish()
+    finally:
+        grad_norms.LIVE_DRAIN_S = live_drain
     unlogged = statistics.median(extra[2:])  # step 0 logs; its record is finished in step 1
     return {"logged": sum(extra) - (every - 1) * unlogged, "unlogged": unlogged, "tensors": n_tensors,
             "per_step": extra, "by_op": {op: n for op, n in by_op.items() if n}}

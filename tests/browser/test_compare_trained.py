@@ -17,7 +17,7 @@ from gradwatch.trainer.runlog import RunReader
 
 from .conftest import Server
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a real server: not the fast lane
 REPO = Path(__file__).resolve().parents[2]
 
 

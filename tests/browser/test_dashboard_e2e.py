@@ -15,7 +15,7 @@ import pytest
 from gradwatch.testing import LiveRun
 from gradwatch.trainer.runlog import RunReader
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a real server: not the fast lane
 REPO = Path(__file__).resolve().parents[2]
 
 TRACE_POINTS = """([id, key]) => {

@@ -17,7 +17,7 @@ from gradwatch.trainer.runlog import RunReader
 
 from .block_model import BLOCKS, DEAD_BLOCK, record_block_model_run
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium and a real server: not the fast lane
 SHOTS = Path(os.environ.get("GRADWATCH_SHOTS", "/tmp/shots"))
 
 FIGURE = """([id, meta]) => {

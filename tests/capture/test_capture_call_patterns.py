@@ -21,6 +21,10 @@ from gradwatch.trainer.capture.probe import Probe, StepNotSeenWarning
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py): every
+# test here but the one that runs its script in a child process.
+on_both_paths = pytest.mark.usefixtures("capture_path")
+
 
 def make_model():
     torch.manual_seed(0)
@@ -47,6 +51,7 @@ def assert_norms(rows, step, grads):
         assert rows[(step, name)]["norm"] == pytest.approx(g.double().norm().item(), rel=1e-5), (step, name)
 
 
+@on_both_paths
 @pytest.mark.parametrize("optimizer", ["lbfgs", "sgd"])
 def test_step_with_closure_records_the_gradients_the_closure_computed(tmp_path, optimizer):
     model = make_model()
@@ -77,6 +82,7 @@ def test_step_with_closure_records_the_gradients_the_closure_computed(tmp_path, 
     assert all((s, "1") in acts for s in range(3))
 
 
+@on_both_paths
 def test_manual_update_with_run_step_records_every_step(tmp_path):
     model = make_model()
     seen, before = [], []
@@ -103,6 +109,7 @@ def test_manual_update_with_run_step_records_every_step(tmp_path):
     assert all((s, "1") in stats(run.path, "activation") for s in range(4))
 
 
+@on_both_paths
 def test_manual_update_without_run_step_warns_once_and_detaches_forward_hooks(tmp_path):
     model = make_model()
     with Run(tmp_path, name="no-step") as run:
@@ -124,6 +131,7 @@ def test_manual_update_without_run_step_warns_once_and_detaches_forward_hooks(tm
         assert reader.steps()[0].empty
 
 
+@on_both_paths
 def test_a_watched_model_saves_at_every_point_of_a_step(tmp_path):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -159,6 +167,7 @@ def test_a_watched_model_saves_at_every_point_of_a_step(tmp_path):
     assert sorted({s for s, _ in stats(run.path, "grad")}) == [0, 2, 4]
 
 
+@on_both_paths
 def test_unwatch_removes_every_hook_and_keeps_the_run_open(tmp_path):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -179,6 +188,7 @@ def test_unwatch_removes_every_hook_and_keeps_the_run_open(tmp_path):
     assert sorted({s for s, _ in stats(run.path, "grad")}) == [0, 1]
 
 
+@pytest.mark.slow  # a child Python process per case
 @pytest.mark.parametrize("ending, status, error", [
     ("pass", "finished", None),
     ("raise ValueError('bad batch 7')", "failed", "ValueError: bad batch 7"),
@@ -213,6 +223,7 @@ def test_a_run_without_with_is_flushed_and_marked_at_exit(tmp_path, ending, stat
         assert reader.logged_steps().tolist() == [0, 1, 2]
 
 
+@on_both_paths
 def test_two_optimizers_one_record_per_step_with_both_parts(tmp_path):
     model = make_model()
     first = torch.optim.SGD(model[0].parameters(), lr=0.1)

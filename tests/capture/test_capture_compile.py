@@ -1,6 +1,8 @@
-"""A torch.compile'd model is recorded with the same statistics as the eager one, and on unlogged
-steps its compiled forward runs without graph breaks or recompiles (gradwatch's hooks run outside
-dynamo, and none is attached then). CPU, backend="eager"."""
+"""A torch.compile'd model compiles to the same graphs watched as unwatched, with no graph break
+(dynamo's counters), and its records equal the eager model's, activation statistics included:
+logged steps run eagerly (trainer/capture/eager_steps.py), every other step runs the user's graphs
+with nothing of gradwatch in them. CPU; backend "aot_eager" in the fast lane (dynamo and AOT
+autograd as inductor sees them, no C compiler), inductor in a slow test."""
 
 from __future__ import annotations
 
@@ -10,10 +12,12 @@ import torch._dynamo as dynamo
 from torch import nn
 from torch._dynamo.utils import counters
 
+from gradwatch.trainer.capture import eager_steps
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
-EVERY = 10
+EVERY = 5
+STEPS = 3 * EVERY + 3  # three logged steps (0, 5, 10, 15), their neighbours and unlogged runs
 
 
 def make_model():
@@ -21,13 +25,32 @@ def make_model():
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
 
 
-def train(model, forward, steps, start=0):
+def train(model, forward, steps, run=None):
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    g = torch.Generator().manual_seed(start)
-    for _ in range(steps):
+    g = torch.Generator().manual_seed(0)
+    for step in range(steps):
         opt.zero_grad()
-        forward(torch.randn(4, 8, generator=g)).pow(2).mean().backward()
+        loss = forward(torch.randn(4, 8, generator=g)).pow(2).mean()
+        loss.backward()
         opt.step()
+        if run is not None:
+            run.log(step, train_loss=loss.item())
+
+
+def compiled_training(tmp_path, backend: str, watched: bool, **compile_kwargs):
+    """(graphs compiled, graph breaks, run path or None) of STEPS steps of a compiled model."""
+    model = make_model()
+    forward = torch.compile(model, backend=backend, **compile_kwargs)
+    dynamo.reset()
+    counters.clear()
+    if not watched:
+        train(model, forward, STEPS)
+        return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values()), None
+    with Run(tmp_path / backend, name="compiled") as run:
+        run.watch(forward, every=EVERY)
+        train(model, forward, STEPS, run)
+    assert not eager_steps.eager_now()  # the stance is restored when the run ends
+    return counters["stats"]["unique_graphs"], sum(counters["graph_break"].values()), run.path
 
 
 def records(path):
@@ -36,32 +59,42 @@ def records(path):
     return df.sort_values(["step", "kind", "name"]).reset_index(drop=True)
 
 
-def test_compiled_model_same_statistics_and_no_graph_break_on_unlogged_steps(tmp_path):
-    eager = make_model()
-    with Run(tmp_path / "eager", name="eager") as run:
-        run.watch(eager, every=EVERY)
-        train(eager, eager, 3 * EVERY)
+@pytest.fixture(scope="module")
+def eager_records(tmp_path_factory):
     model = make_model()
-    compiled = torch.compile(model, backend="eager")
-    dynamo.reset()
-    counters.clear()
-    with Run(tmp_path / "compiled", name="compiled") as run:
-        run.watch(compiled, every=EVERY)
-        train(model, compiled, 3 * EVERY)  # three logged steps: hooks attached and detached
-        counters.clear()
-        train(model, compiled, EVERY - 2, start=1)  # steps 31..38: none logged
-        assert dict(counters["graph_break"]) == {}
-        assert counters["stats"]["unique_graphs"] == 0  # no recompile either
-        assert counters["stats"]["calls_captured"] == 0
-    a, b = records(tmp_path / "eager" / only(tmp_path / "eager")), records(run.path)
-    a, b = a[a["step"] < 3 * EVERY], b[b["step"] < 3 * EVERY]
-    assert sorted(b["step"].unique()) == [0, EVERY, 2 * EVERY]
-    assert list(a["name"]) == list(b["name"]) and list(a["kind"]) == list(b["kind"])
-    assert set(b[b["kind"] == "activation"]["layer"]) == {"1", "3"}
-    for column in ("norm", "mean", "std", "min", "max", "zero_frac", "dead_frac"):
-        assert b[column].to_numpy() == pytest.approx(a[column].to_numpy(), rel=1e-5, abs=1e-7, nan_ok=True), column
+    with Run(tmp_path_factory.mktemp("eager"), name="eager") as run:
+        run.watch(model, every=EVERY)
+        train(model, model, STEPS, run)
+    return records(run.path)
 
 
-def only(logdir):
-    (folder,) = [p.name for p in logdir.iterdir() if not p.name.startswith(".")]
-    return folder
+def check_same_records(path, eager):
+    got = records(path)
+    assert sorted(got["step"].unique()) == [0, EVERY, 2 * EVERY, 3 * EVERY]
+    assert list(got["name"]) == list(eager["name"]) and list(got["kind"]) == list(eager["kind"])
+    assert set(got[got["kind"] == "activation"]["layer"]) == {"1", "3"}  # ReLU and Tanh outputs
+    for column in ("norm", "mean", "std", "min", "max", "zero_frac", "dead_frac", "saturated_frac", "update_ratio"):
+        assert got[column].to_numpy() == pytest.approx(eager[column].to_numpy(), rel=1e-5, abs=1e-7, nan_ok=True), column
+
+
+def test_watched_compiled_model_has_the_unwatched_graphs_and_eager_records(tmp_path, eager_records):
+    graphs, breaks, _ = compiled_training(tmp_path, "aot_eager", watched=False)
+    assert (graphs, breaks) == (1, 0)
+    graphs, breaks, path = compiled_training(tmp_path, "aot_eager", watched=True)
+    assert (graphs, breaks) == (1, 0)
+    check_same_records(path, eager_records)
+
+
+def test_fullgraph_compile_of_a_watched_model_does_not_fail(tmp_path, eager_records):
+    """fullgraph=True turns any graph break into an error: gradwatch must add none."""
+    graphs, breaks, path = compiled_training(tmp_path, "aot_eager", watched=True, fullgraph=True)
+    assert (graphs, breaks) == (1, 0)
+    check_same_records(path, eager_records)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_model_has_the_unwatched_graphs_and_eager_records(tmp_path, eager_records):
+    unwatched = compiled_training(tmp_path, "inductor", watched=False)[:2]
+    graphs, breaks, path = compiled_training(tmp_path, "inductor", watched=True)
+    assert (graphs, breaks) == unwatched == (1, 0)
+    check_same_records(path, eager_records)

@@ -10,6 +10,9 @@ from torch import nn
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader, schema
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 
 def make_model():
     torch.manual_seed(0)

@@ -14,6 +14,9 @@ from gradwatch.trainer.capture import hooks as gw_hooks
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 
 def read(run_path):
     with RunReader(run_path) as reader:

@@ -12,6 +12,9 @@ from torch import nn
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 STEPS = 4
 
 

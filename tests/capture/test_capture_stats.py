@@ -18,6 +18,9 @@ from gradwatch.trainer.capture import tensor_stats
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader, schema
 
+# Value-checked on the host path and on the accelerator path a GPU runs (conftest.py).
+pytestmark = pytest.mark.usefixtures("capture_path")
+
 EDGES = schema.hist_magnitude_edges()
 BINS = schema.HIST_BINS_PER_SIGN
 ZERO = schema.HIST_ZERO_INDEX
@@ -183,14 +186,14 @@ def test_log_magnitude_bins_of_edge_values_match_numpy_reference():
     assert got["nan"] == schema.HIST_LEN
 
 
-def test_batched_histograms_equal_numpy_reference_and_skip_nan():
+def test_histogram_batcher_equals_numpy_reference_and_skips_nan():
     gen = torch.Generator().manual_seed(3)
     a = torch.randn(1000, generator=gen) * 10.0 ** torch.randint(-14, 6, (1000,), generator=gen)
     a[:50] = 0.0
     a[50:53] = float("nan")
     a[53] = float("inf")
     b = -torch.rand(77, generator=gen).double()
-    counts = tensor_stats.batched_histograms([a, b]).numpy()
+    counts = tensor_stats.HistogramBatcher().counts([a, b]).numpy()
     for got, src, n_counted in ((counts[0], a, 997), (counts[1], b, 77)):
         want, ambiguous = ref_hist(src.numpy())
         assert got.sum() == n_counted

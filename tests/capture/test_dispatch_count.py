@@ -6,6 +6,10 @@ CPU), and for an unlogged step (every parameter's gradient norm) at most 4 on th
 (each norm taken in backward while the gradient is in cache), on models (a), (b) and a GPT-2-style
 model (148 tensors).
 
+The fast lane counts on narrow copies of the three models (gradwatch.bench_models.NARROW: the same
+modules and tensors at small widths), since the counts follow the tensors, not their sizes; the
+slow lane runs models (a) and (b) at full size and checks the narrow copies count the same.
+
 On the CPU itself a dispatched op costs microseconds and a pass over a model-sized buffer
 milliseconds, so the host path reads every tensor in place with three reductions (sum, dot,
 aminmax) and copies nothing: its test counts those passes and asserts no copy. Counts are
@@ -14,18 +18,26 @@ deterministic; no time is measured."""
 from __future__ import annotations
 
 import pytest
+import torch
 
-from gradwatch.bench_models import capture_extra_ops
+from gradwatch.bench_models import NARROW, capture_extra_ops
 
 EVERY = 10
+TENSORS = {"text": 13, "deep": 42, "gpt2": 148}
 
 
-@pytest.mark.parametrize("accelerator_path", [False, True])
-@pytest.mark.parametrize("key", ["text", "deep", "gpt2-narrow"])
-def test_capture_ops_per_tensor_and_per_unlogged_step(tmp_path, key, accelerator_path):
-    counts = capture_extra_ops(key, tmp_path, EVERY, accelerator_path)
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Counts do not depend on threads; one thread keeps a loaded machine's steps short."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def check_counts(counts: dict, n_expected: int, accelerator_path: bool) -> None:
     logged, unlogged, n_tensors, extra = counts["logged"], counts["unlogged"], counts["tensors"], counts["per_step"]
-    assert n_tensors == {"text": 13, "deep": 42, "gpt2-narrow": 148}[key]
+    assert n_tensors == n_expected
     assert max(extra[2:]) == min(extra[2:]) == unlogged, extra  # deterministic, same every unlogged step
     assert 0 < unlogged <= (4 if accelerator_path else n_tensors + 4), extra
     by_op = counts["by_op"]
@@ -41,3 +53,22 @@ def test_capture_ops_per_tensor_and_per_unlogged_step(tmp_path, key, accelerator
     assert measured <= by_op["dot"] <= measured + n_tensors // 4, by_op
     assert by_op["sum"] >= measured, by_op
     assert not any(op in by_op for op in ("_foreach_copy_", "copy_", "index_select")), by_op
+
+
+@pytest.mark.parametrize("accelerator_path", [False, True])
+@pytest.mark.parametrize("model", ["text", "deep", "gpt2"])
+def test_capture_ops_per_tensor_and_per_unlogged_step(tmp_path, model, accelerator_path):
+    counts = capture_extra_ops(NARROW[model], tmp_path, EVERY, accelerator_path)
+    check_counts(counts, TENSORS[model], accelerator_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["text", "deep"])
+def test_full_size_models_count_as_their_narrow_copies(tmp_path, model):
+    """The full-size models pass the same bounds, and on the accelerator path (whose ops never
+    depend on values) dispatch exactly what their narrow copies do."""
+    for accelerator_path in (False, True):
+        full = capture_extra_ops(model, tmp_path / f"full-{accelerator_path}", EVERY, accelerator_path)
+        check_counts(full, TENSORS[model], accelerator_path)
+    narrow = capture_extra_ops(NARROW[model], tmp_path / "narrow", EVERY, True)
+    assert (full["logged"], full["unlogged"], full["by_op"]) == (narrow["logged"], narrow["unlogged"], narrow["by_op"])

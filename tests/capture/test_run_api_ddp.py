@@ -16,6 +16,8 @@ import pytest
 from gradwatch.trainer.runlog import RunReader, list_runs, schema
 from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
+
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "ddp_worker.py"
 STEPS = 4
 PARAMS = ["0.weight", "0.bias", "2.weight", "2.bias"]

@@ -13,7 +13,10 @@ import pytest
 
 from gradwatch.trainer.runlog import RunReader
 
+from .finite_stats import nan_statistics
 from .test_run_api_ddp import free_port
+
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
 
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "fsdp_worker.py"
 STEPS = 4
@@ -52,6 +55,10 @@ def test_sharded_statistics_equal_the_single_process_reference(fsdp_run):
             assert row["update_ratio"] == pytest.approx(expected["ratio"], rel=1e-4)
     # Rank 0's activations are recorded as under DDP.
     assert set(stats[stats["kind"] == "activation"]["layer"]) == {"1", "3"}
+
+
+def test_every_statistic_is_finite_on_the_sharded_path(fsdp_run):
+    assert nan_statistics(fsdp_run["path"]) == []
 
 
 def test_one_gather_per_logged_step_and_no_full_tensor(fsdp_run):

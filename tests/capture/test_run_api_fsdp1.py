@@ -17,6 +17,8 @@ from gradwatch.trainer.runlog import RunReader
 
 from .test_run_api_ddp import free_port
 
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
+
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "fsdp1_worker.py"
 STEPS = 4
 PARAMS = ["encoder.0.weight", "encoder.0.bias", "hidden.weight", "hidden.bias", "head.weight", "head.bias"]

@@ -14,6 +14,8 @@ import pytest
 
 from gradwatch.trainer.runlog import RunReader, list_runs
 
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
+
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "lightning_ddp_worker.py"
 STEPS = 8  # 64 samples, 2 ranks, batch 8: 4 steps an epoch, 2 epochs
 

@@ -16,6 +16,8 @@ from gradwatch.trainer.runlog import RunReader, list_runs
 
 from ..capture.test_run_api_ddp import free_port
 
+pytestmark = pytest.mark.slow  # two or more processes under torchrun: out of the fast lane (pytest -m 'not slow')
+
 WORKER = Path(__file__).resolve().parents[1] / "scripts" / "hf_ddp_worker.py"
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a clean virtual environment and a pip install: out of the fast lane (pytest -m 'not slow')
+
 REPO = Path(__file__).resolve().parents[2]
 
 USER_LOOP = textwrap.dedent("""

@@ -10,8 +10,6 @@ import math
 
 import torch
 
-from ..runlog import schema
-
 # Output ranges that count as "at the rails" (within 1% of the output range of the unit).
 # AUTOTRAINER (Zhang et al., ICSE 2021) flags sigmoid outputs < 0.01 or > 0.99 as saturated.
 SATURATION_BOUNDS = {
@@ -58,11 +56,14 @@ ACTIVATION_TYPES = frozenset(
 class ActivationAccumulator:
     """Running sums for one module's outputs within one optimizer step."""
 
-    __slots__ = ("module_type", "channels_first", "sums", "alive", "count")
+    __slots__ = ("module_type", "channels_first", "on_host", "sums", "alive", "count")
 
-    def __init__(self, module_type: str, channels_first: bool = False):
+    def __init__(self, module_type: str, channels_first: bool = False, on_host: bool | None = None):
         self.module_type = module_type
         self.channels_first = channels_first
+        # Host path (values read on the host between passes) for CPU outputs, the tensor-valued
+        # accelerator path otherwise; False forces the accelerator path on the CPU (tests).
+        self.on_host = on_host
         # tensor [8]: sum, M2 (sum of squared deviations from the mean), zeros, saturated,
         # numel, min, max, non-finite count. M2 rather than the sum of squares: the std of
         # outputs far from zero (sigmoid near 0.5) would cancel away in float32.
@@ -83,7 +84,7 @@ class ActivationAccumulator:
             alive = unit_max > 0
             same = self.alive is not None and self.alive.shape == alive.shape
             self.alive = (self.alive | alive) if same else alive
-        vec = self._measure_cpu(y, unit_max) if y.device.type == "cpu" else self._measure_device(y)
+        vec = self._measure_cpu(y, unit_max) if self.reads_on_host(y) else self._measure_device(y)
         self._accumulate(vec, None)
 
     def _accumulate(self, vec: torch.Tensor, unit_max: torch.Tensor | None) -> None:
@@ -145,6 +146,9 @@ class ActivationAccumulator:
         return torch.stack(
             [mean * n, std * std * n, n - nonzero, saturated, torch.full_like(mean, n), lo, hi, nonfinite]
         ).double()
+
+    def reads_on_host(self, y: torch.Tensor) -> bool:
+        return y.device.type == "cpu" if self.on_host is None else self.on_host
 
     @property
     def has_data(self) -> bool:
@@ -213,7 +217,7 @@ class DeferredOutputs:
         for acc, y in entries:
             groups.setdefault((acc.module_type, acc.channels_first, tuple(y.shape), y.dtype), []).append((acc, y))
         for (module_type, channels_first, _, _), members in groups.items():
-            if members[0][1].device.type != "cpu":  # the stacked path reads values on the host
+            if not members[0][0].reads_on_host(members[0][1]):  # the stacked path reads values on the host
                 for acc, y in members:
                     acc.add(y)
                 continue
@@ -256,19 +260,22 @@ def measure_stacked(module_type: str, channels_first: bool, ys: list[torch.Tenso
     return vecs, unit_max
 
 
+# Columns of finish_activations' table: the moments stat_rows.finish_rows needs.
+ACT_COUNT, ACT_TOTAL, ACT_M2, ACT_MIN, ACT_MAX, ACT_NONFINITE, ACT_ZERO, ACT_SATURATED, ACT_DEAD = range(9)
+ACT_WIDTH = 9
+
+
 def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tensor:
-    """[len(accumulators), STAT_FIELDS] float32 for modules that saw data this step, in one
-    batch of tensor ops rather than a dozen small ops per module.
+    """[len(accumulators), ACT_WIDTH] float64 partial moments of the modules that saw data this
+    step (count, sum, M2, min, max, non-finite, zero, saturated and dead fractions - the last two
+    NaN where the module type has none), in one batch of tensor ops on their device; the writer
+    thread finishes them into rows (`activation_block`, stat_rows.finish_rows).
 
     NaN/Inf are reported together in nan_count (inf_count 0): activations only need to say
     "non-finite here", and one count saves a pass per module.
     """
-    sums = torch.stack([acc.sums for acc in accumulators]).float()
-    device = sums.device
+    sums = torch.stack([acc.sums for acc in accumulators]).double()
     n = sums[:, 4].clamp(min=1)
-    mean = sums[:, 0] / n
-    var = sums[:, 1] / (n - 1).clamp(min=1)
-    norm = (sums[:, 1] + n * mean * mean).sqrt()
     nan = float("nan")
     # Built from device values and Python floats only: a host-to-device copy would make an
     # accelerator synchronise.
@@ -276,11 +283,23 @@ def finish_activations(accumulators: list[ActivationAccumulator]) -> torch.Tenso
         [sums[i, 3] / n[i] if acc.module_type in SATURATION_BOUNDS else n[i] * nan for i, acc in enumerate(accumulators)]
     )
     dead = torch.stack(
-        [(1.0 - acc.alive.float().mean()) if acc.alive is not None else n[i] * nan for i, acc in enumerate(accumulators)]
-    )
-    columns = {"norm": norm, "mean": mean, "std": var.sqrt(), "min": sums[:, 5], "max": sums[:, 6],
-               "nan_count": sums[:, 7], "inf_count": torch.zeros_like(n), "zero_frac": sums[:, 2] / n,
-               "saturated_frac": saturated, "dead_frac": dead.to(device)}
-    # In the schema's field order; statistics that do not apply to activations are NaN.
-    missing = n * nan
-    return torch.stack([columns.get(name, missing) for name in schema.STAT_FIELDS], dim=1)
+        [(1.0 - acc.alive.double().mean()) if acc.alive is not None else n[i] * nan for i, acc in enumerate(accumulators)]
+    ).to(sums.device)
+    return torch.stack([sums[:, 4], sums[:, 0], sums[:, 1], sums[:, 5], sums[:, 6], sums[:, 7], sums[:, 2] / n,
+                        saturated, dead], dim=1)
+
+
+def activation_block(table):
+    """finish_activations' table (host array) as a stat_rows.MomentBlock."""
+    import numpy as np
+
+    from .stat_rows import MomentBlock
+
+    t = np.asarray(table, dtype=np.float64).reshape(-1, ACT_WIDTH)
+    count, total, m2 = t[:, ACT_COUNT], t[:, ACT_TOTAL], t[:, ACT_M2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sumsq = m2 + total * total / np.maximum(count, 1.0)
+    return MomentBlock(count=count, total=total, m2=m2, sumsq=sumsq, lo=t[:, ACT_MIN], hi=t[:, ACT_MAX],
+                       nan=t[:, ACT_NONFINITE], inf=np.zeros(len(t)), zero_frac=t[:, ACT_ZERO],
+                       update_ratio=np.full(len(t), np.nan), saturated_frac=t[:, ACT_SATURATED],
+                       dead_frac=t[:, ACT_DEAD])

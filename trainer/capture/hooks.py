@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import warnings
 
 import torch
 from torch.nn.modules import module as nn_module
@@ -22,20 +23,26 @@ _ids = itertools.count()
 _pre: dict[int, dict[int, object]] = {}  # id(module) -> {hook id: fn(module, args)}
 _post: dict[int, dict[int, object]] = {}  # id(module) -> {hook id: fn(module, args, output)}
 _global_handles: list = []
+# torch.compile(module) warns that process-wide hooks fire once more for its wrapper module: ours
+# are dispatched by identity and do nothing for a module they were not registered on.
+warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
 
 
-# Under torch.compile the hooks run eagerly, outside the graph: dynamo never traces gradwatch's
-# bookkeeping (handles, locks, clocks, bincount).
-@torch.compiler.disable
+# Traced by dynamo, the dispatchers return at once: a compiled graph holds nothing of gradwatch
+# and never breaks (no `torch.compiler.disable`, which splits the graph). Logged steps, whose
+# hooks must run, run eagerly instead (eager_steps.py).
 def _dispatch_pre(module, args):
+    if torch.compiler.is_compiling():
+        return
     hooks = _pre.get(id(module))
     if hooks:
         for fn in tuple(hooks.values()):
             fn(module, args)
 
 
-@torch.compiler.disable
 def _dispatch_post(module, args, output):
+    if torch.compiler.is_compiling():
+        return
     hooks = _post.get(id(module))
     if hooks:
         for fn in tuple(hooks.values()):

@@ -457,9 +457,13 @@ class Measurer:
             ratio = None
             if delta is not None:
                 ratio = np.sqrt(delta * (n / layout.sample_len)) / np.maximum(norm, 1e-30)
+            total = n * shift + dsum
+            m2 = np.maximum(dsq - dsum * dsum / n, 0.0)
+            sumsq = np.where(np.isfinite(dsq), norm_sq, dsq)
         out = {}
         for s, seg in enumerate(layout.segments):
             out[seg.key] = {
+                "count": float(n[s]), "total": total[s], "m2": m2[s], "sumsq": sumsq[s],
                 "norm": norm[s], "mean": mean[s], "std": math.sqrt(var[s]) if np.isfinite(var[s]) else np.nan,
                 "min": mins[s], "max": maxs[s], "nan": nan_inf[s, 0], "inf": nan_inf[s, 1],
                 "zero_frac": zero_frac[s], "hist": counts[s] if self.histograms else None,

@@ -10,12 +10,18 @@ in a loop that updates the weights by hand. On a logged step:
   optimizer pre-step hook, or, for `step(closure)` (Lightning, LBFGS), right after the closure's
   first call (the forward and backward happen inside the step), or earlier when an integration
   calls `gradients_ready()`;
-- once every optimizer has stepped (at the next forward pass, step or flush) the new weights,
-  update-to-weight ratios and weight histograms are measured and one packed tensor goes to the
-  writer, copied to the host once.
-On other steps only the optimizer hooks run (they count); forward hooks are attached from the
-step before a logged step until it ends. The writer thread unpacks records, never the training thread.
-Forward hooks live outside the model (hooks.py: it pickles and loads with weights_only=True as unwatched); layer order and activation modules are decided in layers.py.
+- once every optimizer has stepped (at the next step, the next forward pass if that step is
+  logged too, or a flush) the new weights, update-to-weight ratios and weight histograms are
+  measured and one packed tensor goes to the writer, copied to the host once.
+The measuring is a part the probe composes, the same three calls either way (snapshot the
+weights, measure the gradients, record): whole_capture.WholeCapture for whole tensors,
+sharded_capture.ShardedCapture for local shards (FSDP1, FSDP2, tensor parallelism); the state
+between measurement and record is a typed record (pending.py).
+On other steps only the optimizer hooks run (they count); forward hooks exist only during a
+logged step, which runs eagerly under torch.compile (eager_steps.py). The writer thread unpacks
+records, never the training thread. Forward hooks live outside the model (hooks.py: it pickles and
+loads with weights_only=True as unwatched); layer order and activation modules are decided in
+layers.py.
 """
 
 from __future__ import annotations
@@ -31,14 +37,12 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.step_norms import meta_items as step_norm_meta
-from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import hooks, sharded, tensor_stats
+from ..runlog.writer import LayerRecord, RunWriter
+from . import eager_steps, hooks, sharded
 from .activation_stats import (
-    SATURATION_BOUNDS,
     ActivationAccumulator,
     DeferredOutputs,
     deferrable,
-    finish_activations,
     first_tensor,
 )
 from .cadence import make_cadence
@@ -55,13 +59,15 @@ from .layers import (
 from .lr_record import LearningRateRecorder
 from .multi_tensor import Measurer
 from .optimizers import Ownership
+from .pending import UnfinishedRecord
+from .sharded_capture import ShardedCapture
+from .whole_capture import WholeCapture
 
 
 class StepNotSeenWarning(UserWarning):
     """Forward passes keep coming but no optimizer step (or run.step()) is ever seen."""
 
 
-F_SATURATED, F_DEAD = schema.STAT_INDEX["saturated_frac"], schema.STAT_INDEX["dead_frac"]
 
 @dataclass
 class WatchedParam:
@@ -201,9 +207,9 @@ class Probe:
         if _process_rank() == 0:
             writer.set_meta(**step_norm_meta([p.name for p in self.params], [p.layer for p in self.params]))
         self._capture_seconds = 0.0  # every-step capture time already counted by the cadence
-        self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
-        self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
-        self._sampler = tensor_stats.SampleIndex(sample_size)
+        # The part that measures and records: whole tensors or local shards, the same calls.
+        self._capture = (WholeCapture(self) if self._layout is None
+                         else ShardedCapture(self, self._layout, sample_size))
         self._old_samples = None  # weight samples before a hand-written update (first forward pass)
         self._sentinel_seen = False  # the sentinels of the step in progress are taken
         self.step = 0  # optimizer steps completed
@@ -218,11 +224,11 @@ class Probe:
         self._order: dict[str, int] = {}
         self._acts: dict[str, ActivationAccumulator] = {}
         self._tensor_ids: dict[str, int] = {}
-        self._pending = None  # multi-tensor work of the step in progress (gradients copied)
+        self._pending = None  # WholeGradients / ShardedGradients of the logged step in progress
         self._last_record_clock: float | None = None
         self._last_record_step = 0
         # A logged step's measurements wait here until every optimizer has stepped: the record
-        # is finished at the next forward pass (or step, or close), so a second optimizer
+        # is finished at the next step (or logged forward pass, or close), so a second optimizer
         # stepping other parameters after the first is seen in the weights and update ratios.
         self._unfinished = None
         self._lr = LearningRateRecorder(writer)
@@ -240,8 +246,7 @@ class Probe:
         self._acts_on = False
         self._finish_handle = None
         self._deferred = DeferredOutputs()
-        self._hist = tensor_stats.HistogramBatcher()
-        self._grad_hist = tensor_stats.HistogramBatcher()
+        self._host_path: bool | None = None  # None: by device; False: the accelerator path forced
         # Order hooks learn the forward order during the first forward pass (and which
         # parameter-free leaves act like activations), then remove themselves. The root is no
         # layer of that order: its own parameters are placed last (layers.py).
@@ -258,6 +263,14 @@ class Probe:
         # hand-written loop, snapshots the weights before the update of a logged step.
         self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
         self._sync_activation_hooks()
+
+    def use_accelerator_path(self) -> None:
+        """Measure CPU tensors as an accelerator does (flat device buffer, tensor-valued
+        per-call activations, NaN/Inf counted on the device, every-step norms fused at the step):
+        tests and benchmarks value-check and count on a CPU the path a GPU runs."""
+        self._host_path = False
+        self._measurer.host_checks = False
+        self._grad_norms.measure_at_step()
 
     # ---- state ----------------------------------------------------------------------------
     @property
@@ -287,10 +300,20 @@ class Probe:
         self._acts_on = False
         self._act_specs = []
         self._deferred.clear()
+        eager_steps.set_eager(self, False)
 
     def _sync_activation_hooks(self) -> None:
-        """Activation hooks on exactly while the step in progress is a logged one."""
-        want = bool(self._act_specs) and self.logging_now and not self._dormant
+        """Activation hooks on exactly while the step in progress is a logged one, and that step
+        run eagerly under torch.compile (eager_steps.py)."""
+        logged = self.logging_now and not self._dormant
+        eager_steps.set_eager(self, logged)
+        # Outside logged steps no gradwatch hook exists (a compiled graph keeps its guards), so
+        # a hand-written loop's weight snapshot hook is attached for logged steps only.
+        if self._manual and logged and self._watchdog is None:
+            self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
+        elif self._manual and not logged:
+            self._remove_watchdog()
+        want = bool(self._act_specs) and self.activations and logged
         if want and not self._acts_on:
             self._act_handles = [self._attach_activation(*spec) for spec in self._act_specs]
             self._acts_on = True
@@ -334,10 +357,7 @@ class Probe:
             self._warn_once("mark", f"run.step() ignored: steps are already counted from "
                                     f"{type(self._optimizer_ref).__name__}.step()")
             return
-        if not self._manual:
-            self._manual = True
-            if self._watchdog is None:
-                self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
+        self._manual = True
         self.finish_pending()
         self._observe_sentinels()
         if self.logging_now and not self._measured:
@@ -349,6 +369,8 @@ class Probe:
         """Measure the step's gradients now (an integration's "before optimizer step" callback:
         after unscaling, before the framework clips); later measurement points of the step skip."""
         if self.logging_now and not self._measured:
+            if self._unfinished is not None and not self._ownership.waiting:
+                self.finish_pending()  # the last record's buffers are about to be reused
             self._measure_gradients()
 
     def set_step(self, step: int) -> None:
@@ -409,7 +431,7 @@ class Probe:
             if self.activations and self.logging_now and not self._measured and torch.is_grad_enabled():
                 acc = self._acts.get(name)
                 if acc is None:
-                    acc = self._acts[name] = ActivationAccumulator(module_type, channels_first)
+                    acc = self._acts[name] = ActivationAccumulator(module_type, channels_first, self._host_path)
                 y = first_tensor(output)
                 if deferrable(acc, y):
                     self._deferred.add(acc, y)
@@ -433,7 +455,7 @@ class Probe:
         if self._finish_handle is not None:
             self._finish_handle.remove()
             self._finish_handle = None
-        self._record(*state)
+        self._record(state)
 
     @torch.no_grad()
     def _before_step(self, optimizer, args, kwargs):
@@ -452,19 +474,14 @@ class Probe:
 
     def _other_optimizer_step(self, optimizer) -> None:
         """An optimizer other than the counting one steps watched parameters: their gradients, as
-        it steps with them, join the record of the step just completed."""
-        if self._optimizer_ref is None or self._manual or self._shards is not None:
+        it steps with them, join the record of the step just completed (whole tensors only:
+        sharded parameters are measured all at once)."""
+        if self._optimizer_ref is None or self._manual or not isinstance(self._capture, WholeCapture):
             return
         owned = self._ownership.other_steps(optimizer)
         if owned is None or self._unfinished is None:
             return
-        step, (present, groups, held), acts = self._unfinished
-        grads = [(i, _dense(self.params[i].tensor.grad)) for i in sorted(owned)
-                 if self.params[i].tensor.grad is not None]
-        # Decoded after the counting step's groups, so these values replace any taken there.
-        extra = self._measurer.begin(grads, [], []) if grads else []
-        present = [(i, g) for i, g in present if i not in owned] + grads
-        self._unfinished = (step, (present, groups + extra, held), acts)
+        self._capture.other_optimizer_step(owned, self._unfinished.gradients)
 
     def _measuring_closure(self, args, kwargs, closure):
         """step(closure) runs forward and backward inside the step: take the sentinels and measure
@@ -491,64 +508,12 @@ class Probe:
 
     def _snapshot_weights(self):
         """The weights' samples before a hand-written update (the update ratio's "before")."""
-        if self._shards is not None:
-            return self._weight_samples()
-        return self._measurer.weight_samples([p.tensor.detach() for p in self.params])
+        return self._capture.snapshot_weights()
 
     @torch.no_grad()
     def _measure_gradients(self) -> None:
         self._measured = True
-        if self._shards is not None:
-            self._measure_gradients_sharded()
-            return
-        # Every forward pass of this step is done: the held activation outputs join the copy.
-        names = {id(acc): name for name, acc in self._acts.items()}
-        held = []
-        for acc, y in self._deferred.take():
-            if acc.has_data:  # part of this module's outputs was already measured (memory budget)
-                acc.add(y)
-            else:
-                held.append((names[id(acc)], acc.module_type, acc.channels_first, y))
-        present = [(i, _dense(p.tensor.grad)) for i, p in enumerate(self.params)
-                   if p.tensor.grad is not None and i not in self._ownership.by_others]
-        # Gradients are taken now (copied on the flat path, measured in place on the CPU's host
-        # path), not read at the record: a gradient zeroed in place (zero_grad with
-        # set_to_none=False) before the record is finished would read as all zeros. The
-        # weights are sampled now too, for the update-to-weight ratio; a hand-written update has
-        # happened by now, so its "before" is the snapshot of the step's first forward pass.
-        before = None
-        if self._manual:
-            before = self._old_samples if self._old_samples is not None else [None] * len(self.params)
-        groups = self._measurer.begin(present, held, [p.tensor.detach() for p in self.params], before=before)
-        self._pending = (present, groups, {name: module_type for name, module_type, _, _ in held})
-
-    # ---- FSDP2 / FSDP1: per-tensor statistics of local shards, combined on rank 0 (sharded.py) ----
-    def _weight_samples(self) -> list[torch.Tensor]:
-        pieces = [self._layout.weight(p) for p in self.params if p.trainable]
-        return [_owned(self._sampler.sample(w.reshape(-1)), w) for w in pieces]
-
-    def _measure_gradients_sharded(self) -> None:
-        self._deferred.flush()  # every forward pass of this step is done: measure its activations
-        pieces = [(p, self._layout.grad(p)) for p in self.params]
-        present = [p for p, g in pieces if g is not None]
-        grads = [g for _, g in pieces if g is not None]
-        if self.update_ratio and not self._manual:
-            # The update-to-weight ratio needs the weights before the step: only the histogram
-            # sample of each tensor is kept. (A hand-written update has happened by now: its
-            # snapshot is taken at the first forward pass of the step.)
-            self._old_samples = self._weight_samples()
-        if grads:
-            moments = self._moment_stats(grads)
-            nonfinite = tensor_stats.nonfinite_counts(grads, moments[:, 0])
-            hist, sampled = None, []
-            if self.histograms:
-                # Binned now, not at the record: a gradient zeroed in place (zero_grad with
-                # set_to_none=False) before the record is finished would read as all zeros.
-                samples = [self._sampler.sample(g.reshape(-1)) for g in grads]
-                hist, sampled = self._grad_hist.counts(samples), [x.numel() for x in samples]
-            self._pending = (present, moments, nonfinite, hist, sampled, self._old_samples)
-        else:
-            self._pending = ([], None, None, None, [], self._old_samples)
+        self._pending = self._capture.measure_gradients()
 
     @torch.no_grad()
     def _after_step(self, optimizer, args, kwargs) -> None:
@@ -560,9 +525,7 @@ class Probe:
         if self._order_handles:  # the root module itself is never called (a LightningModule's
             self._order_done(None, None, None)  # training_step calling self.net): order is known
         if self.logging_now and self._pending is not None:
-            self._unfinished = (self.step, self._pending, self._acts)
-            if self._finish_handle is None:
-                self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
+            self._unfinished = UnfinishedRecord(self.step, self._pending, self._acts)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step + self.step_offset, self.logging_now)
         if self._grad_norms is not None and self.logging_now:
@@ -585,6 +548,10 @@ class Probe:
         self._dormant = False
         self._stepless_forwards = 0
         self._sync_activation_hooks()
+        # The record is finished at the next forward pass when that pass is a logged step's
+        # (eager under torch.compile); otherwise at the next step (or flush, or close).
+        if self._unfinished is not None and self.logging_now and self._finish_handle is None:
+            self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
 
     # ---- recording ----------------------------------------------------------------------------
     def _register_tensors(self, act_types: dict[str, str]) -> None:
@@ -611,81 +578,8 @@ class Probe:
             self._tensor_ids[t["name"]] = t["id"]
         self.writer.add_tensors(new)
 
-    def _record(self, step: int, pending, acts) -> None:
-        if self._shards is not None:
-            self._record_sharded(step, pending, acts)
-            return
-        present, groups, held_types = pending
-        groups = self._measurer.finish(groups)
-        measured = [name for name, acc in acts.items() if acc.has_data]  # outputs measured per call
-        act_types = dict(held_types)
-        act_types.update({name: acts[name].module_type for name in measured})
-        self._register_tensors(act_types)
-        # One host copy per logged step: CPU groups are host arrays already; accelerator groups
-        # (and per-call activation rows) are packed on the device and copied once, non-blocking
-        # into pinned memory, read back by the writer thread after a CUDA event.
-        host_parts = [g.host for g in groups if g.host is not None]
-        device_parts = [g.packed for g in groups if g.packed is not None]
-        sizes = [len(g.host) if g.host is not None else g.packed.numel() for g in groups]
-        if measured:
-            rows = finish_activations([acts[n] for n in measured]).double().flatten()
-            (device_parts if rows.device.type != "cpu" else host_parts).append(rows if rows.device.type != "cpu"
-                                                                               else rows.numpy())
-        event, device_host = None, None
-        if device_parts:
-            device = device_parts[0].device
-            packed = device_parts[0] if len(device_parts) == 1 else torch.cat([x.to(device) for x in device_parts])
-            device_host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=packed.device.type == "cuda")
-            device_host.copy_(packed, non_blocking=True)
-            if packed.device.type == "cuda":
-                event = torch.cuda.Event()
-                event.record()
-        on_host = [g.host is not None for g in groups]
-        for g in groups:
-            g.packed = g.host = None  # results live in the parts above from here on
-
-        grad_ids = [(i, self._tensor_ids[self.params[i].name]) for i, _ in present]
-        weight_ids = [self._tensor_ids[p.name] for p in self.params]
-        trainable = [p.tensor.requires_grad for p in self.params]
-        held_ids = [(name, self._tensor_ids[name]) for name in held_types]
-        measured_ids = [self._tensor_ids[name] for name in measured]
-        measurer = self._measurer
-
-        def resolve():
-            if event is not None:
-                event.synchronize()
-            host_iter, device_flat, device_pos = iter(host_parts), None, 0
-            if device_host is not None:
-                device_flat = device_host.numpy()
-            stats = {}
-            for g, size, cpu in zip(groups, sizes, on_host):
-                if cpu:
-                    values = next(host_iter)
-                else:
-                    values = device_flat[device_pos: device_pos + size]
-                    device_pos += size
-                stats.update(measurer.decode(g, values))
-            blocks = [
-                _stat_block(schema.KIND_GRAD, [tid for _, tid in grad_ids],
-                            [stats.get(("grad", i)) for i, _ in grad_ids], measurer.histograms),
-                _stat_block(schema.KIND_WEIGHT, weight_ids,
-                            [stats.get(("weight", i)) for i in range(len(weight_ids))], measurer.histograms,
-                            trainable=trainable),
-                _stat_block(schema.KIND_ACTIVATION, [tid for _, tid in held_ids],
-                            [stats.get(("act", name)) for name, _ in held_ids], False, act_types=act_types,
-                            act_names=[name for name, _ in held_ids]),
-            ]
-            if measured_ids:
-                rows = next(host_iter, None)
-                if rows is None:
-                    rows = device_flat[device_pos:]
-                rows = np.asarray(rows).reshape(len(measured_ids), tensor_stats.N_FIELDS)
-                blocks.append(StatBlock(np.asarray(measured_ids), np.full(len(measured_ids), schema.KIND_ACTIVATION),
-                                        rows.astype(np.float64)))
-            return StatBlock.concat(blocks)
-
-        self._submit_record(step, resolve)
-
+    def _record(self, record: UnfinishedRecord) -> None:
+        self._capture.record(record)
 
     def _submit_record(self, step: int, resolve) -> None:
         """Queue a logged step's record (its rows resolved on the writer thread), with the mean
@@ -696,146 +590,6 @@ class Probe:
             step_time = (now - self._last_record_clock) / (step - self._last_record_step)
         self._last_record_clock, self._last_record_step = now, step
         self.writer.add_layer_record(LayerRecord(step + self.step_offset, time.time(), step_time, resolve=resolve))
-
-    def _ratio_layout(self, weights, w_samples, device):
-        """Which weights get an update ratio, and the sample-to-tensor scale of each; built once
-        (a host-to-device copy per step would synchronise an accelerator)."""
-        key = tuple(p.trainable for p in self.params)
-        cached = getattr(self, "_ratio_cache", None)
-        if cached is None or cached[0] != key:
-            idx = [i for i, p in enumerate(self.params) if p.trainable]
-            scale = torch.tensor([(weights[i].numel() / max(w_samples[i].numel(), 1)) ** 0.5 for i in idx],
-                                 device=device)
-            cached = self._ratio_cache = (key, idx, scale, torch.tensor(idx, device=device, dtype=torch.long))
-        return cached[1], cached[2], cached[3]
-
-    def _record_sharded(self, step: int, pending, acts) -> None:
-        present, grad_moments, grad_nonfinite, grad_hist, sampled_g, old_samples = pending
-        weights = [self._layout.weight(p) for p in self.params]
-        device = weights[0].device
-        w_samples = [self._sampler.sample(w.reshape(-1)) for w in weights]
-        w_moments = self._moment_stats(weights)
-        w_nonfinite = tensor_stats.nonfinite_counts(weights, w_moments[:, 0])
-        ratios = torch.full((len(weights),), float("nan"), device=device)
-        index, update_norms = None, None
-        if self.update_ratio and old_samples is not None:
-            trainable_idx, scale, index = self._ratio_layout(weights, w_samples, device)
-            if trainable_idx and len(trainable_idx) == len(old_samples):
-                new = [w_samples[i] for i in trainable_idx]
-                deltas = torch.stack(torch._foreach_norm(torch._foreach_sub(new, old_samples))).float()
-                # Scale the sample's norm to the whole tensor: exact when the sample is the whole
-                # tensor, otherwise an unbiased estimate of |dw|^2 (error ~1/sqrt(2 * sample)).
-                update_norms = deltas.to(device) * scale
-        hist = None
-        if self.histograms:
-            w_hist = self._hist.counts(w_samples)
-            hist = w_hist if grad_hist is None else torch.cat([grad_hist.to(device), w_hist])
-        sampled_w = [s.numel() for s in w_samples] if self.histograms else []
-        if self._shards is not None:
-            combined = self._shards.combine(grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms,
-                                            hist, sampled_g, sampled_w)
-            if combined is None:  # not rank 0: its part is sent
-                return
-            grad_moments, grad_nonfinite, w_moments, w_nonfinite, update_norms, hist, sampled_g, sampled_w = combined
-        if update_norms is not None:
-            ratios[index] = update_norms / w_moments[index, 0].clamp(min=1e-30)
-        act_names = [name for name, acc in acts.items() if acc.has_data]
-        act_rows = finish_activations([acts[n] for n in act_names]).to(device) if act_names else None
-        self._register_tensors({name: acts[name].module_type for name in act_names})
-
-        n_grad, n_weight = len(present), len(weights)
-        parts = []
-        if n_grad:
-            parts += [grad_moments.to(device).flatten(), grad_nonfinite.to(device).flatten()]
-        parts += [w_moments.flatten(), w_nonfinite.flatten(), ratios]
-        if hist is not None:
-            parts.append(hist.flatten())
-        if act_rows is not None:
-            parts.append(act_rows.float().flatten())
-        packed = torch.cat(parts)
-        event = None
-        if packed.device.type == "cuda":
-            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        else:
-            host = packed if packed.device.type == "cpu" else packed.cpu()
-
-        grad_ids = [self._tensor_ids[p.name] for p in present]
-        weight_ids = [self._tensor_ids[p.name] for p in self.params]
-        act_ids = [self._tensor_ids[name] for name in act_names]
-        has_hist = hist is not None
-
-        def resolve():
-            if event is not None:
-                event.synchronize()
-            flat = host.numpy()
-            pos = 0
-
-            def take(n, width):
-                nonlocal pos
-                block = flat[pos: pos + n * width].reshape(n, width)
-                pos += n * width
-                return block
-
-            g_mom = take(n_grad, tensor_stats.N_MOMENTS) if n_grad else None
-            g_nf = take(n_grad, 2) if n_grad else None
-            w_mom, w_nf = take(n_weight, tensor_stats.N_MOMENTS), take(n_weight, 2)
-            w_ratio = take(n_weight, 1)[:, 0]
-            counts = take(n_grad + n_weight, schema.HIST_LEN) if has_hist else None
-            acts = take(len(act_ids), tensor_stats.N_FIELDS) if act_ids else None
-            blocks = []
-            if n_grad:
-                g_hist = counts[:n_grad] if has_hist else None
-                blocks.append(StatBlock(
-                    np.asarray(grad_ids), np.full(n_grad, schema.KIND_GRAD),
-                    tensor_stats.finish_stats(g_mom, g_nf, g_hist, sampled_g),
-                    g_hist, np.full(n_grad, has_hist),
-                ))
-            w_hist = counts[n_grad:] if has_hist else None
-            blocks.append(StatBlock(
-                np.asarray(weight_ids), np.full(n_weight, schema.KIND_WEIGHT),
-                tensor_stats.finish_stats(w_mom, w_nf, w_hist, sampled_w, update_ratio=w_ratio),
-                w_hist, np.full(n_weight, has_hist),
-            ))
-            if acts is not None:
-                blocks.append(StatBlock(
-                    np.asarray(act_ids), np.full(len(act_ids), schema.KIND_ACTIVATION), acts.astype(np.float64),
-                ))
-            return StatBlock.concat(blocks)
-
-        self._submit_record(step, resolve)
-
-
-def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, trainable=None,
-                act_types=None, act_names=None) -> StatBlock:
-    """Rows in STAT_FIELDS order from Measurer.decode results (None: an empty tensor)."""
-    n = len(ids)
-    out = np.full((n, tensor_stats.N_FIELDS), np.nan)
-    hists = np.zeros((n, schema.HIST_LEN))
-    has = np.zeros(n, bool)
-    for r, m in enumerate(measured):
-        if m is None:  # an empty tensor: nothing to measure
-            out[r, [tensor_stats.F_NORM, tensor_stats.F_MEAN, tensor_stats.F_STD]] = 0.0
-            out[r, [tensor_stats.F_NAN, tensor_stats.F_INF]] = 0.0
-            continue
-        out[r, :tensor_stats.F_ZERO + 1] = (m["norm"], m["mean"], m["std"], m["min"], m["max"], m["nan"], m["inf"],
-                                            m["zero_frac"])
-        if kind == schema.KIND_ACTIVATION:
-            # Activations report NaN and Inf together (docs/log-format.md).
-            out[r, tensor_stats.F_NAN], out[r, tensor_stats.F_INF] = m["nan"] + m["inf"], 0.0
-            if act_types[act_names[r]] in SATURATION_BOUNDS:
-                out[r, F_SATURATED] = m["saturated"]
-            out[r, F_DEAD] = m["dead"]
-        elif kind == schema.KIND_WEIGHT and trainable[r]:
-            out[r, tensor_stats.F_UPDATE_RATIO] = m["ratio"]
-        if histograms and m["hist"] is not None:
-            hists[r], has[r] = m["hist"], True
-    if kind != schema.KIND_ACTIVATION and not histograms:
-        out[:, tensor_stats.F_ZERO] = np.nan
-    return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), out, hists if has.any() else None,
-                     has if has.any() else None)
 
 
 def _measurable(params: list[WatchedParam]) -> list[WatchedParam]:
@@ -869,13 +623,3 @@ def _replicated_across_processes() -> bool:
 
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
-
-def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """The sample itself when it is already a copy; a copy when it is the source's own memory
-    (small tensors are "sampled" whole), which the optimizer step is about to change."""
-    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
-
-
-def _dense(grad: torch.Tensor) -> torch.Tensor:
-    """Sparse gradients (sparse embeddings) are measured on their stored values."""
-    return grad.coalesce().values() if grad.is_sparse else sharded.local(grad.detach())

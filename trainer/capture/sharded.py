@@ -32,20 +32,47 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 
 class DTensorLayout:
-    """FSDP2: the watched parameters are DTensors; a rank's piece is its local shard."""
+    """FSDP2, tensor parallelism (`parallelize_module`) and both on a 2-D mesh: the watched
+    parameters are DTensors; a rank's piece is its local shard. A tensor replicated over a mesh
+    dimension (a RowwiseParallel bias, FSDP's replicas) is counted once: only the ranks at
+    coordinate 0 of each such dimension contribute their piece, the others an empty one; of a
+    DTensor on a sub-mesh (fully_shard over "dp" of a layer TP left alone) the copy of the
+    sub-mesh holding rank 0 counts; a plain tensor beside DTensors (a layer left unparallelised)
+    is every rank's whole copy, counted on rank 0 alone. Partial sums are not measurable pieces: they are reduced first (rare: a
+    gradient left Partial by a custom plan)."""
 
     replicated = False
     group = None
 
     def __init__(self, params: list):
         self.params = params
+        self.rank = dist.get_rank()
 
     def weight(self, p) -> torch.Tensor:
-        return local(p.tensor.detach())
+        return self._piece(p.tensor.detach())
 
     def grad(self, p) -> torch.Tensor | None:
         grad = p.tensor.grad
-        return None if grad is None else local(grad.detach())
+        return None if grad is None else self._piece(grad.detach())
+
+    def _piece(self, tensor: torch.Tensor) -> torch.Tensor:
+        from torch.distributed.tensor import DTensor, Replicate
+
+        if not isinstance(tensor, DTensor):
+            return tensor if self.rank == 0 else tensor.new_empty(0)
+        if any(placement.is_partial() for placement in tensor.placements):
+            tensor = tensor.redistribute(tensor.device_mesh, [
+                Replicate() if placement.is_partial() else placement for placement in tensor.placements])
+        mesh = tensor.device_mesh
+        if mesh.mesh.numel() < dist.get_world_size() and not bool((mesh.mesh == 0).any()):
+            # A sub-mesh (FSDP's "dp" beside "tp"): every copy of it holds the same pieces, and
+            # the copy holding rank 0 counts.
+            return tensor.to_local().new_empty(0)
+        coordinate = mesh.get_coordinate()
+        for dim, placement in enumerate(tensor.placements):
+            if placement.is_replicate() and coordinate is not None and coordinate[dim] != 0:
+                return tensor.to_local().new_empty(0)
+        return tensor.to_local()
 
 
 def layout_of(model: torch.nn.Module, user_root: torch.nn.Module, watched_param, collect):
@@ -76,6 +103,18 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     """This rank's shard of a DTensor; any other tensor as it is."""
     to_local = getattr(tensor, "to_local", None)
     return to_local() if callable(to_local) else tensor
+
+
+def dense_grad(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient as measured: a DTensor's local shard; sparse gradients (sparse embeddings) on
+    their stored values."""
+    return grad.coalesce().values() if grad.is_sparse else local(grad.detach())
+
+
+def owned_copy(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+    """The sample itself when it is already a copy; a copy when it is the source's own memory
+    (small tensors are "sampled" whole), which the optimizer step is about to change."""
+    return sample.clone() if sample.data_ptr() == source.data_ptr() else sample
 
 
 def local_moments(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -5,8 +5,9 @@ Pure functions over lists of tensors; the probe decides when to call them. Cost 
 1.8 ms, isnan().sum() 2.1 ms, histc 3.5 ms. Hence:
 - std comes from the norm and the sum (var = (|x|^2 - n*mean^2) / (n - 1), in float64 on the host),
 - NaN/Inf counts are taken only for tensors whose norm is not finite (a finite norm means none),
-- histograms and the zero fraction come from a fixed random sample of at most
-  schema.HIST_SAMPLE_SIZE elements per tensor, binned for all tensors in one bincount.
+- histograms and the zero fraction come from the fixed sample every path uses (at most
+  schema.HIST_SAMPLE_SIZE elements per tensor, multi_tensor.sample_view), binned for all tensors
+  in one bincount.
 """
 
 from __future__ import annotations
@@ -17,64 +18,6 @@ import numpy as np
 import torch
 
 from ..runlog import schema
-
-N_FIELDS = len(schema.STAT_FIELDS)
-# Slots of the stacked row, looked up by name in the schema's field table (never by position).
-F_NORM, F_MEAN, F_STD, F_MIN, F_MAX, F_NAN, F_INF, F_ZERO, F_UPDATE_RATIO = (
-    schema.STAT_INDEX[name]
-    for name in ("norm", "mean", "std", "min", "max", "nan_count", "inf_count", "zero_frac", "update_ratio")
-)
-
-
-class SampleIndex:
-    """Fixed random element indices per tensor size, repeatable from step to step.
-
-    The sample is SAMPLE_BLOCKS blocks of consecutive elements at random block-aligned positions:
-    reading whole cache lines is ~5x faster than 4,096 scattered reads of a tensor that is not in
-    cache, while random positions keep it unbiased by layout (a strided sample of a 256x256
-    matrix would see only 16 of its columns).
-    """
-
-    BLOCK = 64
-
-    def __init__(self, sample_size: int = schema.HIST_SAMPLE_SIZE, seed: int = 0):
-        self.sample_size = sample_size
-        self._generator = torch.Generator().manual_seed(seed)
-        self._cache: dict[tuple, torch.Tensor] = {}
-
-    def indices(self, numel: int, device: torch.device) -> torch.Tensor | None:
-        """None when the whole tensor is small enough to be histogrammed entirely."""
-        if numel <= self.sample_size:
-            return None
-        key = (numel, device)
-        idx = self._cache.get(key)
-        if idx is None:
-            block = self.BLOCK if numel // self.BLOCK >= self.sample_size // self.BLOCK else 1
-            n_blocks = self.sample_size // block
-            starts = torch.randperm(numel // block, generator=self._generator)[:n_blocks].sort().values * block
-            idx = (starts[:, None] + torch.arange(block)).reshape(-1).to(device)
-            self._cache[key] = idx
-        return idx
-
-    def sample(self, flat: torch.Tensor) -> torch.Tensor:
-        numel = flat.numel()
-        idx = self.indices(numel, flat.device)
-        if idx is None:
-            return flat
-        if numel // self.BLOCK >= self.sample_size // self.BLOCK and flat.is_contiguous():
-            # Whole blocks: gather rows of a [numel // BLOCK, BLOCK] view (one memcpy per block,
-            # not one indexed read per element).
-            rows = self._block_rows(numel, flat.device)
-            return flat[: numel // self.BLOCK * self.BLOCK].view(-1, self.BLOCK).index_select(0, rows).reshape(-1)
-        return flat.index_select(0, idx)
-
-    def _block_rows(self, numel: int, device: torch.device) -> torch.Tensor:
-        key = ("rows", numel, device)
-        rows = self._cache.get(key)
-        if rows is None:
-            rows = self._cache[key] = self.indices(numel, device)[:: self.BLOCK] // self.BLOCK
-        return rows
-
 
 # var = (|x|^2 - n*mean^2)/(n-1) cancels badly when n*mean^2 is most of |x|^2 (batch-norm
 # weights near 1, say). Above this share the spread is measured directly, around the mean.
@@ -265,11 +208,6 @@ class HistogramBatcher:
         return counts.view(len(samples), width)[:, : schema.HIST_LEN].float()
 
 
-def batched_histograms(samples: list[torch.Tensor]) -> torch.Tensor:
-    """[len(samples), HIST_LEN] counts (one-off use; the probe keeps a HistogramBatcher)."""
-    return HistogramBatcher().counts(samples)
-
-
 def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.Tensor:
     """[len(tensors), 2] NaN and Inf counts. On CPU, a finite norm proves a tensor has neither, so
     only tensors with a non-finite norm are scanned; on accelerators everything is counted on the
@@ -299,32 +237,28 @@ def nonfinite_counts(tensors: list[torch.Tensor], norms: torch.Tensor) -> torch.
 
 
 def finish_stats(moments, nonfinite, hist, sampled, update_ratio=None) -> np.ndarray:
-    """Host-side: the schema's stat rows from the raw device results, vectorised (this runs on
-    the writer thread, whose Python time stalls training through the GIL).
+    """Host-side (the writer thread): the schema's rows of whole tensors combined from shards,
+    through the one finishing step (stat_rows.finish_rows).
 
     moments [T,6] (norm, sum, min, max, numel, centred norm or NaN), nonfinite [T,2], hist [T,HIST_LEN] or None,
-    sampled [T] elements histogrammed, update_ratio [T] (weights) or None. Returns [T, len(STAT_FIELDS)] float64;
-    NaN marks a statistic that does not apply (stored as NULL).
+    sampled [T] elements histogrammed, update_ratio [T] (weights) or None. Returns [T, len(STAT_FIELDS)] float64.
     """
+    from .stat_rows import MomentBlock, finish_rows
+
     m = np.asarray(moments, dtype=np.float64).reshape(-1, N_MOMENTS)
     norm, total, lo, hi, numel, centred = m.T
+    block = MomentBlock.empty(len(m))
     n = np.maximum(numel, 1.0)
-    mean = total / n
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        derived = np.sqrt(np.maximum(norm * norm - n * mean * mean, 0.0) / (n - 1))
-        derived = np.where(np.isfinite(norm) & np.isfinite(mean), derived, np.nan)
-        std = np.where(np.isfinite(centred), centred / np.sqrt(n - 1), derived)
-    std = np.where(numel <= 1, 0.0, std)
-    zero_frac = np.full(len(m), np.nan)
+    with np.errstate(invalid="ignore", over="ignore"):
+        derived = np.maximum(norm * norm - total * total / n, 0.0)
+        block.m2 = np.where(np.isfinite(centred), centred * centred, derived)
+    block.count, block.total, block.sumsq, block.lo, block.hi = numel, total, norm * norm, lo, hi
+    nonfinite = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
+    block.nan, block.inf = nonfinite[:, 0].copy(), nonfinite[:, 1].copy()
     if hist is not None:
         sampled = np.asarray(sampled, dtype=np.float64)
         has = sampled > 0
-        zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
-    out = np.full((len(m), N_FIELDS), np.nan)
-    out[:, F_NORM], out[:, F_MEAN], out[:, F_STD], out[:, F_MIN], out[:, F_MAX] = norm, mean, std, lo, hi
-    nonfinite = np.asarray(nonfinite, dtype=np.float64).reshape(-1, 2)
-    out[:, F_NAN], out[:, F_INF] = nonfinite[:, 0], nonfinite[:, 1]
-    out[:, F_ZERO] = zero_frac
+        block.zero_frac[has] = np.asarray(hist, dtype=np.float64)[has, schema.HIST_ZERO_INDEX] / sampled[has]
     if update_ratio is not None:
-        out[:, F_UPDATE_RATIO] = np.asarray(update_ratio, dtype=np.float64)
-    return out
+        block.update_ratio = np.asarray(update_ratio, dtype=np.float64)
+    return finish_rows(block)

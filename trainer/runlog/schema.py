@@ -71,8 +71,9 @@ class StatField:
 
 # The one field table: the probe's stacked row, the `stats` DDL, the writer's INSERT and every
 # reader's SELECT and frame columns are generated from it, in this order. Adding a statistic means
-# adding a row here (and computing it in trainer/capture); a new column bumps SCHEMA_VERSION and
-# names it in `since`, so older folders still read (the statistic is NaN there).
+# adding a row here and one line in trainer/capture/stat_rows.finish_rows (docs/log-format.md;
+# tests/capture/test_capture_finite.py fails on any path left NaN); a new column bumps
+# SCHEMA_VERSION and names it in `since`, so older folders still read (the statistic is NaN there).
 _ALL = ("grad", "weight", "activation")
 STAT_TABLE = (
     StatField("norm", "REAL", _ALL, "L2 norm of the tensor"),
@@ -135,7 +136,8 @@ HIST_BINS_PER_DECADE = 4
 HIST_BINS_PER_SIGN = int((HIST_LOG_MAX - HIST_LOG_MIN) * HIST_BINS_PER_DECADE)  # 64
 HIST_LEN = 2 * HIST_BINS_PER_SIGN + 1  # 129
 HIST_ZERO_INDEX = HIST_BINS_PER_SIGN
-# Tensors larger than this are histogrammed from an evenly strided sample of this many elements;
+# Tensors larger than this are histogrammed from a fixed sample of this many elements, evenly
+# spaced blocks of 16 consecutive ones (trainer/capture/multi_tensor.sample_plan, every path);
 # norm, mean, std, min, max and NaN/Inf counts always use every element.
 HIST_SAMPLE_SIZE = 4096
 HIST_DTYPE = np.uint32
