@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from dash import dcc, html
 
+from gradwatch.trainer import derived
 from gradwatch.trainer.presets import PRESETS
 
 from . import ids
@@ -260,6 +261,7 @@ def meta_panel(info: dict) -> list:
         ("last step", info.get("last_step")),
         ("dropped histograms", meta.get("dropped_histograms", 0)),
         ("dropped records", meta.get("dropped_records", 0)),
+        ("lost records", meta.get("lost_records", 0)),
         ("run folder", info.get("path")),
     ]
     blocks = [
@@ -284,6 +286,9 @@ def meta_panel(info: dict) -> list:
         ]))
     if meta.get("error"):
         blocks.insert(0, run_error(meta["error"]))
+    losses = derived.losses_line(meta)
+    if losses:
+        blocks.insert(0, html.Div(f"Incomplete run: {losses}", className="error-box losses", role="alert"))
     return blocks
 
 

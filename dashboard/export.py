@@ -17,6 +17,8 @@ from pathlib import Path
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from gradwatch.trainer import derived
+
 from .components import RULE_TITLES, error_cause, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
 from .data import RunNotFound, RunStore, config_summary, dataset_label, duration_s
 from .views import run_charts
@@ -81,6 +83,11 @@ def _error_html(error) -> str:
     return f"<div style='color:#c62828'><b>Error:</b> {_e(cause)}{folded}</div>"
 
 
+def _losses_html(meta: dict) -> str:
+    losses = derived.losses_line(meta)
+    return f"<div class='losses' style='color:#c62828'><b>Incomplete run:</b> {_e(losses)}</div>" if losses else ""
+
+
 def render_report(store: RunStore, run_id: str) -> str:
     """The report of one run of `store` as an HTML string (RunNotFound for a bad id)."""
     info = store.run_info(run_id)
@@ -121,6 +128,7 @@ def render_report(store: RunStore, run_id: str) -> str:
 <body>
 <h1>{_e(title)}</h1><div class="muted">run <code>{_e(run_id)}</code> · {head}</div>
 {_error_html(meta.get('error'))}
+{_losses_html(meta)}
 <h2>Summary</h2>{_kv(facts_rows)}
 <h2>Flags</h2>{_flags_html(flags, config)}
 <h2>Charts</h2><div class="grid">{grid}</div>{wide}
@@ -134,7 +142,8 @@ def render_report(store: RunStore, run_id: str) -> str:
                   ("ended", fmt_time(meta.get("ended"))), ("git commit", meta.get("git_commit")),
                   ("python / torch", f"{meta.get('python')} / {meta.get('torch')}"),
                   ("logged steps", info.get("logged_count")), ("dropped histograms", meta.get("dropped_histograms", 0)),
-                  ("dropped records", meta.get("dropped_records", 0))])}
+                  ("dropped records", meta.get("dropped_records", 0)),
+                  ("lost records", meta.get("lost_records", 0))])}
 </body></html>
 """
 

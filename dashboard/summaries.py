@@ -16,7 +16,7 @@ from gradwatch.trainer.runlog import schema as log_schema
 from .diagnosis import RunDiagnosis, severity_counts
 from .store import CACHE_EXPIRE_S, mtime, run_identity
 
-SUMMARY_VERSION = 4  # bump when the summary dict changes shape (old cache entries are ignored)
+SUMMARY_VERSION = 5  # bump when the summary dict changes shape (old cache entries are ignored)
 
 
 def duration_s(meta: dict, status: str | None, now: float | None = None) -> float | None:
@@ -169,4 +169,5 @@ class RunList(RunDiagnosis):
             duration=duration_s(meta, status),
             job_id=meta.get("job_id"),
             flags_pending=flags["pending"],
+            losses=derived.losses_line(meta),
         )
