@@ -58,9 +58,12 @@ def fmt_number(value, digits: int = 3) -> str:
 
 
 def fmt_time(timestamp) -> str:
-    if not isinstance(timestamp, (int, float)):
+    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
         return "—"
-    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # beyond what a date can show (a crafted folder)
+        return "—"
 
 
 def fmt_duration(seconds) -> str:

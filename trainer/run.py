@@ -282,8 +282,7 @@ class Run:
     def log(self, step: int, **scalars: float) -> None:
         """Record scalars (any names) at `step`; NaN and +/-Inf are kept as such."""
         self._check_open()
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        step = _checked_step(step)
         values = {}
         for key, value in scalars.items():
             if hasattr(value, "item") and callable(value.item):
@@ -307,8 +306,13 @@ class Run:
     def add_flag(self, step: int, flag: dict) -> None:
         """Store a diagnosis flag raised live at `step`."""
         self._check_open()
+        step = _checked_step(step)
+        flag = json.loads(json.dumps(flag, default=_json_default)) if isinstance(flag, dict) else flag
+        problem = validate.flag_problem(flag)
+        if problem:  # refused here, in one line, rather than failing the writer thread later
+            raise ValueError(f"add_flag: {problem}")
         if self.rank == 0:
-            self._writer.add_flag(step, json.loads(json.dumps(flag, default=_json_default)))
+            self._writer.add_flag(step, flag)
 
     @property
     def probe(self):
@@ -382,6 +386,13 @@ class Run:
         if interrupted and exc_type is None:
             raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
+
+
+def _checked_step(step) -> int:
+    """A step as SQLite can store it: an integer in [0, MAX_STEP]; anything else is one clear error."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step <= validate.MAX_STEP:
+        raise ValueError(f"step must be an integer from 0 to {validate.MAX_STEP} (2**62), got {step!r}")
+    return int(step)
 
 
 def _json_default(value):

@@ -76,6 +76,14 @@ def step_bounds(rng: dict | None) -> tuple[int | None, int | None]:
     return lo, hi
 
 
+def step_selection(value) -> dict:
+    """A step-selection store ({"step", "follow", "latest"}) sanitised: a crafted callback may send
+    NaN, inf, 2**70, strings or dicts; every step comes back an int in [0, 2**62] or None."""
+    value = value if isinstance(value, dict) else {}
+    return {"step": _int_or_none(value.get("step")), "follow": value.get("follow") is True,
+            "latest": _int_or_none(value.get("latest"))}
+
+
 def parse_run_query(query: dict) -> RunView:
     """The view from URL query values; malformed values are ignored (the page then shows defaults)."""
     layer = query.get("layer")

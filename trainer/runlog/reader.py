@@ -156,7 +156,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return _decode_meta(rows)
 
     def refresh_meta(self) -> dict:
-        self.meta = self._read_meta()
+        meta = self._read_meta()
+        validate.check_meta(meta, self.run_id)
+        self.meta = meta
         return self.meta
 
     def _query(self, sql: str, params=()) -> list:
@@ -185,10 +187,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
             "SELECT id, name, layer, param, role, module_type, shape, numel, ord, trainable"
             " FROM tensors ORDER BY ord, id"
         )
-        df = pd.DataFrame(
-            rows,
-            columns=["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"],
-        )
+        columns = ["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"]
+        validate.check_tensor_rows(rows, columns, self.run_id)
+        df = pd.DataFrame(rows, columns=columns)
         df["shape"] = [validate.decode_shape(text, name, self.run_id) for text, name in zip(df["shape"], df["name"])]
         df["trainable"] = df["trainable"].astype(bool)
         return df
@@ -315,6 +316,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         flags = []
         for seq, raised_step, wall, body in rows:
             flag = validate.decode_flag(body, seq, self.run_id)
+            if not validate.flag_row_ok(raised_step, wall):
+                raise validate.RecordError(f"run {self.run_id!r}: flag #{seq} has a malformed step "
+                                           f"{raised_step!r} or time {wall!r}")
             flag.update(seq=seq, raised_step=raised_step, raised_wall=wall)
             flags.append(flag)
         return flags, (rows[-1][0] if rows else after_seq)
@@ -323,7 +327,8 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         rows = self._query(
             "SELECT seq, wall, author, step, layer, text FROM notes WHERE seq > ? ORDER BY seq", (after_seq,)
         )
-        notes = [dict(zip(("seq", "wall", "author", "step", "layer", "text"), r)) for r in rows]
+        notes = [validate.check_note(dict(zip(("seq", "wall", "author", "step", "layer", "text"), r)), self.run_id)
+                 for r in rows]
         return notes, (rows[-1][0] if rows else after_seq)
 
     # ---- summaries ------------------------------------------------------------------------
