@@ -41,9 +41,11 @@ def add_commands(commands) -> None:
 
 def start_demo(settings: Settings) -> list[str]:
     """Launch the demo presets through the job manager (skipping ones already running)."""
+    from .config import job_identity_dir
     from .jobs import JobError, JobManager
 
-    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)))
+    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)),
+                      identity_dir=job_identity_dir(settings))
     running = {job.preset for job in jobs.list() if job.active}
     started = []
     for preset in DEMO_PRESETS:

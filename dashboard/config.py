@@ -170,6 +170,12 @@ def ensure_private_dir(path: Path) -> Path:
     return path
 
 
+def job_identity_dir(settings: Settings) -> Path:
+    """Where the dashboard keeps the identities of the job supervisors it spawned: inside its private
+    cache directory, never in the logdir (anyone who can write runs could plant a process there)."""
+    return Path(settings.cache_dir) / "jobs"
+
+
 def validate_logdir(logdir: Path) -> Path:
     if logdir.exists() and not logdir.is_dir():
         raise SettingsError(f"log directory {str(logdir)!r} exists and is not a directory")
