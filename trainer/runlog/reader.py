@@ -106,8 +106,11 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         db = self.run_dir / schema.DB_FILENAME
         if not self.run_dir.is_dir():
             raise RunLogError(f"{str(self.run_dir)!r} is not a run folder (not a directory)")
-        if not db.is_file():
+        if not db.is_file() and not db.is_symlink():
             raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
+        problem = validate.run_files_problem(self.run_dir)
+        if problem:
+            raise RunLogError(f"run {self.run_id!r}: {problem}")
         self.db_path = db
         try:
             # Read-only media (an archive, a snapshot) open with mode=ro or immutable=1.

@@ -287,3 +287,25 @@ def entry_problem(path) -> str | None:
     if not stat.S_ISDIR(info.st_mode):
         return "is not a directory (a device, socket or pipe)"
     return None
+
+
+def run_files_problem(run_dir) -> str | None:
+    """Why the files of a run folder cannot be opened safely, or None: the database and its -wal,
+    -shm and -journal companions must be regular files of the folder itself. A symbolic link (or a
+    device, a folder...) in their place would make readers and note writers follow it out of the
+    log directory, to a database (or a file SQLite would create or overwrite) somewhere else."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        name = schema.DB_FILENAME + suffix
+        try:
+            info = os.lstat(os.path.join(run_dir, name))
+        except FileNotFoundError:
+            if suffix:
+                continue
+            return f"has no {name}"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if stat.S_ISLNK(info.st_mode):
+            return f"{name} is a symbolic link (gradwatch opens only the run folder's own files)"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{name} is not a regular file"
+    return None
