@@ -51,7 +51,7 @@ def test_every_linked_run_is_a_one_line_error_and_the_good_run_lists(planted):
 def test_nothing_outside_is_created_or_written(planted):
     logdir, foreign, made, tmp_path = planted
     before = (foreign / schema.DB_FILENAME).read_bytes()
-    for name, folder in made.items():
+    for folder in made.values():
         with pytest.raises((ValueError, RunLogError)):
             add_note(folder, "hello", author="neighbour")
     assert (foreign / schema.DB_FILENAME).read_bytes() == before
@@ -61,7 +61,7 @@ def test_nothing_outside_is_created_or_written(planted):
 def test_run_page_and_cli_refuse_the_linked_run_in_one_line(planted, capsys):
     logdir, foreign, made, tmp_path = planted
     store = RunStore(logdir, None)
-    for name, folder in made.items():
+    for folder in made.values():
         with pytest.raises(RunLogError, match="symbolic link"):
             store.run_info(folder.name)
         for args in (["inspect", str(folder)], ["export", str(folder), "-o", str(tmp_path / "r.html")]):
