@@ -72,7 +72,10 @@ def cmd_ui(args) -> int:
         raise UsageError(f"gradwatch ui: error: {exc}") from None
     from .app import create_app
 
-    app = create_app(settings)
+    try:
+        app = create_app(settings)  # checks the log directory and the cache folder
+    except SettingsError as exc:
+        raise UsageError(f"gradwatch ui: error: {exc}") from None
     if args.demo:
         start_demo(settings)
     print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs in {settings.logdir}"

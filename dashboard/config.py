@@ -162,11 +162,50 @@ def ensure_private_dir(path: Path) -> Path:
         except OSError as exc:
             raise SettingsError(f"cannot create cache directory {str(folder)!r}: {exc.strerror or exc}") from None
         _check_component(folder, uid)
+    _check_private(path, uid, is_dir=True)
+    return path
+
+
+def _check_private(path: Path, uid: int, *, is_dir: bool) -> None:
+    """`path` (a folder of the cache, or a file in it) is ours alone: a real folder/file, owned by this
+    user, no access for group or others. Never repaired with chmod: a folder made by someone else (a
+    sticky /tmp-like folder, another user's planted one) is refused, never adopted."""
     info = os.lstat(path)
+    kind = "directory" if is_dir else "file"
+    if stat.S_ISLNK(info.st_mode):
+        raise SettingsError(f"cache {kind} {str(path)!r} is a symbolic link; set {ENV_CACHE_DIR} to a folder of your own")
+    if (stat.S_ISDIR(info.st_mode) if is_dir else stat.S_ISREG(info.st_mode)) is False:
+        raise SettingsError(f"cache {kind} {str(path)!r} is not a {kind}")
     if info.st_uid != uid:
-        raise SettingsError(f"cache directory {str(path)!r} belongs to another user; choose one of your own")
-    if stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(path, 0o700, follow_symlinks=False)
+        raise SettingsError(f"cache {kind} {str(path)!r} belongs to another user (uid {info.st_uid}); "
+                            f"set {ENV_CACHE_DIR} to a folder of your own")
+    mode = stat.S_IMODE(info.st_mode)
+    if (mode & 0o077) if is_dir else (mode & 0o022):
+        raise SettingsError(f"cache {kind} {str(path)!r} is open to other users (mode {mode:o}); gradwatch uses "
+                            f"only a folder it created itself (mode 700): remove it or set {ENV_CACHE_DIR}")
+
+
+# What diskcache keeps in the cache's "runs" folder; each must be ours before diskcache opens (and
+# unpickles) anything.
+CACHE_FILES = ("cache.db", "cache.db-wal", "cache.db-shm")
+
+
+def ensure_private_cache(path: Path) -> Path:
+    """The diskcache folder `path` (inside a folder ensure_private_dir made), created private, or an
+    existing one checked with each database file in it: ours, regular, written by nobody else."""
+    path = Path(os.path.abspath(path))
+    ensure_private_dir(path.parent)
+    uid = os.getuid()
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise SettingsError(f"cannot create cache directory {str(path)!r}: {exc.strerror or exc}") from None
+    _check_private(path, uid, is_dir=True)
+    for name in CACHE_FILES:
+        if os.path.lexists(path / name):
+            _check_private(path / name, uid, is_dir=False)
     return path
 
 
@@ -179,5 +218,8 @@ def job_identity_dir(settings: Settings) -> Path:
 def validate_logdir(logdir: Path) -> Path:
     if logdir.exists() and not logdir.is_dir():
         raise SettingsError(f"log directory {str(logdir)!r} exists and is not a directory")
-    logdir.mkdir(parents=True, exist_ok=True)
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"cannot create log directory {str(logdir)!r}: {exc.strerror or exc}") from None
     return logdir
