@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from gradwatch.trainer.capture import hooks as gw_hooks
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.runlog import RunReader
 
@@ -185,7 +186,7 @@ def test_forward_hooks_exist_only_around_logged_steps_and_activations_still_reco
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def hooked():
-        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+        return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) + gw_hooks.attached(model)
 
     inputs = [torch.randn(3, 4) for _ in range(2)]
     hook_counts, reference = [], None

@@ -13,6 +13,7 @@ import torch.optim.optimizer as optim_hooks
 from torch import nn
 
 from gradwatch.testing import stat_row
+from gradwatch.trainer.capture import hooks as gw_hooks
 from gradwatch.trainer.run import Run, RunSetupError
 from gradwatch.trainer.runlog import RunReader, list_runs, resolve_run_dir, schema
 from gradwatch.trainer.runlog import writer as writer_mod
@@ -36,7 +37,7 @@ def train_steps(model, opt, steps, run=None):
 
 
 def all_hooks(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()) + gw_hooks.attached(model)
 
 
 def only_run(logdir):

@@ -15,7 +15,7 @@ in a loop that updates the weights by hand. On a logged step:
   writer, copied to the host once.
 On other steps only the optimizer hooks run (they count); forward hooks are attached from the
 step before a logged step until it ends. The writer thread unpacks records, never the training thread.
-Hooks pickle as no-ops (see hooks.py); layer order and activation modules are decided in layers.py.
+Forward hooks live outside the model (hooks.py: it pickles and loads with weights_only=True as unwatched); layer order and activation modules are decided in layers.py.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from torch import nn
 
 from ..runlog import schema
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
-from . import sharded, tensor_stats
+from . import hooks, sharded, tensor_stats
 from .activation_stats import (
     SATURATION_BOUNDS,
     ActivationAccumulator,
@@ -41,7 +41,6 @@ from .activation_stats import (
     first_tensor,
 )
 from .cadence import make_cadence
-from .hooks import ModuleHook
 from .layers import (
     activation_candidate,
     acts_like_activation,
@@ -229,17 +228,17 @@ class Probe:
         # parameter-free leaves act like activations), then remove themselves. The root is no
         # layer of that order: its own parameters are placed last (layers.py).
         self._order_handles = [
-            module.register_forward_pre_hook(ModuleHook(self._order_hook(name)))
+            hooks.forward_pre_hook(module, self._order_hook(name))
             for name, module in ordered_modules(self.model) if module is not self.model
         ]
         self._order_handles += [
-            module.register_forward_hook(ModuleHook(self._discover_hook(name, channels_first)))
+            hooks.forward_hook(module, self._discover_hook(name, channels_first))
             for name, module, channels_first in candidates
         ]
-        self._order_handles.append(self.model.register_forward_hook(ModuleHook(self._order_done)))
+        self._order_handles.append(hooks.forward_hook(self.model, self._order_done))
         # Until the first step: counts forward passes (warns when no step ever comes) and, in a
         # hand-written loop, snapshots the weights before the update of a logged step.
-        self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
+        self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
         self._sync_activation_hooks()
 
     # ---- state ----------------------------------------------------------------------------
@@ -284,8 +283,7 @@ class Probe:
             self._acts_on = False
 
     def _attach_activation(self, name: str, module: nn.Module, channels_first: bool):
-        hook = ModuleHook(self._forward_hook(name, type(module).__name__, channels_first))
-        return module.register_forward_hook(hook)
+        return hooks.forward_hook(module, self._forward_hook(name, type(module).__name__, channels_first))
 
     def _counts(self, optimizer) -> bool:
         """Only the first optimizer that steps our parameters advances the step count (none once
@@ -321,7 +319,7 @@ class Probe:
         if not self._manual:
             self._manual = True
             if self._watchdog is None:
-                self._watchdog = self.model.register_forward_pre_hook(ModuleHook(self._forward_seen))
+                self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
         self.finish_pending()
         if self.logging_now and not self._measured:
             self._measure_gradients()
@@ -546,7 +544,7 @@ class Probe:
         if self.logging_now and self._pending is not None:
             self._unfinished = (self.step, self._pending, self._acts)
             if self._finish_handle is None:
-                self._finish_handle = self.model.register_forward_pre_hook(ModuleHook(self._start_of_forward))
+                self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
         changed = self._cadence.observe(self.step, time.perf_counter())
