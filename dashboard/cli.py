@@ -13,7 +13,15 @@ import sys
 
 from gradwatch.trainer.cli import EXIT_OK, UsageError, check_run_dir
 
-from .config import DEFAULT_LOGDIR, DEFAULT_MAX_JOBS, ENV_LOGDIR, Settings, SettingsError
+from .config import (
+    DEFAULT_LOGDIR,
+    DEFAULT_MAX_JOBS,
+    ENV_ALLOWED_HOSTS,
+    ENV_LOGDIR,
+    Settings,
+    SettingsError,
+    parse_hosts,
+)
 
 DEMO_PRESETS = ("overfit", "regularized", "vanishing", "exploding")
 
@@ -31,6 +39,9 @@ def add_commands(commands) -> None:
                     help=f"start the lesson's key presets ({', '.join(DEMO_PRESETS)}) in the background")
     ui.add_argument("--max-jobs", type=int, default=None,
                     help=f"most runs launched from the dashboard at once (default {DEFAULT_MAX_JOBS})")
+    ui.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
+                    help="comma-separated host names the dashboard answers to (default: localhost, 127.0.0.1, "
+                         f"::1, this machine's name and --host; ${ENV_ALLOWED_HOSTS}; * for any)")
     ui.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
 
     export = commands.add_parser("export", help="write a run's report as one self-contained HTML file",
@@ -63,11 +74,15 @@ def start_demo(settings: Settings) -> list[str]:
 
 def cmd_ui(args) -> int:
     try:
-        settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs)
+        network = {"allowed_hosts": parse_hosts(args.allowed_hosts), "bind_host": args.host}
+        settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs,
+                                     **network)
         if args.demo and settings.read_only:
             raise SettingsError("--demo launches runs and cannot be combined with --read-only")
         if args.demo and settings.max_jobs < len(DEMO_PRESETS):
-            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS))
+            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS), **network)
+        if not 0 <= args.port <= 65535:
+            raise SettingsError(f"--port must be 0..65535, got {args.port}")
     except SettingsError as exc:
         raise UsageError(f"gradwatch ui: error: {exc}") from None
     from .app import create_app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -26,6 +27,11 @@ ENV_USER = "GRADWATCH_USER"
 ENV_PASSWORD = "GRADWATCH_PASSWORD"
 ENV_DATA_DIRS = "GRADWATCH_DATA_DIRS"
 ENV_MAX_MODEL_MB = "GRADWATCH_MAX_MODEL_MB"
+ENV_ALLOWED_HOSTS = "GRADWATCH_ALLOWED_HOSTS"
+# Host names a request may carry when none are configured (DNS rebinding: a web page whose name
+# resolves to 127.0.0.1 must not be able to drive the dashboard). The bind address and this
+# machine's name are added; "*" allows any (behind a proxy that checks Host itself).
+DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Launch refuses models whose estimated training memory is above this (trainer.memory_estimate).
 DEFAULT_MAX_MODEL_MB = 2048
 FLASK_CONFIG_KEY = "GRADWATCH_SETTINGS"
@@ -51,6 +57,10 @@ class Settings:
     # Folders Launch may read training data from (None: launch_policy.default_data_dirs).
     data_dirs: tuple[Path, ...] | None = None
     max_model_mb: int = DEFAULT_MAX_MODEL_MB
+    # Host names (and Origins) requests may name; None: DEFAULT_ALLOWED_HOSTS, the bind address and
+    # this machine's name.
+    allowed_hosts: tuple[str, ...] | None = None
+    bind_host: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "logdir", Path(self.logdir).resolve())
@@ -68,6 +78,7 @@ class Settings:
             object.__setattr__(self, "data_dirs", default_data_dirs(self.logdir))
         else:
             object.__setattr__(self, "data_dirs", tuple(Path(d).resolve() for d in self.data_dirs))
+        object.__setattr__(self, "allowed_hosts", allowed_host_names(self.allowed_hosts, self.bind_host))
         if self.cache_dir is None:
             object.__setattr__(self, "cache_dir", default_cache_dir(self.logdir))
         else:
@@ -96,9 +107,35 @@ class Settings:
             data_dirs=tuple(Path(p) for p in env[ENV_DATA_DIRS].split(os.pathsep) if p)
             if env.get(ENV_DATA_DIRS) else None,
             max_model_mb=_int_env(env, ENV_MAX_MODEL_MB, DEFAULT_MAX_MODEL_MB),
+            allowed_hosts=parse_hosts(env.get(ENV_ALLOWED_HOSTS)),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def parse_hosts(text: str | None) -> tuple[str, ...] | None:
+    """"a.example, b.example" -> ("a.example", "b.example"); None when unset or empty."""
+    hosts = tuple(h.strip().lower() for h in (text or "").split(",") if h.strip())
+    return hosts or None
+
+
+def allowed_host_names(configured, bind_host: str | None) -> tuple[str, ...]:
+    if configured:
+        hosts = tuple(str(h).strip().lower().strip("[]") for h in configured if str(h).strip())
+        for host in hosts:
+            if host != "*" and not HOST_NAME_PATTERN.match(host):
+                raise SettingsError(f"{ENV_ALLOWED_HOSTS}/--allowed-hosts: {host!r} is not a host name "
+                                    "(names or addresses, comma-separated, or * for any)")
+        return hosts
+    import socket
+
+    hosts = list(DEFAULT_ALLOWED_HOSTS) + [socket.gethostname().lower()]
+    if bind_host and bind_host not in ("0.0.0.0", "::", ""):
+        hosts.append(bind_host.lower().strip("[]"))
+    return tuple(dict.fromkeys(hosts))
+
+
+HOST_NAME_PATTERN = re.compile(r"^[a-z0-9._:-]{1,253}$")
 
 
 def _int_env(env, name: str, default: int) -> int:
