@@ -7,10 +7,12 @@ seeks), never by reading every logged step of a long run.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 
 import numpy as np
 
 from . import validate
+from .errors import RunLogError
 
 # The growing tables; each one's newest seq is a cursor a poller passes back as after_seq.
 CURSOR_TABLES = ("scalars", "stats", "flags", "notes", "steps")
@@ -37,11 +39,24 @@ class StepQueries:
     def snapshot(self):
         """Run the enclosed queries in one read transaction: they all see the same records, so a
         view and the cursor handed to its live poller agree."""
-        self._conn.execute("BEGIN")
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot read records ({exc})") from exc
         try:
             yield self
-        finally:
+        except BaseException:
+            # Ending the read must not replace the error that ended it (a corrupt page makes the
+            # COMMIT fail too): roll back quietly and let the first error, a RunLogError, through.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise RunLogError(f"run {self.run_id!r}: cannot read records ({exc})") from exc
 
     def cursors(self) -> dict:
         """The newest seq of each growing table (what a poller passes back as after_seq)."""
