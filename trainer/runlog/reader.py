@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema, validate
-from .access import open_for_reading
+from .access import needs_recovery, open_for_reading, recovered_copy
 from .errors import RunLogError
 from .histograms import HistogramQueries
 from .layer_rollup import LayerRollupQueries
@@ -114,7 +114,17 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         self.db_path = db
         try:
             # Read-only media (an archive, a snapshot) open with mode=ro or immutable=1.
-            self._conn, self.access_mode = open_for_reading(db)
+            if needs_recovery(db):  # read-only media with an unreplayed write-ahead log
+                try:
+                    copy = recovered_copy(db)
+                except OSError as exc:
+                    raise RunLogError(
+                        f"run {self.run_id!r}: its write-ahead log cannot be replayed on read-only storage and a "
+                        f"private copy failed ({exc.strerror or exc}); copy the folder to writable storage") from None
+                self._conn, _ = open_for_reading(copy)
+                self.access_mode = "recovered"
+            else:
+                self._conn, self.access_mode = open_for_reading(db)
         except sqlite3.OperationalError as exc:
             raise RunLogError(f"run {self.run_id!r}: cannot open {schema.DB_FILENAME} ({exc})") from exc
         except sqlite3.Error as exc:
