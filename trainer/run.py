@@ -13,6 +13,7 @@ every hook.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import numbers
@@ -43,6 +44,9 @@ from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_
 # crash (kill -9, full disk) during run creation; one older than STALE_BUILDING_MAX_S (another
 # host's, on shared storage) is removed too.
 STALE_BUILDING_MAX_S = 24 * 3600.0
+# A run id is <time to the second>-<name>-<random hex>; a taken id is retried with fresh randomness.
+RUN_ID_TOKEN_BYTES = 3
+RUN_ID_ATTEMPTS = 20
 BUILDING_PREFIX = ".building-"
 
 
@@ -125,26 +129,45 @@ class Run:
             raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
         self.rank, self.world_size = _distributed() if distributed else (0, 1)
         root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
-        run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
-        self.id = run_id
-        self.path = root / run_id
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
         kwargs["on_error"] = on_write_error
         self._probe = None
         self._closed = False
         self._finished = False
         self.started = time.time()
+        run_id = None
         if self.rank == 0:
             remove_stale_building(root)
             try:
-                self._create(root, run_id, name, config, dataset, kwargs)
+                run_id = self._create_unique(root, name, config, dataset, kwargs)
             except (OSError, sqlite3.Error, RunWriteError) as exc:
                 raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
+        # Every rank learns the id rank 0 actually created (it may have retried after a collision).
+        self.id = run_id = self._agree_on_run_id(run_id)
+        self.path = root / run_id
+        if self.rank == 0:
             self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
         self._barrier()
         if self.rank != 0:
             self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
         run_exit.track(self)
+
+    def _create_unique(self, root: Path, name: str, config: dict, dataset, kwargs: dict) -> str:
+        """Create the run folder under a fresh id, retrying with a new one when another run took it
+        (a sweep starting many runs of one name within a second); returns the id."""
+        for _ in range(RUN_ID_ATTEMPTS):
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(RUN_ID_TOKEN_BYTES)}"
+            if os.path.lexists(root / run_id):
+                continue
+            try:
+                self._create(root, run_id, name, config, dataset, kwargs)
+            except OSError as exc:
+                # The final rename found the id taken meanwhile (a folder of another run is never empty).
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.lexists(root / run_id):
+                    continue
+                raise
+            return run_id
+        raise OSError(errno.EEXIST, f"no free run id for {name!r} after {RUN_ID_ATTEMPTS} attempts")
 
     def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
@@ -174,7 +197,7 @@ class Run:
             )
             writer.close()
             writer = None
-            os.rename(building, self.path)
+            os.rename(building, root / run_id)  # fails (ENOTEMPTY) if another run took the id meanwhile
         except BaseException:
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -183,7 +206,7 @@ class Run:
             raise
 
     # ---- distributed plumbing -------------------------------------------------------------
-    def _agree_on_run_id(self, proposed: str) -> str:
+    def _agree_on_run_id(self, proposed: str | None) -> str:
         if self.world_size == 1:
             return proposed
         import torch.distributed as dist
