@@ -73,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Dash:
         compress=_compression_available(),
     )
     app.server.config[FLASK_CONFIG_KEY] = settings
+    # Bodies beyond this are refused (413) from their Content-Length, before they are read or parsed.
+    app.server.config["MAX_CONTENT_LENGTH"] = settings.max_request_mb * 2**20
     for module, name, title, order in PAGES:
         dash.register_page(module.__name__, path=module.PATH, name=name, title=title, order=order,
                            layout=_page_layout(module, ctx))

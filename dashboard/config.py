@@ -28,6 +28,10 @@ ENV_PASSWORD = "GRADWATCH_PASSWORD"
 ENV_DATA_DIRS = "GRADWATCH_DATA_DIRS"
 ENV_MAX_MODEL_MB = "GRADWATCH_MAX_MODEL_MB"
 ENV_ALLOWED_HOSTS = "GRADWATCH_ALLOWED_HOSTS"
+ENV_MAX_REQUEST_MB = "GRADWATCH_MAX_REQUEST_MB"
+# Largest request body accepted (a callback's inputs and states): far above what a page sends, far
+# below what would let one request take a worker's memory (413 beyond it, before it is read).
+DEFAULT_MAX_REQUEST_MB = 16
 # Host names a request may carry when none are configured (DNS rebinding: a web page whose name
 # resolves to 127.0.0.1 must not be able to drive the dashboard). The bind address and this
 # machine's name are added; "*" allows any (behind a proxy that checks Host itself).
@@ -61,6 +65,7 @@ class Settings:
     # this machine's name.
     allowed_hosts: tuple[str, ...] | None = None
     bind_host: str | None = None
+    max_request_mb: int = DEFAULT_MAX_REQUEST_MB
 
     def __post_init__(self):
         object.__setattr__(self, "logdir", Path(self.logdir).resolve())
@@ -70,6 +75,8 @@ class Settings:
             raise SettingsError(f"poll interval must be 100..60000 ms, got {self.poll_ms}")
         if bool(self.auth_user) != bool(self.auth_password):
             raise SettingsError(f"set both {ENV_USER} and {ENV_PASSWORD} for basic auth, or neither")
+        if not 1 <= self.max_request_mb <= 1024:
+            raise SettingsError(f"{ENV_MAX_REQUEST_MB} must be 1..1024 (MB), got {self.max_request_mb}")
         if self.max_model_mb < 1:
             raise SettingsError(f"{ENV_MAX_MODEL_MB} must be at least 1 (MB), got {self.max_model_mb}")
         if self.data_dirs is None:
@@ -108,6 +115,7 @@ class Settings:
             if env.get(ENV_DATA_DIRS) else None,
             max_model_mb=_int_env(env, ENV_MAX_MODEL_MB, DEFAULT_MAX_MODEL_MB),
             allowed_hosts=parse_hosts(env.get(ENV_ALLOWED_HOSTS)),
+            max_request_mb=_int_env(env, ENV_MAX_REQUEST_MB, DEFAULT_MAX_REQUEST_MB),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
