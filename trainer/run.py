@@ -387,6 +387,8 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             status, error = "finished", None
+        elif issubclass(exc_type, run_exit.RunTerminated):
+            status, error = "stopped", "terminated (SIGTERM)"
         elif issubclass(exc_type, KeyboardInterrupt):
             status, error = "stopped", "interrupted (KeyboardInterrupt)"
         elif issubclass(exc_type, RunWriteError):
@@ -406,6 +408,8 @@ class Run:
             except KeyboardInterrupt:
                 interrupted = True
                 continue
+        if interrupted or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+            run_exit.quiet_ctrl_c_at_exit()  # the program is ending: a further Ctrl-C must not hit torch's exit
         if interrupted and exc_type is None:
             raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
