@@ -6,6 +6,9 @@ ratios is reported (the machine is noisy; interleaving cancels drift). Ends with
 
     python bench/overhead.py [--rounds 15] [--skip-anchors] [--models text,deep,resnet,gpt2]
 
+Variants per model: statistics every step, every 10th, every 100th, "auto", and "unlogged" (only
+step 0 logs statistics: the cost of all other steps, every layer's every-step gradient norm included).
+
 Times are process CPU time (time.process_time(): it counts the writer thread too and is far less
 disturbed than wall time by other processes on a shared machine), wall time beside it. Ratios:
 the median over rounds (rounds hold whole every-10 periods) and, for every 100th step and "auto"
@@ -39,6 +42,7 @@ MODELS = bench_models.MODELS
 # and wandb anchors run on the model (their full-model histograms of GPT-2 would take minutes).
 ROUND_STEPS = {"text": 40, "deep": 10, "resnet": 20, "gpt2": 10}
 ANCHORED = {"text", "deep", "resnet"}
+UNLOGGED = 10**9  # a cadence that logs step 0 only
 
 
 class Variant:
@@ -179,6 +183,9 @@ def main() -> None:
             variants = [Variant("baseline", model_key, args.optimizer, tmp)]
             for every in cadences:
                 variants.append(Variant(f"{model_key}_every{every}", model_key, args.optimizer, tmp, every, "gradwatch"))
+            # Only step 0 (in the warm-up) logs statistics: what every other step costs, the
+            # every-step per-layer gradient norms included.
+            variants.append(Variant(f"{model_key}_unlogged", model_key, args.optimizer, tmp, UNLOGGED, "gradwatch"))
             for every in (1, 10) if model_key in ANCHORED else ():
                 for anchor in ("naive", "tensorboard", "wandb"):
                     if anchor in anchors:

@@ -15,9 +15,10 @@ from gradwatch.trainer.run import Run, RunSetupError
 from gradwatch.trainer.runlog import RunReader, schema
 
 
-def simulate(cadence, steps, unlogged_s, logged_extra_s):
-    """Drive a cadence with a fake clock: each step takes unlogged_s, a logged step's extra cost
-    is split over its own interval and the next one (where the record is finished)."""
+def simulate(cadence, steps, unlogged_s, logged_extra_s, every_step_s=0.0):
+    """Drive a cadence with a fake clock: each step takes unlogged_s (of which every_step_s is the
+    capture's every-step work), a logged step's extra cost is split over its own interval and the
+    next one (where the record is finished)."""
     clock, logged, carry = 0.0, [], 0.0
     for step in range(steps):
         clock += unlogged_s + carry
@@ -26,8 +27,20 @@ def simulate(cadence, steps, unlogged_s, logged_extra_s):
             logged.append(step)
             clock += logged_extra_s / 2
             carry = logged_extra_s / 2
-        cadence.observe(step, clock)
+        cadence.observe(step, clock, every_step_s)
     return logged
+
+
+def test_auto_cadence_pays_the_every_step_norms_from_the_budget_first():
+    # Steps of 0.1 s, 1 ms of it the every-step gradient norms: training is 0.099 s, the budget
+    # 1.98 ms per step, 0.98 ms left for logged steps of 0.5 s: one in ceil(0.5 / 0.00098) = 511.
+    cadence = AutoCadence(budget=0.02)
+    simulate(cadence, 40_000, 0.1, 0.5, every_step_s=0.001)
+    assert cadence.every == math.ceil(0.5 / (0.02 * 0.099 - 0.001))
+    # Every-step work above the budget on its own: logged steps as rare as allowed.
+    greedy = AutoCadence(budget=0.02, max_every=700)
+    simulate(greedy, 5_000, 0.1, 0.5, every_step_s=0.003)
+    assert greedy.every == 700
 
 
 def test_auto_cadence_keeps_capture_within_the_budget():

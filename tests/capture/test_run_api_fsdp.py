@@ -58,3 +58,12 @@ def test_one_gather_per_logged_step_and_no_full_tensor(fsdp_run):
     counts = fsdp_run["counts"]
     assert counts.get("gather") == STEPS
     assert "full_tensor" not in counts and "redistribute" not in counts
+
+
+def test_every_step_gradient_norms_of_whole_tensors(fsdp_run):
+    with RunReader(fsdp_run["path"]) as reader:
+        norms = reader.step_norms().exact()
+    assert norms.steps.tolist() == list(range(STEPS))
+    for step in range(STEPS):
+        for j, name in enumerate(norms.names):
+            assert norms.norm_max[step, j] == pytest.approx(fsdp_run["expected"][step][name]["grad"], rel=1e-5)

@@ -95,3 +95,17 @@ def test_units_with_different_strategies_are_refused_on_every_rank(tmp_path):
                                 "process group; got FULL_SHARD, NO_SHARD over 1 process group(s)")
     with RunReader(ranks[0]["path"]) as reader:
         assert reader.tensors().empty
+
+
+def test_every_step_gradient_norms_of_whole_tensors(fsdp1_run):
+    """Each rank's piece of every parameter, combined by one all-reduce per step into the whole
+    tensor's norm, recorded by rank 0 under the user's names."""
+    _, ranks = fsdp1_run
+    result = ranks[0]
+    with RunReader(result["path"]) as reader:
+        norms = reader.step_norms().exact()
+    assert norms.steps.tolist() == list(range(STEPS))
+    assert list(norms.names) == PARAMS
+    for step in range(STEPS):
+        for j, name in enumerate(PARAMS):
+            assert norms.norm_max[step, j] == pytest.approx(result["expected"][step][name]["grad"], rel=1e-5)

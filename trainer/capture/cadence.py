@@ -3,7 +3,8 @@
 `AutoCadence` measures what a logged step costs against an unlogged one, on the wall-clock time
 between consecutive optimizer steps (so whatever the capture makes the loop wait for counts, on
 any device), and picks the smallest N whose capture cost stays within `budget` of training time:
-N = ceil(extra time of a logged step / (budget * unlogged step time)), at least 3. A logged step's cost
+N = ceil(extra time of a logged step / (budget * training time of a step - every-step capture time)),
+at least 3 (the every-step per-layer gradient norms are paid from the same budget first). A logged step's cost
 falls in its own interval (activation hooks, gradient copy) and the next one (the record is
 finished at the next forward pass), so both count. It is re-checked at every logged step, from
 medians of the recent measurements; the first logged step (first-call costs) is not used, and N
@@ -28,7 +29,7 @@ class FixedCadence:
     def logged(self, step: int) -> bool:
         return step % self.every == 0
 
-    def observe(self, step: int, clock: float) -> int | None:
+    def observe(self, step: int, clock: float, every_step_cost: float = 0.0) -> int | None:
         return None
 
 
@@ -54,13 +55,16 @@ class AutoCadence:
         self._intervals: dict[int, float] = {}  # step -> seconds since the previous step ended
         self._unlogged: deque = deque(maxlen=self.WINDOW)
         self._costs: deque = deque(maxlen=self.COSTS)
+        self._always: deque = deque(maxlen=self.WINDOW)  # every-step capture seconds of recent steps
 
     def logged(self, step: int) -> bool:
         return step == self._next
 
-    def observe(self, step: int, clock: float) -> int | None:
-        """Call when optimizer step `step` has ended (clock: time.perf_counter()). Returns the new
-        N when it changed, else None."""
+    def observe(self, step: int, clock: float, every_step_cost: float = 0.0) -> int | None:
+        """Call when optimizer step `step` has ended (clock: time.perf_counter(); every_step_cost:
+        seconds the capture spent in this step's every-step work, the per-layer gradient norms).
+        Returns the new N when it changed, else None."""
+        self._always.append(every_step_cost)
         interval = None if self._prev_clock is None else clock - self._prev_clock
         self._prev_clock = clock
         was_logged = step == self._next
@@ -84,8 +88,16 @@ class AutoCadence:
 
     def _rechoose(self, base: float) -> int | None:
         cost = max(statistics.median(self._costs), 0.0)
-        # (less a hair: clock arithmetic would turn an exact 250.0 into 250.00000001 -> 251)
-        wanted = max(1, math.ceil(cost / (self.budget * base) - 1e-6)) if base > 0 else self.every
+        # The budget covers everything the capture spends: the every-step work (inside every
+        # interval, the baseline's too) is paid first, the logged steps share what is left.
+        always = statistics.median(self._always) if self._always else 0.0
+        training = max(base - always, 0.0)
+        left = self.budget * training - always
+        if left <= 0:
+            wanted = self.max_every
+        else:
+            # (less a hair: clock arithmetic would turn an exact 250.0 into 250.00000001 -> 251)
+            wanted = max(1, math.ceil(cost / left - 1e-6)) if base > 0 else self.every
         wanted = min(max(wanted, self.MIN_EVERY), self.every * self.GROWTH, self.max_every)
         if wanted == self.every:
             return None

@@ -30,6 +30,7 @@ import torch.optim.optimizer as optim_hooks
 from torch import nn
 
 from ..runlog import schema
+from ..runlog.step_norms import meta_items as step_norm_meta
 from ..runlog.writer import LayerRecord, RunWriter, StatBlock
 from . import hooks, sharded, tensor_stats
 from .activation_stats import (
@@ -41,6 +42,7 @@ from .activation_stats import (
     first_tensor,
 )
 from .cadence import make_cadence
+from .grad_norms import GradNormRecorder
 from .layers import (
     activation_candidate,
     acts_like_activation,
@@ -53,7 +55,6 @@ from .layers import (
 from .lr_record import LearningRateRecorder
 from .multi_tensor import Measurer
 from .optimizers import Ownership
-from .sentinels import Sentinels
 
 
 class StepNotSeenWarning(UserWarning):
@@ -175,6 +176,7 @@ class Probe:
         self.activations = activations
         self.update_ratio = update_ratio
         self.params = self._layout.params if self._layout is not None else collect_params(self.model)
+        self.params = _measurable(self.params)
         if not self.params:
             raise ValueError(f"{type(self.model).__name__} has no parameters to watch")
         self._param_ids = {id(p.tensor) for p in self.params}
@@ -182,7 +184,21 @@ class Probe:
         # at its own step (optimizers.py); not for sharded parameters, measured all at once.
         self._ownership = Ownership([id(p.tensor) for p in self.params], [p.trainable for p in self.params])
         self._measurer = Measurer(sample_size, histograms=histograms, update_ratio=update_ratio)
-        self._sentinels = Sentinels(writer) if self._layout is None else None
+        # Every step's per-parameter gradient norms (grad_norms.py): taken in backward, except under
+        # DDP, whose all-reduce after backward moves no version counter, and for sharded layouts,
+        # whose local pieces are measured at the step and combined by one all-reduce.
+        tensors = [p.tensor for p in self.params]
+        if self._layout is None:
+            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=not _replicated_across_processes())
+        else:
+            layout, params = self._layout, self.params
+            combine = None if layout.replicated else sharded.norms_across_shards(layout.group)
+            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=False, combine=combine,
+                                                grad_of=lambda i: layout.grad(params[i]),
+                                                records=_process_rank() == 0)
+        if _process_rank() == 0:
+            writer.set_meta(**step_norm_meta([p.name for p in self.params], [p.layer for p in self.params]))
+        self._capture_seconds = 0.0  # every-step capture time already counted by the cadence
         self._shards = sharded.ShardCombiner(self._layout.replicated, self._layout.group) if self._layout is not None else None
         self._moment_stats = sharded.local_moments if self._shards else tensor_stats.moment_stats
         self._sampler = tensor_stats.SampleIndex(sample_size)
@@ -259,8 +275,8 @@ class Probe:
     def close(self) -> None:
         """Finish a pending record and remove every hook; idempotent."""
         self.finish_pending()
-        if self._sentinels is not None:
-            self._sentinels.close()
+        if self._grad_norms is not None:
+            self._grad_norms.close()
         extra = [h for h in (self._watchdog, self._finish_handle) if h is not None]
         for handle in self._handles + self._order_handles + self._act_handles + extra:
             handle.remove()
@@ -321,6 +337,7 @@ class Probe:
             if self._watchdog is None:
                 self._watchdog = hooks.forward_pre_hook(self.model, self._forward_seen)
         self.finish_pending()
+        self._observe_sentinels()
         if self.logging_now and not self._measured:
             self._measure_gradients()
         self._complete_step()
@@ -464,12 +481,11 @@ class Probe:
         return args, {**kwargs, "closure": closure_then_measure}
 
     def _observe_sentinels(self) -> None:
-        """Every step, logged or not: the total gradient norm and non-finite count (sentinels.py)."""
-        if self._sentinels is None or self._sentinel_seen:
+        """Every step, logged or not: each parameter's gradient norm (grad_norms.py)."""
+        if self._grad_norms is None or self._sentinel_seen:
             return
         self._sentinel_seen = True
-        grads = [_dense(p.tensor.grad) for p in self.params if p.tensor.grad is not None]
-        self._sentinels.observe(self.step + self.step_offset, grads)
+        self._grad_norms.observe(self.step + self.step_offset, self.every, self._optimizer_ref)
 
     def _snapshot_weights(self):
         """The weights' samples before a hand-written update (the update ratio's "before")."""
@@ -547,7 +563,12 @@ class Probe:
                 self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
             self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
-        changed = self._cadence.observe(self.step, time.perf_counter())
+        if self._grad_norms is not None and self.logging_now:
+            self._grad_norms.drain()  # the live view gets the steps up to this logged one
+        spent = 0.0
+        if self._grad_norms is not None:
+            spent, self._capture_seconds = self._grad_norms.seconds - self._capture_seconds, self._grad_norms.seconds
+        changed = self._cadence.observe(self.step, time.perf_counter(), spent)
         if changed is not None or (self.step == 0 and self._cadence.auto):
             # The series for the record, the latest value in the metadata for the dashboard.
             self.writer.add_scalars(self.step + self.step_offset, {schema.CAPTURE_EVERY: float(self.every)},
@@ -813,6 +834,38 @@ def _stat_block(kind: int, ids: list[int], measured: list, histograms: bool, *, 
         out[:, tensor_stats.F_ZERO] = np.nan
     return StatBlock(np.asarray(ids, dtype=np.int64), np.full(n, kind), out, hists if has.any() else None,
                      has if has.any() else None)
+
+
+def _measurable(params: list[WatchedParam]) -> list[WatchedParam]:
+    """The parameters capture can measure: floating point, with storage. A complex or meta-device
+    parameter is refused in one line (its statistics would be wrong or absent, silently); an integer
+    or bool one (a lookup table registered as a parameter) takes no gradient and is left out."""
+    kept = []
+    for p in params:
+        t = p.tensor
+        if t.is_meta:
+            raise ValueError(f"gradwatch: parameter {p.name!r} is on the meta device; materialise the model "
+                             "(model.to_empty(device=...) and initialise it) before run.watch()")
+        if t.is_complex():
+            raise ValueError(f"gradwatch: parameter {p.name!r} is complex ({t.dtype}); gradwatch measures "
+                             "float16, bfloat16, float32 and float64 parameters: watch a model without it")
+        if not t.is_floating_point():
+            warnings.warn(f"gradwatch: parameter {p.name!r} is {t.dtype} (no gradient): not watched", stacklevel=4)
+            continue
+        kept.append(p)
+    return kept
+
+
+def _process_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _replicated_across_processes() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _owned(sample: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

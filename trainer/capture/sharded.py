@@ -101,6 +101,20 @@ def combine_moments(m: torch.Tensor) -> torch.Tensor:
     return torch.stack([norm_i.square().sum(0).sqrt(), total, min_i.amin(0), max_i.amax(0), n, m2.sqrt()], dim=-1)
 
 
+def norms_across_shards(group=None):
+    """For every-step gradient norms (grad_norms.py): a function turning each rank's local norms
+    (NO_GRADIENT, -1, where a parameter has none) into the whole tensors' norms, by one all-reduce
+    of the squared norms over the shard group."""
+
+    def combine(local_norms: torch.Tensor) -> torch.Tensor:
+        missing = local_norms < 0
+        squares = torch.where(missing, torch.zeros_like(local_norms), local_norms.square())
+        dist.all_reduce(squares, group=group)
+        return torch.where(missing, local_norms, squares.sqrt())
+
+    return combine
+
+
 class ShardCombiner:
     """One gather per logged step of every rank's partial statistics, combined on rank 0.
     `replicated` (FSDP1 NO_SHARD): rank 0 holds whole tensors and records them alone. `group`

@@ -20,6 +20,7 @@ import pandas as pd
 from .. import derived
 from ..runlog import schema
 from ..runlog.schema import OPTIMIZER_LR
+from ..runlog.step_norms import StepNorms
 
 SCALAR_COLUMNS = ("step", "name", "value")
 STATS_COLUMNS = ("step", "name", "layer", "param", "kind", *schema.STAT_FIELDS)
@@ -148,6 +149,8 @@ class RunData:
     run_id: str = ""
     views: LayerViews | None = None
     scalar_series: dict[str, pd.Series] | None = field(default=None, repr=False)
+    # Every optimizer step's per-parameter gradient norms (runlog/step_norms.py); empty when none.
+    step_norms: StepNorms = field(default_factory=StepNorms.empty_for, repr=False)
 
     def __post_init__(self):
         self.scalars = _normalise_scalars(self.scalars)
@@ -176,7 +179,8 @@ class RunData:
         """Everything one RunReader holds (rank-0 scalars)."""
         scalars, _ = reader.scalars()
         stats, _ = reader.layer_stats()
-        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id)
+        return cls(scalars, stats, reader.tensors(), dict(reader.meta), reader.run_id,
+                   step_norms=reader.step_norms())
 
     # ---- layers -------------------------------------------------------------------------------
     def tensor_order(self) -> list[str]:

@@ -26,6 +26,7 @@ from .layer_rollup import LayerRollupQueries
 from .layer_stats import LayerStatsQueries, stats_frame
 from .process import current_process_identity, process_alive  # noqa: F401 (re-exported)
 from .rollup import ScalarQueries
+from .step_norms import StepNorms, read_step_norms
 from .steps import StepQueries, step_range  # noqa: F401 (step_range re-exported)
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
@@ -206,6 +207,17 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         df["shape"] = [validate.decode_shape(text, name, self.run_id) for text, name in zip(df["shape"], df["name"])]
         df["trainable"] = df["trainable"].astype(bool)
         return df
+
+    def step_norms(self) -> StepNorms:
+        """Every optimizer step's per-parameter gradient norms (step_norms.py), columns in forward
+        order; empty for folders that recorded none (before schema 5, imports)."""
+        order = {}
+        if self._query("SELECT 1 FROM tensors LIMIT 1"):
+            order = {name: i for i, name in enumerate(self.tensors()["name"])}
+        try:
+            return read_step_norms(self._conn, self.meta, order)
+        except (sqlite3.DatabaseError, ValueError) as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot read step norms ({exc})") from exc
 
     def layer_order(self) -> list[str]:
         """Layer (module path) names in forward order."""

@@ -18,10 +18,12 @@ import numpy as np
 # (activations); versions 1-2 read with extra split by kind (STAT_TABLE's `legacy`).
 # 4: adds layer_rollup and rollup_layers (every layer's key statistics at a logged step in one row);
 # version 1-3 folders lack them and read per tensor, only slower on big models.
-SCHEMA_VERSION = 4
+# 5: adds step_norms (every optimizer step's per-parameter gradient norms: envelope, recent steps,
+# windows around anomalies; trainer/runlog/step_norms.py); older folders read an empty series.
+SCHEMA_VERSION = 5
 DB_FILENAME = "run.sqlite"
 # Readers accept these versions; a newer writer's folder gets a clear "upgrade gradwatch" error.
-READABLE_VERSIONS = frozenset({1, 2, 3, 4})
+READABLE_VERSIONS = frozenset({1, 2, 3, 4, 5})
 # The first schema version whose folders hold the per-layer roll-up from their first logged step.
 ROLLUP_SINCE = 4
 # Records of one scalar series summarised per scalar_blocks row.
@@ -364,6 +366,20 @@ CREATE TABLE IF NOT EXISTS layer_rollup (
     stats  BLOB NOT NULL              -- encode_rollup()
 );
 CREATE INDEX IF NOT EXISTS layer_rollup_step ON layer_rollup(step);
+-- Schema 5: every optimizer step's per-parameter gradient norms (trainer/runlog/step_norms.py).
+-- Columns of the blobs: meta step_norm_names. span 1 = one exact step (kept for good when keep = 1,
+-- else only among the last RECENT_STEPS); span k > 1 = min/max over the k steps ending at step.
+CREATE TABLE IF NOT EXISTS step_norms (
+    step      INTEGER NOT NULL,
+    span      INTEGER NOT NULL,
+    rank      INTEGER NOT NULL DEFAULT 0,
+    wall      REAL,
+    keep      INTEGER NOT NULL DEFAULT 0,
+    norm_max  BLOB NOT NULL,          -- float64 per column (little-endian)
+    norm_min  BLOB,                   -- float64 per column; NULL on exact rows
+    nonfinite BLOB,                   -- uint32 per column: steps with a NaN/Inf gradient; NULL if none
+    PRIMARY KEY (rank, step, span)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS flags (
     seq         INTEGER PRIMARY KEY,
     raised_step INTEGER NOT NULL,     -- step at which the live trainer raised it

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import schema
 from .layer_rollup import RollupWriter
+from .step_norms import StepNormBatch, StepNormSeries
 
 # How often the writer commits: the bound on what kill -9 can lose, and on live latency.
 DEFAULT_FLUSH_INTERVAL_S = 0.2
@@ -69,6 +70,8 @@ def _lost_by(kind: str, payload: Any) -> int:
     """How many records an item stands for, when its batch could not be committed."""
     if kind == "scalars":
         return len(payload[1])
+    if kind == "step_norms":
+        return len(payload.steps)
     return 1 if kind in ("layers", "flag") else 0
 
 
@@ -212,6 +215,7 @@ class RunWriter:
         self._blocks: dict[tuple[str, int], _ScalarBlock] = {}  # writer thread only
         self._dirty_blocks: set[tuple[str, int]] = set()
         self._layer_rollup = RollupWriter()  # writer thread only
+        self._step_norms = StepNormSeries()  # writer thread only
         self._thread = threading.Thread(target=self._loop, name="gradwatch-writer", daemon=True)
         self._thread.start()
 
@@ -254,6 +258,12 @@ class RunWriter:
     def add_flag(self, raised_step: int, flag: dict) -> None:
         self._check()
         self._queue.put(("flag", (raised_step, time.time(), flag)))
+
+    def add_step_norms(self, batch: StepNormBatch) -> None:
+        """Per-parameter gradient norms of consecutive steps (stored by step_norms.py's policy, with
+        each step's total norm and non-finite count as the sentinel scalars)."""
+        self._check()
+        self._queue.put(("step_norms", batch))
 
     def add_layer_record(self, record: LayerRecord) -> None:
         self._check()
@@ -367,6 +377,8 @@ class RunWriter:
                 for kind, payload in items:
                     if kind not in ("flush", "stop", "final"):
                         self._apply(conn, kind, payload)
+                if stop:
+                    self._step_norms.close(conn)
                 now = time.time()
                 if self.owner and (now - last_heartbeat > 1.0 or stop):
                     self._write_meta(conn, {"heartbeat": now, **self._counters()})
@@ -442,6 +454,9 @@ class RunWriter:
             )
         elif kind == "layers":
             self._write_layer_record(conn, payload)
+        elif kind == "step_norms":
+            for step, values, wall in self._step_norms.write(conn, payload):
+                self._apply(conn, "scalars", (step, values, wall, payload.rank))
 
     def _write_layer_record(self, conn: sqlite3.Connection, record: LayerRecord) -> None:
         with self._pending_lock:
