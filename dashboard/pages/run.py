@@ -335,7 +335,10 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         panel = components.flags_panel(result["flags"], config, result.get("note"), result.get("error"))
         if result["pending"]:
             panel = [html.P(f"{result['note']}…", className="muted")] + panel
-        return panel, result["flags"], components.meta_panel(info), not result["pending"]
+        # Six charts take the flags as an Input, and the browser redraws them whenever the store is
+        # set, changed or not: a periodic re-diagnosis that found the same flags must not set it.
+        flags = result["flags"] if result["flags"] != shown else no_update
+        return panel, flags, components.meta_panel(info), not result["pending"]
 
     # ---- notes ------------------------------------------------------------------------------------
     @app.callback(
