@@ -8,8 +8,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import socket
 import sys
+import time
 
 from gradwatch.trainer.cli import EXIT_OK, UsageError, check_run_dir
 
@@ -20,7 +24,9 @@ from .config import (
     ENV_LOGDIR,
     Settings,
     SettingsError,
+    ensure_private_dir,
     parse_hosts,
+    validate_logdir,
 )
 
 DEMO_PRESETS = ("overfit", "regularized", "vanishing", "exploding")
@@ -37,12 +43,16 @@ def add_commands(commands) -> None:
     ui.add_argument("--read-only", action="store_true", help="refuse launching, stopping and notes (server-side)")
     ui.add_argument("--demo", action="store_true",
                     help=f"start the lesson's key presets ({', '.join(DEMO_PRESETS)}) in the background")
+    ui.add_argument("--keep-demo", action="store_true",
+                    help="leave the --demo runs training when the dashboard stops (default: they stop with it)")
+    ui.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     ui.add_argument("--max-jobs", type=int, default=None,
                     help=f"most runs launched from the dashboard at once (default {DEFAULT_MAX_JOBS})")
     ui.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
                     help="comma-separated host names the dashboard answers to (default: localhost, 127.0.0.1, "
                          f"::1, this machine's name and --host; ${ENV_ALLOWED_HOSTS}; * for any)")
-    ui.add_argument("--debug", action="store_true", help="Dash debug mode (development only)")
+    ui.add_argument("--debug", action="store_true",
+                    help="Dash debug mode on Flask's development server (development only; default: gunicorn)")
 
     export = commands.add_parser("export", help="write a run's report as one self-contained HTML file",
                                  allow_abbrev=False)
@@ -72,6 +82,80 @@ def start_demo(settings: Settings) -> list[str]:
     return started
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything else starts: a port in use is a one-line error
+    with nothing started and nothing left behind (not a demo launched, then a server that cannot
+    listen)."""
+    try:
+        return socket.create_server((host, port), reuse_port=False, backlog=2048)
+    except OSError as exc:
+        reason = "in use (another dashboard?)" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        raise UsageError(f"gradwatch ui: error: cannot listen on {host}:{port}: {reason}; "
+                         f"pick another with --port") from None
+
+
+def stop_demo(settings: Settings, job_ids: list[str], wait_s: float = 30.0) -> None:
+    """Stop the demo runs this dashboard started (SIGINT: each run is marked stopped), waiting for
+    them to end; a job still running after `wait_s` is killed."""
+    from .jobs import JobError, JobManager
+
+    from .config import job_identity_dir
+
+    # The identities the demo's start recorded: Stop signals the supervisors this dashboard spawned.
+    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)),
+                      identity_dir=job_identity_dir(settings))
+    for job_id in job_ids:
+        with contextlib.suppress(JobError, OSError):
+            jobs.stop(job_id)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(JobError, OSError):
+            if not any(jobs.get(job_id).active for job_id in job_ids):
+                break
+        time.sleep(0.2)
+    else:
+        for job_id in job_ids:  # a second request past the grace period kills the group
+            with contextlib.suppress(JobError, OSError):
+                jobs.stop(job_id)
+    if job_ids:
+        print(f"demo: stopped {len(job_ids)} run(s) (--keep-demo leaves them training)", file=sys.stderr)
+
+
+class GunicornServer:
+    """gunicorn serving the dashboard on an already-bound socket; each worker builds its own app
+    (after the fork: no SQLite or diskcache handle crosses a fork)."""
+
+    def __init__(self, settings: Settings, listener: socket.socket, workers: int):
+        from gunicorn.app.base import BaseApplication
+
+        fd = listener.detach()  # gunicorn owns the descriptor from here on
+        from . import gunicorn_conf
+
+        # The Procfile's serving settings (gunicorn_conf: the worker that cuts off slow clients, its
+        # threads and request limits), on this socket.
+        options = {"bind": [f"fd://{fd}"], "workers": max(1, workers), "threads": gunicorn_conf.threads,
+                   "worker_class": gunicorn_conf.worker_class, "timeout": gunicorn_conf.timeout,
+                   "keepalive": gunicorn_conf.keepalive, "limit_request_line": gunicorn_conf.limit_request_line,
+                   "limit_request_fields": gunicorn_conf.limit_request_fields,
+                   "limit_request_field_size": gunicorn_conf.limit_request_field_size,
+                   "loglevel": "warning", "accesslog": None, "preload_app": False}
+
+        class Application(BaseApplication):
+            def load_config(self):
+                for key, value in options.items():
+                    self.cfg.set(key, value)
+
+            def load(self):
+                from .app import create_app
+
+                return create_app(settings).server
+
+        self.application = Application()
+
+    def run(self) -> None:
+        self.application.run()
+
+
 def cmd_ui(args) -> int:
     try:
         network = {"allowed_hosts": parse_hosts(args.allowed_hosts), "bind_host": args.host}
@@ -81,21 +165,41 @@ def cmd_ui(args) -> int:
             raise SettingsError("--demo launches runs and cannot be combined with --read-only")
         if args.demo and settings.max_jobs < len(DEMO_PRESETS):
             settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS), **network)
+        if args.keep_demo and not args.demo:
+            raise SettingsError("--keep-demo applies to --demo only")
         if not 0 <= args.port <= 65535:
             raise SettingsError(f"--port must be 0..65535, got {args.port}")
     except SettingsError as exc:
         raise UsageError(f"gradwatch ui: error: {exc}") from None
-    from .app import create_app
-
-    try:
-        app = create_app(settings)  # checks the log directory and the cache folder
-    except SettingsError as exc:
+    listener = bind_port(args.host, args.port)
+    try:  # a bad log directory or cache folder is one error now, before any demo run starts
+        validate_logdir(settings.logdir)
+        ensure_private_dir(settings.cache_dir)
+    except (SettingsError, OSError) as exc:
+        listener.close()
         raise UsageError(f"gradwatch ui: error: {exc}") from None
-    if args.demo:
-        start_demo(settings)
-    print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs in {settings.logdir}"
-          f"{', read-only' if settings.read_only else ''})", flush=True)
-    app.run(host=args.host, port=args.port, debug=args.debug)
+    if args.debug:
+        from .app import create_app
+
+        try:
+            app = create_app(settings)
+        except SettingsError as exc:
+            listener.close()
+            raise UsageError(f"gradwatch ui: error: {exc}") from None
+        listener.close()  # Flask's development server binds the port itself
+    else:
+        server = GunicornServer(settings, listener, args.workers)
+    started = start_demo(settings) if args.demo else []
+    try:
+        print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs in {settings.logdir}"
+              f"{', read-only' if settings.read_only else ''})", flush=True)
+        if args.debug:
+            app.run(host=args.host, port=args.port, debug=True, use_reloader=False)
+        else:
+            server.run()
+    finally:
+        if started and not args.keep_demo:
+            stop_demo(settings, started)
     return EXIT_OK
 
 

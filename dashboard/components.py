@@ -109,8 +109,17 @@ def severity_badge(severity: str, count: int | None = None) -> html.Span:
                      style={"backgroundColor": SEVERITY_COLORS.get(severity, "#757575")})
 
 
-def flag_badges(counts: dict) -> html.Span:
-    parts = [severity_badge(sev, counts.get(sev, 0)) for sev in ("critical", "warning", "info") if counts.get(sev)]
+def flag_badges(counts: dict, rules: dict | None = None) -> html.Span:
+    """A badge per severity with its count and, where known, the rules that fired ("1 warning:
+    overfitting"): a count alone does not say what to look at."""
+    parts = []
+    for sev in ("critical", "warning", "info"):
+        if counts.get(sev):
+            named = (rules or {}).get(sev) or []
+            badge = severity_badge(sev, counts[sev])
+            if named:
+                badge.children = f"{badge.children}: {', '.join(named)}"
+            parts.append(badge)
     return html.Span(parts or [html.Span("none", className="muted")], className="flag-badges")
 
 
@@ -280,13 +289,20 @@ def meta_panel(info: dict) -> list:
         html.Details(open=False, children=[html.Summary("Logging"), kv_table(logging)]),
     ]
     if results:
+        # Test-set metrics (test_*, the confusion matrix) are "Test results"; anything else a stack
+        # stores there (HF's train_runtime, total_flos, mean train_loss) describes the training.
         shown = [(k, v) for k, v in results.items() if k not in ("confusion_matrix", "class_names")]
+        tests = [(k, v) for k, v in shown if str(k).startswith("test_")]
+        training = [(k, v) for k, v in shown if not str(k).startswith("test_")]
         matrix = results.get("confusion_matrix")
         names = results.get("class_names") or []
-        blocks.insert(0, html.Details(open=True, children=[
-            html.Summary("Test results"), kv_table(shown),
-            confusion_table(matrix, names) if matrix else None,
-        ]))
+        if training:
+            blocks.insert(0, html.Details(open=True, children=[html.Summary("Training summary"), kv_table(training)]))
+        if tests or matrix:
+            blocks.insert(0, html.Details(open=True, children=[
+                html.Summary("Test results"), kv_table(tests),
+                confusion_table(matrix, names) if matrix else None,
+            ]))
     if meta.get("error"):
         blocks.insert(0, run_error(meta["error"]))
     losses = derived.losses_line(meta)

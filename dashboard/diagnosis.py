@@ -50,8 +50,11 @@ def diagnose_folder(path: Path) -> dict:
             "checked": result.get("checked") or [], "skipped": result.get("skipped") or {}}
 
 
-class RunDiagnosis(RunFolders):
-    """RunFolders plus each run's merged, cached flags."""
+class RunDiagnosis:
+    """Each run's merged, cached flags (a part of RunStore; reads through its RunFolders)."""
+
+    def __init__(self, folders: RunFolders):
+        self.folders = folders
 
     # ---- diagnosis ------------------------------------------------------------------------------
     def flags(self, run_id: str, *, status: str | None = None, stored: list | None = None,
@@ -63,7 +66,7 @@ class RunDiagnosis(RunFolders):
         more than LARGE_RUN_STATS_ROWS statistics rows are diagnosed in a background thread when
         wait=False: the answer is then the stored flags with pending=True until the result is cached.
         """
-        path = path or self.run_dir(run_id)
+        path = path or self.folders.run_dir(run_id)
         with RunReader(path) as reader:
             if stored is None or status is None:
                 stored, _ = reader.flags()
@@ -73,9 +76,9 @@ class RunDiagnosis(RunFolders):
             key, expire = ("diagnosis-live", run_id), DIAGNOSIS_TTL_LIVE_S
         else:
             key, expire = ("diagnosis", run_id, run_identity(path)), CACHE_EXPIRE_S
-        cache = self.cache
+        cache = self.folders.cache
         if wait or rows <= LARGE_RUN_STATS_ROWS or cache is None:
-            result = self._cached(key, lambda: diagnose_folder(path), expire=expire)
+            result = self.folders.cached(key, lambda: diagnose_folder(path), expire=expire)
             return dict(result, flags=merge_flags(result.get("flags") or [], stored or []), pending=False)
         result = None
         with contextlib.suppress(Exception):
@@ -89,14 +92,14 @@ class RunDiagnosis(RunFolders):
     def _diagnose_in_background(self, key: tuple, path: Path, expire: float) -> None:
         """Start one diagnosis per key across all workers (an expiring marker in the shared cache)."""
         marker = ("diagnosing",) + key
-        if not self.cache.add(marker, os.getpid(), expire=BACKGROUND_DIAGNOSIS_TIMEOUT_S):
+        if not self.folders.cache.add(marker, os.getpid(), expire=BACKGROUND_DIAGNOSIS_TIMEOUT_S):
             return  # another thread or worker is on it
 
         def work():
             try:
-                self.cache.set(key, diagnose_folder(path), expire=expire)
+                self.folders.cache.set(key, diagnose_folder(path), expire=expire)
             finally:
                 with contextlib.suppress(Exception):
-                    self.cache.delete(marker)
+                    self.folders.cache.delete(marker)
 
         threading.Thread(target=work, name=f"diagnose-{path.name}", daemon=True).start()

@@ -23,7 +23,7 @@ from plotly.offline import get_plotlyjs
 from gradwatch.trainer import derived
 
 from .components import RULE_TITLES, error_cause, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
-from .data import RunLogError, RunNotFound, RunStore, config_summary, dataset_label, duration_s
+from .data import RunFolders, RunLogError, RunNotFound, RunStore, config_summary, dataset_label, duration_s
 from .views import run_charts
 
 STYLE = """
@@ -158,7 +158,7 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
         raise RunNotFound(f"{str(run_dir)!r} is not a run folder (not a directory)")
-    store = _FolderStore(run_dir, cache_dir)
+    store = RunStore(folders=_OneFolder(run_dir, cache_dir))
     report = render_report(store, run_dir.name)
     out = Path(output) if output else run_dir / "report.html"
     write_regular_file(out, report.encode("utf-8"))
@@ -218,9 +218,10 @@ def write_regular_file(out: Path, data: bytes) -> None:
                 os.unlink(tmp)
 
 
-class _FolderStore(RunStore):
-    """A store over one folder named on the command line: unlike a run id from a URL, its name may
-    hold spaces or non-ASCII letters (the user chose the path; nothing is resolved from a request)."""
+class _OneFolder(RunFolders):
+    """The run folders of a store over one folder named on the command line: unlike a run id from a
+    URL, its name may hold spaces or non-ASCII letters (the user chose the path; nothing is resolved
+    from a request)."""
 
     def __init__(self, run_dir: Path, cache_dir: str | os.PathLike | None = None):
         super().__init__(run_dir.parent, cache_dir)

@@ -161,7 +161,26 @@ def _base(fig: go.Figure, title: str, height: int, uirevision: str | None, legen
                       title=dict(text=title, x=0.01, xanchor="left", y=0.985, yanchor="top", font=dict(size=14)))
     if legend_right:
         fig.update_layout(legend=RIGHT_LEGEND, margin=dict(r=110, t=60))
+    _whole_number_ticks(fig)
     return fig
+
+
+SHORT_AXIS_SPAN = 10  # an x axis of whole numbers (steps, epochs) spanning fewer than this: a tick per number
+
+
+def _whole_number_ticks(fig: go.Figure) -> None:
+    """Steps and epochs are whole numbers: on a short run plotly would tick them in halves (a step
+    axis from -1 to 3 by 0.5). Traces' x are sorted, so their ends give the span."""
+    ends = []
+    for trace in fig.data:
+        if trace.meta == NOTES_KEY or getattr(trace, "orientation", None) == "h" or trace.x is None or not len(trace.x):
+            continue
+        for value in (trace.x[0], trace.x[-1]):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                return  # categories or dates: not a number axis
+            ends.append(float(value))
+    if ends and all(math.isfinite(v) and v.is_integer() for v in ends) and max(ends) - min(ends) < SHORT_AXIS_SPAN:
+        fig.update_xaxes(tick0=0, dtick=1)
 
 
 # ---- scalar charts -----------------------------------------------------------------------------
@@ -264,35 +283,64 @@ def _signal_title(name: str) -> str:
     return name.replace("_", " ")
 
 
+def signal_panels(names: list[str]) -> list[tuple[str, list[str]]]:
+    """The Training-signals panels: (title, scalar names). One quantity is one panel, however many
+    names it is logged under: the learning rate a user logs (`lr`) and the one gradwatch reads from
+    the optimizer (`opt_lr`, per param group) share one; the total gradient norm before clipping
+    (`grad_norm_total`), after it (`grad_norm_clipped`) and gradwatch's every-step sentinel share
+    another, on one axis. Every other scalar has its own."""
+    families = (("learning rate", lambda n: n == "lr" or n == log_schema.OPTIMIZER_LR
+                 or n.startswith(log_schema.OPTIMIZER_LR + "_g")),
+                ("total gradient norm", lambda n: n in ("grad_norm_total", "grad_norm_clipped",
+                                                        log_schema.SENTINEL_GRAD_NORM)))
+    panels: list[tuple[str, list[str]]] = []
+    for title, member in families:
+        found = [n for n in names if member(n)]
+        if found:
+            panels.append((title if len(found) > 1 else _signal_title(found[0]), found))
+    grouped = {n for _, found in panels for n in found}
+    panels += [(_signal_title(n), [n]) for n in names if n not in grouped]
+    return sorted(panels, key=lambda panel: names.index(panel[1][0]))  # in the order of `names`
+
+
 def signals_chart(series: dict[str, dict], *, notes=(), step_range=None, selected_step=None, uirevision=None,
                   height_per_row: int = 150) -> go.Figure:
-    """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts."""
+    """Every other scalar (gradient norm, learning rate, a user's own) as stacked small charts, one
+    per quantity (see signal_panels)."""
     names = sorted(n for n in series if scalar_group(n) == "signals")
     preferred = [n for n in ("grad_norm_total", "grad_norm_clipped", log_schema.SENTINEL_GRAD_NORM, "lr",
                              log_schema.OPTIMIZER_LR) if n in names]
     names = preferred + [n for n in names if n not in preferred]
     if not names:
         return empty_figure("no other scalars logged", height=160)
-    rows = len(names)
+    panels = signal_panels(names)
+    rows = len(panels)
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=min(0.08, 0.3 / rows),
-                        subplot_titles=[escape_text(_signal_title(n)) for n in names])
+                        subplot_titles=[escape_text(title) for title, _ in panels])
     _add_notes_trace(fig, list(notes))
-    for row, name in enumerate(names, start=1):
-        s = series[name]
-        fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines", name=escape_text(name),
-                                 meta=f"scalar:{name}",
-                                 line=dict(width=1.3, color=run_color(row - 1)), showlegend=False), row=row, col=1)
-        values = np.asarray(s["values"], dtype=float)
+    color = 0
+    for row, (_, members) in enumerate(panels, start=1):
+        for index, name in enumerate(members):
+            s = series[name]
+            fig.add_trace(go.Scatter(x=plain(s["steps"]), y=plain(s["values"]), mode="lines",
+                                     name=escape_text(_signal_title(name)), meta=f"scalar:{name}",
+                                     # identical series overlap: the later ones dashed, so both show
+                                     line=dict(width=1.3, color=run_color(color), dash="dash" if index else None),
+                                     showlegend=len(members) > 1, legendgroup=f"row{row}"), row=row, col=1)
+            color += 1
+        values = np.concatenate([np.asarray(series[n]["values"], dtype=float) for n in members])
         positive = values[np.isfinite(values)]
-        if name.startswith("grad_norm") and len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
-            fig.update_yaxes(type="log", row=row, col=1)
-        elif len(positive) and positive.min() == positive.max():
+        if members[0].startswith("grad_norm") or members[0] == log_schema.SENTINEL_GRAD_NORM:
+            if len(positive) and positive.min() > 0 and positive.max() / positive.min() > 100:
+                fig.update_yaxes(type="log", row=row, col=1)
+        if len(positive) and positive.min() == positive.max():
             # A constant (a fixed learning rate): centre it instead of plotly's default -0.5..1.5 span.
             v = float(positive[0])
             pad = abs(v) * 0.5 or 1.0
             fig.update_yaxes(range=[v - pad, v + pad], row=row, col=1)
-        if len(s["bad_steps"]):
-            fig.add_trace(_bad_marker_trace(s, name, _finite_max([values])), row=row, col=1)
+        for name in members:
+            if len(series[name]["bad_steps"]):
+                fig.add_trace(_bad_marker_trace(series[name], name, _finite_max([values])), row=row, col=1)
     fig.update_xaxes(title_text="optimizer step", row=rows, col=1)
     _mark_selected_step(fig, selected_step)
     _step_range(fig, step_range)
@@ -311,7 +359,7 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
     norms = np.asarray(flow["grad_norm"], dtype=float)
     biggest = np.asarray(flow.get("grad_max_abs") or [np.nan] * len(layers), dtype=float)
     bad = np.asarray(flow.get("nonfinite") or [0] * len(layers))
-    horizontal = len(layers) > FLOW_VERTICAL_MAX
+    horizontal = flow_is_horizontal(layers)
     if horizontal:
         marker = _depth_marker(layers, bad, selected_layer)
     else:
@@ -325,17 +373,13 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
             else:
                 bar_colors.append(colors[layer])
         marker = dict(color=bar_colors)
-    finite = np.isfinite(norms) & (norms > 0)
-    shown = np.where(finite, norms, np.nan)
-    top = float(np.nanmax(shown)) if finite.any() else 1.0
-    text = ["NaN/Inf" if b > 0 or not np.isfinite(n) else "" for n, b in zip(norms, bad)]
-    text = text if any(text) else None  # hundreds of empty labels cost as much as the bars
+    lengths, text = flow_bar_lengths(norms, bad)
     # Many layers: horizontal bars, one legible name per row, the chart as tall as it needs.
     value_axis, layer_axis = ("x", "y") if horizontal else ("y", "x")
     fig = go.Figure()
     labels = [escape_text(layer) for layer in layers]  # category tick labels render markup too
     fig.add_trace(go.Bar(
-        **{layer_axis: labels, value_axis: np.where(finite, norms, top)}, orientation="h" if horizontal else "v",
+        **{layer_axis: labels, value_axis: lengths}, orientation="h" if horizontal else "v",
         marker=dict(marker, line=dict(width=0)),
         name="gradient norm", text=text, textposition="outside", meta="flow",
         customdata=np.stack([norms, biggest, bad], axis=1),
@@ -365,6 +409,30 @@ def gradient_flow_chart(flow: dict, *, selected_layer: str | None = None, height
 
 
 FLOW_VERTICAL_MAX = 24  # more layers than this: horizontal bars
+FLOW_VERTICAL_CHARS = 160  # or more label characters than fit under vertical bars (layers x longest name)
+ZERO_BAR_DECADES = 1.0  # an exact-zero gradient: a bar this many decades below the smallest nonzero one
+
+
+def flow_is_horizontal(layers: list[str]) -> bool:
+    """Horizontal bars when vertical ones would be squeezed: many layers, or names too long to sit
+    side by side under the bars (22 BERT layers of 40 characters each)."""
+    longest = max((len(str(layer)) for layer in layers), default=0)
+    return len(layers) > FLOW_VERTICAL_MAX or len(layers) * longest > FLOW_VERTICAL_CHARS
+
+
+def flow_bar_lengths(norms, bad) -> tuple[np.ndarray, list[str] | None]:
+    """Bar lengths on the log axis and their labels: a NaN/Inf gradient is the tallest bar
+    (labelled "NaN/Inf"), an exact zero the shortest (labelled "0"): a log axis has no 0, so the
+    zero bar sits a decade below the smallest nonzero norm (at 1e-12 when every norm is 0)."""
+    norms = np.asarray(norms, dtype=float)
+    bad = np.asarray(bad)
+    nonfinite = ~np.isfinite(norms) | (bad > 0)
+    positive = np.isfinite(norms) & (norms > 0) & ~nonfinite
+    top = float(norms[positive].max()) if positive.any() else 1.0
+    floor = float(norms[positive].min()) / 10**ZERO_BAR_DECADES if positive.any() else 1e-12
+    lengths = np.where(positive, norms, np.where(nonfinite, top, floor))
+    text = ["NaN/Inf" if n else ("0" if not p else "") for n, p in zip(nonfinite, positive)]
+    return lengths, (text if any(text) else None)  # hundreds of empty labels cost as much as the bars
 FLOW_BAR_PX = 14
 NONFINITE_COLOR = "#c62828"
 # Depth colours as numbers on one scale (Viridis 0-0.9, as layer_colors), red at 1 for NaN/Inf: for
@@ -578,6 +646,7 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
     for index, run in enumerate(runs):
         color = run_color(index)
         step_to_epoch = {s: e for e, s in run.get("epochs") or []}
+        in_legend = False  # each run once in the legend, from the first panel it has data in
         for row, col, name in panels:
             s = (run.get("series") or {}).get(name)
             if not s or not len(s["steps"]):
@@ -585,12 +654,18 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
             per_step = name == "train_loss" or not step_to_epoch
             x = list(s["steps"]) if per_step else [step_to_epoch.get(int(st), int(st)) for st in s["steps"]]
             fig.add_trace(go.Scatter(
-                x=x, y=list(s["values"]), mode="lines" if per_step else "lines+markers", name=escape_text(run["label"]),
-                legendgroup=run["label"], showlegend=(row, col) == (1, 1),
+                x=x, y=plain(s["values"]), mode="lines" if per_step else "lines+markers", name=escape_text(run["label"]),
+                legendgroup=run["label"], showlegend=not in_legend, meta=f"{run['label']}:{name}",
                 line=dict(color=color, width=1.2 if name == "train_loss" else 2), marker=dict(size=5),
             ), row=row, col=col)
+            in_legend = True
     for row, col, name in panels:
         fig.update_xaxes(title_text="optimizer step" if name == "train_loss" else "epoch", row=row, col=col)
+        if name != "val_acc":
+            # One diverged run (a loss of 1e21) flattens every other run to 0 on a linear axis.
+            values = [((r.get("series") or {}).get(name) or {}).get("values", []) for r in runs]
+            if log_axis_wanted(values):
+                fig.update_yaxes(type="log", exponentformat="power", row=row, col=col)
     fig = _base(fig, "Runs side by side", height, None, legend_right=True)
     fig.update_layout(hovermode="x")
     return fig
@@ -604,6 +679,7 @@ def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360
     if not flows:
         return empty_figure("no gradient statistics to compare", height=height)
     fig = go.Figure()
+    order = merged_layer_order([item["flow"]["layers"] for item in flows])
     for index, item in enumerate(flows):
         flow = item["flow"]
         norms = np.asarray(flow["grad_norm"], dtype=float)
@@ -613,13 +689,27 @@ def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360
             hovertemplate=f"{escape_text(item['label'])} (step {flow['step']})<br>%{{x}}: %{{y:.3e}}<extra></extra>",
         ))
     fig.update_yaxes(type="log", title_text="gradient norm (log)", exponentformat="power")
-    fig.update_xaxes(title_text="layer (input → output)", type="category")
+    fig.update_xaxes(title_text="layer (input → output)", type="category", categoryorder="array",
+                     categoryarray=[escape_text(x) for x in order])
     fig = _base(fig, f"Gradient flow at step {step}", height, None)
     fig.update_layout(barmode="group", hovermode="closest")
     return fig
 
 
+def merged_layer_order(orders: list[list[str]]) -> list[str]:
+    """One input -> output order for the layers of several runs: each layer at its mean relative
+    depth (0 = first layer, 1 = last) over the runs that have it. Plotly's own category order is
+    first appearance, which puts one run's output layer between another run's hidden layers."""
+    depth: dict[str, list[float]] = {}
+    for layers in orders:
+        for i, layer in enumerate(layers):
+            depth.setdefault(layer, []).append(i / max(1, len(layers) - 1))
+    first_seen = {layer: i for i, layer in enumerate(depth)}
+    return sorted(depth, key=lambda layer: (sum(depth[layer]) / len(depth[layer]), first_seen[layer]))
+
+
 # ---- all layers in one picture ------------------------------------------------------------------
+ZERO_COLOR = "#9e9e9e"  # exact zeros in a log-coloured heatmap
 HEATMAP_ROW_PX = 11  # a row per layer this tall until the picture reaches HEATMAP_MAX_PX
 HEATMAP_MAX_PX = 900
 
@@ -649,6 +739,11 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
         zmin, zmax = (zmin - 0.5, zmax + 0.5) if zmax - zmin < 1e-9 else (zmin, zmax)
     else:
         zmin, zmax = 0.0, 1.0
+    if zmid is not None:
+        # plotly ignores zmid once zmin/zmax are set: a diverging scale is centred by making the
+        # range symmetric around its midpoint, so the scale's middle colour is drawn at zmid.
+        half = max(zmax - zmid, zmid - zmin, 0.5)
+        zmin, zmax = zmid - half, zmid + half
     colorbar = dict(title=dict(text=value_label, side="right"), thickness=12)
     if log_color:
         ticks = list(range(math.ceil(zmin), math.floor(zmax) + 1))
@@ -664,9 +759,22 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
         # float32 z travels as one base64 typed array (NaN = a gap): ~10x cheaper to build and encode
         # than a list of numbers for the hundreds of rows of a big model, at the same size.
         x=plain(table.index.to_numpy()), y=[escape_text(r) for r in rows], z=shown.astype(np.float32), colorscale=colorscale, zmin=zmin,
-        zmax=zmax, zmid=zmid, colorbar=colorbar, meta=meta, hoverongaps=False,
+        zmax=zmax, colorbar=colorbar, meta=meta, hoverongaps=False,
         hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = {value_text}<extra></extra>",
     ))
+    zeros = (values == 0) if log_color else np.zeros(values.shape, dtype=bool)
+    if zeros.any():
+        # log10(0) has no colour on the scale: exact zeros get their own grey cells and a legend
+        # entry, so a layer that received no gradient is labelled, not left blank like "not logged".
+        fig.add_trace(go.Heatmap(
+            x=plain(table.index.to_numpy()), y=[escape_text(r) for r in rows],
+            z=np.where(zeros, 1.0, np.nan).astype(np.float32), colorscale=[[0, ZERO_COLOR], [1, ZERO_COLOR]],
+            showscale=False, meta=f"{meta}-zero", hoverongaps=False, zmin=0, zmax=1,
+            hovertemplate=f"%{{y}}<br>step %{{x}}<br>{escape_text(value_label)} = 0 (exactly)<extra></extra>",
+        ))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{escape_text(value_label)} exactly 0",
+                                 meta=f"{meta}-zero-legend", showlegend=True, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=11, color=ZERO_COLOR)))
     marked = [r for r in rows if r in flagged]
     if marked:
         fig.add_trace(go.Scatter(

@@ -3,7 +3,7 @@
 Every view read happens inside one SQLite read transaction (reader.snapshot()), so the records a
 figure shows and the cursor it hands to the live poller always agree: the next poll returns exactly
 the records after that cursor, never one twice, never one missed. Views that cannot change until
-the run's files change are cached (RunFolders._cached, keyed by run_identity); the live poll's
+the run's files change are cached (RunFolders.cached, keyed by run_identity); the live poll's
 deltas are read once per change for all of a process's viewers (the shared_* methods).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,9 +21,9 @@ from gradwatch.trainer import derived
 from gradwatch.trainer.runlog import RunLogError, RunReader
 
 from . import series
+from .diagnosis import RunDiagnosis
 from .live_tail import GrowingTail
-from .store import run_identity
-from .summaries import RunList
+from .store import RunFolders, run_identity
 
 
 @dataclass
@@ -127,14 +128,32 @@ def _histogram_answer(steps: np.ndarray, counts: np.ndarray) -> dict:
     return {"steps": steps, "counts": counts, "reset": len(steps) > HIST_DELTA_LIMIT}
 
 
-class RunViews(RunList):
-    """RunList plus the per-run views the pages draw (and their live deltas)."""
+def max_per_bucket(steps: np.ndarray, values: np.ndarray, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """At most max_points rows of a [steps, columns] series: consecutive rows bucketed, each bucket
+    shown at its last step with each column's largest value (NaN only where the whole bucket is)."""
+    n = len(steps)
+    if n <= max_points:
+        return steps, values
+    edges = np.linspace(0, n, max_points + 1).astype(np.int64)
+    starts = edges[:-1][np.diff(edges) > 0]
+    with warnings.catch_warnings():  # a column without any value in a bucket
+        warnings.simplefilter("ignore", RuntimeWarning)
+        biggest = np.fmax.reduceat(values, starts, axis=0)
+    last = np.append(starts[1:], n) - 1
+    return steps[last], biggest
+
+
+class RunViews:
+    """The per-run views of the Run and Compare pages, each read in one snapshot (a part of RunStore)."""
+
+    def __init__(self, folders: RunFolders, diagnosis: RunDiagnosis):
+        self.folders, self.diagnosis = folders, diagnosis
 
     # ---- per-run views ------------------------------------------------------------------------
     def run_info(self, run_id: str) -> dict:
         """Everything about a run that is not a time series: meta, status, tensors, extent, cursors."""
-        path = self.run_dir(run_id)
-        with self.open(run_id) as reader, reader.snapshot():
+        path = self.folders.run_dir(run_id)
+        with self.folders.open(run_id) as reader, reader.snapshot():
             meta = dict(reader.meta)
             status = reader.status()
             tensors = reader.tensors()
@@ -159,24 +178,24 @@ class RunViews(RunList):
     def run_facts(self, run_id: str) -> dict:
         """The run's derived facts (trainer.derived.run_summary: best/last validation loss and the
         best epoch, test metrics, gradient gap), cached per database version."""
-        path = self.run_dir(run_id)
+        path = self.folders.run_dir(run_id)
 
         def compute():
-            with self.open(run_id) as reader, reader.snapshot():
+            with self.folders.open(run_id) as reader, reader.snapshot():
                 return derived.run_summary(reader)
 
-        return self._cached(("facts", run_id, run_identity(path)), compute)
+        return self.folders.cached(("facts", run_id, run_identity(path)), compute)
 
     def scalar_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
                     max_points: int = 2000, groups: tuple[str, ...] | None = None) -> dict:
         """Scalars (those whose chart group is in `groups`, all by default), downsampled to max_points
         (extremes kept), and the scalars cursor."""
-        path = self.run_dir(run_id)
+        path = self.folders.run_dir(run_id)
 
         def compute():
             from .figures import scalar_group
 
-            with self.open(run_id) as reader, reader.snapshot():
+            with self.folders.open(run_id) as reader, reader.snapshot():
                 cursor = reader.cursor("scalars")
                 out = {}
                 names = [n for n in reader.scalar_names() if groups is None or scalar_group(n) in groups]
@@ -187,12 +206,12 @@ class RunViews(RunList):
             return {"series": out, "cursor": cursor}
 
         key = ("scalars", run_id, run_identity(path), step_min, step_max, max_points, groups)
-        return self._cached(key, compute)
+        return self.folders.cached(key, compute)
 
     def scalar_delta(self, run_id: str, cursor: int) -> dict:
         """Scalar records after `cursor` (columns seq, step, name, value): {"rows", "cursor", "reset"}.
         The same cursor always returns the same rows (the log is append-only)."""
-        with self.open(run_id) as reader, reader.snapshot():
+        with self.folders.open(run_id) as reader, reader.snapshot():
             if reader.count_after("scalars", cursor) > DELTA_ROW_LIMIT:
                 return {"rows": None, "cursor": cursor, "reset": True}
             df = reader.scalar_rows_after(int(cursor))
@@ -203,10 +222,10 @@ class RunViews(RunList):
                    max_points: int = 300, must_include=()) -> dict:
         """Per-layer tables of the charted quantities (LIVE_LAYER_QUANTITIES) at up to max_points logged steps, and the stats
         cursor. Long runs are sampled evenly (flagged steps always included)."""
-        path = self.run_dir(run_id)
+        path = self.folders.run_dir(run_id)
 
         def compute():
-            with self.open(run_id) as reader, reader.snapshot():
+            with self.folders.open(run_id) as reader, reader.snapshot():
                 cursor = reader.cursor("stats")
                 order = reader.forward_layers()
                 chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
@@ -221,11 +240,38 @@ class RunViews(RunList):
                     "logged": logged, "shown": int(len(chosen)), "order": order}
 
         key = ("layers", run_id, run_identity(path), step_min, step_max, max_points, tuple(must_include))
-        return self._cached(key, compute)
+        return self.folders.cached(key, compute)
+
+    def step_norm_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
+                       max_points: int = 2000) -> dict:
+        """Every optimizer step's per-layer gradient norm (the run's step_norms) in the step range,
+        at most max_points steps: a bucket of steps shows each layer's largest norm, so a spike on
+        an unlogged step is never averaged away; and the stats cursor (redrawn as statistics come)."""
+        path = self.folders.run_dir(run_id)
+
+        def compute():
+            with self.folders.open(run_id) as reader, reader.snapshot():
+                cursor = reader.cursor("stats")
+                norms = reader.step_norms()
+            layers, values = norms.layer_norms()
+            steps = norms.steps
+            inside = np.ones(len(steps), bool)
+            if step_min is not None:
+                inside &= steps >= step_min
+            if step_max is not None:
+                inside &= steps <= step_max
+            shown_steps, shown = max_per_bucket(steps[inside], values[inside], max_points)
+            table = pd.DataFrame(shown, index=pd.Index(shown_steps, name="step"), columns=list(layers))
+            return {"tables": {"grad_norm": table}, "cursor": cursor, "order": list(layers),
+                    "exact_steps": int((norms.span[inside] == 1).sum()), "steps": int(inside.sum()),
+                    "bucketed": len(shown_steps) < int(inside.sum())}
+
+        key = ("step_norms", run_id, run_identity(path), step_min, step_max, max_points)
+        return self.folders.cached(key, compute)
 
     def layer_delta(self, run_id: str, cursor: int) -> dict:
         """Per-layer tables of the statistics rows after `cursor` only."""
-        with self.open(run_id) as reader, reader.snapshot():
+        with self.folders.open(run_id) as reader, reader.snapshot():
             if reader.count_after("stats", cursor) > DELTA_ROW_LIMIT:
                 return {"tables": {}, "cursor": cursor, "reset": True}
             stats, new_cursor = reader.layer_values_after(int(cursor))
@@ -238,7 +284,7 @@ class RunViews(RunList):
         """What a live poll reads first: {"status", "cursors", "last_logged"}. Viewers polling while
         the files keep `ident` share one read (a status is then at most SharedReads.ttl_s old)."""
         def compute():
-            with self.open(run_id) as reader:
+            with self.folders.open(run_id) as reader:
                 db = os.stat(reader.db_path)
                 # The database file and start time tell this run from another made later under the
                 # same id (the live tails are keyed by them).
@@ -246,12 +292,12 @@ class RunViews(RunList):
                         "last_logged": reader.last_logged_step(),
                         "run_file": (str(reader.meta.get("started")), db.st_dev, db.st_ino)}
 
-        return compute() if ident is None else self.shared.get(("head", run_id, tuple(ident)), compute)
+        return compute() if ident is None else self.folders.shared.get(("head", run_id, tuple(ident)), compute)
 
     def _tail(self, run_id: str, head: dict, source: tuple, read, key: str, max_rows: int) -> GrowingTail:
         """The process's tail of one source of a run; a run made anew under the same id (another
         database file, another start time) gets a new tail."""
-        return self.tails.get((run_id, head["run_file"], *source), lambda: GrowingTail(read, key, max_rows))
+        return self.folders.tails.get((run_id, head["run_file"], *source), lambda: GrowingTail(read, key, max_rows))
 
     def shared_scalar_delta(self, run_id: str, cursor: int, head: dict) -> dict:
         """scalar_delta(run_id, cursor) for every viewer of the run in this process, given the
@@ -261,7 +307,7 @@ class RunViews(RunList):
         newest = int(head["cursors"]["scalars"])
 
         def read(after, head):
-            with self.open(run_id) as reader:
+            with self.folders.open(run_id) as reader:
                 df = reader.scalar_rows_after(int(after))
             columns = {name: df[name].to_numpy() for name in ("seq", "step", "name", "value")}
             return columns, max(int(head), int(columns["seq"][-1]) if len(df) else int(after)), {}
@@ -276,14 +322,14 @@ class RunViews(RunList):
             new_cursor = int(rows["seq"][-1]) if len(rows["seq"]) else int(cursor)
             return {"rows": rows, "cursor": new_cursor, "reset": False}  # columns: seq, step, name, value
 
-        return self.shared.get(("scalars", run_id, head["run_file"], int(cursor), newest), build)
+        return self.folders.shared.get(("scalars", run_id, head["run_file"], int(cursor), newest), build)
 
     def shared_layer_delta(self, run_id: str, cursor: int, head: dict) -> dict:
         """layer_delta(run_id, cursor) from the run's statistics tail, one answer per (cursor, head)."""
         newest = int(head["cursors"]["stats"])
 
         def read(after, head):
-            with self.open(run_id) as reader:
+            with self.folders.open(run_id) as reader:
                 stats, new_cursor = reader.layer_values_after(int(after))
                 order = reader.forward_layers()
             stats = stats.sort_values("seq", kind="stable")  # the tail is kept in seq order
@@ -304,14 +350,14 @@ class RunViews(RunList):
             tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
             return {"tables": tables, "cursor": int(rows["seq"].max()), "reset": False}
 
-        return self.shared.get(("layers", run_id, head["run_file"], int(cursor), newest), build)
+        return self.folders.shared.get(("layers", run_id, head["run_file"], int(cursor), newest), build)
 
     def shared_histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int, head: dict) -> dict:
         """histogram_delta(...) from the tensor's histogram tail, one answer per (step, last logged step)."""
         last_logged = head["last_logged"]
 
         def read(after, head):
-            with self.open(run_id) as reader:
+            with self.folders.open(run_id) as reader:
                 steps, counts = reader.histograms(tensor, kind, step_min=int(after) + 1)
             # Covered up to the last histogram read (one may land after its step's statistics).
             return {"step": steps, "counts": counts}, int(steps[-1]) if len(steps) else int(after), {}
@@ -325,13 +371,13 @@ class RunViews(RunList):
                 return self.histogram_delta(run_id, tensor, kind, after_step)
             return _histogram_answer(rows["step"], rows["counts"])
 
-        return self.shared.get(("hist", run_id, head["run_file"], tensor, kind, int(after_step), last_logged),
+        return self.folders.shared.get(("hist", run_id, head["run_file"], tensor, kind, int(after_step), last_logged),
                                build)
 
     def gradient_flow(self, run_id: str, step: int | None) -> dict:
         """Per-layer gradient norms at the logged step at or before `step` (the latest when None)."""
         flow_fields = ("grad_norm", "grad_max_abs", "grad_nonfinite")
-        with self.open(run_id) as reader, reader.snapshot():
+        with self.folders.open(run_id) as reader, reader.snapshot():
             snapped = reader.last_logged_step() if step is None else reader.logged_step_at_or_before(step)
             order = reader.forward_layers()
             if snapped is None:
@@ -355,28 +401,28 @@ class RunViews(RunList):
     def histogram_view(self, run_id: str, tensor: str, kind: str, step_min: int | None = None,
                        step_max: int | None = None, max_columns: int = 200) -> dict:
         """Histogram counts of one tensor over time (step x bin), at up to max_columns steps."""
-        path = self.run_dir(run_id)
+        path = self.folders.run_dir(run_id)
 
         def compute():
-            with self.open(run_id) as reader, reader.snapshot():
+            with self.folders.open(run_id) as reader, reader.snapshot():
                 steps, counts, sampled = reader.sampled_hists(tensor, kind, step_min, step_max, max_columns)
             return {"tensor": tensor, "kind": kind, "steps": steps, "counts": counts, "sampled": sampled}
 
         key = ("hist", run_id, run_identity(path), tensor, kind, step_min, step_max, max_columns)
-        return self._cached(key, compute)
+        return self.folders.cached(key, compute)
 
     def histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int) -> dict:
-        with self.open(run_id) as reader:
+        with self.folders.open(run_id) as reader:
             steps, counts = reader.histograms(tensor, kind, step_min=int(after_step) + 1)
         return _histogram_answer(steps, counts)
 
     def weights_by_epoch(self, run_id: str) -> dict:
         """The lesson's figure data: per-layer weight mean and std at the end of each epoch, with the
         epoch's training and validation loss. Runs without an `epoch` scalar use sampled steps."""
-        path = self.run_dir(run_id)
+        path = self.folders.run_dir(run_id)
 
         def compute():
-            with self.open(run_id) as reader, reader.snapshot():
+            with self.folders.open(run_id) as reader, reader.snapshot():
                 order = reader.forward_layers()
                 epoch_steps, epoch_values = reader.scalar_arrays("epoch")
                 losses = {name: reader.scalar_arrays(name) for name in ("epoch_train_loss", "val_loss")}
@@ -410,7 +456,7 @@ class RunViews(RunList):
             return {"x_label": x_label, "mean": mean, "std": std, "loss": loss, "epochs": int(len(x))}
 
         key = ("weights-by-epoch", run_id, run_identity(path))
-        return self._cached(key, compute)
+        return self.folders.cached(key, compute)
 
     def compare_runs(self, run_ids: list[str], step: int | None = None, max_points: int = 600) -> dict:
         """Side-by-side data for several runs: curves, gradient flow at one common step, final metrics."""
@@ -419,7 +465,7 @@ class RunViews(RunList):
             try:
                 info = self.run_info(run_id)
                 scalars = self.scalar_view(run_id, max_points=max_points, groups=("loss", "accuracy"))
-                flags = self.flags(run_id, status=info["status"])
+                flags = self.diagnosis.flags(run_id, status=info["status"])
             except RunLogError as exc:
                 errors[run_id] = str(exc)
                 continue

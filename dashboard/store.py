@@ -74,7 +74,7 @@ class RunFolders:
                                           eviction_policy="least-recently-used")
         return self._cache
 
-    def _cached(self, key: tuple, compute, expire: float | None = CACHE_EXPIRE_S):
+    def cached(self, key: tuple, compute, expire: float | None = CACHE_EXPIRE_S):
         cache = self.cache
         if cache is None:
             return compute()

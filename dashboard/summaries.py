@@ -14,7 +14,7 @@ from gradwatch.trainer.runlog import RunLogError, RunReader, validate
 from gradwatch.trainer.runlog import schema as log_schema
 
 from .diagnosis import RunDiagnosis, severity_counts
-from .store import CACHE_EXPIRE_S, mtime, run_identity
+from .store import CACHE_EXPIRE_S, RunFolders, mtime, run_identity
 
 SUMMARY_VERSION = 5  # bump when the summary dict changes shape (old cache entries are ignored)
 
@@ -48,6 +48,26 @@ def capture_label(meta: dict) -> str:
     return ""
 
 
+def rules_by_severity(flags: list[dict]) -> dict[str, list[str]]:
+    """The rule names of a run's flags per severity (the Runs page's badges name them)."""
+    out: dict[str, list[str]] = {}
+    for flag in flags:
+        severity, rule = flag.get("severity"), flag.get("rule")
+        if isinstance(severity, str) and isinstance(rule, str) and rule not in out.setdefault(severity, []):
+            out[severity].append(rule)
+    return out
+
+
+def first_step(meta: dict) -> int:
+    """The number of a run's first optimizer step: 0, or 1 for an HF Trainer run (Run.watch's
+    step_offset, kept in meta["watch"]). Runs recorded before it was kept: 1 for HF, else 0."""
+    watch = meta.get("watch") if isinstance(meta.get("watch"), dict) else {}
+    value = watch.get("first_step")
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return 1 if meta.get("integration") == "transformers" else 0
+
+
 def config_summary(config: dict) -> str:
     """A one-line description of what was trained: model, size, activation and the regularisers on."""
     if not isinstance(config, dict) or not config:
@@ -74,7 +94,35 @@ def config_summary(config: dict) -> str:
             parts.append(label)
     if isinstance(config.get("augment_copies"), int) and config["augment_copies"] > 0:
         parts.append(f"augment x{config['augment_copies']}")
+    if not config.get("optimizer"):  # a user's config={"lr": 1e-3}; HF's learning_rate
+        lr = next((config[k] for k in ("lr", "learning_rate") if _is_number(config.get(k))), None)
+        if lr is not None:
+            parts.append(f"lr={lr:g}")
+    if not config.get("preset"):
+        # Not the built-in trainer: a user's own config (Run(config=...), Lightning's hparams, HF's
+        # training arguments) shows its other plain values too, the first few by name.
+        extra = [f"{k}={_config_value(v)}" for k, v in config.items()
+                 if k not in SUMMARISED_CONFIG_KEYS and isinstance(v, (int, float, str, bool)) and v != ""]
+        parts += extra[:CONFIG_EXTRA_SHOWN] + ([f"+{len(extra) - CONFIG_EXTRA_SHOWN} more"]
+                                               if len(extra) > CONFIG_EXTRA_SHOWN else [])
     return ", ".join(parts)
+
+
+CONFIG_EXTRA_SHOWN = 6
+SUMMARISED_CONFIG_KEYS = frozenset({
+    "preset", "model", "depth", "width", "activation", "optimizer", "lr", "learning_rate", "dropout", "l1", "l2",
+    "weight_decay", "clip_norm", "batchnorm", "early_stopping", "augment_copies"})
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_value(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = str(value)
+    return text if len(text) <= 24 else text[:23] + "…"
 
 
 def dataset_label(dataset: Any) -> str:
@@ -92,8 +140,11 @@ def pending_summary(run_id: str, path: Path) -> dict:
             "duration": None, "job_id": None, "pending": True}
 
 
-class RunList(RunDiagnosis):
-    """RunDiagnosis plus the summaries of every run of the log directory."""
+class RunList:
+    """The summaries of every run of the log directory (a part of RunStore)."""
+
+    def __init__(self, folders: RunFolders, diagnosis: RunDiagnosis):
+        self.folders, self.diagnosis = folders, diagnosis
 
     def summaries(self, budget_s: float = 0.6) -> tuple[list[dict], int]:
         """One summary per run folder (newest first) and how many are still pending.
@@ -104,12 +155,12 @@ class RunList(RunDiagnosis):
         """
         deadline = time.monotonic() + budget_s
         out, pending = [], 0
-        for run_id in self.run_ids():
-            path = self.logdir / run_id
+        for run_id in self.folders.run_ids():
+            path = self.folders.logdir / run_id
             ident = run_identity(path)
             key = ("summary", SUMMARY_VERSION, run_id, ident)
             summary = None
-            cache = self.cache
+            cache = self.folders.cache
             if cache is not None:
                 with contextlib.suppress(Exception):
                     summary = cache.get(key)
@@ -150,7 +201,7 @@ class RunList(RunDiagnosis):
             return dict(base, error=f"unreadable run folder ({type(exc).__name__}: {exc})", started=mtime(path))
         config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
         validation = derived.validation_summary(val_steps, val, epochs)
-        flags = self.flags(run_id, status=status, stored=stored, path=path, wait=False)
+        flags = self.diagnosis.flags(run_id, status=status, stored=stored, path=path, wait=False)
         last_step = counts.get("last_step")
         return dict(
             base,
@@ -160,11 +211,12 @@ class RunList(RunDiagnosis):
             dataset=dataset_label(meta.get("dataset")),
             preset=str(config.get("preset") or ""),
             config=config_summary(config),
-            steps=None if last_step is None else int(last_step) + 1,
+            steps=None if last_step is None else int(last_step) + 1 - first_step(meta),
             best_val_loss=validation["best_val_loss"], best_epoch=validation["best_epoch"],
             last_val_loss=validation["last_val_loss"],
             flags=severity_counts(flags["flags"]),
             flag_rules=sorted({f.get("rule", "") for f in flags["flags"]}),
+            flag_rules_by_severity=rules_by_severity(flags["flags"]),
             started=meta.get("started"),
             duration=duration_s(meta, status),
             job_id=meta.get("job_id"),

@@ -7,6 +7,7 @@ Bad input ends with one line on stderr and exit 2; an unexpected error with one 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return trainer_cli.EXIT_STOPPED
+    except BrokenPipeError:
+        # The reader went away (`gradwatch diagnose --json | head`): what it wanted was printed.
+        # Point stdout at /dev/null so the interpreter's final flush does not fail a second time.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return trainer_cli.EXIT_OK
     except Exception as exc:
         if isinstance(exc, trainer_cli.bad_input_errors()):
             message = " ".join(str(exc).split())

@@ -43,7 +43,10 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
             flags.append(f"--{option.name}")
         extra = {"nargs": "?", "const": "true"} if option.kind is bool else {}
         default = "none" if option.default is None else option.default
-        group.add_argument(*flags, dest=f"opt_{option.name}", default=argparse.SUPPRESS, metavar="VALUE",
+        # The valid values in the help (argparse's own choices= would refuse "none" and the
+        # underscore spellings that Option.parse accepts, with a less helpful message).
+        metavar = "{" + ",".join(map(str, option.choices)) + "}" if option.choices else "VALUE"
+        group.add_argument(*flags, dest=f"opt_{option.name}", default=argparse.SUPPRESS, metavar=metavar,
                            help=f"{option.help} (default {default})", **extra)
 
 
@@ -219,6 +222,8 @@ def cmd_lesson(args) -> int:
     claims = lesson.check_claims(runs)
     print(lesson.format_table(runs))
     print()
+    print("The lesson's claims (about the presets at full length; shortened runs leave the regularisation "
+          "claims unchecked):")
     print(lesson.format_claims(claims))
     if args.markdown:
         Path(args.markdown).write_text(

@@ -101,20 +101,40 @@ def format_summary(summary: dict) -> str:
     if facts.get("test_accuracy") is not None:
         lines += [f"test      accuracy {_fmt(facts['test_accuracy'])}, macro-F1 {_fmt(facts.get('test_macro_f1'))}", ""]
     if summary["scalars"]:
-        lines.append(f"{'scalar':24s} {'count':>7s} {'last':>12s} {'min':>12s} {'@step':>7s} {'max':>12s} {'@step':>7s}")
+        w = _name_width(summary["scalars"], "scalar", 24)
+        lines.append(f"{'scalar':{w}s} {'count':>7s} {'last':>12s} {'min':>12s} {'@step':>7s} {'max':>12s} {'@step':>7s}")
         for name, s in summary["scalars"].items():
             lines.append(
-                f"{name[:24]:24s} {s['count']:7d} {_fmt(s['last']):>12s} {_fmt(s['min']):>12s} "
+                f"{_fit(name, w):{w}s} {s['count']:7d} {_fmt(s['last']):>12s} {_fmt(s['min']):>12s} "
                 f"{_fmt(s['step_of_min']):>7s} {_fmt(s['max']):>12s} {_fmt(s['step_of_max']):>7s}"
             )
         lines.append("")
     if summary["layers"]:
-        lines.append(f"{'layer (forward order)':32s} {'grad norm':>12s} {'weight norm':>12s}")
+        w = _name_width([layer["name"] for layer in summary["layers"]], "layer (forward order)", 32)
+        lines.append(f"{'layer (forward order)':{w}s} {'grad norm':>12s} {'weight norm':>12s}")
         for layer in summary["layers"]:
-            lines.append(f"{layer['name'][:32]:32s} {_fmt(layer['grad_norm']):>12s} {_fmt(layer['weight_norm']):>12s}")
+            lines.append(f"{_fit(layer['name'], w):{w}s} {_fmt(layer['grad_norm']):>12s} {_fmt(layer['weight_norm']):>12s}")
     else:
         lines.append("no layer records yet")
     return "\n".join(lines)
+
+
+NAME_MAX_WIDTH = 64  # a name column never wider; longer names keep their head and their tail
+
+
+def _name_width(names, header: str, least: int) -> int:
+    return min(NAME_MAX_WIDTH, max([least, len(header)] + [len(str(n)) for n in names]))
+
+
+def _fit(name: str, width: int) -> str:
+    """A name in `width` characters: whole when it fits, else its start and its end around "…"
+    (BERT's ...attention.self.query and ...self.key differ only at the end: cutting the end off
+    made them identical rows)."""
+    name = str(name)
+    if len(name) <= width:
+        return name
+    tail = (width - 1) * 2 // 3
+    return name[:width - 1 - tail] + "…" + name[-tail:]
 
 
 def _fmt(value) -> str:

@@ -274,7 +274,9 @@ class Run:
         )
         if self.rank != 0:
             return self._probe
-        watch = {"every": every, "histograms": histograms, "activations": activations, "update_ratio": update_ratio}
+        # first_step: the number of the first optimizer step (1 under HF), so "steps" counts steps.
+        watch = {"every": every, "histograms": histograms, "activations": activations, "update_ratio": update_ratio,
+                 "first_step": int(step_offset)}
         if every == "auto":
             watch["budget"] = 0.02 if budget is None else float(budget)
         self._writer.set_meta(

@@ -37,7 +37,8 @@ def chart_args(run_id: str, values: dict, notes=None, shape=None, info=None) -> 
 
 def _run_shape(info: dict) -> dict:
     return {"layers": len(info["layers"]),
-            "activations": sum(1 for t in info["tensors"] if t["role"] != "param")}
+            "activations": sum(1 for t in info["tensors"] if t["role"] != "param"),
+            "running": info["status"] == "running"}
 
 
 def _browser_info(info: dict) -> dict:
@@ -49,12 +50,19 @@ def _browser_info(info: dict) -> dict:
     return out
 
 
-def _chart_card(chart, figure=None):
+def _chart_card(chart, figure=None, *, hidden: bool = False, wide: bool = False):
     graph = components.graph(chart.id, figure)
     if chart.first_paint:
         graph.className = "chart first-paint"
-    classes = " ".join(c for c in ("wide" if chart.wide else "", "scroll-card" if chart.scroll else "") if c)
-    return components.card(None, graph, class_name=classes)
+    classes = " ".join(c for c in ("wide" if chart.wide or wide else "", "scroll-card" if chart.scroll else "") if c)
+    # A hidden card keeps its graph in the page: its callbacks and live store stay wired.
+    return components.card(None, graph, class_name=classes, hidden=hidden)
+
+
+def _nothing_to_show(drawn: dict, chart_id: str) -> bool:
+    """A first-paint chart drawn as the empty placeholder ("no accuracy logged yet")."""
+    figure = (drawn.get(chart_id) or {}).get("figure")
+    return figure is not None and not any(trace.meta not in (None, figures.NOTES_KEY) for trace in figure.data)
 
 
 def layout(ctx: AppContext, **query) -> html.Div:
@@ -97,11 +105,15 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
     args = chart_args(info["run_id"], {"range": sel_range, "layer": {"layer": view.layer, "param": view.param},
                                        "step": sel_step, "rows": sel_rows}, notes, shape)
     drawn = {chart.id: render(chart, ctx.store, args) for chart in CHARTS if chart.first_paint}
+    # A finished run that logged no accuracy will never have any: no empty half-row for it (the
+    # loss chart takes the whole row). A live run keeps the card: its accuracy may come at epoch end.
+    unused = {ids.FIG_ACC} if not running and _nothing_to_show(drawn, ids.FIG_ACC) else set()
     header_bits = [b for b in (dataset_label(meta.get("dataset")), f"preset {config['preset']}" if config.get("preset")
                                else "", config_summary(config), capture_label(meta)) if b]
     return html.Div(className="page", children=[
         # state
         dcc.Store(id=ids.RUN_ID, data=info["run_id"]),
+        dcc.Store(id=ids.RUN_STARTED, data=meta.get("started") if isinstance(meta.get("started"), (int, float)) else None),
         dcc.Store(id="run-info", data=_browser_info(info)),
         dcc.Store(id=ids.RUN_SHAPE, data=shape),
         dcc.Store(id=ids.SEL_LAYER, data={"layer": view.layer, "param": view.param}),
@@ -128,8 +140,9 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
             html.H2(str(meta.get("name") or info["run_id"]), title=info["run_id"]),
             html.Span(id=ids.RUN_STATUS, children=components.status_badge(info["status"])),
             html.Span(" · ".join(header_bits), className="muted"),
-            html.Span(f"started {components.fmt_time(meta.get('started'))} · "
-                      f"{components.fmt_duration(duration_s(meta, info['status']))}", className="muted small"),
+            html.Span([f"started {components.fmt_time(meta.get('started'))} · ",
+                       html.Span(components.fmt_duration(duration_s(meta, info["status"])), id=ids.RUN_DURATION)],
+                      className="muted small"),
             html.Button("Export HTML report", id=ids.EXPORT_BUTTON, className="button secondary",
                         title="Download this run's report as one self-contained HTML file"),
             dcc.Link("compare with other runs →", href=f"/compare?runs={info['run_id']}", className="small"),
@@ -168,7 +181,8 @@ def _run_layout(ctx: AppContext, page: dict) -> html.Div:
         ])),
         html.Div(className="side-layout", children=[
             html.Div(className="grid2 charts", children=[
-                _chart_card(chart, (drawn.get(chart.id) or {}).get("figure")) for chart in CHARTS]),
+                _chart_card(chart, (drawn.get(chart.id) or {}).get("figure"), hidden=chart.id in unused,
+                            wide=chart.id == ids.FIG_LOSS and ids.FIG_ACC in unused) for chart in CHARTS]),
             html.Div(children=[
                 components.card("Team notes", [
                     html.Div(className="note-form", children=[
@@ -403,15 +417,16 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         *[Output(store_id, "data") for _, store_id in refresh_ids],
         Output(ids.RUN_STEP_SLIDER, "max"), Output(ids.RUN_STEP_SLIDER, "marks"),
         Output(ids.RUN_STEP_SLIDER, "value", allow_duplicate=True),
-        Output(ids.RUN_STATUS, "children"), Output(ids.POLL_INTERVAL, "disabled"),
+        Output(ids.RUN_STATUS, "children"), Output(ids.POLL_INTERVAL, "disabled"), Output(ids.RUN_DURATION, "children"),
         Input(ids.POLL_TICK, "data"),
-        State(ids.RUN_ID, "data"), State(ids.LIVE_META, "data"), State(ids.SEL_STEP, "data"),
+        State(ids.RUN_ID, "data"), State(ids.LIVE_META, "data"), State(ids.SEL_STEP, "data"), State(ids.RUN_STARTED, "data"),
+        State(ids.RUN_DURATION, "children"),
         State(ids.RUN_STEP_SLIDER, "min"),
         *[State(ids.live_store(chart.id), "data") for chart in LIVE_CHARTS],
         *[State(store_id, "data") for _, store_id in refresh_ids],
         prevent_initial_call=True,
     )
-    def poll(tick, run_id, live_meta, sel_step, first, *rest):
+    def poll(tick, run_id, live_meta, sel_step, started, shown_duration, first, *rest):
         live = dict(zip([chart.id for chart in LIVE_CHARTS], rest[:len(LIVE_CHARTS)]))
         counters = rest[len(LIVE_CHARTS):]
         result = logic.poll_impl(store, run_id, live, live_meta, slow_every=slow_every)
@@ -426,7 +441,10 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         status_changed = meta.get("status") != (live_meta or {}).get("status")
         badge = components.status_badge(meta.get("status")) if status_changed else no_update
         disabled = no_update if meta.get("running") else True
-        return (result["delta"] or no_update, meta, *bumps, slider_max, marks, follow_value, badge, disabled)
+        # The header's duration goes on while the run is live (and takes its last value as it ends).
+        live_duration = logic.live_duration(started, meta.get("running") or status_changed)
+        duration = live_duration if live_duration is not None and live_duration != shown_duration else no_update
+        return (result["delta"] or no_update, meta, *bumps, slider_max, marks, follow_value, badge, disabled, duration)
 
     # The browser applies each chart's payload (assets/gradwatch.js); it reads the chart ids from the
     # page (ids.LIVE_CHARTS), in the order of these outputs and states.

@@ -16,6 +16,7 @@ from gradwatch.trainer.runlog import schema as log_schema
 
 from .. import components, figures
 from ..data import RunStore, config_summary, duration_s, severity_counts
+from ..summaries import rules_by_severity
 
 MAX_RUNS = 12
 
@@ -69,6 +70,7 @@ def metrics_rows(data: dict) -> list[dict]:
             "last_val_acc": float(last_acc.values[-1]) if last_acc is not None and len(last_acc.values) else None,
             "test_accuracy": tests["test_accuracy"], "test_macro_f1": tests["test_macro_f1"],
             "parameters": summary.get("parameters"), "flags": severity_counts(run["flags"]),
+            "flag_rules": rules_by_severity(run["flags"]),
             "duration": duration_s(meta, info["status"]),
         })
     return rows
@@ -96,7 +98,7 @@ def metrics_table(rows: list[dict]) -> html.Table:
             elif key == "status":
                 cell = html.Td(components.status_badge(value))
             elif key == "flags":
-                cell = html.Td(components.flag_badges(value))
+                cell = html.Td(components.flag_badges(value, row.get("flag_rules")))
             elif key == "duration":
                 cell = html.Td(components.fmt_duration(value), className="num")
             elif key == "config":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from dataclasses import asdict, dataclass
 from urllib.parse import urlencode
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from gradwatch.trainer.runlog.validate import clamp_step
 
-from .. import figures
+from .. import components, figures
 from ..data import RunLogError, RunStore, run_identity
 from ..figures import scalar_group
 
@@ -336,6 +337,8 @@ def scalar_extend(rows: dict, keys: list, chart_groups: tuple[str, ...]) -> tupl
         if scalar_group(name) not in chart_groups:
             continue
         key = f"scalar:{name}"
+        if scalar_group(name) is None and key not in keys:
+            continue  # a hidden scalar a chart reads but does not draw (the loss chart's epoch)
         values = np.asarray(values, dtype=float)
         if key not in keys or not np.all(np.isfinite(values)):
             reset = True
@@ -514,3 +517,10 @@ def poll_impl(store: RunStore, run_id: str, live: dict | None, meta: dict | None
                        flags_cursor=cursors["flags"], notes_cursor=cursors["notes"],
                        ident=ident if slow else meta.get("ident"))
     return out
+
+
+def live_duration(started, live: bool, now: float | None = None) -> str | None:
+    """The Run page header's duration text while the run is live (None: leave it as it is)."""
+    if not live or isinstance(started, bool) or not isinstance(started, (int, float)):
+        return None
+    return components.fmt_duration(max(0.0, (time.time() if now is None else now) - float(started)))

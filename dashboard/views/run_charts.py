@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from gradwatch.trainer import derived
+
 from .. import figures, ids
 from .. import layer_groups as groups
 from ..data import RunStore
@@ -91,6 +93,9 @@ def render(chart: Chart, store: RunStore, args: ChartArgs) -> dict:
     """{"figure", "live"}: the chart drawn from one read, and its channel state (None without one)."""
     data = chart.view(store, args)
     fig = chart.figure(data, args)
+    if chart.channel in LIVE_CHANNELS and args.shape.get("running"):
+        # A tick per step suits a short finished run; a live one grows past it without a redraw.
+        fig.update_xaxes(dtick=None, tick0=None)
     live = None
     if chart.channel in LIVE_CHANNELS:
         live = {"run": args.run_id, "chart": chart.id, "cursor": data.get("cursor", 0), "rev": uuid.uuid4().hex[:12],
@@ -141,6 +146,10 @@ def hist_view(kind: str):
     return view
 
 
+def step_norms_view(store: RunStore, args: ChartArgs) -> dict:
+    return store.step_norm_view(args.run_id, args.range_from, args.range_to, SCALAR_MAX_POINTS)
+
+
 def flow_view(store: RunStore, args: ChartArgs) -> dict:
     target = None if not args.step or args.step.get("follow") else args.step.get("step")
     return store.gradient_flow(args.run_id, target)
@@ -157,8 +166,22 @@ def _overfitting(args: ChartArgs) -> dict | None:
     return overfitting_marks(list(args.flags))
 
 
+def best_epoch_marks(series: dict) -> dict | None:
+    """The best-epoch line of any run with a validation loss (not only an overfitting one): its
+    lowest validation loss, at that step, numbered by the run's `epoch` scalar where it has one."""
+    val = series.get("val_loss")
+    if not val or not len(val["steps"]):
+        return None
+    epoch = series.get("epoch") or {"steps": [], "values": []}
+    best = derived.validation_summary(val["steps"], val["values"], dict(zip(epoch["steps"], epoch["values"])))
+    if best["best_step"] is None:
+        return None
+    return {"best_step": best["best_step"], "best_epoch": best["best_epoch"]}
+
+
 def loss_figure(data: dict, args: ChartArgs) -> go.Figure:
-    return figures.scalar_chart(data["series"], "loss", notes=args.notes, overfitting=_overfitting(args),
+    return figures.scalar_chart(data["series"], "loss", notes=args.notes,
+                                overfitting=_overfitting(args) or best_epoch_marks(data["series"]),
                                 step_range=args.step_range, uirevision=args.uirevision)
 
 
@@ -267,6 +290,25 @@ def grad_lines_figure(data: dict, args: ChartArgs) -> go.Figure:
         empty_message="no gradient statistics logged yet")
 
 
+def step_norms_figure(data: dict, args: ChartArgs) -> go.Figure:
+    """Every optimizer step, logged or not: what no sampled chart can show (a spike between logged
+    steps, the layer that moved first)."""
+    table = data["tables"]["grad_norm"]
+    shown, suffix = table, ""
+    if not table.empty:
+        chosen = line_layers(list(table.columns), args.layer, args.flags, args.row_filter)
+        shown = table[chosen]
+        if len(chosen) < table.shape[1]:
+            suffix = f", {len(chosen)} of {table.shape[1]} layers"
+    how = (f" (largest per bucket of steps: {len(table):,} points for {data['steps']:,} steps)"
+           if data.get("bucketed") else "")
+    return figures.layer_lines_chart(
+        shown, title=f"Gradient norm per layer at every optimizer step{suffix}{how}", y_title="gradient norm (log)",
+        key_prefix="every", log_y=True, colors=figures.layer_colors(data.get("order") or []),
+        selected_layer=args.layer, notes=args.notes, step_range=args.step_range, uirevision=args.uirevision,
+        empty_message="no every-step gradient norms in this run\n(an imported run, or one logged before schema 5)")
+
+
 def hist_figure(kind: str):
     label = "gradient" if kind == "grad" else "weight"
 
@@ -318,8 +360,9 @@ def epochs_figure(data: dict, args: ChartArgs) -> go.Figure:
 # ---- the registry ---------------------------------------------------------------------------------
 LAYER_INPUTS = ("range", "layer", "rows", "flags")
 CHARTS: tuple[Chart, ...] = (
-    Chart(ids.FIG_LOSS, scalars_view(("loss",)), loss_figure, inputs=("range", "flags"), channel="scalars",
-          first_paint=True, scalar_groups=("loss",)),
+    # The loss chart reads the hidden `epoch` scalar (group None) too: it numbers the best epoch.
+    Chart(ids.FIG_LOSS, scalars_view(("loss", None)), loss_figure, inputs=("range", "flags"), channel="scalars",
+          first_paint=True, scalar_groups=("loss", None)),
     Chart(ids.FIG_ACC, scalars_view(("accuracy",)), accuracy_figure, channel="scalars", first_paint=True,
           scalar_groups=("accuracy",)),
     Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
@@ -327,6 +370,7 @@ CHARTS: tuple[Chart, ...] = (
           scroll=True),
     Chart(ids.FIG_GRAD_TIME, layers_view, grad_lines_figure, inputs=LAYER_INPUTS, channel="layers",
           layer_extend=(("grad_norm", "layer", True),)),
+    Chart(ids.FIG_STEP_NORMS, step_norms_view, step_norms_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
     Chart(ids.FIG_HIST_GRAD, hist_view("grad"), hist_figure("grad"), inputs=("range", "layer", "info"),
           channel="hist"),
     Chart(ids.FIG_HIST_WEIGHT, hist_view("weight"), hist_figure("weight"), inputs=("range", "layer", "info"),

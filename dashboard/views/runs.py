@@ -140,7 +140,7 @@ def _row(summary: dict, selected: set) -> html.Tr:
         html.Td(best, className="num"),
         html.Td(components.fmt_number(summary.get("last_val_loss")), className="num"),
         html.Td(html.Span("diagnosing…", className="muted") if summary.get("flags_pending")
-                else components.flag_badges(summary.get("flags") or {})),
+                else components.flag_badges(summary.get("flags") or {}, summary.get("flag_rules_by_severity"))),
         html.Td(components.fmt_time(summary.get("started")), className="small"),
         html.Td(components.fmt_duration(summary.get("duration")), className="num"),
     ])

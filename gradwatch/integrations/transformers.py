@@ -16,6 +16,7 @@ after `train()`; an uncaught exception marks it failed (stopped for Ctrl-C) at e
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import transformers
@@ -24,6 +25,7 @@ from transformers import TrainerCallback
 from gradwatch.trainer.run import Run
 from gradwatch.trainer.scalar_names import gradwatch_name
 
+EPOCH_SLACK = 1e-6  # HF's epoch is steps / steps_per_epoch in floating point: 2.0000000001 is epoch 2
 # Logged once by Trainer.train() at its end; they describe the run, not a step.
 SUMMARY_KEYS = frozenset({"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos",
                           "train_loss"})
@@ -40,10 +42,12 @@ class GradwatchCallback(TrainerCallback):
         self.watch_args = dict(every=every, histograms=histograms, activations=activations,
                                update_ratio=update_ratio)
         self.run: Run | None = None
+        self._last_epoch: int | None = None
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         if not state.is_world_process_zero or self.run is not None or model is None:
             return
+        self._last_epoch = None
         config = {**_training_config(args), **(self.run_args["config"] or {})}
         self.run = Run(**{**self.run_args, "config": config}, distributed=False)
         self.run.watch(model, step_offset=1, **self.watch_args)
@@ -73,8 +77,15 @@ class GradwatchCallback(TrainerCallback):
             self.run.log(state.global_step, **scalars)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        if self.run is not None and state.epoch is not None:
-            self.run.log(state.global_step, epoch=int(round(state.epoch)))
+        if self.run is None or state.epoch is None:
+            return
+        # HF's epoch is fractional: a last epoch cut short by max_steps ends at 1.25, which rounds
+        # to the 1 already logged. The epoch that ended is the one state.epoch is inside of (its
+        # ceiling, with float slack), logged once.
+        epoch = max(1, math.ceil(state.epoch - EPOCH_SLACK))
+        if self._last_epoch is None or epoch > self._last_epoch:
+            self._last_epoch = epoch
+            self.run.log(state.global_step, epoch=epoch)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.run is not None:

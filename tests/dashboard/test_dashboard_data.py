@@ -180,3 +180,28 @@ def test_large_runs_are_diagnosed_in_the_background(logdir, tmp_path, monkeypatc
     while (result := store.flags("overfit", wait=False))["pending"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not result["pending"] and result["flags"][0]["rule"] == "overfitting"
+
+
+def test_config_column_shows_a_users_own_config():
+    from gradwatch.dashboard.summaries import config_summary
+
+    assert config_summary({"lr": 1e-3}) == "lr=0.001"  # the README's Run(config=...)
+    hf = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3, "weight_decay": 0.0,
+          "lr_scheduler_type": "linear", "seed": 42, "optim": "adamw_torch", "max_steps": -1, "batch_size": 8}
+    text = config_summary(hf)
+    assert text.startswith("lr=5e-05, per_device_train_batch_size=8, num_train_epochs=3") and "+" in text
+    lightning = {"hidden": 64, "lr": 0.01, "model_name": "x" * 40}
+    assert config_summary(lightning) == "lr=0.01, hidden=64, model_name=" + "x" * 23 + "…"
+    builtin = {"preset": "dropout", "model": "mlp", "depth": 2, "width": 64, "activation": "relu", "optimizer": "adam",
+               "lr": 1e-3, "batch_size": 64, "epochs": 20, "dropout": 0.5}
+    assert config_summary(builtin) == "mlp 2x64, relu, adam lr=0.001, dropout=0.5"  # the built-in trainer's summary
+
+
+def test_flag_badges_name_their_rules():
+    from gradwatch.dashboard.components import flag_badges
+    from gradwatch.dashboard.summaries import rules_by_severity
+
+    flags = [{"rule": "overfitting", "severity": "warning"}, {"rule": "dead_units", "severity": "warning"},
+             {"rule": "nonfinite", "severity": "critical"}]
+    badges = flag_badges({"critical": 1, "warning": 2, "info": 0}, rules_by_severity(flags))
+    assert [b.children for b in badges.children] == ["1 critical: nonfinite", "2 warning: overfitting, dead_units"]

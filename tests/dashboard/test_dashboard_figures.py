@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import pytest
 
 from gradwatch.dashboard import figures
 from gradwatch.trainer.runlog import schema
@@ -118,3 +119,42 @@ def test_live_extended_traces_are_plain_json_arrays():
     scalars = json.loads(figures.scalar_chart({"train_loss": _series(np.arange(3), np.ones(3))}, "loss").to_json())
     for trace in sent["data"] + scalars["data"]:
         assert isinstance(trace["x"], list) and isinstance(trace["y"], list), trace["meta"]
+
+
+def test_zero_gradients_are_the_shortest_bars_and_nonfinite_the_tallest():
+    lengths, text = figures.flow_bar_lengths([1e-3, 0.0, float("nan"), 1e-1], [0, 0, 0, 0])
+    assert lengths[1] < lengths[0] < lengths[3] == lengths[2]
+    assert text == ["", "0", "NaN/Inf", ""]
+    every_zero, labels = figures.flow_bar_lengths([0.0, 0.0], [0, 0])
+    assert list(every_zero) == [1e-12, 1e-12] and labels == ["0", "0"]
+
+
+def test_ratio_heatmap_range_is_symmetric_around_its_midpoint():
+    table = pd.DataFrame({"fc1": [0.2, 0.45], "fc2": [1e-5, 1e-4]}, index=pd.Index([0, 1], name="step"))
+    fig = figures.layer_heatmap(table, title="t", value_label="r", colorscale="RdBu_r", zmid=-3.0)
+    heat = next(t for t in fig.data if t.meta == "heatmap")
+    assert (heat.zmin + heat.zmax) / 2 == pytest.approx(-3.0)
+
+
+def test_layers_of_several_runs_merge_input_to_output():
+    assert figures.merged_layer_order([["fc1", "fc2", "out"], ["fc1", "fc2", "fc3", "out"]]) == \
+        ["fc1", "fc2", "fc3", "out"]
+    assert figures.flow_is_horizontal([f"bert.encoder.layer.{i}.attention.self.query" for i in range(22)])
+    assert not figures.flow_is_horizontal([f"net.{i}" for i in range(10)])
+
+
+def test_one_signals_panel_per_quantity_however_many_names_it_is_logged_under():
+    """An HF run logs lr and grad_norm itself; gradwatch records opt_lr and the sentinel gradient
+    norm: two quantities, two panels (there were four, two of them on different axes)."""
+    steps = range(1, 6)
+    series = {"lr": _series(steps, [5e-4, 4e-4, 3e-4, 2e-4, 1e-4]),
+              schema.OPTIMIZER_LR: _series(steps, [5e-4, 4e-4, 3e-4, 2e-4, 1e-4]),
+              "grad_norm_total": _series(steps, [1e-2, 1, 1e2, 1e3, 1e4]),
+              schema.SENTINEL_GRAD_NORM: _series(steps, [1e-2, 1, 1e2, 1e3, 1e4]), "my_metric": _series(steps, [1] * 5)}
+    fig = figures.signals_chart(series)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["total gradient norm", "learning rate", "my metric"]
+    assert fig.layout.yaxis.type == "log"  # both gradient norms on the one log axis
+    axes = {t.meta: t.yaxis for t in fig.data if t.meta != figures.NOTES_KEY}
+    assert axes["scalar:lr"] == axes[f"scalar:{schema.OPTIMIZER_LR}"] != axes["scalar:grad_norm_total"]
+    assert axes["scalar:grad_norm_total"] == axes[f"scalar:{schema.SENTINEL_GRAD_NORM}"]

@@ -77,8 +77,14 @@ def test_overfitting_marks_read_evidence_defensively():
     series = {"val_loss": {"steps": [0, 100, 300], "values": [1.0, 0.5, 0.9], "bad_steps": []}}
     marked = run_charts.loss_figure({"series": series}, run_charts.ChartArgs(run_id="r", flags=(flag,)))
     assert len(marked.layout.shapes) == 2 and len(marked.layout.annotations) == 2
+    # No overfitting flag: the best epoch is still marked wherever a validation loss exists (the
+    # lowest one, numbered by the run's epoch scalar), without an overfitting stretch.
+    series["epoch"] = {"steps": [0, 100, 300], "values": [1.0, 2.0, 3.0], "bad_steps": []}
     plain = run_charts.loss_figure({"series": series}, run_charts.ChartArgs(run_id="r"))
-    assert len(plain.layout.shapes) == 0
+    assert [(s.x0, s.type) for s in plain.layout.shapes] == [(100, "line")]
+    assert [a.text for a in plain.layout.annotations] == ["best epoch 2"]
+    del series["val_loss"]
+    assert len(run_charts.loss_figure({"series": series}, run_charts.ChartArgs(run_id="r")).layout.shapes) == 0
 
 
 class FakeBrowser:
@@ -241,7 +247,10 @@ def test_every_registered_chart_builds(tmp_path, pathology):
                                 step={"step": 33, "follow": False}, info=info)
     for chart in run_charts.CHARTS:
         drawn = run_charts.render(chart, store, args)
-        assert drawn["figure"].data, chart.id
+        if chart.id == ids.FIG_STEP_NORMS:  # a synthetic run records no every-step norms: it says so
+            assert "no every-step gradient norms" in drawn["figure"].layout.annotations[0].text
+        else:
+            assert drawn["figure"].data, chart.id
         assert (drawn["live"] is not None) == (chart in run_charts.LIVE_CHARTS)
     assert run_charts.render(run_charts.BY_ID[ids.FIG_FLOW], store, args)["figure"].layout.title.text.endswith("33")
 

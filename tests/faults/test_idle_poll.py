@@ -16,13 +16,13 @@ def test_a_poll_that_finds_nothing_new_runs_no_query(tmp_path, monkeypatch):
     store = RunStore(tmp_path, None)
     run_id = live.path.name
     opened = []
-    real_open = store.open
+    real_open = store.folders.open  # every part reads through the one RunFolders
 
     def counting_open(rid):
         opened.append(rid)
         return real_open(rid)
 
-    monkeypatch.setattr(store, "open", counting_open)
+    monkeypatch.setattr(store.folders, "open", counting_open)
     first = run_logic.poll_impl(store, run_id, {}, {"ticks": 0}, slow_every=1)
     assert opened == [run_id] and first["meta"]["status"] == "running"
     meta = first["meta"]

@@ -113,3 +113,40 @@ def test_fp16_on_cpu_trains_unscaled_in_float32_and_is_recorded_as_the_optimizer
     assert sorted(grads["step"].unique()) == [1, 2, 3] == sorted(reference.grads)
     for row in grads.to_dict("records"):
         assert row["norm"] == pytest.approx(reference.grads[row["step"]][row["name"]], rel=1e-5), row
+
+
+def test_a_run_cut_short_by_max_steps_reads_as_hf_logged_it(tmp_path):
+    """max_steps=5 at 4 steps per epoch: epochs 1 and 2 logged once each (HF's fractional 1.25 once
+    rounded to a second "1"), the optimizer's lr at the HF step it was used for (it was one step
+    early), the Runs page's "steps" = 5 (HF numbers from 1: it once said 6), and HF's end-of-run
+    summary on the Run page under "Training summary", not "Test results"."""
+    from gradwatch.dashboard import components
+    from gradwatch.dashboard.data import RunStore
+    from gradwatch.trainer.runlog import schema
+
+    model = tiny_gpt2()
+    used_lr = {}
+
+    class UsedLr(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, optimizer=None, **kwargs):
+            used_lr[state.global_step + 1] = optimizer.param_groups[0]["lr"]
+
+    args = TrainingArguments(output_dir=str(tmp_path / "hf"), max_steps=5, per_device_train_batch_size=4,
+                             learning_rate=1e-3, logging_steps=1, eval_strategy="epoch", save_strategy="no",
+                             report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = Trainer(model=model, args=args, train_dataset=Tokens(), eval_dataset=Tokens(n=8, seed=1),
+                      callbacks=[UsedLr(), GradwatchCallback(logdir=tmp_path / "logs", name="cut", every=1)])
+    trainer.train()
+    (folder,) = list((tmp_path / "logs").iterdir())
+    with RunReader(folder) as reader:
+        epoch = reader.scalar_series("epoch")
+        lr = reader.scalar_series(schema.OPTIMIZER_LR)
+        meta = reader.meta
+    assert epoch["value"].tolist() == [1.0, 2.0] and epoch["step"].tolist() == [4, 5]
+    assert len(used_lr) == 5 and len(set(used_lr.values())) == 5  # a decaying schedule: each step its own lr
+    assert dict(zip(lr["step"].tolist(), lr["value"].tolist())) == pytest.approx(used_lr)
+    (summary,), _ = RunStore(tmp_path / "logs").summaries(budget_s=60)
+    assert summary["steps"] == 5
+    sections = [block.children[0].children for block in components.meta_panel({"meta": meta, "status": "finished"})
+                if hasattr(block, "children") and block.children and hasattr(block.children[0], "children")]
+    assert "Training summary" in sections and "Test results" not in sections

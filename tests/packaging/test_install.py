@@ -45,6 +45,9 @@ USER_LOOP = textwrap.dedent("""
 """)
 
 
+BUILD_OUTPUT: list[str] = []  # the wheel build's verbose output (the installed fixture fills it)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,8 +66,9 @@ def installed(tmp_path_factory):
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
     wheels = root / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(wheels), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--no-build-isolation", "-w",
+                            str(wheels), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    BUILD_OUTPUT.append(built.stdout + built.stderr)
     venv = root / "venv"
     subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
                    check=True, timeout=120)
@@ -140,3 +144,14 @@ def test_python_dash_m_gradwatch_is_the_same_cli(installed):
         via_script = _run(installed, str(bindir / "gradwatch"), *args)
         assert via_module.returncode == via_script.returncode == 0, via_module.stderr + via_script.stderr
         assert via_module.stdout == via_script.stdout
+
+
+def test_the_build_prints_no_setuptools_warning_and_ships_the_assets(installed):
+    """setuptools printed a 35-line deprecation warning about gradwatch.dashboard.assets on every install."""
+    output = BUILD_OUTPUT[-1]
+    assert "SetuptoolsDeprecationWarning" not in output and "as data is deprecated" not in output
+    python, _, user = installed
+    found = subprocess.run([str(python), "-c", "import importlib.resources as r; "
+                            "print(sorted(p.name for p in r.files('gradwatch.dashboard').joinpath('assets').iterdir()))"],
+                           cwd=user, capture_output=True, text=True, check=True).stdout
+    assert "style.css" in found and "plotly-gradwatch.min.js" in found and "gradwatch.js" in found

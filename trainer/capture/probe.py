@@ -562,7 +562,7 @@ class Probe:
             if self._finish_handle is None:
                 self._finish_handle = hooks.forward_pre_hook(self.model, self._start_of_forward)
         if self._optimizer_ref is not None:  # a manual update (run.step()) has no optimizer lr
-            self._lr.after_step(self._optimizer_ref, self.step, self.logging_now)
+            self._lr.after_step(self._optimizer_ref, self.step + self.step_offset, self.logging_now)
         if self._grad_norms is not None and self.logging_now:
             self._grad_norms.drain()  # the live view gets the steps up to this logged one
         spent = 0.0

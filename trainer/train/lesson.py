@@ -132,8 +132,32 @@ class Claim:
     measured: str
 
 
+def shortened(run: RunSummary | None) -> str | None:
+    """Why a run cannot test the regularisation claims, or None: they describe the presets' full
+    length (overfit's 20 epochs), and `lesson --epochs 3` stops before overfitting begins."""
+    if run is None:
+        return None
+    full = PRESETS[run.preset].overrides.get("epochs") if run.preset in PRESETS else None
+    ran = run.config.get("epochs")
+    if isinstance(full, int) and isinstance(ran, int) and not isinstance(ran, bool) and ran < full:
+        return f"not checked: {run.preset} ran {ran} of its {full} epochs (--epochs)"
+    return None
+
+
 def check_claims(runs: dict[str, RunSummary]) -> list[Claim]:
-    """The lesson's claims, each with what was measured. Missing runs give passed=None."""
+    """The lesson's claims, each with what was measured. Missing runs give passed=None; so do the
+    regularisation claims (overfit, remedies, early stopping, best accuracy) when the runs were
+    shortened with --epochs: those claims are about the full-length presets."""
+    claims = _claims(runs)
+    reason = next((r for r in (shortened(runs.get(name)) for name in ("overfit", *REMEDIES)) if r), None)
+    if reason is None:
+        return claims
+    regularisation = ("overfit", "best preset", *(f"{name}:" for name in REMEDIES))
+    return [Claim(c.name, None, f"{reason}; measured {c.measured}") if c.name.startswith(regularisation) else c
+            for c in claims]
+
+
+def _claims(runs: dict[str, RunSummary]) -> list[Claim]:
     claims: list[Claim] = []
     overfit = runs.get("overfit")
     if overfit is not None:
