@@ -97,9 +97,8 @@ def bind_port(host: str, port: int) -> socket.socket:
 def stop_demo(settings: Settings, job_ids: list[str], wait_s: float = 30.0) -> None:
     """Stop the demo runs this dashboard started (SIGINT: each run is marked stopped), waiting for
     them to end; a job still running after `wait_s` is killed."""
-    from .jobs import JobError, JobManager
-
     from .config import job_identity_dir
+    from .jobs import JobError, JobManager
 
     # The identities the demo's start recorded: Stop signals the supervisors this dashboard spawned.
     jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)),
