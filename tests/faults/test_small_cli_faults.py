@@ -34,7 +34,7 @@ def test_out_of_range_values_are_one_line_errors(tmp_path, args, words):
 
 
 SCRIPT = textwrap.dedent("""
-    import sys
+    import sys, time
     from gradwatch.trainer.run import Run
     with Run(sys.argv[1], name="user") as run:
         print(run.path, flush=True)
@@ -45,6 +45,7 @@ SCRIPT = textwrap.dedent("""
                 run.flush()
                 print("ready", flush=True)
             step += 1
+            time.sleep(0.001)  # a training step's pace: the writer keeps up on a busy machine
 """)
 
 
