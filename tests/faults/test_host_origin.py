@@ -1,7 +1,8 @@
 """DNS rebinding and cross-site writes: the dashboard answers only to the host names it is allowed
 (default: localhost, 127.0.0.1, ::1, this machine's name and the bind address; configurable with
 --allowed-hosts / GRADWATCH_ALLOWED_HOSTS), and a state-changing request carrying a foreign Origin is
-refused, on the dev server (`gradwatch ui`) as under gunicorn (test_gunicorn_slow_clients.py)."""
+refused: `gradwatch ui` (gunicorn, or Flask's development server with --debug) and the Procfile's
+gunicorn (test_gunicorn_slow_clients.py)."""
 
 from __future__ import annotations
 
@@ -92,10 +93,12 @@ def _get(port: int, host: str, path: str = "/healthz") -> int:
         conn.close()
 
 
-def test_the_dev_server_of_gradwatch_ui_refuses_a_rebinding_host(logdir, tmp_path):
+@pytest.mark.parametrize("mode", [[], ["--debug"]], ids=["gunicorn", "flask-dev-server"])
+def test_gradwatch_ui_refuses_a_rebinding_host(logdir, tmp_path, mode):
     port = _free_port()
     env = dict(os.environ, GRADWATCH_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "gradwatch", "ui", "--logdir", str(logdir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "gradwatch", "ui", "--logdir", str(logdir), "--port", str(port),
+                             *mode],
                             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
