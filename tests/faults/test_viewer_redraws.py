@@ -26,3 +26,29 @@ def test_an_unchanged_diagnosis_leaves_the_flags_store_alone(tmp_path):
     charts_taking_flags = [spec for spec in app.callback_map.values()
                            if any(i["id"] == "flags-data" for i in spec["inputs"])]
     assert len(charts_taking_flags) >= 1
+
+
+def test_viewers_redrawing_the_same_chart_for_the_same_data_share_one_figure_build(tmp_path):
+    import dataclasses
+
+    from gradwatch.dashboard.data import RunStore
+    from gradwatch.dashboard.views import run_charts
+
+    run_dir = make_run(tmp_path / "logs", "flow", steps=40)
+    store = RunStore(tmp_path / "logs", None)
+    info = store.run_info(run_dir.name)
+    builds = []
+    base = run_charts.BY_ID["fig-flow"]
+
+    def counting(data, args):
+        builds.append(args.layer)
+        return base.figure(data, args)
+
+    chart = dataclasses.replace(base, id="fig-flow-counted", figure=counting)
+    args = run_charts.ChartArgs(run_id=run_dir.name, layer=info["param_layers"][0], step={"step": None, "follow": True},
+                                shape={"layers": len(info["layers"])})
+    drawn = [run_charts.render(chart, store, args) for _ in range(10)]  # ten viewers, one new step
+    assert len(builds) == 1 and all(d["figure"] is drawn[0]["figure"] for d in drawn)
+    run_charts.render(chart, store, dataclasses.replace(args, layer=info["param_layers"][-1]))
+    run_charts.render(chart, store, dataclasses.replace(args, step={"step": 5, "follow": False}))
+    assert len(builds) == 3  # another view or other data is another figure, never a kept one
