@@ -82,6 +82,14 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
     return entries
 
 
+def _integer_column(df: pd.DataFrame, column: str) -> None:
+    """SQLite keeps text in an INTEGER column of a hand-edited folder: refuse it here (typed_records
+    turns this into the run's RecordError), not in a comparison far away."""
+    if len(df) and not pd.api.types.is_integer_dtype(df[column]):
+        bad = next((v for v in df[column] if not isinstance(v, int) or isinstance(v, bool)), None)
+        raise ValueError(f"{column} {bad!r} is not an integer")
+
+
 def _decode_meta(rows) -> dict:
     meta = {}
     for key, value in rows:
@@ -225,6 +233,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return list(dict.fromkeys(tensors["layer"]))
 
     # ---- scalars --------------------------------------------------------------------------
+    @validate.typed_records('scalars')
     def scalars(
         self, after_seq: int = 0, names: list[str] | None = None, rank: int | None = 0
     ) -> tuple[pd.DataFrame, int]:
@@ -243,6 +252,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
             params.append(rank)
         rows = self._query(sql + " ORDER BY seq", params)
         df = pd.DataFrame(rows, columns=["seq", "step", "name", "value", "wall", "rank"])
+        _integer_column(df, "step")
         df["value"] = df["value"].astype(float)  # NULL -> NaN
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
@@ -256,6 +266,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         )
         return [r[0] for r in rows]
 
+    @validate.typed_records('scalars')
     def scalar_series(self, name: str, rank: int = 0) -> pd.DataFrame:
         """One scalar over steps (columns step, value, wall); a later record for a step wins."""
         rows = self._query(
@@ -266,6 +277,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
     # ---- layer statistics -----------------------------------------------------------------
+    @validate.typed_records('stats')
     def layer_stats(
         self,
         after_seq: int = 0,
@@ -301,13 +313,16 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 
+    @validate.typed_records('steps')
     def steps(self, after_seq: int = 0) -> tuple[pd.DataFrame, int]:
         """Logged optimizer steps (columns seq, step, wall, step_time) with seq > after_seq."""
         rows = self._query("SELECT seq, step, wall, step_time FROM steps WHERE seq > ? ORDER BY seq", (after_seq,))
         df = pd.DataFrame(rows, columns=["seq", "step", "wall", "step_time"])
+        _integer_column(df, "step")
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 
+    @validate.typed_records('steps')
     def logged_steps(self) -> np.ndarray:
         return np.array([r[0] for r in self._query("SELECT DISTINCT step FROM steps ORDER BY step")], dtype=np.int64)
 
@@ -357,6 +372,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return notes, (rows[-1][0] if rows else after_seq)
 
     # ---- summaries ------------------------------------------------------------------------
+    @validate.typed_records('steps or scalars')
     def counts(self) -> dict:
         """Cheap totals for listings: steps logged, last step, scalar count."""
         (steps_logged, last_step), = self._query("SELECT COUNT(*), MAX(step) FROM steps")

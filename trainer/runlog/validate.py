@@ -8,6 +8,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -309,3 +310,24 @@ def run_files_problem(run_dir) -> str | None:
         if not stat.S_ISREG(info.st_mode):
             return f"{name} is not a regular file"
     return None
+
+
+def typed_records(table: str):
+    """Decorator for a RunReader query that turns the rows of `table` into numbers: a value of the
+    wrong type there (text in a step or value column of a hand-edited folder) becomes the run's
+    RecordError instead of a ValueError deep in numpy or pandas."""
+
+    def wrap(query):
+        @functools.wraps(query)
+        def checked(self, *args, **kwargs):
+            try:
+                return query(self, *args, **kwargs)
+            except RunLogError:
+                raise
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise RecordError(f"run {self.run_id!r}: a {table} record holds a value of the wrong type "
+                                  f"({_short(str(exc), 120)})") from None
+
+        return checked
+
+    return wrap
