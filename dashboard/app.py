@@ -19,7 +19,7 @@ from flask import Response, jsonify, request
 
 from gradwatch._version import __version__ as VERSION
 
-from . import components
+from . import components, team
 from .config import ENV_ALLOWED_HOSTS, FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
 from .context import AppContext
 from .page_scripts import GradwatchDash
@@ -84,8 +84,10 @@ def create_app(settings: Settings | None = None) -> Dash:
         module.register(app, ctx)
     _install_host_check(app, settings)
     _install_auth(app, settings)
+    team.install_push(app.server, settings)
     _install_health(app, ctx)
     _warm_up(app)
+    app.importer = team.start_importer(settings)
     return app
 
 
@@ -144,8 +146,8 @@ def _install_auth(app: Dash, settings: Settings) -> None:
 
     @app.server.before_request
     def require_basic_auth():
-        if request.path == "/healthz":
-            return None
+        if request.path == "/healthz" or team.is_push_path(request.path):
+            return None  # pushes carry the write token instead (dashboard/team.py)
         header = request.headers.get("Authorization", "")
         if header.startswith("Basic "):
             try:

@@ -21,7 +21,9 @@ from .config import (
     DEFAULT_LOGDIR,
     DEFAULT_MAX_JOBS,
     ENV_ALLOWED_HOSTS,
+    ENV_IMPORT_CACHE,
     ENV_LOGDIR,
+    ENV_WRITE_TOKEN,
     Settings,
     SettingsError,
     ensure_private_dir,
@@ -37,7 +39,13 @@ def add_commands(commands) -> None:
     ui = commands.add_parser("ui", help="serve the dashboard (live runs, diagnosis, compare, launch)",
                              description="Serve the gradwatch dashboard.", allow_abbrev=False)
     ui.add_argument("--logdir", default=os.environ.get(ENV_LOGDIR, DEFAULT_LOGDIR),
-                    help=f"directory of run folders (default: ${ENV_LOGDIR} or {DEFAULT_LOGDIR})")
+                    help=f"directory of run folders, or a URL (file://, s3://, gs://, az://...) or a network "
+                         f"filesystem, imported into --cache (default: ${ENV_LOGDIR} or {DEFAULT_LOGDIR})")
+    ui.add_argument("--cache", default=None, metavar="DIR",
+                    help=f"local folder a remote logdir is imported into (default: ${ENV_IMPORT_CACHE} or a "
+                         "per-user cache folder)")
+    ui.add_argument("--write-token", default=None, metavar="T",
+                    help=f"accept runs pushed over HTTP with this token (default: ${ENV_WRITE_TOKEN}; unset: none)")
     ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     ui.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     ui.add_argument("--read-only", action="store_true", help="refuse launching, stopping and notes (server-side)")
@@ -58,6 +66,7 @@ def add_commands(commands) -> None:
                                  allow_abbrev=False)
     export.add_argument("run_dir", metavar="RUN_DIR", help="the run folder (inside a log directory)")
     export.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the HTML file to write")
+    export.add_argument("--cache", default=None, metavar="DIR", help="where a remote run (LOGDIR_URL/RUN_ID) is imported")
 
 
 def start_demo(settings: Settings) -> list[str]:
@@ -157,7 +166,8 @@ class GunicornServer:
 
 def cmd_ui(args) -> int:
     try:
-        network = {"allowed_hosts": parse_hosts(args.allowed_hosts), "bind_host": args.host}
+        network = {"allowed_hosts": parse_hosts(args.allowed_hosts), "bind_host": args.host,
+                   "import_cache": args.cache, "write_token": args.write_token}
         settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs,
                                      **network)
         if args.demo and settings.read_only:
@@ -190,8 +200,11 @@ def cmd_ui(args) -> int:
         server = GunicornServer(settings, listener, args.workers)
     started = start_demo(settings) if args.demo else []
     try:
-        print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs in {settings.logdir}"
-              f"{', read-only' if settings.read_only else ''})", flush=True)
+        source = f"imported from {settings.source} into {settings.logdir}" if settings.source else \
+            f"in {settings.logdir}"
+        print(f"gradwatch dashboard on http://{args.host}:{args.port}/ (runs {source}"
+              f"{', read-only' if settings.read_only else ''}"
+              f"{', accepting pushed runs' if settings.write_token else ''})", flush=True)
         if args.debug:
             app.run(host=args.host, port=args.port, debug=True, use_reloader=False)
         else:
@@ -203,10 +216,10 @@ def cmd_ui(args) -> int:
 
 
 def cmd_export(args) -> int:
-    check_run_dir(args.run_dir)
+    run_dir = check_run_dir(args.run_dir, args.cache)
     from .export import export_run
 
-    print(export_run(args.run_dir, args.output))
+    print(export_run(run_dir, args.output))
     return EXIT_OK
 
 

@@ -36,6 +36,10 @@ DEFAULT_MAX_REQUEST_MB = 16
 # resolves to 127.0.0.1 must not be able to drive the dashboard). The bind address and this
 # machine's name are added; "*" allows any (behind a proxy that checks Host itself).
 DEFAULT_ALLOWED_HOSTS = ("localhost", "127.0.0.1", "::1")
+# A remote logdir (a URL, a network filesystem) is imported into this local folder of run folders.
+ENV_IMPORT_CACHE = "GRADWATCH_CACHE"
+# Trainers elsewhere may push runs (HTTP segments) with this token; unset: no push accepted.
+ENV_WRITE_TOKEN = "GRADWATCH_WRITE_TOKEN"
 # Launch refuses models whose estimated training memory is above this (trainer.memory_estimate).
 DEFAULT_MAX_MODEL_MB = 2048
 FLASK_CONFIG_KEY = "GRADWATCH_SETTINGS"
@@ -66,6 +70,9 @@ class Settings:
     allowed_hosts: tuple[str, ...] | None = None
     bind_host: str | None = None
     max_request_mb: int = DEFAULT_MAX_REQUEST_MB
+    # The remote logdir (URL or network-filesystem path) imported into `logdir`; None for a local logdir.
+    source: str | None = None
+    write_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "logdir", Path(self.logdir).resolve())
@@ -104,7 +111,7 @@ class Settings:
     def from_env(cls, environ: dict | None = None, **overrides) -> Settings:
         env = os.environ if environ is None else environ
         values = dict(
-            logdir=Path(env.get(ENV_LOGDIR) or DEFAULT_LOGDIR),
+            logdir=env.get(ENV_LOGDIR) or DEFAULT_LOGDIR,
             read_only=_truthy(env.get(ENV_READ_ONLY)),
             max_jobs=_int_env(env, ENV_MAX_JOBS, DEFAULT_MAX_JOBS),
             cache_dir=Path(env[ENV_CACHE_DIR]) if env.get(ENV_CACHE_DIR) else None,
@@ -118,6 +125,15 @@ class Settings:
             max_request_mb=_int_env(env, ENV_MAX_REQUEST_MB, DEFAULT_MAX_REQUEST_MB),
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("write_token", env.get(ENV_WRITE_TOKEN) or None)
+        import_cache = values.pop("import_cache", None) or env.get(ENV_IMPORT_CACHE) or None
+        given = os.fspath(values["logdir"]) if not isinstance(values["logdir"], str) else values["logdir"]
+        from gradwatch.trainer.runlog import remote, stores
+
+        if stores.is_remote(given):
+            # The dashboard reads ordinary run folders; the importer keeps them in a local cache.
+            values["source"] = given
+            values["logdir"] = Path(import_cache) if import_cache else remote.default_import_cache(given)
         return cls(**values)
 
 

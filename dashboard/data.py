@@ -15,12 +15,12 @@ from __future__ import annotations
 from gradwatch.trainer.runlog import RunLogError
 
 from .diagnosis import RunDiagnosis, merge_flags, severity_counts
-from .run_data import LIVE_LAYER_QUANTITIES, RunViews, ScalarSeries, scalar_display, tensor_records
+from .run_data import RunViews, ScalarSeries, scalar_display, tensor_records
 from .store import RunFolders, RunNotFound, run_identity
 from .summaries import RunList, capture_label, config_summary, dataset_label, duration_s
 
 __all__ = [
-    "LIVE_LAYER_QUANTITIES", "RunFolders", "RunLogError", "RunNotFound", "RunStore", "ScalarSeries", "capture_label", "config_summary", "dataset_label",
+    "RunFolders", "RunLogError", "RunNotFound", "RunStore", "ScalarSeries", "capture_label", "config_summary", "dataset_label",
     "duration_s", "merge_flags", "run_identity", "scalar_display", "severity_counts", "tensor_records",
 ]
 

@@ -280,6 +280,8 @@ def _signal_title(name: str) -> str:
         return f"learning rate (from the optimizer, param group {name[len(log_schema.OPTIMIZER_LR) + 2:]})"
     if name == log_schema.SENTINEL_GRAD_NORM:
         return "gradient norm (every step)"
+    if name == log_schema.SENTINEL_NONFINITE:
+        return "NaN/Inf gradient elements (every step)"
     return name.replace("_", " ")
 
 
@@ -487,9 +489,27 @@ def layer_lines_chart(table, *, title: str, y_title: str, key_prefix: str = "lay
     fig.update_xaxes(title_text="optimizer step")
     _mark_selected_step(fig, selected_step)
     _step_range(fig, step_range)
-    fig = _base(fig, title, height, uirevision, legend_right=len(layers) > 6)
+    longest = max(len(str(layer)) for layer in layers)
+    long_names = longest > LEGEND_RIGHT_MAX_CHARS
+    if long_names:
+        # BERT-length names in a right-hand legend squeezed the plot to a third of the card: below it,
+        # two names a row (one when they are longer than half a card holds), the chart taller by its rows.
+        per_row = 1 if longest > LEGEND_TWO_PER_ROW_MAX_CHARS else 2
+        legend_px = LEGEND_ROW_PX * math.ceil(len(layers) / per_row)
+        height += legend_px
+    fig = _base(fig, title, height, uirevision, legend_right=len(layers) > 6 and not long_names)
+    if long_names:
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", yref="container", y=(legend_px + 8) / height,
+                                      x=0, xanchor="left", entrywidth=1 / per_row, entrywidthmode="fraction",
+                                      font=dict(size=10)),
+                          margin=dict(b=60 + legend_px))
     fig.update_layout(hovermode="x")
     return fig
+
+
+LEGEND_RIGHT_MAX_CHARS = 24  # longer layer names: the legend goes below the chart
+LEGEND_TWO_PER_ROW_MAX_CHARS = 32
+LEGEND_ROW_PX = 20
 
 
 def activation_chart(saturated, dead, *, selected_layer=None, notes=(), step_range=None, selected_step=None,
@@ -666,9 +686,41 @@ def compare_curves_chart(runs: list[dict], *, height: int = 620) -> go.Figure:
             values = [((r.get("series") or {}).get(name) or {}).get("values", []) for r in runs]
             if log_axis_wanted(values):
                 fig.update_yaxes(type="log", exponentformat="power", row=row, col=col)
+                _clip_diverged(fig, runs, values, row, col)
     fig = _base(fig, "Runs side by side", height, None, legend_right=True)
     fig.update_layout(hovermode="x")
     return fig
+
+
+DIVERGED_DECADES = 3.0  # a run whose loss peaks this many decades above every other run's is "diverged"
+
+
+def _clip_diverged(fig: go.Figure, runs: list[dict], values: list, row: int, col: int) -> None:
+    """On a log axis a loss of 1e21 still squeezes the other runs into a sliver at the bottom: the
+    axis ends a decade above the highest of the others, and the diverged run, leaving the chart at
+    the top, is named there with its peak."""
+    peaks = []
+    for run, vals in zip(runs, values):
+        arr = np.asarray(vals, dtype=float)
+        arr = arr[np.isfinite(arr) & (arr > 0)]
+        if len(arr):
+            peaks.append((float(arr.max()), float(arr.min()), run["label"]))
+    if len(peaks) < 2:
+        return
+    peaks.sort(reverse=True)
+    kept = [p for p in peaks if p[0] < peaks[-1][0] * 10 ** DIVERGED_DECADES] or peaks[-1:]
+    gone = [p for p in peaks if p not in kept]
+    if not gone or not kept:
+        return
+    top = max(p[0] for p in kept)
+    bottom = min(p[1] for p in peaks)
+    # A span of a decade or two: ticks at 1, 2 and 5 (plotly's default labels every digit, overlapping).
+    fig.update_yaxes(range=[math.log10(bottom) - 0.1, math.log10(top) + 1.0], dtick="D2", row=row, col=col)
+    text = "<br>".join(f"↑ {escape_text(label)}: up to {peak:.2g}" for peak, _, label in gone)
+    ref = fig.get_subplot(row, col)
+    fig.add_annotation(text=text, xref=f"{ref.xaxis.plotly_name.replace('axis', '')} domain",
+                       yref=f"{ref.yaxis.plotly_name.replace('axis', '')} domain", x=0.99, y=0.98, xanchor="right",
+                       yanchor="top", showarrow=False, font=dict(size=10, color="#c62828"), align="right")
 
 
 def compare_flow_chart(flows: list[dict], step: int | None, *, height: int = 360) -> go.Figure:
@@ -705,13 +757,31 @@ def merged_layer_order(orders: list[list[str]]) -> list[str]:
         for i, layer in enumerate(layers):
             depth.setdefault(layer, []).append(i / max(1, len(layers) - 1))
     first_seen = {layer: i for i, layer in enumerate(depth)}
-    return sorted(depth, key=lambda layer: (sum(depth[layer]) / len(depth[layer]), first_seen[layer]))
+    rank = {layer: (sum(d) / len(d), first_seen[layer]) for layer, d in depth.items()}
+    # Every run's own order is kept (a layer comes after its predecessor in each run that has both);
+    # among the layers free to come next, the shallowest first.
+    after: dict[str, set[str]] = {layer: set() for layer in depth}
+    for layers in orders:
+        for before, layer in zip(layers, layers[1:]):
+            if before != layer:
+                after[layer].add(before)
+    order: list[str] = []
+    while len(order) < len(depth):
+        placed = set(order)
+        ready = [layer for layer in depth if layer not in placed and after[layer] <= placed]
+        if not ready:  # the runs disagree on the order (a cycle): the shallowest of the rest
+            ready = [layer for layer in depth if layer not in placed]
+        order.append(min(ready, key=rank.__getitem__))
+    return order
 
 
 # ---- all layers in one picture ------------------------------------------------------------------
 ZERO_COLOR = "#9e9e9e"  # exact zeros in a log-coloured heatmap
 HEATMAP_ROW_PX = 11  # a row per layer this tall until the picture reaches HEATMAP_MAX_PX
 HEATMAP_MAX_PX = 900
+HEATMAP_NAMED_ROWS = 60  # up to this many rows: HEATMAP_NAMED_ROW_PX each, every row named
+HEATMAP_NAMED_ROW_PX = 14
+HEATMAP_LABELLED_STEPS = 12  # up to this many steps (columns): one tick per step
 
 
 def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True, flagged: dict | None = None,
@@ -784,9 +854,18 @@ def layer_heatmap(table, *, title: str, value_label: str, log_color: bool = True
             cliponaxis=False, showlegend=True,
         ))
         fig.layout["xaxis2"] = dict(range=[0, 1], overlaying="x", visible=False, fixedrange=True)
-    height = 120 + min(HEATMAP_MAX_PX, max(200, HEATMAP_ROW_PX * len(rows)))
+    # Up to HEATMAP_NAMED_ROWS rows each is tall enough for its name and every name is shown (at 11 px
+    # plotly labelled every other row: BERT's key rows went unnamed); beyond, the picture stays compact.
+    named = len(rows) <= HEATMAP_NAMED_ROWS
+    height = 120 + min(HEATMAP_MAX_PX, max(200, (HEATMAP_NAMED_ROW_PX if named else HEATMAP_ROW_PX) * len(rows)))
     fig.update_yaxes(autorange="reversed", type="category", title_text=None, tickfont=dict(size=10))
+    if named:
+        fig.update_yaxes(dtick=1)
     fig.update_xaxes(title_text="optimizer step")
+    if 0 < len(table.index) <= HEATMAP_LABELLED_STEPS:
+        # Few columns: a tick under each logged step (plotly's own ticks fall on the cells' edges,
+        # down to a "step -5" before the first).
+        fig.update_xaxes(tickmode="array", tickvals=[int(s) for s in table.index])
     _step_range(fig, step_range)
     fig = _base(fig, title, height, uirevision)
     fig.update_layout(hovermode="closest", meta={"rows": rows, "flagged": marked})

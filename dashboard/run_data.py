@@ -47,7 +47,6 @@ HIST_DELTA_LIMIT = 200  # more new histogram columns than this: a redraw
 # A live tail keeps this many recent rows (each change appends to a copy of it); a viewer further
 # behind reads its own delta, as before.
 TAIL_ROWS = 8192
-LIVE_LAYER_QUANTITIES = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")  # what live charts extend
 
 
 def _thin(steps: np.ndarray, limit: int) -> np.ndarray:
@@ -218,10 +217,11 @@ class RunViews:
         new_cursor = int(df["seq"].iloc[-1]) if len(df) else int(cursor)
         return {"rows": df, "cursor": new_cursor, "reset": False}
 
-    def layer_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
-                   max_points: int = 300, must_include=()) -> dict:
-        """Per-layer tables of the charted quantities (LIVE_LAYER_QUANTITIES) at up to max_points logged steps, and the stats
-        cursor. Long runs are sampled evenly (flagged steps always included)."""
+    def layer_view(self, run_id: str, quantities: tuple[str, ...], step_min: int | None = None,
+                   step_max: int | None = None, max_points: int = 300, must_include=()) -> dict:
+        """Per-layer tables of `quantities` (those the charts declare: views/run_charts.py) at up to
+        max_points logged steps, and the stats cursor. Long runs are sampled evenly (flagged steps
+        always included)."""
         path = self.folders.run_dir(run_id)
 
         def compute():
@@ -230,16 +230,16 @@ class RunViews:
                 order = reader.forward_layers()
                 chosen, logged = reader.sample_logged_steps(step_min, step_max, max_points, must_include)
                 if reader.has_layer_rollup():  # one row per step, whatever the model's size
-                    tables = reader.rollup_at_steps(chosen, LIVE_LAYER_QUANTITIES, order)
+                    tables = reader.rollup_at_steps(chosen, quantities, order)
                 else:
                     stats = reader.layer_values_at_steps(chosen)
             if not reader.has_layer_rollup():
-                # Only what the per-layer charts draw (the same quantities the live poll extends).
-                tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+                tables = {q: derived.layer_table(stats, q, order) for q in quantities}
             return {"tables": tables, "cursor": cursor, "sampled": len(chosen) < logged,
                     "logged": logged, "shown": int(len(chosen)), "order": order}
 
-        key = ("layers", run_id, run_identity(path), step_min, step_max, max_points, tuple(must_include))
+        key = ("layers", run_id, run_identity(path), tuple(quantities), step_min, step_max, max_points,
+               tuple(must_include))
         return self.folders.cached(key, compute)
 
     def step_norm_view(self, run_id: str, step_min: int | None = None, step_max: int | None = None,
@@ -269,14 +269,14 @@ class RunViews:
         key = ("step_norms", run_id, run_identity(path), step_min, step_max, max_points)
         return self.folders.cached(key, compute)
 
-    def layer_delta(self, run_id: str, cursor: int) -> dict:
-        """Per-layer tables of the statistics rows after `cursor` only."""
+    def layer_delta(self, run_id: str, cursor: int, quantities: tuple[str, ...]) -> dict:
+        """Per-layer tables of `quantities` from the statistics rows after `cursor` only."""
         with self.folders.open(run_id) as reader, reader.snapshot():
             if reader.count_after("stats", cursor) > DELTA_ROW_LIMIT:
                 return {"tables": {}, "cursor": cursor, "reset": True}
             stats, new_cursor = reader.layer_values_after(int(cursor))
             order = reader.forward_layers() if len(stats) else []
-        tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES} if len(stats) else {}
+        tables = {q: derived.layer_table(stats, q, order) for q in quantities} if len(stats) else {}
         return {"tables": tables, "cursor": int(new_cursor), "reset": False}
 
     # ---- the live poll's reads: one per change, shared by every viewer of the run in this process ----
@@ -324,8 +324,9 @@ class RunViews:
 
         return self.folders.shared.get(("scalars", run_id, head["run_file"], int(cursor), newest), build)
 
-    def shared_layer_delta(self, run_id: str, cursor: int, head: dict) -> dict:
-        """layer_delta(run_id, cursor) from the run's statistics tail, one answer per (cursor, head)."""
+    def shared_layer_delta(self, run_id: str, cursor: int, head: dict, quantities: tuple[str, ...]) -> dict:
+        """layer_delta(run_id, cursor, quantities) from the run's statistics tail, one answer per
+        (cursor, head)."""
         newest = int(head["cursors"]["stats"])
 
         def read(after, head):
@@ -340,17 +341,18 @@ class RunViews:
             tail = self._tail(run_id, head, ("stats",), read, "seq", TAIL_ROWS)
             rows = tail.rows_after(cursor, newest)
             if rows is None:
-                return self.layer_delta(run_id, cursor)
+                return self.layer_delta(run_id, cursor, quantities)
             if len(rows["seq"]) > DELTA_ROW_LIMIT:
                 return {"tables": {}, "cursor": int(cursor), "reset": True}
             if not len(rows["seq"]):
                 return {"tables": {}, "cursor": int(cursor), "reset": False}
             stats = pd.DataFrame(rows).sort_values(["step", "seq"], kind="stable").reset_index(drop=True)
             order = tail.facts.get("order") or []
-            tables = {q: derived.layer_table(stats, q, order) for q in LIVE_LAYER_QUANTITIES}
+            tables = {q: derived.layer_table(stats, q, order) for q in quantities}
             return {"tables": tables, "cursor": int(rows["seq"].max()), "reset": False}
 
-        return self.folders.shared.get(("layers", run_id, head["run_file"], int(cursor), newest), build)
+        return self.folders.shared.get(("layers", run_id, head["run_file"], int(cursor), newest, tuple(quantities)),
+                                       build)
 
     def shared_histogram_delta(self, run_id: str, tensor: str, kind: str, after_step: int, head: dict) -> dict:
         """histogram_delta(...) from the tensor's histogram tail, one answer per (step, last logged step)."""

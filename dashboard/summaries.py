@@ -16,7 +16,7 @@ from gradwatch.trainer.runlog import schema as log_schema
 from .diagnosis import RunDiagnosis, severity_counts
 from .store import CACHE_EXPIRE_S, RunFolders, mtime, run_identity
 
-SUMMARY_VERSION = 5  # bump when the summary dict changes shape (old cache entries are ignored)
+SUMMARY_VERSION = 6  # bump when the summary dict changes shape (old cache entries are ignored)
 
 
 def duration_s(meta: dict, status: str | None, now: float | None = None) -> float | None:
@@ -108,7 +108,39 @@ def config_summary(config: dict) -> str:
     return ", ".join(parts)
 
 
-CONFIG_EXTRA_SHOWN = 6
+# Config values kept per run for the Runs page's key=value filter and grouping (scalars only, short).
+CONFIG_VALUES_MAX = 64
+CONFIG_VALUE_CHARS = 80
+
+
+def config_values(config: dict) -> dict:
+    """The run's config as flat key -> scalar value (nested dicts as dotted keys), for filtering by
+    `key=value` and grouping; lists and long strings are left out (they are not sweep axes)."""
+    out: dict = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if len(out) >= CONFIG_VALUES_MAX:
+            return
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        elif value is None or isinstance(value, bool | int | float) or \
+                (isinstance(value, str) and len(value) <= CONFIG_VALUE_CHARS):
+            out[prefix[:-1]] = value
+
+    walk("", config if isinstance(config, dict) else {})
+    return out
+
+
+def sweep_and_tags(meta: dict, config: dict) -> tuple[str, list[str]]:
+    """The sweep a run belongs to (meta or config "sweep") and its tags (meta or config "tags")."""
+    sweep = meta.get("sweep") if meta.get("sweep") is not None else config.get("sweep")
+    tags = meta.get("tags") if meta.get("tags") is not None else config.get("tags")
+    tags = [str(t) for t in tags][:32] if isinstance(tags, list | tuple) else ([str(tags)] if tags else [])
+    return ("" if sweep is None else str(sweep)[:CONFIG_VALUE_CHARS]), tags
+
+
+CONFIG_EXTRA_SHOWN = 4  # a few values by name, the rest counted (the Runs row stays a few lines tall)
 SUMMARISED_CONFIG_KEYS = frozenset({
     "preset", "model", "depth", "width", "activation", "optimizer", "lr", "learning_rate", "dropout", "l1", "l2",
     "weight_decay", "clip_norm", "batchnorm", "early_stopping", "augment_copies"})
@@ -211,6 +243,9 @@ class RunList:
             dataset=dataset_label(meta.get("dataset")),
             preset=str(config.get("preset") or ""),
             config=config_summary(config),
+            config_values=config_values(config),
+            sweep=sweep_and_tags(meta, config)[0],
+            tags=sweep_and_tags(meta, config)[1],
             steps=None if last_step is None else int(last_step) + 1 - first_step(meta),
             best_val_loss=validation["best_val_loss"], best_epoch=validation["best_epoch"],
             last_val_loss=validation["last_val_loss"],

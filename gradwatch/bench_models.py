@@ -146,6 +146,7 @@ def trainer_step(key: str, logdir=None, every=10, accelerator_path: bool = False
         probe = run.watch(model, every=every)
         if accelerator_path:
             probe._measurer.host_checks = False
+            probe._grad_norms.measure_at_step()  # a GPU's every-step norms: fused, at the step
 
     def step(i):
         opt.zero_grad(set_to_none=True)

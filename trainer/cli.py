@@ -77,8 +77,21 @@ def add_commands(commands) -> None:
     for name, what in (("inspect", "summarise a run folder"), ("diagnose", "diagnose a run folder")):
         sub = commands.add_parser(name, help=what, allow_abbrev=False)
         sub.add_argument("run_dir", metavar="RUN_DIR")
+        sub.add_argument("--cache", default=None, metavar="DIR",
+                         help="where a remote run (LOGDIR_URL/RUN_ID) is imported (default: $GRADWATCH_CACHE or a "
+                              "per-user cache folder)")
         sub.add_argument("--json", action="store_true", help="print JSON")
 
+    ls = commands.add_parser("ls", help="list the runs of a logdir (local, or a URL: file://, s3://, ...)",
+                             allow_abbrev=False)
+    ls.add_argument("logdir", metavar="LOGDIR")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.add_argument("--cache", default=None, metavar="DIR", help="where a remote logdir is imported")
+    sync = commands.add_parser("sync", allow_abbrev=False,
+                               help="copy runs between logdirs (upload an offline run; fetch a teammate's)")
+    sync.add_argument("src", metavar="SRC", help="logdir to copy from (a path or a URL)")
+    sync.add_argument("dst", metavar="DST", help="logdir to copy to (a path or a URL); runs it holds are skipped")
+    sync.add_argument("--cache", default=None, metavar="DIR", help="where a remote SRC is imported first")
     tb = commands.add_parser("import-tensorboard", allow_abbrev=False,
                              help="turn TensorBoard event files (scalars, histograms) into run folders")
     tb.add_argument("tb_logdir", metavar="TB_LOGDIR", help="a TensorBoard logdir (each folder of event files is a run)")
@@ -242,25 +255,34 @@ def _print_json(value) -> None:
     print(json.dumps(value, indent=2, default=str))
 
 
-def check_run_dir(run_dir: str) -> None:
+def check_run_dir(run_dir: str, cache: str | None = None) -> str:
+    """RUN_DIR as a local run folder: itself, or a remote LOGDIR_URL/RUN_ID imported into the cache."""
+    from .runlog import remote, schema, stores
+
+    # A folder holding run.sqlite is read where it is (a finished run copied anywhere); a URL, or a run
+    # published as segments to a network filesystem, is imported first.
+    if not (Path(run_dir) / schema.DB_FILENAME).is_file() and stores.classify(run_dir).remote:
+        return str(remote.local_run_dir(run_dir, cache))
     if not Path(run_dir).is_dir():
-        raise UsageError(f"invalid RUN_DIR {run_dir!r}: not a directory (give a run folder under logs/)")
+        raise UsageError(f"invalid RUN_DIR {run_dir!r}: not a directory (give a run folder under logs/, "
+                         "or LOGDIR_URL/RUN_ID)")
+    return run_dir
 
 
 def cmd_inspect(args) -> int:
-    check_run_dir(args.run_dir)
+    run_dir = check_run_dir(args.run_dir, args.cache)
     from .inspect_run import format_summary, summarize_run
 
-    summary = summarize_run(args.run_dir)
+    summary = summarize_run(run_dir)
     _print_json(summary) if args.json else print(format_summary(summary))
     return EXIT_OK
 
 
 def cmd_diagnose(args) -> int:
-    check_run_dir(args.run_dir)
+    run_dir = check_run_dir(args.run_dir, args.cache)
     from .diagnose import diagnose_run, format_report
 
-    result = diagnose_run(args.run_dir)
+    result = diagnose_run(run_dir)
     _print_json(result) if args.json else print(format_report(result))
     return EXIT_OK
 
@@ -273,8 +295,24 @@ def cmd_import_tensorboard(args) -> int:
     return EXIT_OK
 
 
+def cmd_ls(args) -> int:
+    from .runlog import remote
+
+    rows = remote.run_rows(args.logdir, args.cache)
+    _print_json(rows) if args.json else print(remote.format_rows(rows))
+    return EXIT_OK
+
+
+def cmd_sync(args) -> int:
+    from .runlog import remote
+
+    for run_id in remote.sync(args.src, args.dst, args.cache):
+        print(run_id)
+    return EXIT_OK
+
+
 COMMANDS = {"train": cmd_train, "presets": cmd_presets, "lesson": cmd_lesson, "inspect": cmd_inspect,
-            "diagnose": cmd_diagnose, "import-tensorboard": cmd_import_tensorboard}
+            "diagnose": cmd_diagnose, "import-tensorboard": cmd_import_tensorboard, "ls": cmd_ls, "sync": cmd_sync}
 
 
 def bad_input_errors() -> tuple[type[BaseException], ...]:

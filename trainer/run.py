@@ -35,7 +35,7 @@ from typing import Any
 from gradwatch._version import __version__ as GRADWATCH_VERSION
 
 from . import run_exit
-from .runlog import schema, validate
+from .runlog import schema, stores, validate
 from .runlog.process import process_alive
 from .runlog.reader import current_process_identity
 from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_write_error
@@ -128,7 +128,23 @@ class Run:
         if on_write_error not in ON_ERROR_CHOICES:
             raise RunSetupError(f"on_write_error must be one of {', '.join(ON_ERROR_CHOICES)}, got {on_write_error!r}")
         self.rank, self.world_size = _distributed() if distributed else (0, 1)
-        root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
+        # A URL or a network filesystem gets segments published from a node-local spool (SQLite's WAL
+        # needs one host); a local path is an ordinary run folder, as always.
+        self.location = stores.classify(logdir)
+        self._publisher = None
+        store = _open_team_store(self.location) if self.location.remote else None
+        if store is not None:
+            from .runlog import spool
+
+            root = spool.spool_root()
+            if self.rank == 0:
+                root = _prepare_logdir(root)
+        else:
+            root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
+
+        def folder_of(run_id: str, rank: int = self.rank) -> Path:
+            return spool.spool_dir(root, run_id, rank) if store is not None else root / run_id
+
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
         kwargs["on_error"] = on_write_error
         self._probe = None
@@ -139,37 +155,56 @@ class Run:
         if self.rank == 0:
             remove_stale_building(root)
             try:
-                run_id = self._create_unique(root, name, config, dataset, kwargs)
+                run_id = self._create_unique(root, name, config, dataset, kwargs, folder_of)
             except (OSError, sqlite3.Error, RunWriteError) as exc:
                 raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
         # Every rank learns the id rank 0 actually created (it may have retried after a collision).
         self.id = run_id = self._agree_on_run_id(run_id)
-        self.path = root / run_id
+        self.path = folder_of(run_id)
+        # Where readers find the run: LOGDIR_URL/RUN_ID for a published run (`gradwatch inspect` takes it).
+        self.url = f"{self.location.given.rstrip('/')}/{run_id}" if store is not None else None
         if self.rank == 0:
             self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
         self._barrier()
-        if self.rank != 0:
+        if self.rank != 0 and store is not None:
+            _prepare_logdir(root)
+            self.path.mkdir(exist_ok=True)  # each rank spools on its own node: its own database
+            self._writer = RunWriter(self.path, create=True, owner=False, **kwargs)
+        elif self.rank != 0:
             self._writer = RunWriter(self.path, create=False, owner=False, **kwargs)
+        if store is not None:
+            self._start_publishing(store, str(logdir), root)
         run_exit.track(self)
 
-    def _create_unique(self, root: Path, name: str, config: dict, dataset, kwargs: dict) -> str:
+    def _create_unique(self, root: Path, name: str, config: dict, dataset, kwargs: dict, folder_of) -> str:
         """Create the run folder under a fresh id, retrying with a new one when another run took it
         (a sweep starting many runs of one name within a second); returns the id."""
         for _ in range(RUN_ID_ATTEMPTS):
             run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(RUN_ID_TOKEN_BYTES)}"
-            if os.path.lexists(root / run_id):
+            if os.path.lexists(folder_of(run_id)):
                 continue
             try:
-                self._create(root, run_id, name, config, dataset, kwargs)
+                self._create(root, run_id, folder_of(run_id), name, config, dataset, kwargs)
             except OSError as exc:
                 # The final rename found the id taken meanwhile (a folder of another run is never empty).
-                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.lexists(root / run_id):
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.lexists(folder_of(run_id)):
                     continue
                 raise
             return run_id
         raise OSError(errno.EEXIST, f"no free run id for {name!r} after {RUN_ID_ATTEMPTS} attempts")
 
-    def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
+    def _start_publishing(self, store, logdir: str, spool_root: Path) -> None:
+        from .runlog import spool
+        from .runlog.publisher import Publisher, write_origin
+
+        write_origin(self.path, logdir, self.id, self.rank)
+        self._publisher = Publisher(self.path, store, self.id, self.rank)
+        if self.rank == 0:
+            print(f"gradwatch: run {self.id} -> {self.location.given}: segments, because the logdir is "
+                  f"{self.location.reason}; SQLite in the local spool {self.path}", file=sys.stderr, flush=True)
+            spool.publish_leftovers(spool_root, lambda url: stores.open_store(stores.classify(url)))
+
+    def _create(self, root: Path, run_id: str, target: Path, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
         complete: a listing never sees a half-made run, and a failure leaves nothing behind."""
         building = root / f"{BUILDING_PREFIX}{os.getpid()}@{socket.gethostname()}-{run_id}"
@@ -197,7 +232,7 @@ class Run:
             )
             writer.close()
             writer = None
-            os.rename(building, root / run_id)  # fails (ENOTEMPTY) if another run took the id meanwhile
+            os.rename(building, target)  # fails (ENOTEMPTY) if another run took the id meanwhile
         except BaseException:
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -380,6 +415,8 @@ class Run:
                 self._writer.flush()
         finally:
             self._writer.close()
+            if self._publisher is not None:
+                self._publisher.close()  # the last segment carries the final status
             self._finished = True
             run_exit.untrack(self)
 
@@ -422,6 +459,23 @@ def _checked_step(step) -> int:
     if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step <= validate.MAX_STEP:
         raise ValueError(f"step must be an integer from 0 to {validate.MAX_STEP} (2**62), got {step!r}")
     return int(step)
+
+
+def _open_team_store(location: stores.Location):
+    """The store a remote logdir publishes to; a dashboard that refuses the write token is refused here,
+    in one line. An unreachable store is not: the run spools and publishes when it is back."""
+    try:
+        store = stores.open_store(location)
+    except stores.StoreError as exc:
+        raise RunSetupError(f"logdir {location.given!r}: {exc}") from None
+    try:
+        store.check_writable()
+    except stores.StoreAuthError as exc:
+        raise RunSetupError(f"logdir {location.given!r}: {exc}") from None
+    except OSError as exc:
+        print(f"gradwatch: logdir {location.given!r} unreachable now ({exc}); the run spools locally and "
+              "publishes when it is back", file=sys.stderr, flush=True)
+    return store
 
 
 def _json_default(value):

@@ -32,11 +32,13 @@ def layout(ctx: AppContext, **query) -> html.Div:
         html.Div(className="page-title", children=[
             html.H2("Runs"),
             html.Span(result["summary"], id=ids.RUNS_SUMMARY, className="muted"),
-            html.Span(["in ", html.Code(str(ctx.settings.logdir))], className="muted small"),
+            html.Span(["in ", html.Code(str(ctx.settings.source or ctx.settings.logdir))], className="muted small"),
         ]),
         html.Div(className="toolbar", children=[
             dcc.Input(id=ids.RUNS_FILTER, type="search", value=view["q"], debounce=0.3,
-                      placeholder="filter: name, preset, dataset, config, flag…"),
+                      placeholder="filter: words, lr=0.01, lr<0.1, flag:overfitting, sweep:NAME, tag:NAME…"),
+            dcc.Input(id="runs-group", type="text", value=view.get("group", ""), debounce=True,
+                      placeholder="group by: sweep, tag or a config key", className="group-input"),
             dcc.Checklist(id=ids.RUNS_STATUS, className="status-filter", inline=True, value=view["status"],
                           options=[{"label": f" {s}", "value": s} for s in logic.STATUSES]),
             dcc.Link("Compare selected", id=ids.RUNS_COMPARE_LINK, href="/compare", className="button disabled"),
@@ -56,11 +58,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         Output("runs-view", "data"), Output("runs-search", "data"),
         Input(ids.RUNS_FILTER, "value"), Input(ids.RUNS_STATUS, "value"),
         Input({"type": "runs-sort-header", "column": ALL}, "n_clicks"),
-        Input("runs-prev", "n_clicks"), Input("runs-next", "n_clicks"),
+        Input("runs-prev", "n_clicks"), Input("runs-next", "n_clicks"), Input("runs-group", "value"),
         State("runs-view", "data"),
         prevent_initial_call=True,
     )
-    def update_view(q, statuses, _sorts, _prev, _next, view):
+    def update_view(q, statuses, _sorts, _prev, _next, group, view):
         view = dict(view or logic.parse_runs_query({}))
         trigger = dash.ctx.triggered_id
         if trigger == ids.RUNS_FILTER:
@@ -75,6 +77,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
                 view["desc"] = not view.get("desc")
             else:
                 view.update(sort=column, desc=column in ("started", "steps", "flags", "duration"))
+        elif trigger == "runs-group":
+            view.pop("group", None)
+            if logic.GROUP_PATTERN.fullmatch((group or "").strip()):
+                view["group"] = group.strip()
+            view["page"] = 1
         elif trigger == "runs-prev":
             view["page"] = max(1, view.get("page", 1) - 1)
         elif trigger == "runs-next":

@@ -4,13 +4,16 @@
 registers one callback per chart (inputs from `Chart.inputs`), the live poll extends or redraws them
 by `Chart.channel`, the browser's delta applier gets their ids from the page, and export.py puts
 every `export=True` chart into the HTML report. Adding a chart is a declaration here and, when no
-existing builder fits, a figure builder in dashboard/figures.py.
+existing builder fits, a figure builder in dashboard/figures.py; a per-layer chart names the
+statistics it reads (`quantities`), which the data layer and the live poll then read for it.
+This module imports only downward (the data layer, views/run_facts.py); the page's poll
+(views/run_live.py) imports it.
 
 A chart's `view` is its one read of the run (through RunStore, cached on disk); its `figure` is pure.
 Notes and flags come from the page's stores, not from another read: one zoom or step change costs
 one data fetch per chart.
 
-Channels (see views/run.poll_impl): "scalars" and "layers" extend the chart's traces with new
+Channels (see views/run_live.poll_impl): "scalars" and "layers" extend the chart's traces with new
 records after its cursor; "hist" appends heatmap columns; "redraw" charts (the all-layers heatmaps,
 downsampled) are redrawn about every REDRAW_TICKS slow ticks while new statistics arrive; "epochs"
 charts are redrawn when a new epoch ends; None: drawn again only when an input changes.
@@ -33,6 +36,7 @@ from .. import figures, ids
 from .. import layer_groups as groups
 from ..data import RunStore
 from ..shared_reads import SharedReads
+from .run_facts import histogram_layer, layer_params, overfitting_marks
 
 SCALAR_MAX_POINTS = 2000
 LAYER_MAX_POINTS = 300
@@ -89,6 +93,7 @@ class Chart:
     scroll: bool = False  # tall figure inside a scrolling card
     scalar_groups: tuple[str, ...] = ()  # "scalars" channel: which scalar groups it draws
     layer_extend: tuple = ()  # "layers" channel: (quantity, trace key prefix, log axis) it extends
+    quantities: tuple[str, ...] = ()  # the per-layer statistics it reads (layer_view and the live deltas)
 
 
 # Figures drawn in this process, by what they are drawn from: viewers of a live run redraw the same
@@ -172,14 +177,14 @@ def layer_step_budget(layer_count: int) -> int:
 def layers_view(store: RunStore, args: ChartArgs) -> dict:
     must = sorted({s for f in args.flags for s in (f.get("first_step"), f.get("last_step")) if s is not None})
     count = args.shape.get("layers") or len(args.info.get("layers") or [])
-    found = store.layer_view(args.run_id, args.range_from, args.range_to, layer_step_budget(count), tuple(must))
+    # One read for every per-layer chart (the union of what they declare): one cached answer serves all.
+    found = store.layer_view(args.run_id, LAYER_QUANTITIES, args.range_from, args.range_to, layer_step_budget(count),
+                             tuple(must))
     return dict(found)
 
 
 def hist_view(kind: str):
     def view(store: RunStore, args: ChartArgs) -> dict:
-        from .run import histogram_layer, layer_params
-
         hist_layer = histogram_layer(args.info, args.layer)
         if hist_layer is None:
             return {"tensor": None, "cursor": -1, "live": {"tensor": None, "kind": kind}}
@@ -209,8 +214,6 @@ def epochs_view(store: RunStore, args: ChartArgs) -> dict:
 
 # ---- figures ------------------------------------------------------------------------------------
 def _overfitting(args: ChartArgs) -> dict | None:
-    from .run import overfitting_marks
-
     return overfitting_marks(list(args.flags))
 
 
@@ -413,18 +416,21 @@ CHARTS: tuple[Chart, ...] = (
           first_paint=True, scalar_groups=("loss", None)),
     Chart(ids.FIG_ACC, scalars_view(("accuracy",)), accuracy_figure, channel="scalars", first_paint=True,
           scalar_groups=("accuracy",)),
-    Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
+    Chart(ids.FIG_GRAD_HEAT, layers_view, grad_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True,
+          quantities=("grad_norm",)),
     Chart(ids.FIG_FLOW, flow_view, flow_figure, inputs=("step", "layer", "rows"), first_paint=True, step_axis=False,
           scroll=True),
     Chart(ids.FIG_GRAD_TIME, layers_view, grad_lines_figure, inputs=LAYER_INPUTS, channel="layers",
-          layer_extend=(("grad_norm", "layer", True),)),
+          layer_extend=(("grad_norm", "layer", True),), quantities=("grad_norm",)),
     Chart(ids.FIG_STEP_NORMS, step_norms_view, step_norms_figure, inputs=LAYER_INPUTS, channel="redraw", wide=True),
     Chart(ids.FIG_HIST_GRAD, hist_view("grad"), hist_figure("grad"), inputs=("range", "layer", "info"),
           channel="hist"),
     Chart(ids.FIG_HIST_WEIGHT, hist_view("weight"), hist_figure("weight"), inputs=("range", "layer", "info"),
           channel="hist"),
-    Chart(ids.FIG_RATIO, layers_view, ratio_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
-    Chart(ids.FIG_ACT, layers_view, activation_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw"),
+    Chart(ids.FIG_RATIO, layers_view, ratio_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw",
+          quantities=("update_ratio",)),
+    Chart(ids.FIG_ACT, layers_view, activation_heatmap_figure, inputs=LAYER_INPUTS, channel="redraw",
+          quantities=("saturated_frac", "dead_frac")),
     Chart(ids.FIG_WEIGHTS_EPOCH, epochs_view, epochs_figure, inputs=("layer", "rows", "flags"), channel="epochs",
           wide=True,
           step_axis=False),
@@ -432,4 +438,5 @@ CHARTS: tuple[Chart, ...] = (
           scalar_groups=("signals",)),
 )
 BY_ID = {chart.id: chart for chart in CHARTS}
+LAYER_QUANTITIES = tuple(dict.fromkeys(q for chart in CHARTS for q in chart.quantities))
 LIVE_CHARTS = tuple(chart for chart in CHARTS if chart.channel in LIVE_CHANNELS)

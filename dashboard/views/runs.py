@@ -1,6 +1,11 @@
-"""The Runs page's logic: filter, sort and page run summaries; render the table.
+"""The Runs page's logic: filter, sort, group and page run summaries; render the table.
 
-The URL carries the view: /?q=dropout&status=running,failed&sort=best_val_loss&desc=0&page=2
+The URL carries the view: /?q=dropout&status=running,failed&sort=best_val_loss&desc=0&page=2&group=sweep
+
+The filter takes words (matched anywhere: name, preset, dataset, config, flags) and, for sweeps,
+terms: `lr=0.01`, `lr<0.1`, `optimizer!=sgd` (a config key, nested keys dotted), `flag:overfitting`
+(`flag:any`, `flag:none`), `status:failed`, `sweep:NAME`, `tag:NAME`. `group` groups the rows by
+`sweep`, `tag` or a config key, each group headed by its size and its best validation loss.
 """
 
 from __future__ import annotations
@@ -8,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from urllib.parse import urlencode
 
 from dash import dcc, html
@@ -25,6 +31,9 @@ COLUMNS = (  # key, label, sortable
 )
 SORT_KEYS = {key for key, _, sortable in COLUMNS if sortable}
 DEFAULT_SORT = ("started", True)
+# A filter term on a config value: key (dotted for nested), operator, value.
+TERM_PATTERN = re.compile(r"^([A-Za-z_][\w.\-]*)(!=|<=|>=|=|<|>)(.*)$")
+GROUP_PATTERN = re.compile(r"^[A-Za-z_][\w.\-]{0,99}$")
 
 
 def parse_runs_query(query: dict) -> dict:
@@ -36,7 +45,11 @@ def parse_runs_query(query: dict) -> dict:
         page = max(1, int(query.get("page") or 1))
     except (TypeError, ValueError):
         page = 1
-    return {"q": str(query.get("q") or "")[:200], "status": statuses, "sort": sort, "desc": desc, "page": page}
+    group = str(query.get("group") or "")[:100]
+    view = {"q": str(query.get("q") or "")[:200], "status": statuses, "sort": sort, "desc": desc, "page": page}
+    if GROUP_PATTERN.fullmatch(group):
+        view["group"] = group
+    return view
 
 
 def runs_query_string(view: dict) -> str:
@@ -47,6 +60,8 @@ def runs_query_string(view: dict) -> str:
         items.append(("status", ",".join(view["status"])))
     if (view.get("sort"), view.get("desc")) != DEFAULT_SORT:
         items += [("sort", view["sort"]), ("desc", "1" if view["desc"] else "0")]
+    if view.get("group"):
+        items.append(("group", view["group"]))
     if view.get("page", 1) > 1:
         items.append(("page", view["page"]))
     return "?" + urlencode(items) if items else ""
@@ -76,25 +91,124 @@ def _sort_value(summary: dict, key: str):
     return value
 
 
+def _number(text):
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _compare(value, op: str, wanted: str) -> bool:
+    """A config value against a filter term's text: numerically when both are numbers, else as text."""
+    number = None if value is None or isinstance(value, bool) else _number(value)
+    target = _number(wanted)
+    if number is not None and target is not None:
+        return {"=": number == target, "!=": number != target, "<": number < target, ">": number > target,
+                "<=": number <= target, ">=": number >= target}[op]
+    text = "none" if value is None else str(value).lower()
+    if op == "=":
+        return text == wanted.lower()
+    if op == "!=":
+        return text != wanted.lower()
+    return False  # an ordering on text is no match
+
+
+def _term_matches(summary: dict, term: str) -> bool | None:
+    """True/False for a structured term (key=value, flag:, status:, sweep:, tag:), None for a plain word."""
+    lowered = term.lower()
+    for prefix in ("flag:", "status:", "sweep:", "tag:"):
+        if lowered.startswith(prefix):
+            wanted = lowered[len(prefix):]
+            if prefix == "flag:":
+                rules = [r.lower() for r in summary.get("flag_rules") or []]
+                return bool(rules) if wanted == "any" else (not rules) if wanted == "none" else \
+                    any(wanted in r for r in rules)
+            if prefix == "status:":
+                return row_status(summary) == wanted
+            if prefix == "sweep:":
+                return str(summary.get("sweep") or "").lower() == wanted
+            return wanted in [t.lower() for t in summary.get("tags") or []]
+    match = TERM_PATTERN.fullmatch(term)
+    if match:
+        key, op, wanted = match.groups()
+        values = summary.get("config_values") or {}
+        if key not in values:
+            return op == "!="  # a run without the key differs from any value
+        return _compare(values[key], op, wanted)
+    return None
+
+
+def group_value(summary: dict, group: str) -> str | None:
+    """The value of a run for grouping by `group` (sweep, tag, or a config key); None: ungrouped."""
+    if group == "sweep":
+        return summary.get("sweep") or None
+    if group == "tag":
+        tags = summary.get("tags") or []
+        return ", ".join(sorted(tags)) if tags else None
+    values = summary.get("config_values") or {}
+    return None if values.get(group) is None else str(values[group])
+
+
 def filter_sort(summaries: list[dict], view: dict) -> list[dict]:
-    """Summaries matching the text filter (any of name, id, preset, dataset, config, flag rules, error)
-    and the status filter, sorted by the view's column (missing values last either way)."""
-    words = [w for w in view.get("q", "").lower().split() if w]
+    """Summaries matching the filter (words anywhere in name, id, preset, dataset, config, flag rules, error;
+    terms on config values, flags, status, sweep, tags) and the status filter, sorted by the view's column
+    (missing values last either way), grouped when the view groups."""
+    terms = [w for w in view.get("q", "").split() if w]
     statuses = set(view.get("status") or [])
     out = []
     for summary in summaries:
         if statuses and row_status(summary) not in statuses:
             continue
         haystack = " ".join(str(summary.get(k) or "") for k in
-                            ("name", "run_id", "preset", "dataset", "config", "status", "error", "failure")).lower()
+                            ("name", "run_id", "preset", "dataset", "config", "status", "error", "failure",
+                             "sweep")).lower()
         haystack += " " + " ".join(summary.get("flag_rules") or []).lower()
-        if all(word in haystack for word in words):
+        haystack += " " + " ".join(summary.get("tags") or []).lower()
+        ok = True
+        for term in terms:
+            structured = _term_matches(summary, term)
+            if not (structured if structured is not None else term.lower() in haystack):
+                ok = False
+                break
+        if ok:
             out.append(summary)
     key, desc = view.get("sort", DEFAULT_SORT[0]), view.get("desc", True)
     present = [s for s in out if _sort_value(s, key) is not None]
     missing = [s for s in out if _sort_value(s, key) is None]
     present.sort(key=lambda s: (_sort_value(s, key), s.get("run_id")), reverse=desc)
-    return present + missing
+    rows = present + missing
+    group = view.get("group")
+    if group:  # stable: each group keeps the column's order; groups by value, ungrouped last
+        rows.sort(key=lambda s: (group_value(s, group) is None, _group_order(group_value(s, group))))
+    return rows
+
+
+def _group_order(value):
+    number = _number(value)
+    return (0, number, "") if number is not None else (1, 0.0, str(value or ""))
+
+
+def group_headers(rows: list[dict], group: str) -> dict:
+    """value -> (runs, best validation loss, its run id) over all rows of each group (not only a page)."""
+    heads: dict = {}
+    for summary in rows:
+        value = group_value(summary, group)
+        count, best, best_run = heads.get(value, (0, None, None))
+        loss = summary.get("best_val_loss")
+        if isinstance(loss, int | float) and math.isfinite(loss) and (best is None or loss < best):
+            best, best_run = loss, summary.get("name") or summary["run_id"]
+        heads[value] = (count + 1, best, best_run)
+    return heads
+
+
+def _group_row(group: str, value, head: tuple) -> html.Tr:
+    count, best, best_run = head
+    label = f"{group} = {value}" if value is not None else f"no {group}"
+    text = f"{label} · {count} run{'s' if count != 1 else ''}"
+    if best is not None:
+        text += f" · best val loss {components.fmt_number(best)} ({best_run})"
+    return html.Tr(className="group-row", children=[html.Td(text, colSpan=len(COLUMNS) + 1)])
 
 
 def _header(key: str, label: str, sortable: bool, view: dict):
@@ -146,6 +260,21 @@ def _row(summary: dict, selected: set) -> html.Tr:
     ])
 
 
+def _body(shown: list[dict], rows: list[dict], view: dict, selected: set) -> list:
+    group = view.get("group")
+    if not group:
+        return [_row(s, selected) for s in shown]
+    heads = group_headers(rows, group)
+    body, current = [], object()
+    for summary in shown:
+        value = group_value(summary, group)
+        if value != current:
+            body.append(_group_row(group, value, heads[value]))
+            current = value
+        body.append(_row(summary, selected))
+    return body
+
+
 def runs_table_impl(store: RunStore, view: dict, selected: list[str] | None, budget_s: float = 0.6) -> dict:
     """The table for a view: {"table", "summary" (a line of counts), "pages", "page", "signature",
     "pending"}. The signature changes only when what the table shows changes."""
@@ -180,7 +309,7 @@ def runs_table_impl(store: RunStore, view: dict, selected: list[str] | None, bud
     else:
         table = html.Table(className="runs", id=ids.RUNS_TABLE + "-body", children=[
             html.Thead(html.Tr([html.Th("")] + [_header(k, label, s, view) for k, label, s in COLUMNS])),
-            html.Tbody([_row(s, selected_set) for s in shown]),
+            html.Tbody(_body(shown, rows, view, selected_set)),
         ])
     return {"table": table, "summary": summary_line, "pages": pages, "page": page, "signature": signature,
             "pending": pending}

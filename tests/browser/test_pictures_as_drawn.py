@@ -94,6 +94,9 @@ def pictures(tmp_path_factory):
     make_run(logdir, "exploding", steps=200, pathology="exploding", layers=4)
     make_run(logdir, "overfit", steps=200, pathology="overfit")
     make_run(logdir, "healthy", steps=200)  # no overfitting flag, a validation loss
+    make_run(logdir, "long-names-flag", steps=40, flags=[{  # a flag naming 8 long layers
+        "rule": "custom_check", "severity": "warning", "layers": BERT_LAYERS[:8], "first_step": 3, "last_step": 30,
+        "evidence": {"x": 1}, "explanation": "a flag on many long layer names", "remedies": [], "remedy_ids": []}])
     runs = {
         "dead": record(logdir, "dead-layer", ["fc1", "fc2", "out"], dead="fc2"),
         "deeper": record(logdir, "deeper", ["fc1", "fc2", "fc3", "out"]),
@@ -139,11 +142,13 @@ def test_compare_keeps_runs_readable_beside_a_diverged_one_and_lists_runs_withou
       const gd = document.querySelector('#cmp-curves .js-plotly-plot');
       const ax = gd._fullLayout.yaxis4;
       return {type: ax.type, range: ax.range,
-              legend: gd._fullData.filter(t => t.showlegend).map(t => t.name)};
+              legend: gd._fullData.filter(t => t.showlegend).map(t => t.name),
+              notes: (gd._fullLayout.annotations || []).map(a => a.text)};
     }""")
     assert layout["type"] == "log"
-    low, high = layout["range"]  # log10 units: the overfit run's losses (~0.01-0.7) stay in view
-    assert low < -1 and high > 3
+    low, high = layout["range"]  # log10 units: the overfit run's losses (~0.005-0.7) fill the panel
+    assert low < -2 and 0 < high < 2  # not squeezed under the exploding run's 1e3+
+    assert any("exploding: up to" in text for text in layout["notes"])  # it leaves the chart, named
     assert sorted(layout["legend"]) == sorted(["exploding", "overfit", "dead-layer"])
     page.locator("#cmp-curves .legendtext", has_text="dead-layer").wait_for()
 
@@ -167,6 +172,9 @@ def test_many_long_layer_names_get_horizontal_bars_with_room_for_each(pictures, 
     assert bars["height"] / len(BERT_LAYERS) >= 14  # px per bar
     ticks = page.locator("#fig-flow .yaxislayer-above .ytick text").all_text_contents()
     assert len(set(ticks)) == len(BERT_LAYERS)  # one legible label per row
+    heat = full_trace(page, "fig-grad-heat", "heatmap")
+    rows = page.locator("#fig-grad-heat .yaxislayer-above .ytick text").all_text_contents()
+    assert sorted(rows) == sorted(set(heat["y"])) and len(rows) == len(BERT_LAYERS)  # every row named
 
 
 def test_runs_page_shows_the_users_config_and_names_the_rules_of_flags(pictures, page):
@@ -231,3 +239,14 @@ def test_a_lone_flag_card_spans_the_panel_at_1440_px_and_its_code_scrolls_inside
         if box["width"]:
             assert box["x"] + box["width"] <= inner["x"] + inner["width"] + 1  # inside the card
             assert code.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+
+
+@pytest.mark.parametrize("run", ["long-names-flag", "bert", "exploding"])
+def test_nothing_is_wider_than_a_1440_px_window(pictures, new_page, run):
+    """A flag's layer chips once sat on one unbreakable line: the page was 2,500 px wide."""
+    server, runs = pictures
+    page = new_page(viewport=(1440, 900))
+    page.goto(server.url + f"/run?run={runs.get(run, run)}")
+    page.locator(".flag-card, #flags-panel p").first.wait_for()
+    full_trace(page, "fig-flow", "flow")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1440

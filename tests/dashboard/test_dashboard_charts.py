@@ -151,3 +151,20 @@ def test_line_chart_keeps_a_chosen_few_layers_of_a_big_model():
     assert chosen == ["blocks.0.fc", "blocks.7.fc", "blocks.20.fc", "blocks.29.fc"]
     assert run_charts.line_layers(order, None, [], "blocks.1*") == ["blocks.1.fc"] + [f"blocks.1{i}.fc" for i in range(10)]
     assert run_charts.line_layers(order[:5], None, [], "") == order[:5]
+
+
+def test_run_charts_imports_only_downward():
+    """views/run.py is split by job; the chart registry imports the facts it needs, never the page's
+    poll, reducer or URL modules (which import it): no import cycle."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(run_charts.__file__).read_text()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom) and node.level}
+    assert imported <= {None, "data", "run_facts"}, imported
+    code = ("import sys, gradwatch.dashboard.views.run_charts; "
+            "print(sorted(m for m in sys.modules if m.startswith('gradwatch.dashboard.views.')))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "views.run'" not in loaded and "run_live" not in loaded and "run_reducer" not in loaded, loaded

@@ -108,11 +108,11 @@ def test_scalar_delta_after_cursor_is_exactly_the_new_records(tmp_path):
 
 
 def test_layer_view_samples_long_runs_and_keeps_flagged_steps(store):
-    view = store.layer_view("overfit", max_points=40, must_include=(123,))
+    view = store.layer_view("overfit", ("grad_norm", "dead_frac"), max_points=40, must_include=(123,))
     assert view["sampled"] and view["logged"] == 300 and view["shown"] <= 45
     steps = view["tables"]["grad_norm"].index
     assert 123 in steps and steps[0] == 0 and steps[-1] == 299  # flagged step, first and last kept
-    zoomed = store.layer_view("overfit", 100, 110, max_points=40)
+    zoomed = store.layer_view("overfit", ("grad_norm", "update_ratio"), 100, 110, max_points=40)
     assert list(zoomed["tables"]["update_ratio"].index) == list(range(100, 111)) and not zoomed["sampled"]
     assert list(view["tables"]["grad_norm"].columns) == ["net.0", "net.2", "net.4", "net.6"]
     assert view["tables"]["dead_frac"].shape[1] == 3
@@ -189,7 +189,7 @@ def test_config_column_shows_a_users_own_config():
     hf = {"learning_rate": 5e-5, "per_device_train_batch_size": 8, "num_train_epochs": 3, "weight_decay": 0.0,
           "lr_scheduler_type": "linear", "seed": 42, "optim": "adamw_torch", "max_steps": -1, "batch_size": 8}
     text = config_summary(hf)
-    assert text.startswith("lr=5e-05, per_device_train_batch_size=8, num_train_epochs=3") and "+" in text
+    assert text.startswith("lr=5e-05, per_device_train_batch_size=8, num_train_epochs=3") and text.endswith(", seed=42, +3 more")
     lightning = {"hidden": 64, "lr": 0.01, "model_name": "x" * 40}
     assert config_summary(lightning) == "lr=0.01, hidden=64, model_name=" + "x" * 23 + "…"
     builtin = {"preset": "dropout", "model": "mlp", "depth": 2, "width": 64, "activation": "relu", "optimizer": "adam",
@@ -205,3 +205,12 @@ def test_flag_badges_name_their_rules():
              {"rule": "nonfinite", "severity": "critical"}]
     badges = flag_badges({"critical": 1, "warning": 2, "info": 0}, rules_by_severity(flags))
     assert [b.children for b in badges.children] == ["1 critical: nonfinite", "2 warning: overfitting, dead_units"]
+
+
+def test_layer_view_reads_the_quantities_it_is_asked_for(store):
+    """The charts declare what they read (views/run_charts.py); the data layer has no list of its own."""
+    from gradwatch.dashboard.views import run_charts
+
+    assert set(store.layer_view("overfit", ("update_ratio",), max_points=20)["tables"]) == {"update_ratio"}
+    declared = {q for chart in run_charts.CHARTS for q in chart.quantities}
+    assert set(run_charts.LAYER_QUANTITIES) == declared == {"grad_norm", "update_ratio", "saturated_frac", "dead_frac"}

@@ -139,6 +139,8 @@ def test_ratio_heatmap_range_is_symmetric_around_its_midpoint():
 def test_layers_of_several_runs_merge_input_to_output():
     assert figures.merged_layer_order([["fc1", "fc2", "out"], ["fc1", "fc2", "fc3", "out"]]) == \
         ["fc1", "fc2", "fc3", "out"]
+    deep = ["fc1", "fc2", "fc3", "fc4", "fc5", "fc6", "out"]  # a mean depth alone put fc3 before fc2
+    assert figures.merged_layer_order([["fc1", "fc2", "out"], ["fc1", "fc2", "out"], deep]) == deep
     assert figures.flow_is_horizontal([f"bert.encoder.layer.{i}.attention.self.query" for i in range(22)])
     assert not figures.flow_is_horizontal([f"net.{i}" for i in range(10)])
 
@@ -158,3 +160,23 @@ def test_one_signals_panel_per_quantity_however_many_names_it_is_logged_under():
     axes = {t.meta: t.yaxis for t in fig.data if t.meta != figures.NOTES_KEY}
     assert axes["scalar:lr"] == axes[f"scalar:{schema.OPTIMIZER_LR}"] != axes["scalar:grad_norm_total"]
     assert axes["scalar:grad_norm_total"] == axes[f"scalar:{schema.SENTINEL_GRAD_NORM}"]
+
+
+def test_compare_keeps_the_others_readable_beside_a_diverged_run():
+    runs = [{"label": "ok", "series": {"train_loss": _series([0, 1, 2], [0.7, 0.5, 0.3])}},
+            {"label": "boom", "series": {"train_loss": _series([0, 1, 2], [0.7, 1e5, 1e21])}}]
+    fig = figures.compare_curves_chart(runs)
+    assert fig.layout.yaxis4.type == "log"
+    low, high = fig.layout.yaxis4.range
+    assert low < np.log10(0.3) and np.log10(0.7) < high < 2
+    assert any("boom: up to 1e+21" in a.text for a in fig.layout.annotations)
+
+
+def test_long_layer_names_put_the_legend_below_the_lines():
+    names = [f"bert.encoder.layer.{i}.attention.self.query" for i in range(8)]
+    table = pd.DataFrame({n: [1e-3, 2e-3] for n in names}, index=pd.Index([0, 10], name="step"))
+    fig = figures.layer_lines_chart(table, title="t", y_title="g", log_y=True)
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.yref == "container"
+    assert fig.layout.height >= 360 + 8 * figures.LEGEND_ROW_PX  # room for one name a row
+    short = figures.layer_lines_chart(table.rename(columns=lambda c: c[-12:]), title="t", y_title="g")
+    assert short.layout.legend.orientation == "v"  # short names keep the right-hand legend

@@ -60,12 +60,12 @@ def test_the_final_rename_onto_a_run_created_meanwhile_is_retried(tmp_path, monk
     monkeypatch.setattr(run_module.secrets, "token_hex", lambda n: next(tokens))
     real_create = Run._create
 
-    def racing_create(self, root, run_id, *args):
+    def racing_create(self, root, run_id, target, *args):
         if run_id.endswith("cccccc"):  # a neighbour creates the same id between our check and rename
             other = root / run_id
             other.mkdir()
             (other / "run.sqlite").write_bytes(b"")
-        return real_create(self, root, run_id, *args)
+        return real_create(self, root, run_id, target, *args)
 
     monkeypatch.setattr(Run, "_create", racing_create)
     with Run(tmp_path, name="race") as run:

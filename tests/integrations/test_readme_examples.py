@@ -9,10 +9,8 @@ from pathlib import Path
 
 import lightning
 import torch
-from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
-from gradwatch import Run
 from gradwatch.trainer.capture.probe import StepNotSeenWarning
 from gradwatch.trainer.runlog import RunReader
 
@@ -59,15 +57,13 @@ def test_transformers_example(tmp_path, monkeypatch):
     assert_recorded(only_run(tmp_path / "logs"), "transformers")
 
 
-def test_manual_update_example(tmp_path):
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    loader = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(12)]
-    with Run(tmp_path, name="manual") as run, warnings.catch_warnings():
+def test_manual_update_example_runs_exactly_as_printed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with warnings.catch_warnings():
         warnings.simplefilter("error", StepNotSeenWarning)  # run.step() marks every step
-        exec(example("manual"), {"run": run, "model": model, "loader": loader, "torch": torch, "lr": 0.1,
-                                 "loss_fn": nn.functional.mse_loss})
-    with RunReader(run.path) as reader:
+        exec(compile(example("manual"), "README.md:manual", "exec"), {"__name__": "__main__"})
+    with RunReader(only_run(tmp_path / "logs")) as reader:
+        assert reader.status() == "finished"
         assert reader.logged_steps().tolist() == [0, 10]
 
 

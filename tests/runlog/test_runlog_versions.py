@@ -120,7 +120,8 @@ def test_old_folders_chart_and_diagnose_the_same(runs, version, tmp_path):
     store = RunStore(runs[4].parent)
     with RunReader(runs[4]) as new, RunReader(runs[version]) as old:
         assert new.has_layer_rollup() and not old.has_layer_rollup()
-    new_view, old_view = store.layer_view("v4"), store.layer_view(f"v{version}")
+    quantities = ("grad_norm", "update_ratio", "saturated_frac", "dead_frac")
+    new_view, old_view = store.layer_view("v4", quantities), store.layer_view(f"v{version}", quantities)
     for quantity, table in new_view["tables"].items():
         if table.empty:
             assert old_view["tables"][quantity].empty, quantity

@@ -15,8 +15,11 @@ One in-place change moves no version counter: GradScaler's unscaling (a fused fo
 `GradScaler.unscale_` is wrapped to note the optimizer whose gradients it unscaled, and that
 optimizer's next step measures every gradient again.
 
-Under DDP (more than one process) the hooks would see each rank's local gradient before the
-all-reduce, which does not move the version counter, so there every norm is taken at the step.
+Where that is not the cheaper way, every norm is taken at the step instead, by one fused
+`_foreach_norm` per (device, dtype) group: on an accelerator (a launch per parameter costs more
+there than one pass over gradient memory; the CPU is the other way round), under DDP with several
+processes (the hooks would see each rank's gradient before the all-reduce, which moves no version
+counter either), and for sharded layouts (local pieces, combined across ranks).
 """
 
 from __future__ import annotations
@@ -62,6 +65,22 @@ def grad_norm(g: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(g, dtype=torch.float32) if g.dtype in _HALF else torch.linalg.vector_norm(g)
 
 
+def _fused_norms(grads: list) -> list:
+    """The norms of the gradients (None stays None), one `_foreach_norm` per (device, dtype) group;
+    half precision accumulated in float32."""
+    groups: dict[tuple, list[int]] = {}
+    for i, g in enumerate(grads):
+        if g is not None:
+            groups.setdefault((g.device, g.dtype, g.is_sparse), []).append(i)
+    out = list(grads)
+    for (_, dtype, sparse), index in groups.items():
+        tensors = [grads[i].coalesce().values() if sparse else grads[i].detach() for i in index]
+        norms = torch._foreach_norm(tensors, dtype=torch.float32) if dtype in _HALF else torch._foreach_norm(tensors)
+        for i, norm in zip(index, norms):
+            out[i] = norm
+    return out
+
+
 class GradNormRecorder:
     """Per-parameter gradient norms of every step, handed to the writer in batches."""
 
@@ -82,7 +101,10 @@ class GradNormRecorder:
             _note_unscaling()
             self._handles = [t.register_post_accumulate_grad_hook(self._hook_for(i))
                              for i, t in enumerate(tensors) if t.requires_grad]
-        self._rows: list[torch.Tensor] = []  # one float64 row per buffered step, on the device
+        # [CAPACITY, T] float64 rows on the device; on the CPU with a numpy view made once, so a
+        # drain is a numpy copy and dispatches no op (counts stay the same whenever drains happen).
+        self._buffer: torch.Tensor | None = None
+        self._buffer_view: np.ndarray | None = None
         self._steps: list[int] = []
         self._walls: list[float] = []
         self._in_flight: list = []  # (steps, walls, host tensor, CUDA event or None)
@@ -122,51 +144,76 @@ class GradNormRecorder:
             taken = self._taken[i]
             if taken is not None and taken[0]() is g and taken[1] == g._version:
                 norm = taken[2]
-            else:
+            elif self._handles:
                 norm = grad_norm(g.detach())
+            else:
+                norm = g  # measured below, all at once
             self._taken[i] = None
             device = device or norm.device
             values.append(norm)
+        if not self._handles:
+            values = _fused_norms(values)
         if device is None and self._combine is None:  # no gradient at all this step
             self.seconds += time.perf_counter() - start
             return
         missing = self._missing.get(device)
         if missing is None:
             missing = self._missing[device] = torch.tensor(NO_GRADIENT, dtype=torch.float64, device=device)
-        # One stack per step (it promotes float32 norms to the row's float64).
-        row = torch.stack([missing if v is None else v if v.device == device else v.to(device) for v in values])
+        values = [missing if v is None else v if v.device == device else v.to(device) for v in values]
         if self._combine is not None:
-            row = self._combine(row)
-        if not self._records:
-            self.seconds += time.perf_counter() - start
-            return
-        self._rows.append(row)
+            row = self._combine(torch.stack(values).double())
+            if not self._records:
+                self.seconds += time.perf_counter() - start
+                return
+            self._row_buffer(device)[len(self._steps)].copy_(row)
+        else:  # one stack per step, straight into the buffer row (promoting float32 norms to float64)
+            torch.stack(values, out=self._row_buffer(device)[len(self._steps)])
         self._steps.append(step)
         self._walls.append(time.time())
         self._span = span
-        if len(self._rows) >= CAPACITY or start - self._last_drain > LIVE_DRAIN_S:
+        if len(self._steps) >= CAPACITY or start - self._last_drain > LIVE_DRAIN_S:
             self.drain()
         self.seconds += time.perf_counter() - start
+
+    def measure_at_step(self) -> None:
+        """Take every norm at the step with fused kernels (the path an accelerator runs), not in backward."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        self._taken = [None] * len(self._tensors)
 
     @torch.no_grad()
     def drain(self) -> None:
         """Hand the buffered steps to the writer (asynchronously on CUDA: written at a later drain)."""
         self._write_finished()
         self._last_drain = time.perf_counter()
-        if not self._rows:
+        n = len(self._steps)
+        if not n:
             return
-        packed = torch.stack(self._rows)
         event = None
-        if packed.device.type == "cuda":
-            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
-            host.copy_(packed, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
+        if self._buffer_view is not None:
+            host = self._buffer_view[:n].copy()
         else:
-            host = packed.cpu()
+            rows = self._buffer[:n]
+            host = torch.empty(rows.shape, dtype=rows.dtype, pin_memory=rows.device.type == "cuda")
+            host.copy_(rows, non_blocking=True)
+            if rows.device.type == "cuda":
+                event = torch.cuda.Event()
+                event.record()
         self._in_flight.append((self._steps, self._walls, self._span, host, event))
-        self._rows, self._steps, self._walls = [], [], []
+        self._steps, self._walls = [], []
         self._write_finished()
+
+    def _row_buffer(self, device: torch.device) -> torch.Tensor:
+        if self._buffer is None or self._buffer.device != device:
+            self._flush_rows_before_moving()
+            self._buffer = torch.empty(CAPACITY, len(self._tensors), dtype=torch.float64, device=device)
+            self._buffer_view = self._buffer.numpy() if device.type == "cpu" else None
+        return self._buffer
+
+    def _flush_rows_before_moving(self) -> None:
+        if self._buffer is not None and self._steps:
+            self.drain()
 
     def _write_finished(self, wait: bool = False) -> None:
         keep = []
@@ -176,8 +223,9 @@ class GradNormRecorder:
                 continue
             if event is not None:
                 event.synchronize()
+            values = host if isinstance(host, np.ndarray) else host.numpy()
             self.writer.add_step_norms(StepNormBatch(
-                np.asarray(steps, dtype=np.int64), np.asarray(walls, dtype=np.float64), host.numpy(), span, self.rank))
+                np.asarray(steps, dtype=np.int64), np.asarray(walls, dtype=np.float64), values, span, self.rank))
         self._in_flight = keep
 
     def close(self) -> None:

@@ -189,7 +189,9 @@ class Probe:
         # whose local pieces are measured at the step and combined by one all-reduce.
         tensors = [p.tensor for p in self.params]
         if self._layout is None:
-            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=not _replicated_across_processes())
+            on_cpu = all(t.device.type == "cpu" for t in tensors)
+            self._grad_norms = GradNormRecorder(tensors, writer,
+                                                in_backward=on_cpu and not _replicated_across_processes())
         else:
             layout, params = self._layout, self.params
             combine = None if layout.replicated else sharded.norms_across_shards(layout.group)

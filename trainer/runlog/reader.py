@@ -31,6 +31,9 @@ from .steps import StepQueries, step_range  # noqa: F401 (step_range re-exported
 
 # A "running" run on another host whose heartbeat is older than this is reported stale.
 STALE_AFTER_S = 120.0
+# A "running" run imported from segments (importer.py) from which nothing arrived for this long, by
+# this host's clock, is reported stale: a live writer publishes at least every 5 s (publisher.py).
+SEGMENT_STALE_AFTER_S = 20.0
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         status = self.meta.get("status", "running")
         if status != "running":
             return status
+        received = self.meta.get("segment_received")
+        if isinstance(received, int | float):
+            return "stale" if time.time() - float(received) > SEGMENT_STALE_AFTER_S else "running"
         if self.meta.get("host") == socket.gethostname() and self.meta.get("pid"):
             if not process_alive(int(self.meta["pid"]), self.meta.get("pid_start_ticks")):
                 return "stale"

@@ -114,9 +114,9 @@ def encode(values: np.ndarray, dtype: np.dtype) -> bytes:
     return np.ascontiguousarray(values, dtype=dtype).tobytes()
 
 
-def decode(blob: bytes | None, width: int, dtype: np.dtype, fill=0) -> np.ndarray:
-    if blob is None:
-        return np.full(width, fill, dtype=np.float64 if dtype == NORM_DTYPE else np.int64)
+def decode(blob: bytes | None, width: int, dtype: np.dtype) -> np.ndarray:
+    if blob is None:  # a nonfinite column without any: all zero
+        return np.zeros(width, dtype=np.float64 if dtype == NORM_DTYPE else np.int64)
     values = np.frombuffer(blob, dtype=dtype)
     if len(values) != width:
         raise ValueError(f"step_norms row holds {len(values)} values, expected {width}")
@@ -134,7 +134,6 @@ class StepNormSeries:
         self._keep_until = -1  # exact rows up to this step are kept for good
         self._windows = 0
         self._block: _Block | None = None
-        self._last_step: dict[int, int] = {}  # rank -> newest exact step written
 
     def write(self, conn: sqlite3.Connection, batch: StepNormBatch) -> list[tuple[int, dict, float]]:
         """Insert the batch's rows; return the per-step sentinel scalars (step, values, wall)."""
@@ -144,8 +143,7 @@ class StepNormSeries:
         bad = ~np.isfinite(raw)
         norms = np.where(raw < 0, np.nan, np.where(bad, np.inf, raw))
         exact_rows, sentinels = [], []
-        present = raw >= 0
-        present |= np.isnan(raw)
+        present = ~(raw < 0)  # NaN compares False: a NaN gradient is present
         with np.errstate(over="ignore", invalid="ignore"):  # a NaN gradient makes the total NaN, as torch's would
             totals = np.sqrt(np.sum(np.where(present, raw, 0.0) ** 2, axis=1))
         for i, step in enumerate(batch.steps.tolist()):

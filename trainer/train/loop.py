@@ -44,7 +44,7 @@ class NonFiniteLossError(RuntimeError):
 class TrainOutcome:
     """How a run ended. status: finished, failed (non-finite loss) or stopped (Ctrl-C / SIGTERM)."""
 
-    run_path: Path
+    run_path: Path | str  # LOGDIR_URL/RUN_ID for a run published to a remote logdir
     run_id: str
     status: str
     results: dict = field(default_factory=dict)

@@ -66,7 +66,8 @@ def train_setup(setup: Setup, *, preset: str | None = None, logdir: str | os.Pat
         status, error = "stopped", "interrupted"
     finally:
         monitor.close()
-    return TrainOutcome(run.path, run.id, status, results, error)
+    # A published run's spool is gone once it is out: its address is the logdir's URL/RUN_ID.
+    return TrainOutcome(run.path if run.url is None else run.url, run.id, status, results, error)
 
 
 def _batches(setup: Setup) -> range:
