@@ -9,8 +9,13 @@ detection lag behind the step where an oracle (bench/diagnosis_oracles.py) says 
 visible. Then per-rule precision and recall, the false flags on healthy runs and the wall time; the
 last line is one JSON object.
 
-    python bench/diagnosis_eval.py [--quick] [--only CASE[,CASE]] [--jobs N] [--data Tweets.csv]
-                                   [--logdir DIR] [--device cpu]
+    python bench/diagnosis_eval.py [--set dev|heldout] [--quick] [--only CASE[,CASE]] [--jobs N]
+                                   [--data Tweets.csv] [--logdir DIR] [--device cpu]
+
+`--set dev` (the default) is the development set: the labelled matrix below plus the third-party
+development cases of bench/diagnosis_thirdparty.py (pytorch/examples word_language_model, vendored),
+whose truth comes from plain torch. Rules may be tuned on it. `--set heldout` hands over to the
+held-out set (bench/diagnosis_heldout.py, third-party code the rules were not written against).
 
 Lag is measured by replaying the run's records: the rules run on the records up to each logged step
 (every step with layer statistics, and every evaluation) and the first step where the expected flag
@@ -184,13 +189,15 @@ def logged_lag(grid: list[int], start: int | None, end: int | None) -> int | Non
 
 
 def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
-    from gradwatch.trainer.diagnose import RunData, diagnose, evaluation_table
+    from gradwatch.trainer.diagnose import RunData, diagnose, evaluation_table, expand_absorbed
     from gradwatch.trainer.runlog import RunReader
 
     with RunReader(outcome.run_path) as reader:
         data = RunData.from_reader(reader)
         live, _ = reader.flags()
-    flags = diagnose(data)
+    cards = diagnose(data)
+    # A cause-chain card (exploding -> diverging -> NaN) counts for each rule it tells.
+    flags = expand_absorbed(cards)
     fired: dict[str, str] = {}
     notes: list[str] = []
     for flag in flags:
@@ -236,7 +243,7 @@ def score_case(case: Case, outcome, seconds: float, cpu: float) -> dict:
         "case": case.id, "arch": case.arch, "group": case.group, "expected": list(case.expected),
         "allowed": list(case.allowed), "fixes": list(getattr(case, "fixes", ())), "fired": fired,
         "info": sorted(set(notes)), "harmful_remedies": harmful, "check_failures": check_failures,
-        "every": _every(data),
+        "every": _every(data), "cards": sum(1 for f in cards if f.severity in ACTIVE),
         "live_fired": live_fired, "raised": raised, "missing": missing, "unexpected": unexpected, "lags": lags,
         "status": outcome.status, "logged_steps": len(grid), "evaluations": len(evals),
         "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "run": str(outcome.run_path),
@@ -455,7 +462,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
     parser.add_argument("--json-out", default=None, help="also write the per-case results and summary here")
+    parser.add_argument("--set", dest="case_set", default="dev", choices=("dev", "heldout"),
+                        help="dev (default): the project's labelled matrix plus the third-party development "
+                             "cases (bench/diagnosis_thirdparty.py) - rules may be tuned on these. heldout: "
+                             "hands over to bench/diagnosis_heldout.py (third-party code the rules were not "
+                             "written against; never tune a rule while reading its results)")
     args = parser.parse_args(argv)
+    if args.case_set == "heldout":
+        try:
+            from bench import diagnosis_heldout
+        except ImportError:
+            parser.error("the held-out set (bench/diagnosis_heldout.py) is not in this checkout")
+        return diagnosis_heldout.main([])
 
     if args.user_loops or args.stacks:
         cases = (list(userloops.CASES) if args.user_loops else []) + (list(stacks.CASES) if args.stacks else [])
@@ -486,12 +504,27 @@ def main(argv: list[str] | None = None) -> dict:
         if not args.logdir:
             shutil.rmtree(logdir, ignore_errors=True)
     summary = summarise(results, time.perf_counter() - started)
+    thirdparty = None
+    if not (args.only or args.user_loops or args.stacks or args.quick):
+        # The development set's third-party code (word_language_model as vendored), scored strictly
+        # against its plain-torch oracle.
+        from bench import diagnosis_thirdparty
+
+        thirdparty = diagnosis_thirdparty.evaluate(logdir=Path(args.logdir) if args.logdir else None)
+        summary["thirdparty_dev"] = thirdparty["summary"]
+    summary["set"] = "dev"
     print()
     print(format_table(results))
     print()
     print(format_rules(summary))
     print()
     print(format_healthy(results))
+    if thirdparty is not None:
+        print()
+        print("Third-party development cases (plain-torch oracle, strict: kind, onset within "
+              f"{diagnosis_thirdparty.ONSET_TOLERANCE} steps, fitting remedy, no harmful remedy):")
+        for r in thirdparty["results"]:
+            print(f"  {r['case']:<16} truth {r['truth']:<9} strict {r['strict']!s:<5} flags {', '.join(r['flags']) or '-'}")
     cpu = sum(r["cpu_seconds"] for r in results)
     print(f"Wall time {summary['wall_seconds']:.1f} s (training + scoring; CPU of the runs {cpu:.1f} s)")
     public = {k: v for k, v in summary.items() if not k.startswith("_")}

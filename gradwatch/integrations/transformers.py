@@ -58,6 +58,7 @@ class GradwatchCallback(TrainerCallback):
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             precision="bf16" if args.bf16 else "fp16" if args.fp16 else "fp32",
             trainer_world_size=args.world_size,  # the run's own world_size is 1: process zero records alone
+            model_config=model_config_summary(model),
         )
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -99,3 +100,20 @@ def _training_config(args) -> dict:
     config = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     config["batch_size"] = args.per_device_train_batch_size
     return config
+
+
+def model_config_summary(model) -> dict | None:
+    """The model config's class and the sizes diagnosis reads (untrained level ln K, remedy code
+    written for this config class): plain JSON."""
+    config = getattr(model, "config", None)
+    if config is None:
+        return None
+    out = {"config_class": type(config).__name__, "model_class": type(model).__name__,
+           "architectures": list(getattr(config, "architectures", None) or [type(model).__name__])}
+    for key in ("model_type", "vocab_size", "num_labels", "problem_type", "initializer_range", "hidden_size",
+                "n_embd", "num_hidden_layers", "n_layer"):
+        value = getattr(config, key, None)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            out[key] = value
+    return out
+

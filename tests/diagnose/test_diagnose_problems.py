@@ -210,3 +210,21 @@ def test_merging_an_already_merged_result_again_changes_nothing():
     once = merge_flags(posthoc, stored)
     twice = merge_flags(once, stored)
     assert [(f["layers"], f["explanation"]) for f in twice] == [(f["layers"], f["explanation"]) for f in once]
+
+
+def test_clip_thresholds_are_read_for_what_they_do():
+    norms = {SENTINEL_GRAD_NORM: [(s, 2.0) for s in range(20)]}
+    never = loss_run([2.0] * 20, config={"clip_norm": 1e9}, scalars=norms)
+    assert never.clip_setting() == 1e9 and never.clip_norm() is None and not never.clips_gradients()
+    above_all = loss_run([2.0] * 20, config={"clip_norm": 5e3}, scalars=norms)  # > 1000x the largest norm
+    assert above_all.clip_norm() is None
+    zero = loss_run([2.0] * 20, config={"clip_norm": 0.0}, scalars=norms)
+    assert zero.clip_setting() == 0 and zero.clip_norm() is None
+    real = loss_run([2.0] * 20, config={"clip_norm": 0.25}, scalars=norms)
+    assert real.clip_norm() == 0.25 and real.clips_gradients()
+    # an exploding run with clip=1e9 is still offered clipping
+    blow = [0.3, 0.4, 0.35, 0.4] + [40.0 * 10 ** (s / 4) for s in range(16)]
+    data = loss_run([6.9, 6.5, 6.4, 6.3] + [60.0] * 16, config={"clip_norm": 1e9, "vocab_size": 1000},
+                    scalars={SENTINEL_GRAD_NORM: list(enumerate(blow))})
+    cards = [f for f in diagnose(data) if f.severity in ACTIVE]
+    assert any("clipping" in f.remedy_ids for f in cards)

@@ -489,3 +489,15 @@ def test_bad_frames_are_rejected_with_a_clear_message():
         RunData.from_frames(stats=pd.DataFrame({"step": [1]}))
     with pytest.raises(ValueError, match="kind must be one of"):
         RunData.from_frames(stats=pd.DataFrame({"step": [1], "layer": ["a"], "kind": ["grads"], "norm": [1.0]}))
+
+
+def test_fast_early_drop_inside_the_stretch_is_learning_not_a_stall():
+    # Updates at 1.5e-2 (above too_high, below severe) the whole run; the loss falls from 2.3 to 0.5 in
+    # the first 10 steps, then stays there: a healthy recipe's fast start, not "loss not improving".
+    data = build_run(steps=range(0, 200, 2), ratio=lambda s, i: 1.5e-2,
+                     loss=lambda s: 0.5 + 1.8 * math.exp(-s / 3))
+    flags = [f for f in diagnose(data, rules=["learning_rate"]) if f.evidence.get("direction") == 1]
+    assert flags and flags[0].severity == "info"
+    # the same updates with a loss that never moves: a warning
+    stalled = build_run(steps=range(0, 200, 2), ratio=lambda s, i: 1.5e-2, loss=lambda s: 2.3)
+    assert only(diagnose(stalled, rules=["learning_rate"]), "learning_rate").severity == "warning"

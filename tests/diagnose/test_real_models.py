@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bench.diagnosis_userloops import LM_HARMFUL, get_case, train_loop_case
-from gradwatch.trainer.diagnose import RunData, diagnose, diagnose_run, format_report
+from gradwatch.trainer.diagnose import RunData, diagnose, diagnose_run, expand_absorbed, format_report
 from gradwatch.trainer.runlog import RunReader
 from gradwatch.trainer.runlog.schema import OPTIMIZER_LR
 
@@ -26,6 +26,7 @@ def run_case(case_id, tmp_path):
 
 
 def active(flags, rule=None):
+    flags = expand_absorbed(flags)  # a cause-chain card tells the divergence and NaN findings too
     return [f for f in flags if f.severity in ACTIVE and (rule is None or f.rule == rule)]
 
 

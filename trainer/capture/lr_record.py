@@ -14,6 +14,7 @@ import time
 import torch
 
 from ..runlog import schema
+from .optimizer_record import describe_optimizer
 
 
 def group_lrs(optimizer) -> list[float]:
@@ -38,8 +39,13 @@ class LearningRateRecorder:
     def __init__(self, writer):
         self.writer = writer
         self._last: list[float] | None = None
+        self._described = False
 
     def after_step(self, optimizer, step: int, logged: bool) -> None:
+        if not self._described and hasattr(self.writer, "set_meta"):
+            # Once: the optimizer's class and hyperparameters (remedies are written for them).
+            self._described = True
+            self.writer.set_meta(optimizer=describe_optimizer(optimizer))
         lrs = group_lrs(optimizer)
         if not lrs:
             return

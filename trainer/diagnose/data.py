@@ -19,7 +19,7 @@ import pandas as pd
 
 from .. import derived
 from ..runlog import schema
-from ..runlog.schema import OPTIMIZER_LR
+from ..runlog.schema import OPTIMIZER_LR, SENTINEL_GRAD_NORM
 from ..runlog.step_norms import StepNorms
 
 SCALAR_COLUMNS = ("step", "name", "value")
@@ -28,6 +28,8 @@ TENSOR_COLUMNS = (
     "tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable",
 )
 KINDS = ("grad", "weight", "activation")
+# A clip threshold this large never binds (users write clip=1e9 to switch clipping off).
+NEVER_BINDS = 1e6
 
 # Config keys the rules read from meta["config"] (first match wins, nested dicts searched too).
 CLIP_KEYS = ("clip_grad_norm", "grad_clip", "clip_norm", "max_grad_norm", "gradient_clip_val", "clip")
@@ -169,10 +171,11 @@ class RunData:
         tensors: pd.DataFrame | None = None,
         meta: dict | None = None,
         run_id: str = "",
+        step_norms: StepNorms | None = None,
     ) -> RunData:
         """Build from DataFrames (tests, notebooks). Missing frames and optional columns are allowed:
         scalars need step, name, value; stats need step, layer, kind and norm."""
-        return cls(scalars, stats, tensors, meta or {}, run_id)
+        return cls(scalars, stats, tensors, meta or {}, run_id, step_norms=step_norms or StepNorms.empty_for())
 
     @classmethod
     def from_reader(cls, reader) -> RunData:
@@ -346,9 +349,9 @@ class RunData:
         """The first of `keys` found in meta["config"] (top level first, then nested dicts)."""
         return _find_key(self.config, keys, default)
 
-    def clip_norm(self) -> float | None:
-        """The gradient-clipping max norm from the config (or meta "grad_clip", which the
-        framework integrations write), or None when clipping is off/unknown."""
+    def clip_setting(self) -> float | None:
+        """The clip threshold as configured (config keys, else meta "grad_clip"), 0 and huge values
+        included; None when none is set."""
         value = self.config_value(*CLIP_KEYS)
         if value is None:
             value = self.meta.get("grad_clip")
@@ -358,7 +361,43 @@ class RunData:
             value = float(value)
         except (TypeError, ValueError):
             return None
-        return value if math.isfinite(value) and value > 0 else None
+        return value if not math.isnan(value) else None
+
+    def clip_norm(self) -> float | None:
+        """The gradient-clipping max norm that actually binds, or None when clipping is off/unknown.
+        A threshold of 0 is not clipping but zeroing (zero_gradients names it); one of `NEVER_BINDS`
+        (1e6) or more, or above 1000 x the largest gradient norm the run recorded, never clips
+        anything - users write clip=1e9 to switch it off - so it does not count as clipping."""
+        value = self.clip_setting()
+        if value is None or not math.isfinite(value) or value <= 0 or value >= NEVER_BINDS:
+            return None
+        observed = self.scalar("grad_norm_total").dropna()
+        if not len(observed):
+            observed = self.scalar(SENTINEL_GRAD_NORM).dropna()
+        finite = observed[np.isfinite(observed.to_numpy(dtype=float))]
+        if len(finite) and value > 1000 * float(finite.max()):
+            return None
+        return value
+
+    def weight_decay(self) -> float | None:
+        """The regularisation strength: the optimizer's recorded weight_decay (largest over param
+        groups, meta "optimizer"), else config weight_decay / l2; None when off."""
+        optimizer = self.meta.get("optimizer")
+        values = []
+        if isinstance(optimizer, dict):
+            for group in optimizer.get("param_groups") or []:
+                if isinstance(group, dict) and isinstance(group.get("weight_decay"), (int, float)):
+                    values.append(float(group["weight_decay"]))
+        if not values:
+            for key in ("weight_decay", "l2", "wd"):
+                value = self.config_value(key)
+                try:
+                    values.append(float(value))
+                    break
+                except (TypeError, ValueError):
+                    continue
+        positive = [v for v in values if math.isfinite(v) and v > 0]
+        return max(positive) if positive else None
 
     def num_classes(self) -> int | None:
         """Number of classes from the config, else the output width of the last weighted layer."""
@@ -377,6 +416,20 @@ class RunData:
         for param, shape, module_type in zip(rows["param"], rows["shape"], rows["module_type"]):
             if module_type == "Linear" and param == "weight" and isinstance(shape, (list, tuple)) and shape:
                 return int(shape[0])
+        return None
+
+    def model_config_classes(self) -> int | None:
+        """K from the model's own config (meta "model_config", written by the HF integration):
+        num_labels for a classifier, vocab_size for a language model."""
+        model_config = self.meta.get("model_config")
+        if not isinstance(model_config, dict):
+            return None
+        arch = " ".join(str(a) for a in model_config.get("architectures") or [model_config.get("model_class", "")])
+        keys = ("num_labels", "vocab_size") if "Classification" in arch else ("vocab_size", "num_labels")
+        for key in keys:
+            value = model_config.get(key)
+            if isinstance(value, int) and value > 1:
+                return value
         return None
 
     def lr_series(self) -> pd.Series:
@@ -402,7 +455,13 @@ class RunData:
         and the loss looks like a cross-entropy over them: from config num_classes / vocab_size,
         or the output width of the last Linear layer when the untrained loss sits near ln K (a
         regression loss is not compared with it)."""
+        return self._uniform_loss
+
+    @cached_property
+    def _uniform_loss(self) -> float | None:
         configured = self.config_value(*NUM_CLASSES_KEYS, *VOCAB_KEYS)
+        if configured is None:
+            configured = self.model_config_classes()
         if isinstance(configured, (list, tuple)):
             configured = len(configured)
         try:
@@ -422,6 +481,51 @@ class RunData:
             return None
         initial = float(np.median(loss.to_numpy(dtype=float)[:3]))
         return level if 0.5 * level <= initial <= 2.0 * level else None
+
+    def first_optimizer_step(self) -> int | None:
+        """The first optimizer step anything recorded (every-step norms, layer statistics, the
+        capture's sentinel or lr scalars); None when nothing but user scalars exists."""
+        candidates = []
+        if not self.step_norms.empty:
+            candidates.append(int(np.asarray(self.step_norms.steps)[0]))
+        if not self.views.grad_norm.empty:
+            candidates.append(int(self.views.grad_norm.index[0]))
+        for name in (SENTINEL_GRAD_NORM, OPTIMIZER_LR, "grad_norm_total"):
+            series = self.scalar(name)
+            if len(series):
+                candidates.append(int(series.index[0]))
+        return min(candidates) if candidates else None
+
+    def untrained_loss(self, loss: pd.Series | None = None) -> dict | None:
+        """The loss of the untrained model, and where it comes from:
+        - "step-0 loss": the per-step loss at the first optimizer step (its forward pass ran on the
+          initial weights), when the loss is logged at that step;
+        - "ln K": the cross-entropy of a uniform guess over K classes or tokens (uniform_loss).
+        Returns {"loss", "source", "chance"} (chance = ln K or None), or None when neither is known.
+        An averaged loss (HF logs the mean over logging_steps) or a loss first logged later is not
+        a step-0 loss: it may already hold a blow-up, so ln K is the baseline then."""
+        if loss is None:
+            loss = self.scalar("train_loss")
+            if not len(loss):
+                loss = self.scalar("loss")
+        loss = loss[np.isfinite(loss.to_numpy(dtype=float))]
+        chance = self.uniform_loss()
+        first = self.first_optimizer_step()
+        if len(loss) and not self.averaged_loss() and (
+                (first is not None and int(loss.index[0]) <= first)
+                or (first is None and len(loss) >= 2 and int(loss.index[1]) - int(loss.index[0]) == 1
+                    and int(loss.index[0]) <= 1)):
+            return {"loss": float(loss.iloc[0]), "source": "step-0 loss", "chance": chance}
+        if chance is not None:
+            return {"loss": chance, "source": "ln K", "chance": chance}
+        return None
+
+    def averaged_loss(self) -> bool:
+        """Whether the logged training loss is a mean over several steps (the HF Trainer logs the mean
+        over logging_steps; Lightning's on_epoch means), not one step's loss."""
+        if str(self.meta.get("integration") or "").lower() == "transformers":
+            return True
+        return bool(self.config_value("loss_averaged", default=False))
 
     def activation_name(self) -> str | None:
         """The hidden activation: config["activation"], else the most common activation module type."""

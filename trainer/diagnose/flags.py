@@ -35,6 +35,14 @@ REMEDIES = {
     "leaky-relu": "Use LeakyReLU (a small slope for negative inputs) so a unit cannot die completely.",
     "bigger": "Use a larger network or train for longer.",
     "less-regularisation": "Reduce regularisation (dropout rate, weight decay) if it is set high.",
+    "qk-norm": "Normalise queries and keys (QK layer norm) before the attention dot product, so attention logits stay bounded.",
+    "z-loss": "Add a z-loss (1e-4 x log^2 of the softmax normaliser) so the output logits cannot drift as a whole.",
+    "gate-bias": ("Initialise the LSTM forget-gate bias to about 1 (Jozefowicz et al. 2015) so the cell carries its "
+                  "state through time; make sure no code sets the gate biases strongly negative."),
+    "warmup": "Warm the learning rate up linearly over the first ~1-5% of steps.",
+    "adam-beta2": "Lower Adam's beta2 (e.g. 0.95) or raise eps, so the second moment keeps up with sudden gradients.",
+    "zero-grad": ("Find what zeroes every gradient: a clip threshold of 0, the loss computed under torch.no_grad() "
+                  "or from .detach()ed outputs, or every parameter frozen (requires_grad=False)."),
 }
 
 
@@ -61,6 +69,12 @@ class Flag:
     remedy_ids: list[str] = field(default_factory=list)
     remedy_code: list[str] = field(default_factory=list)
     history: dict = field(default_factory=dict)
+    absorbed: list[dict] = field(default_factory=list)  # findings told as this card's causes (to_dict of each)
+
+    @property
+    def rules(self) -> list[str]:
+        """This flag's rule, then those of the findings merged into its cause chain."""
+        return [self.rule] + [str(a.get("rule")) for a in self.absorbed]
 
     def __post_init__(self):
         if self.severity not in SEVERITY_RANK:
@@ -91,6 +105,7 @@ class Flag:
             "remedy_ids": list(self.remedy_ids),
             "remedy_code": list(self.remedy_code),
             "history": _plain(self.history),
+            "absorbed": _plain(self.absorbed),
         }
 
     @classmethod
@@ -106,6 +121,7 @@ class Flag:
             remedy_ids=[r for r in data.get("remedy_ids") or [] if r in REMEDIES],
             remedy_code=[str(c) for c in data.get("remedy_code") or []],
             history=dict(data.get("history") or {}),
+            absorbed=[dict(a) for a in data.get("absorbed") or [] if isinstance(a, dict)],
         )
 
 

@@ -336,11 +336,15 @@ class Underfitting(Rule):
         else:
             initial = float(values[0])
         current = float(values[-1])
-        if not (initial > 0 and current >= self.progress_ratio * initial):
+        uniform = data.uniform_loss()
+        # The untrained level: the first losses, or ln K when they started above it (an
+        # overconfident initialisation that falls to chance and sits there has learned nothing).
+        reference = min(initial, uniform) if uniform is not None and initial > 0 else initial
+        if not (reference > 0 and current >= self.progress_ratio * reference):
             return []
         recent = values[-self.min_evaluations:]
         change = (recent[0] - recent[-1]) / abs(recent[0]) if recent[0] else 0.0
-        if abs(change) >= self.flat_tolerance or current > initial / self.progress_ratio:
+        if abs(change) >= self.flat_tolerance or current > max(initial, reference) / self.progress_ratio:
             return []  # still falling, or rising (diverging is not underfitting)
         per_step_values = per_step.to_numpy(dtype=float)
         if len(per_step_values) and float(np.nanmax(per_step_values)) > self.diverged_factor * initial:
@@ -355,13 +359,13 @@ class Underfitting(Rule):
         val = data.scalar("val_loss").dropna()
         if len(val):
             last_val = float(val.iloc[-1])
-            if last_val < self.progress_ratio * initial:
+            if last_val < self.progress_ratio * reference:
                 return []
             evidence["last_val_loss"] = last_val
         classes = data.num_classes()
-        uniform = data.uniform_loss()
         # No learning at all: the loss never left the level of a uniform guess.
-        at_chance = uniform is not None and current >= self.chance_fraction * uniform and current / initial >= self.chance_fraction
+        at_chance = (uniform is not None and current >= self.chance_fraction * uniform
+                     and current / reference >= self.chance_fraction)
         evidence["at_chance"] = int(at_chance)
         prior_text = ""
         if classes:

@@ -10,6 +10,7 @@ import pandas as pd
 from .. import derived
 from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
+from .every_step import surge_between
 from .flags import Flag, fmt, layer_list
 from .rule import Rule
 from .signals import (
@@ -72,6 +73,11 @@ class VanishingGradient(Rule):
     norm_threshold: float = 1e-4
     window: int = 5
     min_fraction: float = 0.8
+    weights_collapsed: float = 0.1  # the first layer's weights at <= 1/10 of their initial norm
+
+    def _weights_left(self, data: RunData, layer: str, start: int, end: int) -> float | None:
+        """The first layer's weight norm over the flagged steps / its first recorded norm."""
+        return _weight_ratio(data, layer, start, end)
 
     def skip_reason(self, data: RunData) -> str | None:
         reason = super().skip_reason(data)
@@ -98,6 +104,10 @@ class VanishingGradient(Rule):
         span = slice(start, end + 1)
         flagged = [layers[i] for i in range(len(layers) - 1) if onsets[i] >= 0]
 
+        weights_left = self._weights_left(data, layers[0], int(steps[start]), int(steps[end]))
+        if weights_left is not None and weights_left <= self.weights_collapsed:
+            # Small gradients through weights that shrank to nothing: weight_collapse, not vanishing.
+            return []
         per_layer = {layer: finite_median(norms[span, i]) for i, layer in enumerate(layers)}
         log_medians = safe_log10(list(per_layer.values()))
         ok = np.isfinite(log_medians)
@@ -115,6 +125,8 @@ class VanishingGradient(Rule):
             "norm_threshold": self.norm_threshold,
             "per_layer": per_layer,
         }
+        if weights_left is not None:
+            evidence["first_layer_weight_ratio"] = weights_left
         sentence = (
             f"Gradients vanish towards the input in {layer_list(flagged)}: {layers[0]}'s gradient norm is about "
             f"{fmt(per_layer[layers[0]])}, {fmt(first_ratio)} x that of the last layer {layers[-1]} "
@@ -146,6 +158,18 @@ class VanishingGradient(Rule):
                 remedy_ids=_vanishing_remedies(data),
             )
         ]
+
+
+def _weight_ratio(data: RunData, layer: str, start: int, end: int) -> float | None:
+    weights = data.views.weight_norm
+    if layer not in weights.columns:
+        return None
+    column = weights[layer].dropna()
+    column = column[column > 0]
+    window = column[(column.index >= start) & (column.index <= end)]
+    if not len(column) or not len(window):
+        return None
+    return float(window.median() / column.iloc[0])
 
 
 def _vanishing_remedies(data: RunData) -> list[str]:
@@ -222,7 +246,7 @@ class ExplodingGradient(Rule):
     negligible_fraction: float = 1e-6
 
     def skip_reason(self, data: RunData) -> str | None:
-        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total")
+        if (data.views.grad_norm.empty and not data.has_scalar("grad_norm_total") and data.step_norms.empty
                 and not data.has_scalar(SENTINEL_GRAD_NORM) and data.views.update_ratio.empty):
             return "no gradient norms recorded (neither per-layer statistics nor grad_norm_total)"
         return None
@@ -281,6 +305,9 @@ class ExplodingGradient(Rule):
         sentinel = data.scalar(SENTINEL_GRAD_NORM)
         if len(sentinel):
             return sentinel
+        if not data.step_norms.empty:
+            norms = data.step_norms
+            return pd.Series(norms.total(), index=pd.Index(np.asarray(norms.steps, dtype=np.int64), name="step"))
         grads = data.views.grad_norm
         if grads.empty:
             return total
@@ -330,6 +357,21 @@ class ExplodingGradient(Rule):
         first_step = min(s[0] for s in signals)
         last_step = max(s[1] for s in signals)
         layers = self._surging_layers(data, first_step)
+        # The every-step per-layer norms date the surge to its own step (an explosion between two
+        # logged steps) and name the layers that surged at that step, not those that carry it later.
+        surge = self._every_step_surge(data, total, first_step, last_step)
+        every_step_text = ""
+        if surge is not None:
+            evidence.update(surge.to_evidence())
+            if surge.layers:
+                layers = surge.layers
+                evidence["per_layer"] = {layer: surge.layer_ratios.get(layer, float("nan")) for layer in layers}
+            if surge.moved_first and set(surge.moved_first) != set(surge.layers):
+                evidence["moved_first"] = surge.moved_first
+            every_step_text = (f"; every-step norms date the surge to step {surge.step}: the gradient norm "
+                               f"{fmt(surge.ratio)}x its running level"
+                               + (f", {layer_list(surge.layers)} surging" if surge.layers else ""))
+            first_step = surge.step  # the every-step series dates it exactly
         loss = self._loss_evidence(data, first_step)
         evidence.update(loss)
         critical = (
@@ -337,7 +379,9 @@ class ExplodingGradient(Rule):
             or loss.get("loss_spikes", 0) > 0
         )
         sentence = "Exploding gradients: " + "; ".join(s[2] for s in signals)
-        if layers:
+        if every_step_text:
+            sentence += every_step_text
+        elif layers:
             sentence += f"; the surge is in {layer_list(layers)}"
         if loss.get("loss_nonfinite") and blowup is None:
             sentence += "; the loss then became NaN/Inf"
@@ -357,6 +401,16 @@ class ExplodingGradient(Rule):
                 remedy_ids=_exploding_remedies(data, clipping),
             )
         ]
+
+    def _every_step_surge(self, data: RunData, series: pd.Series, first_step: int, last_step: int):
+        """The every-step surge behind a surge the rule saw at `first_step` (searched from just after the
+        series' previous point, so the step between two logged steps is found), or None."""
+        if data.step_norms.empty:
+            return None
+        steps = series.index.to_numpy(dtype=np.int64)
+        before = steps[steps < first_step]
+        start = int(before[-1]) + 1 if len(before) else int(np.asarray(data.step_norms.steps)[0])
+        return surge_between(data.step_norms, start, last_step)
 
     def _describe_surge(self, series: pd.Series, surge: _Surge, clipping: bool, evidence: dict):
         steps = series.index.to_numpy(dtype=np.int64)

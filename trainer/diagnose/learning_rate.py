@@ -11,7 +11,7 @@ import pandas as pd
 from .data import RunData
 from .flags import Flag, fmt
 from .rule import Rule
-from .signals import finite_median, last_true, sustained_onset
+from .signals import finite_median, last_true, sustained_onset, sustained_onsets
 
 
 @dataclass
@@ -42,6 +42,7 @@ class LearningRate(Rule):
     learning_well: float = 0.3
     window: int = 10
     min_fraction: float = 0.8
+    layer_too_high: float = 0.1
 
     def skip_reason(self, data: RunData) -> str | None:
         reason = super().skip_reason(data)
@@ -63,6 +64,11 @@ class LearningRate(Rule):
         onset = sustained_onset(high, self.window, self.min_fraction)
         if onset is not None:
             flags.append(self._too_high(data, steps, median, high, onset))
+        else:
+            # The median can hide one layer: each weighted layer is judged on its own too.
+            layer_flag = self._layer_too_high(data, steps, finite, layers)
+            if layer_flag is not None:
+                flags.append(layer_flag)
         low = np.isfinite(median) & (median < self.too_low) & (fastest < 10 * self.too_low)
         onset = sustained_onset(low, self.window, self.min_fraction)
         if onset is not None and not self._annealed(data, int(steps[onset])):
@@ -74,10 +80,13 @@ class LearningRate(Rule):
         level = finite_median(median[onset: end + 1][high[onset: end + 1]])
         peak = self._sustained_peak(median[onset: end + 1])
         change = _loss_change(data, int(steps[onset]), int(steps[end]))
+        # "Not improving" is judged from the stretch's first losses: a fast early drop inside its first
+        # quarter is learning, not a stall.
+        from_start = _loss_change(data, int(steps[onset]), int(steps[end]), from_start=True)
         # Severe when the ratio held severe_factor x too_high over a whole window at any point: a
         # long, milder tail must not average away a stretch of huge updates.
         severe = max(level, peak) >= self.severe_factor * self.too_high
-        not_falling = change is not None and change > -0.05
+        not_falling = change is not None and change > -0.05 and (from_start is None or from_start > -0.05)
         # A loss falling steeply meanwhile says the large steps work (SGD at lr 20 with clipping on
         # an LSTM language model, Adam's first steps on a transformer): info, not a warning.
         # Not for a burst far beyond severe (severe_factor^2 x too_high) unless clipping bounds each step.
@@ -110,6 +119,35 @@ class LearningRate(Rule):
                 + (f"; up to {fmt(peak)} over {self.window} logged steps" if peak >= 2 * level else "")
                 + f"), above {fmt(self.too_high)}; about 1e-3 is healthy" + loss_text + "."
             ),
+            remedy_ids=["lower-lr", "clipping", "batchnorm"],
+        )
+
+    def _layer_too_high(self, data, steps, finite: pd.DataFrame, layers: list[str]) -> Flag | None:
+        values = finite.to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            mask = np.isfinite(values) & (values > self.layer_too_high)
+        onsets = sustained_onsets(mask, self.window, self.min_fraction)
+        hit = [j for j in range(len(layers)) if onsets[j] >= 0]
+        if not hit:
+            return None
+        start = int(min(onsets[j] for j in hit))
+        end = max(last_true(mask[:, j]) for j in hit)
+        per_layer = {layers[j]: finite_median(values[onsets[j]: end + 1, j]) for j in hit}
+        change = _loss_change(data, int(steps[start]), int(steps[end]))
+        learning_well = change is not None and change <= -self.learning_well
+        names = list(per_layer)
+        worst = max(per_layer.values())
+        evidence = {"per_layer": per_layer, "peak_update_ratio": worst, "layer_too_high": self.layer_too_high,
+                    "direction": 1}
+        if change is not None:
+            evidence["train_loss_change"] = change
+        return Flag(
+            rule=self.rule, severity="info" if learning_well else "warning", layers=names,
+            first_step=int(steps[start]), last_step=int(steps[end]), evidence=evidence,
+            explanation=(f"Learning rate looks too high for {', '.join(names)}: "
+                         + ", ".join(f"{k} changes by {fmt(v)} of its weights per step" for k, v in per_layer.items())
+                         + f" (steps {steps[start]}-{steps[end]}), above {fmt(self.layer_too_high)}, while the median "
+                         "over layers looks normal; about 1e-3 is healthy."),
             remedy_ids=["lower-lr", "clipping", "batchnorm"],
         )
 
@@ -163,13 +201,15 @@ def _current_lr(data: RunData) -> float | None:
         return None
 
 
-def _loss_change(data: RunData, start: int, end: int) -> float | None:
-    """Relative change of the training loss from the first to the last quarter of steps start..end."""
+def _loss_change(data: RunData, start: int, end: int, from_start: bool = False) -> float | None:
+    """Relative change of the training loss from the first to the last quarter of steps start..end
+    (from_start: from the median of its first three losses instead of its first quarter)."""
     loss = data.scalar("train_loss")
     window = loss[(loss.index >= start) & (loss.index <= end)].to_numpy(dtype=float)
     window = window[np.isfinite(window)]
     if len(window) < 4:
         return None
     quarter = max(1, len(window) // 4)
-    first, last = np.median(window[:quarter]), np.median(window[-quarter:])
+    first = np.median(window[: min(3, quarter)] if from_start else window[:quarter])
+    last = np.median(window[-quarter:])
     return float((last - first) / abs(first)) if first else None

@@ -17,7 +17,8 @@ import pandas as pd
 
 from ..runlog.schema import SENTINEL_GRAD_NORM
 from .data import RunData
-from .flags import Flag, fmt
+from .every_step import surge_between
+from .flags import Flag, fmt, layer_list
 from .rule import Rule
 from .signals import running_level, sustained_onset, trailing_median
 
@@ -69,6 +70,8 @@ class LossDivergence(Rule):
     growth_factor: float = 2.0
     giveback: float = 0.5
     min_points: int = 4
+    learned_fraction: float = 0.9
+    untrained_margin: float = 1.1
 
     def skip_reason(self, data: RunData) -> str | None:
         if not len(training_loss(data)):
@@ -86,6 +89,12 @@ class LossDivergence(Rule):
         # The first loss is the untrained model's; the median of the first few guards against a
         # noisy first batch, the minimum with the first against a blow-up within those few steps.
         initial = min(float(values[finite_idx[0]]), float(np.median(values[finite_idx[: self.initial_points]])))
+        # The untrained level: a step-0 loss is the first value itself; when the first logged value
+        # is not one (an average over logging_steps, or logged late) it may already hold the
+        # blow-up, so the uniform guess ln K caps the baseline.
+        untrained = data.untrained_loss(loss)
+        if untrained is not None and untrained["source"] == "ln K":
+            initial = min(initial, float(untrained["loss"]))
         if not initial > 0:
             return []
         clean = np.where(finite_mask, values, np.nan)
@@ -112,7 +121,31 @@ class LossDivergence(Rule):
             near_floor = np.flatnonzero(np.isfinite(smooth[:climb_onset]) & (smooth[:climb_onset] <= 1.1 * lowest[:climb_onset]))
             climb_onset = int(near_floor[-1]) if len(near_floor) else climb_onset
 
-        onsets = [i for i in (worse_onset, climb_onset) if i is not None]
+        # Worse than untrained: having learned (below `learned_fraction` x ln K), the smoothed loss
+        # went back above ln K, sustained - the model now does worse than a uniform guess.
+        # Or, never having learned, it sits `untrained_margin` above the untrained level (the step-0
+        # loss, at least ln K): training made it worse than the initial weights.
+        untrained_onset = None
+        if uniform is not None and np.isfinite(lowest).any():
+            floor = max(uniform, float(untrained["loss"]) if untrained is not None else uniform)
+            with np.errstate(invalid="ignore"):
+                learned = np.fmin.accumulate(np.where(np.isfinite(smooth), smooth, np.inf)) < self.learned_fraction * uniform
+                climbed = np.isfinite(smooth) & (smooth > uniform) & learned
+                above = np.isfinite(smooth) & (smooth > self.untrained_margin * floor)
+            climbed_onset = sustained_onset(climbed, window, self.min_fraction)
+            if climbed_onset is not None:
+                # from where the climb began: the last point near the lowest level before it
+                back = np.flatnonzero(np.isfinite(smooth[:climbed_onset])
+                                      & (smooth[:climbed_onset] <= 1.1 * lowest[:climbed_onset]))
+                climbed_onset = int(back[-1]) if len(back) else climbed_onset
+            # A finding only when the loss ends there: an overconfident start that wobbles above ln K
+            # and settles is not one.
+            final_now = float(np.median(clean[finite_idx[-min(len(finite_idx), window):]]))
+            above_onset = sustained_onset(above, window, self.min_fraction) if final_now > self.untrained_margin * floor else None
+            climbed_onset = climbed_onset if final_now > uniform else None
+            candidates = [i for i in (climbed_onset, above_onset) if i is not None]
+            untrained_onset = min(candidates) if candidates else None
+        onsets = [i for i in (worse_onset, climb_onset, untrained_onset) if i is not None]
         spike_idx = np.flatnonzero(spikes)
         if len(spike_idx):
             onsets.append(int(spike_idx[0]))
@@ -125,16 +158,21 @@ class LossDivergence(Rule):
         peak = float(np.nanmax(clean))
         nonfinite_after = bool((~finite_mask[first:]).any())
         ends_worse = final > self.above_start * initial or (uniform is not None and final > self.above_start * uniform)
-        critical = ends_worse or nonfinite_after or len(spike_idx) >= 2
+        worse_than_untrained = untrained_onset is not None and uniform is not None and final > uniform and (
+            final > self.untrained_margin * max(uniform, float(untrained["loss"]) if untrained is not None else uniform)
+            or lowest_value < self.learned_fraction * uniform)
+        critical = ends_worse or nonfinite_after or len(spike_idx) >= 2 or worse_than_untrained
         # One blow-up the loss recovered from (a bad batch) is worth knowing, not a problem.
-        sustained = worse_onset is not None or climb_onset is not None
+        sustained = worse_onset is not None or climb_onset is not None or untrained_onset is not None
         severity = "critical" if critical else ("warning" if sustained else "info")
         evidence = {
             "initial_loss": initial, "lowest_loss": lowest_value, "peak_loss": peak, "final_loss": final,
             "loss_spikes": int(len(spike_idx)), "max_spike_ratio": _max_ratio(clean, level, spikes),
             "ends_above_start": int(final > self.above_start * initial), "loss_nonfinite": int(nonfinite_after),
-            "losses_seen": int(len(finite_idx)),
+            "losses_seen": int(len(finite_idx)), "worse_than_untrained": int(worse_than_untrained),
         }
+        if untrained is not None:
+            evidence["untrained_loss"] = float(untrained["loss"])
         parts = []
         if len(spike_idx):
             parts.append(
@@ -147,6 +185,9 @@ class LossDivergence(Rule):
             evidence["uniform_guess_loss"] = uniform
             if final > self.above_start * uniform or peak > self.above_start * uniform:
                 parts.append(f"a uniform guess scores ln K = {fmt(uniform)}")
+        if worse_than_untrained:
+            parts.append(f"it ends worse than the untrained model: above a uniform guess's ln K = {fmt(uniform)} "
+                         f"from step {steps[untrained_onset]}")
         if climb_onset is not None and worse_onset is None:
             parts.append(f"after falling to {fmt(lowest_value)} it climbed back from step {steps[climb_onset]}")
         if nonfinite_after:
@@ -156,14 +197,27 @@ class LossDivergence(Rule):
         if grad is not None:
             evidence["grad_norm_rise"] = grad
             parts.append(f"the gradient norm rose {fmt(grad)}x meanwhile")
+        onset_step = int(steps[first])
+        layers: list[str] = []
+        # The loss is seen at logged (or averaged) points only; the every-step gradient norms date
+        # the blow-up to its own step between the previous logged loss and this one.
+        previous = int(steps[first - 1]) + 1 if first > 0 else (data.first_optimizer_step() or 0)
+        surge = surge_between(data.step_norms, previous, onset_step) if not data.step_norms.empty else None
+        if surge is not None and surge.step < onset_step:
+            evidence.update(surge.to_evidence())
+            layers = surge.layers
+            parts.append(f"the every-step gradient norms date its start to step {surge.step} "
+                         f"({fmt(surge.ratio)}x their running level"
+                         + (f", in {layer_list(surge.layers)}" if surge.layers else "") + ")")
+            onset_step = surge.step
         explanation = "The training loss diverges: " + "; ".join(parts) + "."
         last = int(steps[finite_idx[-1]]) if not nonfinite_after else int(steps[-1])
         return [
             Flag(
                 rule=self.rule,
                 severity=severity,
-                layers=[],
-                first_step=int(steps[first]),
+                layers=layers,
+                first_step=onset_step,
                 last_step=last,
                 evidence=evidence,
                 explanation=explanation,

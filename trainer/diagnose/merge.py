@@ -39,7 +39,14 @@ def merge_flags(diagnosed: list[dict], stored: list[dict]) -> list[dict]:
     return out
 
 
+def _absorbed_rules(flag: dict) -> set:
+    return {str(a.get("rule")) for a in flag.get("absorbed") or [] if isinstance(a, dict)}
+
+
 def _same_problem(a: dict, b: dict) -> bool:
+    # A cause-chain card (one_card_per_problem) is also the problem of the findings it absorbed.
+    if b.get("rule") in _absorbed_rules(a) or a.get("rule") in _absorbed_rules(b):
+        return True
     if a.get("rule") != b.get("rule"):
         return False
     # learning_rate "too high" and "too low" are two problems of one rule.
