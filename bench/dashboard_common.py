@@ -71,15 +71,19 @@ def free_port() -> int:
 
 
 class Gunicorn:
-    def __init__(self, logdir: Path, cache_dir: Path, workers: int = 2, threads: int = 4, **env):
+    """The dashboard as the Procfile serves it (gunicorn_conf: its worker class and limits), with
+    `workers` x `threads` (None: gunicorn_conf's defaults)."""
+
+    def __init__(self, logdir: Path, cache_dir: Path, workers: int | None = 2, threads: int | None = None, **env):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        cache_dir.parent.mkdir(parents=True, exist_ok=True)  # the dashboard makes its cache folder itself
+        sizes = {k: str(v) for k, v in (("GRADWATCH_WORKERS", workers), ("GRADWATCH_THREADS", threads)) if v}
         environment = dict(os.environ, GRADWATCH_LOGDIR=str(logdir), GRADWATCH_CACHE_DIR=str(cache_dir),
-                           PYTHONPATH=str(REPO), **env)
+                           PYTHONPATH=str(REPO), **sizes, **env)
         self.log = open(cache_dir.parent / f"gunicorn-{self.port}.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-w", str(workers), "--threads", str(threads), "--timeout", "300",
+            [sys.executable, "-m", "gunicorn", "-c", "python:gradwatch.dashboard.gunicorn_conf", "--timeout", "300",
              "-b", f"127.0.0.1:{self.port}", "gradwatch.dashboard.wsgi:server"],
             cwd=REPO, env=environment, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 90

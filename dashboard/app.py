@@ -11,6 +11,7 @@ import base64
 import binascii
 import hmac
 import time
+from urllib.parse import urlsplit
 
 import dash
 from dash import Dash, dcc, html
@@ -19,7 +20,7 @@ from flask import Response, jsonify, request
 from gradwatch._version import __version__ as VERSION
 
 from . import components, team
-from .config import FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
+from .config import ENV_ALLOWED_HOSTS, FLASK_CONFIG_KEY, Settings, ensure_private_dir, validate_logdir
 from .context import AppContext
 from .page_scripts import GradwatchDash
 from .pages import compare, launch, run, runs
@@ -72,6 +73,8 @@ def create_app(settings: Settings | None = None) -> Dash:
         compress=_compression_available(),
     )
     app.server.config[FLASK_CONFIG_KEY] = settings
+    # Bodies beyond this are refused (413) from their Content-Length, before they are read or parsed.
+    app.server.config["MAX_CONTENT_LENGTH"] = settings.max_request_mb * 2**20
     for module, name, title, order in PAGES:
         dash.register_page(module.__name__, path=module.PATH, name=name, title=title, order=order,
                            layout=_page_layout(module, ctx))
@@ -79,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Dash:
     app.layout = html.Div([components.navbar(settings.read_only), dash.page_container])
     for module, *_ in PAGES:
         module.register(app, ctx)
+    _install_host_check(app, settings)
     _install_auth(app, settings)
     team.install_push(app.server, settings)
     _install_health(app, ctx)
@@ -94,6 +98,44 @@ def _compression_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("flask_compress") is not None
+
+
+def request_host_allowed(host_header: str | None, origin: str | None, method: str, allowed: tuple[str, ...]) -> str | None:
+    """Why a request must be refused (DNS rebinding, cross-site writes), or None. The Host must name
+    an allowed host; a state-changing request that carries an Origin must come from one too."""
+    if "*" in allowed:
+        return None
+    host = host_name(host_header)
+    if host not in allowed:
+        return f"host {host_header!r} is not allowed"
+    if method not in ("GET", "HEAD", "OPTIONS") and origin is not None:
+        parsed = urlsplit(origin)
+        if origin == "null" or not parsed.hostname or parsed.hostname.lower() not in allowed:
+            return f"origin {origin!r} is not allowed"
+    return None
+
+
+def host_name(host_header: str | None) -> str:
+    """"Example.COM:8050" -> "example.com"; "[::1]:8050" -> "::1"."""
+    text = (host_header or "").strip().lower()
+    if text.startswith("["):
+        return text[1:].partition("]")[0]
+    return text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+
+
+def _install_host_check(app: Dash, settings: Settings) -> None:
+    allowed = settings.allowed_hosts
+
+    @app.server.before_request
+    def check_host():
+        if request.path == "/healthz":  # probes use the pod's address; it reveals nothing, changes nothing
+            return None
+        problem = request_host_allowed(request.headers.get("Host"), request.headers.get("Origin"), request.method,
+                                       allowed)
+        if problem:
+            return Response(f"gradwatch: {problem}; allowed: {', '.join(allowed)} (set --allowed-hosts or "
+                            f"{ENV_ALLOWED_HOSTS})\n", 400, {"Content-Type": "text/plain; charset=utf-8"})
+        return None
 
 
 def _install_auth(app: Dash, settings: Settings) -> None:
@@ -127,15 +169,15 @@ def _install_health(app: Dash, ctx: AppContext) -> None:
     @app.server.route("/healthz")
     def healthz():
         settings = ctx.settings
+        # No paths: /healthz answers without authentication (load balancers), so it tells nothing
+        # about the machine beyond liveness and counts.
         body = {"status": "ok", "version": VERSION, "read_only": settings.read_only,
-                "uptime_s": round(time.time() - started, 1), "logdir": str(settings.logdir)}
-        if settings.source:  # a remote logdir imported into `logdir`
-            body["source"] = settings.source
+                "uptime_s": round(time.time() - started, 1)}
         try:
             body["runs"] = len(ctx.store.run_ids())
             body["running_jobs"] = ctx.jobs.running_count()
         except Exception as exc:
-            body.update(status="error", error=str(exc))
+            body.update(status="error", error=type(exc).__name__)
             return jsonify(body), 503
         return jsonify(body)
 

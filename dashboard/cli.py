@@ -20,12 +20,14 @@ from gradwatch.trainer.cli import EXIT_OK, UsageError, check_run_dir
 from .config import (
     DEFAULT_LOGDIR,
     DEFAULT_MAX_JOBS,
+    ENV_ALLOWED_HOSTS,
     ENV_IMPORT_CACHE,
     ENV_LOGDIR,
     ENV_WRITE_TOKEN,
     Settings,
     SettingsError,
     ensure_private_dir,
+    parse_hosts,
     validate_logdir,
 )
 
@@ -54,6 +56,9 @@ def add_commands(commands) -> None:
     ui.add_argument("--workers", type=int, default=2, help="gunicorn worker processes (default 2)")
     ui.add_argument("--max-jobs", type=int, default=None,
                     help=f"most runs launched from the dashboard at once (default {DEFAULT_MAX_JOBS})")
+    ui.add_argument("--allowed-hosts", default=None, metavar="HOSTS",
+                    help="comma-separated host names the dashboard answers to (default: localhost, 127.0.0.1, "
+                         f"::1, this machine's name and --host; ${ENV_ALLOWED_HOSTS}; * for any)")
     ui.add_argument("--debug", action="store_true",
                     help="Dash debug mode on Flask's development server (development only; default: gunicorn)")
 
@@ -66,9 +71,11 @@ def add_commands(commands) -> None:
 
 def start_demo(settings: Settings) -> list[str]:
     """Launch the demo presets through the job manager (skipping ones already running)."""
+    from .config import job_identity_dir
     from .jobs import JobError, JobManager
 
-    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)))
+    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)),
+                      identity_dir=job_identity_dir(settings))
     running = {job.preset for job in jobs.list() if job.active}
     started = []
     for preset in DEMO_PRESETS:
@@ -99,9 +106,12 @@ def bind_port(host: str, port: int) -> socket.socket:
 def stop_demo(settings: Settings, job_ids: list[str], wait_s: float = 30.0) -> None:
     """Stop the demo runs this dashboard started (SIGINT: each run is marked stopped), waiting for
     them to end; a job still running after `wait_s` is killed."""
+    from .config import job_identity_dir
     from .jobs import JobError, JobManager
 
-    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)))
+    # The identities the demo's start recorded: Stop signals the supervisors this dashboard spawned.
+    jobs = JobManager(settings.logdir, max(settings.max_jobs, len(DEMO_PRESETS)),
+                      identity_dir=job_identity_dir(settings))
     for job_id in job_ids:
         with contextlib.suppress(JobError, OSError):
             jobs.stop(job_id)
@@ -127,7 +137,15 @@ class GunicornServer:
         from gunicorn.app.base import BaseApplication
 
         fd = listener.detach()  # gunicorn owns the descriptor from here on
-        options = {"bind": [f"fd://{fd}"], "workers": max(1, workers), "threads": 4, "timeout": 120,
+        from . import gunicorn_conf
+
+        # The Procfile's serving settings (gunicorn_conf: the worker that cuts off slow clients, its
+        # threads and request limits), on this socket.
+        options = {"bind": [f"fd://{fd}"], "workers": max(1, workers), "threads": gunicorn_conf.threads,
+                   "worker_class": gunicorn_conf.worker_class, "timeout": gunicorn_conf.timeout,
+                   "keepalive": gunicorn_conf.keepalive, "limit_request_line": gunicorn_conf.limit_request_line,
+                   "limit_request_fields": gunicorn_conf.limit_request_fields,
+                   "limit_request_field_size": gunicorn_conf.limit_request_field_size,
                    "loglevel": "warning", "accesslog": None, "preload_app": False}
 
         class Application(BaseApplication):
@@ -148,15 +166,18 @@ class GunicornServer:
 
 def cmd_ui(args) -> int:
     try:
+        network = {"allowed_hosts": parse_hosts(args.allowed_hosts), "bind_host": args.host,
+                   "import_cache": args.cache, "write_token": args.write_token}
         settings = Settings.from_env(logdir=args.logdir, read_only=args.read_only or None, max_jobs=args.max_jobs,
-                                     import_cache=args.cache, write_token=args.write_token)
+                                     **network)
         if args.demo and settings.read_only:
             raise SettingsError("--demo launches runs and cannot be combined with --read-only")
         if args.demo and settings.max_jobs < len(DEMO_PRESETS):
-            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS), import_cache=args.cache,
-                                         write_token=args.write_token)
+            settings = Settings.from_env(logdir=args.logdir, max_jobs=len(DEMO_PRESETS), **network)
         if args.keep_demo and not args.demo:
             raise SettingsError("--keep-demo applies to --demo only")
+        if not 0 <= args.port <= 65535:
+            raise SettingsError(f"--port must be 0..65535, got {args.port}")
     except SettingsError as exc:
         raise UsageError(f"gradwatch ui: error: {exc}") from None
     listener = bind_port(args.host, args.port)
@@ -169,7 +190,11 @@ def cmd_ui(args) -> int:
     if args.debug:
         from .app import create_app
 
-        app = create_app(settings)
+        try:
+            app = create_app(settings)
+        except SettingsError as exc:
+            listener.close()
+            raise UsageError(f"gradwatch ui: error: {exc}") from None
         listener.close()  # Flask's development server binds the port itself
     else:
         server = GunicornServer(settings, listener, args.workers)

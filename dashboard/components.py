@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from dash import dcc, html
 
+from gradwatch.trainer import derived
 from gradwatch.trainer.presets import PRESETS
 
 from . import ids
@@ -57,9 +58,12 @@ def fmt_number(value, digits: int = 3) -> str:
 
 
 def fmt_time(timestamp) -> str:
-    if not isinstance(timestamp, (int, float)):
+    if not isinstance(timestamp, (int, float)) or isinstance(timestamp, bool):
         return "—"
-    return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):  # beyond what a date can show (a crafted folder)
+        return "—"
 
 
 def fmt_duration(seconds) -> str:
@@ -269,6 +273,7 @@ def meta_panel(info: dict) -> list:
         ("last step", info.get("last_step")),
         ("dropped histograms", meta.get("dropped_histograms", 0)),
         ("dropped records", meta.get("dropped_records", 0)),
+        ("lost records", meta.get("lost_records", 0)),
         ("run folder", info.get("path")),
     ]
     blocks = [
@@ -300,6 +305,9 @@ def meta_panel(info: dict) -> list:
             ]))
     if meta.get("error"):
         blocks.insert(0, run_error(meta["error"]))
+    losses = derived.losses_line(meta)
+    if losses:
+        blocks.insert(0, html.Div(f"Incomplete run: {losses}", className="error-box losses", role="alert"))
     return blocks
 
 

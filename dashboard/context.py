@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Settings
+from .config import Settings, job_identity_dir
 from .data import RunStore
 from .jobs import JobManager
 
@@ -19,4 +19,5 @@ class AppContext:
     def from_settings(cls, settings: Settings) -> AppContext:
         return cls(settings, RunStore(settings.logdir, settings.cache_dir),
                    JobManager(settings.logdir, settings.max_jobs, data_dirs=settings.data_dirs,
-                              max_model_bytes=settings.max_model_mb * 2**20))
+                              max_model_bytes=settings.max_model_mb * 2**20,
+                              identity_dir=job_identity_dir(settings)))

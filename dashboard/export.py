@@ -9,16 +9,21 @@ config values, notes, flag explanations) is HTML-escaped: the file never carries
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
+from gradwatch.trainer import derived
+
 from .components import RULE_TITLES, error_cause, fmt_duration, fmt_number, fmt_steps, fmt_time, remedy_href
-from .data import RunFolders, RunNotFound, RunStore, config_summary, dataset_label, duration_s
+from .data import RunFolders, RunLogError, RunNotFound, RunStore, config_summary, dataset_label, duration_s
 from .views import run_charts
 
 STYLE = """
@@ -81,6 +86,11 @@ def _error_html(error) -> str:
     return f"<div style='color:#c62828'><b>Error:</b> {_e(cause)}{folded}</div>"
 
 
+def _losses_html(meta: dict) -> str:
+    losses = derived.losses_line(meta)
+    return f"<div class='losses' style='color:#c62828'><b>Incomplete run:</b> {_e(losses)}</div>" if losses else ""
+
+
 def render_report(store: RunStore, run_id: str) -> str:
     """The report of one run of `store` as an HTML string (RunNotFound for a bad id)."""
     info = store.run_info(run_id)
@@ -121,6 +131,7 @@ def render_report(store: RunStore, run_id: str) -> str:
 <body>
 <h1>{_e(title)}</h1><div class="muted">run <code>{_e(run_id)}</code> · {head}</div>
 {_error_html(meta.get('error'))}
+{_losses_html(meta)}
 <h2>Summary</h2>{_kv(facts_rows)}
 <h2>Flags</h2>{_flags_html(flags, config)}
 <h2>Charts</h2><div class="grid">{grid}</div>{wide}
@@ -134,7 +145,8 @@ def render_report(store: RunStore, run_id: str) -> str:
                   ("ended", fmt_time(meta.get("ended"))), ("git commit", meta.get("git_commit")),
                   ("python / torch", f"{meta.get('python')} / {meta.get('torch')}"),
                   ("logged steps", info.get("logged_count")), ("dropped histograms", meta.get("dropped_histograms", 0)),
-                  ("dropped records", meta.get("dropped_records", 0))])}
+                  ("dropped records", meta.get("dropped_records", 0)),
+                  ("lost records", meta.get("lost_records", 0))])}
 </body></html>
 """
 
@@ -149,11 +161,61 @@ def export_run(run_dir: str | os.PathLike, output: str | os.PathLike | None = No
     store = RunStore(folders=_OneFolder(run_dir, cache_dir))
     report = render_report(store, run_dir.name)
     out = Path(output) if output else run_dir / "report.html"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(report, encoding="utf-8")
-    os.replace(tmp, out)
+    write_regular_file(out, report.encode("utf-8"))
     return out
+
+
+class ExportError(RunLogError):
+    """The report cannot be written where asked; the message is one line naming the path and why."""
+
+
+def _target_problem(out: Path) -> str | None:
+    """Why `out` must not be replaced: only a missing path or a regular, writable file of ours is."""
+    try:
+        info = os.lstat(out)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link (write the report to a regular file)"
+    if stat.S_ISDIR(info.st_mode):
+        return "is a directory (name the HTML file to write, e.g. DIR/report.html)"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file (a device, pipe or socket)"
+    if not info.st_mode & stat.S_IWUSR:
+        return "is read-only"
+    return None
+
+
+def write_regular_file(out: Path, data: bytes) -> None:
+    """Write `data` to the regular file `out` atomically (a temporary file beside it, then a rename),
+    never replacing a device, a folder or a link; on any failure nothing is left behind and the
+    error is one line (ExportError)."""
+    problem = _target_problem(out)
+    if problem:
+        raise ExportError(f"cannot write the report to {str(out)!r}: it {problem}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportError(f"cannot create the folder {str(out.parent)!r} for the report: {exc.strerror or exc}") from None
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # a report is for sharing (mkstemp makes 0600)
+            handle.write(data)
+        problem = _target_problem(out)  # checked again: the path may have changed meanwhile
+        if problem:
+            raise ExportError(f"cannot write the report to {str(out)!r}: it {problem}")
+        os.replace(tmp, out)
+        tmp = None
+    except OSError as exc:
+        raise ExportError(f"cannot write the report to {str(out)!r}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 class _OneFolder(RunFolders):

@@ -15,6 +15,13 @@ processes ever rewrite the same file:
 Any gunicorn worker can therefore list jobs and stop one: stop = SIGINT to the job's process group
 (the trainer marks its run "stopped" and exits); the supervisor escalates to SIGTERM and SIGKILL if
 the trainer has not exited after a grace period.
+
+Nothing read from the logdir decides which process gets a signal: anyone who can write the logdir
+could plant a state file naming another process. The identity of each supervisor the dashboard
+spawned (pid and kernel start ticks, read from /proc right after the spawn) is kept by the dashboard
+itself, in memory and in a private folder under its cache directory (shared by gunicorn workers),
+and is checked against the kernel before every signal: same start ticks, still the leader of its own
+process group and session, still this user's. The escalation clock is the dashboard's too.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from pathlib import Path
 
 from gradwatch.trainer.options import OPTIONS_BY_NAME
 from gradwatch.trainer.presets import get_preset, resolve
-from gradwatch.trainer.runlog.process import process_alive
+from gradwatch.trainer.runlog.process import process_alive, process_start_ticks
 
 STOP_GRACE_S = 20.0  # SIGINT -> SIGTERM after this long
 KILL_GRACE_S = 5.0  # SIGTERM -> SIGKILL after this long
@@ -107,7 +114,11 @@ class JobManager:
     """Jobs of one log directory. Stateless: every call reads the files (any worker, any time)."""
 
     def __init__(self, logdir: str | os.PathLike, max_jobs: int = 4, python: str | None = None, *,
-                 data_dirs: tuple[Path, ...] | None = None, max_model_bytes: int | None = None):
+                 data_dirs: tuple[Path, ...] | None = None, max_model_bytes: int | None = None,
+                 identity_dir: str | os.PathLike | None = None):
+        """identity_dir: a private folder of the dashboard (under its cache directory) where the
+        identities of the supervisors it spawned are kept for every worker; None keeps them in this
+        process only."""
         from .config import DEFAULT_MAX_MODEL_MB
         from .launch_policy import default_data_dirs
 
@@ -117,6 +128,8 @@ class JobManager:
         self.python = python or sys.executable
         self.data_dirs = tuple(data_dirs) if data_dirs is not None else default_data_dirs(self.logdir)
         self.max_model_bytes = max_model_bytes or DEFAULT_MAX_MODEL_MB * 2**20
+        self.identity_dir = Path(identity_dir) if identity_dir is not None else None
+        self._identities: dict[str, dict] = {}
 
     # ---- paths ------------------------------------------------------------------------------
     def _path(self, job_id: str, suffix: str) -> Path:
@@ -192,6 +205,9 @@ class JobManager:
             )
         except OSError as exc:
             raise JobError(f"cannot start the trainer: {exc}") from exc
+        # Who we started, read from the kernel now (it is our child: its pid cannot be reused yet).
+        self._remember(job_id, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid), "uid": os.getuid(),
+                                "stop_requested": None})
         # Reap the supervisor when it exits (else it lingers as a zombie of this worker).
         threading.Thread(target=proc.wait, name=f"reap-{job_id}", daemon=True).start()
         deadline = time.monotonic() + 5
@@ -199,6 +215,50 @@ class JobManager:
             if proc.poll() is not None:
                 raise JobError(f"the job supervisor exited at once (code {proc.returncode})")
             time.sleep(0.02)
+
+    # ---- the identities of the processes this dashboard spawned --------------------------------
+    def _identity_path(self, job_id: str) -> Path | None:
+        if self.identity_dir is None:
+            return None
+        self._path(job_id, "")  # validates the id
+        return self.identity_dir / f"{job_id}.json"
+
+    def _remember(self, job_id: str, identity: dict) -> None:
+        self._identities[job_id] = identity
+        path = self._identity_path(job_id)
+        if path is not None:
+            from .config import ensure_private_dir
+
+            ensure_private_dir(self.identity_dir)
+            _write_json_atomic(path, identity)
+
+    def _identity(self, job_id: str) -> dict | None:
+        """The supervisor this dashboard spawned for `job_id`, or None (not ours, or forgotten)."""
+        path = self._identity_path(job_id)
+        if path is not None:
+            found = _read_json(path)
+            if isinstance(found, dict):
+                return found
+        return self._identities.get(job_id)
+
+    @staticmethod
+    def _verified_group(identity: dict | None) -> int | None:
+        """The process group to signal, only if the kernel confirms it is the supervisor we spawned:
+        same pid and start ticks, leader of its own process group and session, owned by us."""
+        if not isinstance(identity, dict):
+            return None
+        pid, ticks = identity.get("pid"), identity.get("start_ticks")
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1 or not isinstance(ticks, int):
+            return None
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            owner = os.stat(f"/proc/{pid}").st_uid
+        except (OSError, IndexError):
+            return None
+        state, pgrp, session, start = fields[0], int(fields[2]), int(fields[3]), int(fields[19])
+        if state in ("Z", "X") or start != ticks or pgrp != pid or session != pid or owner != os.getuid():
+            return None
+        return pid
 
     # ---- reading ------------------------------------------------------------------------------
     def get(self, job_id: str) -> Job:
@@ -272,18 +332,23 @@ class JobManager:
         job = self.get(job_id)
         if not job.active:
             return job
-        state = _read_json(self._path(job_id, ".state.json")) or {}
-        pgid = state.get("pgid")
-        previous = _read_json(self._path(job_id, ".stop"))
         now = time.time()
-        if previous is None:
+        if not self._path(job_id, ".stop").exists():
+            # The supervisor reads this request too (a job started by another dashboard, or one whose
+            # identity was lost, is stopped by its own supervisor, which signals only its own child).
             _write_json_atomic(self._path(job_id, ".stop"), {"requested": now})
-        sig = signal.SIGINT
-        if previous and now - float(previous.get("requested", now)) > STOP_GRACE_S + KILL_GRACE_S:
-            sig = signal.SIGKILL  # the supervisor did not manage: end the whole group
-        if pgid and process_alive(state.get("pid"), state.get("pid_start_ticks")):
+        identity = self._identity(job_id)
+        group = self._verified_group(identity)
+        if group is not None:
+            asked = identity.get("stop_requested")
+            if not isinstance(asked, (int, float)) or isinstance(asked, bool):
+                self._remember(job_id, dict(identity, stop_requested=now))
+                asked = now
+            sig = signal.SIGINT
+            if now - float(asked) > STOP_GRACE_S + KILL_GRACE_S:
+                sig = signal.SIGKILL  # the supervisor did not manage: end the whole group
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(int(pgid), sig)
+                os.killpg(group, sig)
         return self.get(job_id)
 
 

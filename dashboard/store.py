@@ -67,10 +67,10 @@ class RunFolders:
         if self._cache is None and self._cache_dir is not None:
             import diskcache
 
-            from .config import ensure_private_dir
+            from .config import ensure_private_cache
 
-            ensure_private_dir(self._cache_dir)
-            self._cache = diskcache.Cache(str(self._cache_dir / "runs"), size_limit=CACHE_SIZE_LIMIT,
+            runs = ensure_private_cache(self._cache_dir / "runs")
+            self._cache = diskcache.Cache(str(runs), size_limit=CACHE_SIZE_LIMIT,
                                           eviction_policy="least-recently-used")
         return self._cache
 

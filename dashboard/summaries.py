@@ -256,4 +256,5 @@ class RunList:
             duration=duration_s(meta, status),
             job_id=meta.get("job_id"),
             flags_pending=flags["pending"],
+            losses=derived.losses_line(meta),
         )

@@ -79,6 +79,7 @@ def install_push(server, settings: Settings) -> None:
     def segments_push(run_id: str, rank_name: str, name: str):
         if not _token_ok(settings):
             return _refused()
+        request.max_content_length = MAX_PUSH_BYTES  # a segment may exceed the app's callback-body limit
         if (request.content_length or 0) > MAX_PUSH_BYTES:
             return jsonify(error=f"segment larger than {MAX_PUSH_BYTES} bytes"), 413
         answer, status = receive_segment(settings, run_id, rank_name, name, request.get_data())

@@ -272,3 +272,30 @@ def run_summary(reader) -> dict:
         gap = gradient_gap(layer_table(stats, "grad_norm"), first, last)
     return {**validation_summary(val_steps, val, dict(zip(epoch_steps.tolist(), epoch_values.tolist()))),
             **test_metrics(reader.meta.get("results")), "grad_gap": gap, "first_layer": first, "last_layer": last}
+
+
+# Counters the writer keeps in meta, and what each says in words.
+LOSS_COUNTERS = (
+    ("lost_records", "records lost to write failures"),
+    ("dropped_records", "layer records dropped (disk slower than training)"),
+    ("dropped_histograms", "histograms dropped (disk slower than training)"),
+)
+
+
+def record_losses(meta: dict) -> dict:
+    """The run's nonzero loss counters ({"lost_records": 17680, ...}); empty when nothing was lost.
+    One place decides what counts as a loss, so inspect, the dashboard and the export agree."""
+    out = {}
+    for key, _ in LOSS_COUNTERS:
+        value = meta.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            out[key] = value
+    return out
+
+
+def losses_line(meta: dict) -> str | None:
+    """One line naming what the run lost ("17,680 records lost to write failures; ..."), or None."""
+    losses = record_losses(meta)
+    if not losses:
+        return None
+    return "; ".join(f"{losses[key]:,} {words}" for key, words in LOSS_COUNTERS if key in losses)

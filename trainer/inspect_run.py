@@ -74,6 +74,8 @@ def summarize_run(run_dir) -> dict:
             "layers": layers,
             "dropped": int(meta.get("dropped_histograms", 0) or 0),
             "dropped_records": int(meta.get("dropped_records", 0) or 0),
+            "lost_records": int(meta.get("lost_records", 0) or 0),
+            "losses": derived.losses_line(meta),
             "dataset": (meta.get("dataset") or {}).get("name"),
             "summary": {key: value if isinstance(value, str) or value is None else _number(value)
                         for key, value in facts.items()},
@@ -88,8 +90,10 @@ def format_summary(summary: dict) -> str:
         f"dataset   {summary.get('dataset') or '-'}",
         f"logged    {summary['steps_logged']} layer records; last step {summary['last_step']}; "
         f"histograms dropped {summary['dropped']}",
-        "",
     ]
+    if summary.get("losses"):
+        lines.append(f"LOST      {summary['losses']}")
+    lines.append("")
     facts = summary.get("summary") or {}
     if facts.get("best_val_loss") is not None:
         lines += [f"best val  {_fmt(facts['best_val_loss'])} at epoch {_fmt(facts.get('best_epoch'))} "

@@ -6,8 +6,12 @@ as the CLI.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+# The largest integer option value without an explicit maximum (what a C int holds).
+MAX_INT_OPTION = 2**31 - 1
 
 
 class OptionsError(ValueError):
@@ -40,6 +44,12 @@ class Option:
             )
         if self.minimum is not None and value < self.minimum:
             raise OptionsError(f"invalid {self.name} {raw!r}: must be >= {self.minimum} ({self.describe()})")
+        if self.kind is int and self.maximum is None and value > MAX_INT_OPTION:
+            # Integers reach C code (torch, numpy, DataLoader) that cannot hold more: refused here in
+            # one line rather than overflowing there.
+            raise OptionsError(f"invalid {self.name} {raw!r}: must be <= {MAX_INT_OPTION} ({self.describe()})")
+        if self.kind is float and not math.isfinite(value):
+            raise OptionsError(f"invalid {self.name} {raw!r}: must be a finite number ({self.describe()})")
         if self.maximum is not None:
             too_big = value >= self.maximum if self.exclusive_max else value > self.maximum
             if too_big:
@@ -136,7 +146,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("halt_on_nonfinite", bool, True, "stop (run failed) when the loss becomes NaN/Inf"),
     # logging and reproducibility
     Option("every", int, 10, "record layer statistics every N optimizer steps", minimum=1),
-    Option("seed", int, 0, "random seed", minimum=0),
+    Option("seed", int, 0, "random seed", minimum=0, maximum=2**32 - 1),  # numpy's seed range
     Option("device", str, "auto", "cpu, cuda or auto", choices=("auto", "cpu", "cuda")),
     Option("threads", int, 0, "CPU threads for PyTorch (0: PyTorch's default; 1 is often fastest on a "
            "busy shared machine)", minimum=0, maximum=1024),

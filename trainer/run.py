@@ -13,6 +13,7 @@ every hook.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import numbers
@@ -43,6 +44,9 @@ from .runlog.writer import ON_ERROR_CHOICES, RunWriteError, RunWriter, describe_
 # crash (kill -9, full disk) during run creation; one older than STALE_BUILDING_MAX_S (another
 # host's, on shared storage) is removed too.
 STALE_BUILDING_MAX_S = 24 * 3600.0
+# A run id is <time to the second>-<name>-<random hex>; a taken id is retried with fresh randomness.
+RUN_ID_TOKEN_BYTES = 3
+RUN_ID_ATTEMPTS = 20
 BUILDING_PREFIX = ".building-"
 
 
@@ -137,23 +141,29 @@ class Run:
                 root = _prepare_logdir(root)
         else:
             root = _prepare_logdir(logdir) if self.rank == 0 else Path(logdir)
-        run_id = self._agree_on_run_id(f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(2)}")
-        self.id = run_id
-        self.path = spool.spool_dir(root, run_id, self.rank) if store is not None else root / run_id
-        # Where readers find the run: LOGDIR_URL/RUN_ID for a published run (`gradwatch inspect` takes it).
-        self.url = f"{self.location.given.rstrip('/')}/{run_id}" if store is not None else None
+
+        def folder_of(run_id: str, rank: int = self.rank) -> Path:
+            return spool.spool_dir(root, run_id, rank) if store is not None else root / run_id
+
         kwargs = {} if flush_interval_s is None else {"flush_interval_s": flush_interval_s}
         kwargs["on_error"] = on_write_error
         self._probe = None
         self._closed = False
         self._finished = False
         self.started = time.time()
+        run_id = None
         if self.rank == 0:
             remove_stale_building(root)
             try:
-                self._create(root, run_id, name, config, dataset, kwargs)
+                run_id = self._create_unique(root, name, config, dataset, kwargs, folder_of)
             except (OSError, sqlite3.Error, RunWriteError) as exc:
                 raise RunSetupError(f"cannot create the run folder: {describe_write_error(exc, root)}") from None
+        # Every rank learns the id rank 0 actually created (it may have retried after a collision).
+        self.id = run_id = self._agree_on_run_id(run_id)
+        self.path = folder_of(run_id)
+        # Where readers find the run: LOGDIR_URL/RUN_ID for a published run (`gradwatch inspect` takes it).
+        self.url = f"{self.location.given.rstrip('/')}/{run_id}" if store is not None else None
+        if self.rank == 0:
             self._writer = RunWriter(self.path, create=False, owner=True, **kwargs)
         self._barrier()
         if self.rank != 0 and store is not None:
@@ -166,6 +176,23 @@ class Run:
             self._start_publishing(store, str(logdir), root)
         run_exit.track(self)
 
+    def _create_unique(self, root: Path, name: str, config: dict, dataset, kwargs: dict, folder_of) -> str:
+        """Create the run folder under a fresh id, retrying with a new one when another run took it
+        (a sweep starting many runs of one name within a second); returns the id."""
+        for _ in range(RUN_ID_ATTEMPTS):
+            run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{name}-{secrets.token_hex(RUN_ID_TOKEN_BYTES)}"
+            if os.path.lexists(folder_of(run_id)):
+                continue
+            try:
+                self._create(root, run_id, folder_of(run_id), name, config, dataset, kwargs)
+            except OSError as exc:
+                # The final rename found the id taken meanwhile (a folder of another run is never empty).
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.lexists(folder_of(run_id)):
+                    continue
+                raise
+            return run_id
+        raise OSError(errno.EEXIST, f"no free run id for {name!r} after {RUN_ID_ATTEMPTS} attempts")
+
     def _start_publishing(self, store, logdir: str, spool_root: Path) -> None:
         from .runlog import spool
         from .runlog.publisher import Publisher, write_origin
@@ -177,7 +204,7 @@ class Run:
                   f"{self.location.reason}; SQLite in the local spool {self.path}", file=sys.stderr, flush=True)
             spool.publish_leftovers(spool_root, lambda url: stores.open_store(stores.classify(url)))
 
-    def _create(self, root: Path, run_id: str, name: str, config: dict, dataset, kwargs: dict) -> None:
+    def _create(self, root: Path, run_id: str, target: Path, name: str, config: dict, dataset, kwargs: dict) -> None:
         """Build the run folder hidden (readers skip dot-entries), rename it when its metadata is
         complete: a listing never sees a half-made run, and a failure leaves nothing behind."""
         building = root / f"{BUILDING_PREFIX}{os.getpid()}@{socket.gethostname()}-{run_id}"
@@ -205,7 +232,7 @@ class Run:
             )
             writer.close()
             writer = None
-            os.rename(building, self.path)
+            os.rename(building, target)  # fails (ENOTEMPTY) if another run took the id meanwhile
         except BaseException:
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -214,7 +241,7 @@ class Run:
             raise
 
     # ---- distributed plumbing -------------------------------------------------------------
-    def _agree_on_run_id(self, proposed: str) -> str:
+    def _agree_on_run_id(self, proposed: str | None) -> str:
         if self.world_size == 1:
             return proposed
         import torch.distributed as dist
@@ -315,8 +342,7 @@ class Run:
     def log(self, step: int, **scalars: float) -> None:
         """Record scalars (any names) at `step`; NaN and +/-Inf are kept as such."""
         self._check_open()
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
-            raise ValueError(f"step must be a non-negative integer, got {step!r}")
+        step = _checked_step(step)
         values = {}
         for key, value in scalars.items():
             if hasattr(value, "item") and callable(value.item):
@@ -340,8 +366,13 @@ class Run:
     def add_flag(self, step: int, flag: dict) -> None:
         """Store a diagnosis flag raised live at `step`."""
         self._check_open()
+        step = _checked_step(step)
+        flag = json.loads(json.dumps(flag, default=_json_default)) if isinstance(flag, dict) else flag
+        problem = validate.flag_problem(flag)
+        if problem:  # refused here, in one line, rather than failing the writer thread later
+            raise ValueError(f"add_flag: {problem}")
         if self.rank == 0:
-            self._writer.add_flag(step, json.loads(json.dumps(flag, default=_json_default)))
+            self._writer.add_flag(step, flag)
 
     @property
     def probe(self):
@@ -395,6 +426,8 @@ class Run:
     def __exit__(self, exc_type, exc, tb) -> bool:
         if exc_type is None:
             status, error = "finished", None
+        elif issubclass(exc_type, run_exit.RunTerminated):
+            status, error = "stopped", "terminated (SIGTERM)"
         elif issubclass(exc_type, KeyboardInterrupt):
             status, error = "stopped", "interrupted (KeyboardInterrupt)"
         elif issubclass(exc_type, RunWriteError):
@@ -414,9 +447,18 @@ class Run:
             except KeyboardInterrupt:
                 interrupted = True
                 continue
+        if interrupted or (exc_type is not None and issubclass(exc_type, KeyboardInterrupt)):
+            run_exit.quiet_ctrl_c_at_exit()  # the program is ending: a further Ctrl-C must not hit torch's exit
         if interrupted and exc_type is None:
             raise KeyboardInterrupt  # Ctrl-C while a finished run was closing: the program still stops
         return False
+
+
+def _checked_step(step) -> int:
+    """A step as SQLite can store it: an integer in [0, MAX_STEP]; anything else is one clear error."""
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or not 0 <= step <= validate.MAX_STEP:
+        raise ValueError(f"step must be an integer from 0 to {validate.MAX_STEP} (2**62), got {step!r}")
+    return int(step)
 
 
 def _open_team_store(location: stores.Location):

@@ -25,11 +25,12 @@ CHART_INPUTS = {"range": ids.SEL_RANGE, "layer": ids.SEL_LAYER, "step": ids.SEL_
 def chart_args(run_id: str, values: dict, notes=None, shape=None, info=None) -> ChartArgs:
     """ChartArgs from the page's store values (any may be missing: defaults)."""
     rng, layer = values.get("range") or {}, values.get("layer") or {}
-    rows = values.get("rows") or {}
+    layer = layer if isinstance(layer, dict) else {}
+    rows = values.get("rows") if isinstance(values.get("rows"), dict) else {}
     flags = values.get("flags")
     range_from, range_to = logic.step_bounds(rng)  # a crafted callback may send any value
     return ChartArgs(run_id=run_id, range_from=range_from, range_to=range_to, layer=layer.get("layer"),
-                     param=layer.get("param"), step=values.get("step"), row_filter=rows.get("filter") or "",
+                     param=layer.get("param"), step=logic.step_selection(values.get("step")), row_filter=rows.get("filter") or "",
                      collapse=rows.get("collapse"), notes=tuple(notes or ()),
                      flags=tuple(flags if isinstance(flags, list) else ()), shape=shape or {}, info=info or {})
 
@@ -272,9 +273,11 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
     def update_view(layer, param, slider, follow, range_from, range_to, _reset, flag_clicks, zoom, row_filter,
                     row_group, *rest):
         sel_layer, sel_step, sel_range, sel_rows, flags, info, slider_max, run_id = rest
+        # Stores come back from the browser: a crafted request may put anything in them.
+        sel_layer, sel_range, sel_rows = (v if isinstance(v, dict) else {} for v in (sel_layer, sel_range, sel_rows))
         trigger = dash.ctx.triggered_id
         state = {"layer": (sel_layer or {}).get("layer"), "param": (sel_layer or {}).get("param"),
-                 "step": (sel_step or {}).get("step"), "follow": bool((sel_step or {}).get("follow")),
+                 "step": logic.step_selection(sel_step)["step"], "follow": logic.step_selection(sel_step)["follow"],
                  "from": (sel_range or {}).get("from"), "to": (sel_range or {}).get("to"),
                  "filter": (sel_rows or {}).get("filter") or "", "collapse": (sel_rows or {}).get("collapse"),
                  "flag": None}
@@ -346,7 +349,10 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         panel = components.flags_panel(result["flags"], config, result.get("note"), result.get("error"))
         if result["pending"]:
             panel = [html.P(f"{result['note']}…", className="muted")] + panel
-        return panel, result["flags"], components.meta_panel(info), not result["pending"]
+        # Six charts take the flags as an Input, and the browser redraws them whenever the store is
+        # set, changed or not: a periodic re-diagnosis that found the same flags must not set it.
+        flags = result["flags"] if result["flags"] != shown else no_update
+        return panel, flags, components.meta_panel(info), not result["pending"]
 
     # ---- notes ------------------------------------------------------------------------------------
     @app.callback(
@@ -431,7 +437,7 @@ def register(app: dash.Dash, ctx: AppContext) -> None:
         grew = last is not None and last != (live_meta or {}).get("last_logged")
         slider_max = last if grew else no_update
         marks = logic.slider_marks(first or 0, last) if grew else no_update
-        follow_value = last if grew and (sel_step or {}).get("follow") else no_update
+        follow_value = last if grew and logic.step_selection(sel_step)["follow"] else no_update
         status_changed = meta.get("status") != (live_meta or {}).get("status")
         badge = components.status_badge(meta.get("status")) if status_changed else no_update
         disabled = no_update if meta.get("running") else True

@@ -23,7 +23,15 @@ from .run_live import (  # noqa: F401
 )
 from .run_notes import add_note_impl  # noqa: F401
 from .run_reducer import flag_focus, parse_relayout, reduce_view  # noqa: F401
-from .run_url import LAYER_PATTERN, ROW_FILTER_PATTERN, RunView, parse_run_query, step_bounds, view_query_string  # noqa: F401
+from .run_url import (  # noqa: F401
+    LAYER_PATTERN,
+    ROW_FILTER_PATTERN,
+    RunView,
+    parse_run_query,
+    step_bounds,
+    step_selection,
+    view_query_string,
+)
 
 
 # ---- page --------------------------------------------------------------------------------------------

@@ -21,9 +21,10 @@ charts are redrawn when a new epoch ends; None: drawn again only when an input c
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from gradwatch.trainer import derived
 from .. import figures, ids
 from .. import layer_groups as groups
 from ..data import RunStore
+from ..shared_reads import SharedReads
 from .run_facts import histogram_layer, layer_params, overfitting_marks
 
 SCALAR_MAX_POINTS = 2000
@@ -94,13 +96,26 @@ class Chart:
     quantities: tuple[str, ...] = ()  # the per-layer statistics it reads (layer_view and the live deltas)
 
 
+# Figures drawn in this process, by what they are drawn from: viewers of a live run redraw the same
+# chart for the same data (the gradient flow at each new step, a heatmap's periodic redraw) within
+# seconds of each other, and building a plotly figure costs far more than reading its data. The key
+# is a digest of the data and the view, so a kept figure is never a wrong one.
+FIGURE_TTL_S = 10.0
+_FIGURES = SharedReads(ttl_s=FIGURE_TTL_S, max_entries=32)
+
+
 def render(chart: Chart, store: RunStore, args: ChartArgs) -> dict:
     """{"figure", "live"}: the chart drawn from one read, and its channel state (None without one)."""
     data = chart.view(store, args)
-    fig = chart.figure(data, args)
-    if chart.channel in LIVE_CHANNELS and args.shape.get("running"):
-        # A tick per step suits a short finished run; a live one grows past it without a redraw.
-        fig.update_xaxes(dtick=None, tick0=None)
+
+    def build():
+        fig = chart.figure(data, args)
+        if chart.channel in LIVE_CHANNELS and args.shape.get("running"):
+            # A tick per step suits a short finished run; a live one grows past it without a redraw.
+            fig.update_xaxes(dtick=None, tick0=None)
+        return fig
+
+    fig = _FIGURES.get(("figure", chart.id, figure_digest(data, args)), build)
     live = None
     if chart.channel in LIVE_CHANNELS:
         live = {"run": args.run_id, "chart": chart.id, "cursor": data.get("cursor", 0), "rev": uuid.uuid4().hex[:12],
@@ -109,6 +124,39 @@ def render(chart: Chart, store: RunStore, args: ChartArgs) -> dict:
 
 
 LIVE_CHANNELS = ("scalars", "layers", "hist", "redraw")
+
+
+def figure_digest(data, args: ChartArgs) -> str:
+    """A digest of everything a figure is drawn from: the view's data (arrays and frames by their
+    bytes, not their abbreviated text) and every field of the view state."""
+    digest = hashlib.blake2b(digest_size=20)
+    _feed(digest, data)
+    _feed(digest, [getattr(args, f.name) for f in fields(args)])
+    return digest.hexdigest()
+
+
+def _feed(digest, value) -> None:
+    if isinstance(value, np.ndarray):
+        digest.update(f"nd{value.dtype}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes() if value.dtype != object else repr(value.tolist()).encode())
+    elif isinstance(value, pd.DataFrame):
+        digest.update(f"df{list(value.columns)}{list(value.dtypes)}".encode())
+        digest.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+    elif isinstance(value, pd.Series):
+        _feed(digest, value.to_frame())
+    elif isinstance(value, dict):
+        digest.update(b"{")
+        for key in value:
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+        digest.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        digest.update(b"[")
+        for item in value:
+            _feed(digest, item)
+        digest.update(b"]")
+    else:
+        digest.update(f"{type(value).__name__}:{value!r};".encode())
 
 
 # ---- data views: one read each ------------------------------------------------------------------

@@ -47,6 +47,14 @@ def int_or_none(value) -> int | None:
     return clamp_step(value)
 
 
+def step_selection(value) -> dict:
+    """A step-selection store ({"step", "follow", "latest"}) sanitised: a crafted callback may send
+    NaN, inf, 2**70, strings or dicts; every step comes back an int in [0, 2**62] or None."""
+    value = value if isinstance(value, dict) else {}
+    return {"step": int_or_none(value.get("step")), "follow": value.get("follow") is True,
+            "latest": int_or_none(value.get("latest"))}
+
+
 def step_bounds(rng: dict | None) -> tuple[int | None, int | None]:
     """(from, to) of a step-range store, each sanitised (a crafted callback may send anything)."""
     rng = rng if isinstance(rng, dict) else {}

@@ -244,7 +244,9 @@ def _row(summary: dict, selected: set) -> html.Tr:
                  html.Div(run_id, className="muted small") if run_id != summary.get("name") else None]),
         html.Td([components.status_badge(summary.get("status"), title=summary.get("failure") or ""),
                  html.Div(components.error_cause(summary["failure"])[0][:120], className="small error-text")
-                 if summary.get("failure") and summary.get("status") == "failed" else None]),
+                 if summary.get("failure") and summary.get("status") == "failed" else None,
+                 html.Div(summary["losses"], className="small error-text losses")
+                 if summary.get("losses") else None]),
         html.Td(summary.get("dataset") or "—"),
         html.Td(summary.get("preset") or "—"),
         html.Td(summary.get("config") or "—", className="config"),
@@ -296,7 +298,7 @@ def runs_table_impl(store: RunStore, view: dict, selected: list[str] | None, bud
         summary_line += f" · {len(rows)} match"
     signature_src = json.dumps([view, [(s["run_id"], s.get("status"), s.get("steps"), s.get("pending"),
                                         s.get("best_val_loss"), s.get("last_val_loss"), s.get("flags"),
-                                        s.get("error"), s.get("flags_pending"), round(s.get("duration") or 0))
+                                        s.get("error"), s.get("flags_pending"), s.get("losses"), round(s.get("duration") or 0))
                                        for s in shown],
                                 summary_line], default=str)
     signature = hashlib.sha1(signature_src.encode()).hexdigest()

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-SEVERITIES = ("critical", "warning", "info")
+from ..runlog.validate import FLAG_SEVERITIES as SEVERITIES  # one list for the writer, readers and rules
+
 # Sort key: critical first.
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import derived
-from . import schema
+from . import schema, validate
 from .layer_stats import step_chunks
 
 # A NaN gradient norm is news (layer_table keeps it): whether a layer had gradient rows at a step is
@@ -128,6 +128,7 @@ class LayerRollupQueries:
         """Layer names in slot order."""
         return [layer for (layer,) in self._query("SELECT layer FROM rollup_layers ORDER BY slot")]
 
+    @validate.typed_records('layer_rollup')
     def rollup_at_steps(self, steps, fields: tuple[str, ...] = schema.ROLLUP_FIELDS,
                         order: list[str] | None = None) -> dict[str, pd.DataFrame]:
         """{field: step x layer table} at the given logged steps (a later row for a step wins),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import schema
+from . import schema, validate
 
 # SQLite's default limit on bound parameters is 999; steps are bound in chunks below it.
 _CHUNK = 900
@@ -46,6 +46,7 @@ class LayerStatsQueries:
                 f"{schema.stat_select_columns(self.schema_version, table)}"
                 f" FROM stats {table} JOIN tensors t ON t.id = {table}.tensor_id")
 
+    @validate.typed_records('stats')
     def stats_at_steps(self, steps, kinds: tuple[str, ...] | None = None) -> pd.DataFrame:
         """layer_stats() rows of the given steps only (any number of steps, via the step index),
         sorted by step."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import schema, validate
-from .access import open_for_reading
+from .access import needs_recovery, open_for_reading, recovered_copy
 from .errors import RunLogError
 from .histograms import HistogramQueries
 from .layer_rollup import LayerRollupQueries
@@ -85,6 +85,14 @@ def list_runs(logdir: str | os.PathLike) -> list[RunEntry]:
     return entries
 
 
+def _integer_column(df: pd.DataFrame, column: str) -> None:
+    """SQLite keeps text in an INTEGER column of a hand-edited folder: refuse it here (typed_records
+    turns this into the run's RecordError), not in a comparison far away."""
+    if len(df) and not pd.api.types.is_integer_dtype(df[column]):
+        bad = next((v for v in df[column] if not isinstance(v, int) or isinstance(v, bool)), None)
+        raise ValueError(f"{column} {bad!r} is not an integer")
+
+
 def _decode_meta(rows) -> dict:
     meta = {}
     for key, value in rows:
@@ -110,12 +118,25 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         db = self.run_dir / schema.DB_FILENAME
         if not self.run_dir.is_dir():
             raise RunLogError(f"{str(self.run_dir)!r} is not a run folder (not a directory)")
-        if not db.is_file():
+        if not db.is_file() and not db.is_symlink():
             raise RunLogError(f"{str(self.run_dir)!r} is not a gradwatch run folder (no {schema.DB_FILENAME})")
+        problem = validate.run_files_problem(self.run_dir)
+        if problem:
+            raise RunLogError(f"run {self.run_id!r}: {problem}")
         self.db_path = db
         try:
             # Read-only media (an archive, a snapshot) open with mode=ro or immutable=1.
-            self._conn, self.access_mode = open_for_reading(db)
+            if needs_recovery(db):  # read-only media with an unreplayed write-ahead log
+                try:
+                    copy = recovered_copy(db)
+                except OSError as exc:
+                    raise RunLogError(
+                        f"run {self.run_id!r}: its write-ahead log cannot be replayed on read-only storage and a "
+                        f"private copy failed ({exc.strerror or exc}); copy the folder to writable storage") from None
+                self._conn, _ = open_for_reading(copy)
+                self.access_mode = "recovered"
+            else:
+                self._conn, self.access_mode = open_for_reading(db)
         except sqlite3.OperationalError as exc:
             raise RunLogError(f"run {self.run_id!r}: cannot open {schema.DB_FILENAME} ({exc})") from exc
         except sqlite3.Error as exc:
@@ -160,7 +181,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return _decode_meta(rows)
 
     def refresh_meta(self) -> dict:
-        self.meta = self._read_meta()
+        meta = self._read_meta()
+        validate.check_meta(meta, self.run_id)
+        self.meta = meta
         return self.meta
 
     def _query(self, sql: str, params=()) -> list:
@@ -192,10 +215,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
             "SELECT id, name, layer, param, role, module_type, shape, numel, ord, trainable"
             " FROM tensors ORDER BY ord, id"
         )
-        df = pd.DataFrame(
-            rows,
-            columns=["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"],
-        )
+        columns = ["tensor_id", "name", "layer", "param", "role", "module_type", "shape", "numel", "ord", "trainable"]
+        validate.check_tensor_rows(rows, columns, self.run_id)
+        df = pd.DataFrame(rows, columns=columns)
         df["shape"] = [validate.decode_shape(text, name, self.run_id) for text, name in zip(df["shape"], df["name"])]
         df["trainable"] = df["trainable"].astype(bool)
         return df
@@ -217,6 +239,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return list(dict.fromkeys(tensors["layer"]))
 
     # ---- scalars --------------------------------------------------------------------------
+    @validate.typed_records('scalars')
     def scalars(
         self, after_seq: int = 0, names: list[str] | None = None, rank: int | None = 0
     ) -> tuple[pd.DataFrame, int]:
@@ -235,6 +258,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
             params.append(rank)
         rows = self._query(sql + " ORDER BY seq", params)
         df = pd.DataFrame(rows, columns=["seq", "step", "name", "value", "wall", "rank"])
+        _integer_column(df, "step")
         df["value"] = df["value"].astype(float)  # NULL -> NaN
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
@@ -248,6 +272,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         )
         return [r[0] for r in rows]
 
+    @validate.typed_records('scalars')
     def scalar_series(self, name: str, rank: int = 0) -> pd.DataFrame:
         """One scalar over steps (columns step, value, wall); a later record for a step wins."""
         rows = self._query(
@@ -258,6 +283,7 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         return df.drop_duplicates("step", keep="last").sort_values("step").reset_index(drop=True)
 
     # ---- layer statistics -----------------------------------------------------------------
+    @validate.typed_records('stats')
     def layer_stats(
         self,
         after_seq: int = 0,
@@ -293,13 +319,16 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 
+    @validate.typed_records('steps')
     def steps(self, after_seq: int = 0) -> tuple[pd.DataFrame, int]:
         """Logged optimizer steps (columns seq, step, wall, step_time) with seq > after_seq."""
         rows = self._query("SELECT seq, step, wall, step_time FROM steps WHERE seq > ? ORDER BY seq", (after_seq,))
         df = pd.DataFrame(rows, columns=["seq", "step", "wall", "step_time"])
+        _integer_column(df, "step")
         cursor = int(df["seq"].iloc[-1]) if len(df) else after_seq
         return df, cursor
 
+    @validate.typed_records('steps')
     def logged_steps(self) -> np.ndarray:
         return np.array([r[0] for r in self._query("SELECT DISTINCT step FROM steps ORDER BY step")], dtype=np.int64)
 
@@ -333,6 +362,9 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         flags = []
         for seq, raised_step, wall, body in rows:
             flag = validate.decode_flag(body, seq, self.run_id)
+            if not validate.flag_row_ok(raised_step, wall):
+                raise validate.RecordError(f"run {self.run_id!r}: flag #{seq} has a malformed step "
+                                           f"{raised_step!r} or time {wall!r}")
             flag.update(seq=seq, raised_step=raised_step, raised_wall=wall)
             flags.append(flag)
         return flags, (rows[-1][0] if rows else after_seq)
@@ -341,10 +373,12 @@ class RunReader(StepQueries, ScalarQueries, LayerStatsQueries, LayerRollupQuerie
         rows = self._query(
             "SELECT seq, wall, author, step, layer, text FROM notes WHERE seq > ? ORDER BY seq", (after_seq,)
         )
-        notes = [dict(zip(("seq", "wall", "author", "step", "layer", "text"), r)) for r in rows]
+        notes = [validate.check_note(dict(zip(("seq", "wall", "author", "step", "layer", "text"), r)), self.run_id)
+                 for r in rows]
         return notes, (rows[-1][0] if rows else after_seq)
 
     # ---- summaries ------------------------------------------------------------------------
+    @validate.typed_records('steps or scalars')
     def counts(self) -> dict:
         """Cheap totals for listings: steps logged, last step, scalar count."""
         (steps_logged, last_step), = self._query("SELECT COUNT(*), MAX(step) FROM steps")

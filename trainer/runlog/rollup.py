@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import validate
 from .steps import step_range
 
 FLOAT_MAX = 1.7976931348623157e308  # values outside +-this are infinite
@@ -24,6 +25,7 @@ BLOCK_COLUMNS = ("first_step", "last_step", "n", "ordered", "bad", "first_value"
 class ScalarQueries:
     """Scalar arrays and roll-up blocks (RunReader mixin: uses its _query)."""
 
+    @validate.typed_records("scalars")
     def scalar_arrays(self, name: str, step_min: int | None = None, step_max: int | None = None,
                       rank: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values) of one scalar via its (name, step) index; a later record for a step wins."""

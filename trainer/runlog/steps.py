@@ -7,10 +7,12 @@ seeks), never by reading every logged step of a long run.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 
 import numpy as np
 
 from . import validate
+from .errors import RunLogError
 
 # The growing tables; each one's newest seq is a cursor a poller passes back as after_seq.
 CURSOR_TABLES = ("scalars", "stats", "flags", "notes", "steps")
@@ -37,11 +39,24 @@ class StepQueries:
     def snapshot(self):
         """Run the enclosed queries in one read transaction: they all see the same records, so a
         view and the cursor handed to its live poller agree."""
-        self._conn.execute("BEGIN")
+        try:
+            self._conn.execute("BEGIN")
+        except sqlite3.DatabaseError as exc:
+            raise RunLogError(f"run {self.run_id!r}: cannot read records ({exc})") from exc
         try:
             yield self
-        finally:
+        except BaseException:
+            # Ending the read must not replace the error that ended it (a corrupt page makes the
+            # COMMIT fail too): roll back quietly and let the first error, a RunLogError, through.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise
+        try:
             self._conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            raise RunLogError(f"run {self.run_id!r}: cannot read records ({exc})") from exc
 
     def cursors(self) -> dict:
         """The newest seq of each growing table (what a poller passes back as after_seq)."""
@@ -67,14 +82,17 @@ class StepQueries:
         (count,), = self._query("SELECT COUNT(*) FROM steps")
         return first, last, int(count)
 
+    @validate.typed_records("steps")
     def first_logged_steps(self, n: int = 2) -> list[int]:
         """The steps of the first `n` layer records, in arrival order (their spacing is the logging stride)."""
         return [r[0] for r in self._query("SELECT step FROM steps ORDER BY rowid LIMIT ?", (int(n),))]
 
+    @validate.typed_records("steps")
     def last_logged_step(self) -> int | None:
         (value,), = self._query("SELECT MAX(step) FROM steps")
         return None if value is None else int(value)
 
+    @validate.typed_records("scalars")
     def last_step_any(self, names: list[str]) -> int | None:
         """The last step of any record (layer statistics or one of the scalars `names`), index lookups only."""
         candidates = [self.last_logged_step()]
@@ -84,6 +102,7 @@ class StepQueries:
         found = [int(c) for c in candidates if c is not None]
         return max(found) if found else None
 
+    @validate.typed_records("steps")
     def logged_step_at_or_before(self, step: int) -> int | None:
         """The logged step at or before `step`, or the first one when `step` precedes them all."""
         (value,), = self._query("SELECT MAX(step) FROM steps WHERE step <= ?", (int(step),))
@@ -91,11 +110,13 @@ class StepQueries:
             (value,), = self._query("SELECT MIN(step) FROM steps")
         return None if value is None else int(value)
 
+    @validate.typed_records("steps")
     def logged_steps_between(self, step_min: int | None, step_max: int | None) -> np.ndarray:
         range_sql, params = step_range("step", step_min, step_max)
         rows = self._query(f"SELECT DISTINCT step FROM steps WHERE 1{range_sql} ORDER BY step", params)
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    @validate.typed_records("steps")
     def sample_logged_steps(self, step_min: int | None, step_max: int | None, max_points: int,
                             must_include=()) -> tuple[np.ndarray, int]:
         """Up to ~max_points logged steps spread evenly over [step_min, step_max] (plus `must_include`

@@ -8,6 +8,7 @@ Torch-free.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
@@ -52,15 +53,35 @@ def _optional(check):
     return lambda value: value is None or check(value)
 
 
+# The last second datetime can show (9999-12-31): a time beyond it cannot be formatted by any page.
+MAX_UNIX_TIME = 253402300799.0
+
+
+def _unix_time(value) -> bool:
+    return _finite_number(value) and 0 <= float(value) <= MAX_UNIX_TIME
+
+
+def _text(value) -> bool:
+    return isinstance(value, str)
+
+
+def _texts(value) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def _step(value) -> bool:
+    return _count(value) and value <= MAX_STEP
+
+
 # key -> (check, what a valid value is). Only keys the writer itself sets are checked.
 RESERVED_META: dict[str, tuple[Any, str]] = {
     "schema_version": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "run_id": (lambda v: isinstance(v, str), "a string"),
     "name": (lambda v: isinstance(v, str), "a string"),
     "status": (lambda v: v in schema.STATUSES, f"one of {', '.join(schema.STATUSES)}"),
-    "started": (_finite_number, "a unix time in seconds (a number)"),
-    "ended": (_optional(_finite_number), "a unix time in seconds or null"),
-    "heartbeat": (_optional(_finite_number), "a unix time in seconds or null"),
+    "started": (_unix_time, "a unix time in seconds (a number from 0 to year 9999)"),
+    "ended": (_optional(_unix_time), "a unix time in seconds or null"),
+    "heartbeat": (_optional(_unix_time), "a unix time in seconds or null"),
     "error": (_optional(lambda v: isinstance(v, str)), "a string or null"),
     "config": (_optional(lambda v: isinstance(v, dict)), "an object"),
     "pid": (_optional(lambda v: _count(v) and v <= MAX_PID), f"a process id (0..{MAX_PID}) or null"),
@@ -72,9 +93,21 @@ RESERVED_META: dict[str, tuple[Any, str]] = {
     "lost_records": (_count, "a non-negative integer"),
     "watch": (_optional(lambda v: isinstance(v, dict)), "an object"),
     "model_summary": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "results": (_optional(lambda v: isinstance(v, dict)), "an object"),
+    "dataset": (lambda v: v is None or isinstance(v, (str, dict)), "a name, an object or null"),
+    "job_id": (_optional(_text), "a string or null"),
+    "device": (_optional(_text), "a string or null"),
+    "git_commit": (_optional(_text), "a string or null"),
+    "python": (_optional(_text), "a string or null"),
+    "torch": (_optional(_text), "a string or null"),
+    "gradwatch": (_optional(_text), "a string or null"),
+    "argv": (_optional(_texts), "a list of strings"),
+    "capture_every": (_optional(lambda v: _count(v) and v >= 1), "a positive integer"),
 }
 # Set by the trainer itself at the start and end of a run; user metadata may not overwrite them.
-WRITER_OWNED = frozenset(RESERVED_META) - {"watch", "model_summary", "config"}
+# The rest of RESERVED_META is the user's to set too (type-checked the same way on write and read).
+WRITER_OWNED = frozenset(RESERVED_META) - {"watch", "model_summary", "config", "results", "dataset", "job_id",
+                                           "device", "git_commit", "argv"}
 
 
 def _short(value: Any, limit: int = 60) -> str:
@@ -108,15 +141,108 @@ def decode_shape(text: Any, tensor: str, run_id: str | None = None) -> list[int]
     return shape
 
 
+FLAG_SEVERITIES = ("critical", "warning", "info")
+
+
+def _evidence(value) -> bool:
+    # Numbers, names and nested per-layer maps; every page formats these without further checks.
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _evidence(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_evidence(v) for v in value)
+    return value is None or isinstance(value, (str, int, float))
+
+
+# flag field -> (required, check, what a valid value is): every field any page or the CLI reads.
+FLAG_FIELDS: dict[str, tuple[bool, Any, str]] = {
+    "rule": (True, lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a rule name (a non-empty string)"),
+    "severity": (True, lambda v: v in FLAG_SEVERITIES, f"one of {', '.join(FLAG_SEVERITIES)}"),
+    "layers": (False, _texts, "a list of layer names"),
+    "first_step": (False, _optional(_step), "a step (a non-negative integer) or null"),
+    "last_step": (False, _optional(_step), "a step (a non-negative integer) or null"),
+    "evidence": (False, lambda v: isinstance(v, dict) and _evidence(v), "an object of numbers and names"),
+    "explanation": (False, _text, "a string"),
+    "remedies": (False, _texts, "a list of strings"),
+    "remedy_ids": (False, _texts, "a list of remedy ids"),
+    "remedy_code": (False, _texts, "a list of strings"),
+    "history": (False, lambda v: isinstance(v, dict) and _evidence(v), "an object"),
+    "source": (False, _text, "a string"),
+}
+
+
+def flag_problem(flag: Any) -> str | None:
+    """What is wrong with a flag dict (the first field found), or None: one check for the live
+    `run.add_flag`, the writer and every reader."""
+    if not isinstance(flag, dict):
+        return f"a flag must be an object, got {type(flag).__name__}"
+    for key, (required, check, expected) in FLAG_FIELDS.items():
+        if key not in flag:
+            if required:
+                return f"flag field {key!r} is missing (expected {expected})"
+            continue
+        if not check(flag[key]):
+            return f"flag field {key!r} is {_short(flag[key])}, expected {expected}"
+    return None
+
+
 def decode_flag(body: Any, seq: int, run_id: str | None = None) -> dict:
-    """A flags.body cell -> the flag dict, or RecordError."""
+    """A flags.body cell -> the flag dict with every field checked, or RecordError."""
     try:
         flag = json.loads(body) if isinstance(body, (str, bytes)) else None
-    except ValueError:
+    except (ValueError, RecursionError):
         flag = None
     if not isinstance(flag, dict) or not isinstance(flag.get("rule"), str):
         raise RecordError(f"{_prefix(run_id)}flag #{seq} has a malformed body {_short(body)} (expected a JSON object with a rule)")
+    problem = flag_problem(flag)
+    if problem:
+        raise RecordError(f"{_prefix(run_id)}flag #{seq}: {problem}")
     return flag
+
+
+def flag_row_ok(raised_step, wall) -> bool:
+    return _step(raised_step) and _unix_time(wall)
+
+
+# note column -> (check, what a valid value is)
+NOTE_FIELDS: dict[str, tuple[Any, str]] = {
+    "seq": (_count, "a sequence number"),
+    "wall": (_unix_time, "a unix time"),
+    "author": (_text, "a string"),
+    "step": (_optional(_step), "a step or null"),
+    "layer": (_optional(_text), "a layer name or null"),
+    "text": (_text, "a string"),
+}
+
+
+def check_note(note: dict, run_id: str | None = None) -> dict:
+    for key, (check, expected) in NOTE_FIELDS.items():
+        if not check(note.get(key)):
+            raise RecordError(f"{_prefix(run_id)}note #{note.get('seq')}: {key!r} is {_short(note.get(key))}, "
+                              f"expected {expected}")
+    return note
+
+
+# tensor column -> (check, what a valid value is); shape is decoded by decode_shape.
+TENSOR_FIELDS: dict[str, tuple[Any, str]] = {
+    "tensor_id": (_count, "a non-negative integer"),
+    "name": (_text, "a string"),
+    "layer": (_text, "a string"),
+    "param": (_optional(_text), "a string or null"),
+    "role": (lambda v: v in ("param", "output"), "param or output"),
+    "module_type": (_optional(_text), "a string or null"),
+    "numel": (_count, "a non-negative integer"),
+    "ord": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "trainable": (lambda v: v in (0, 1), "0 or 1"),
+}
+
+
+def check_tensor_rows(rows: list, columns: list[str], run_id: str | None = None) -> None:
+    for row in rows:
+        for key, value in zip(columns, row):
+            entry = TENSOR_FIELDS.get(key)
+            if entry is not None and not entry[0](value):
+                raise RecordError(f"{_prefix(run_id)}tensor record {_short(row[1])}: {key!r} is {_short(value)}, "
+                                  f"expected {entry[1]}")
 
 
 def decode_hist(blob: Any, where: str, run_id: str | None = None) -> np.ndarray:
@@ -162,3 +288,46 @@ def entry_problem(path) -> str | None:
     if not stat.S_ISDIR(info.st_mode):
         return "is not a directory (a device, socket or pipe)"
     return None
+
+
+def run_files_problem(run_dir) -> str | None:
+    """Why the files of a run folder cannot be opened safely, or None: the database and its -wal,
+    -shm and -journal companions must be regular files of the folder itself. A symbolic link (or a
+    device, a folder...) in their place would make readers and note writers follow it out of the
+    log directory, to a database (or a file SQLite would create or overwrite) somewhere else."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        name = schema.DB_FILENAME + suffix
+        try:
+            info = os.lstat(os.path.join(run_dir, name))
+        except FileNotFoundError:
+            if suffix:
+                continue
+            return f"has no {name}"
+        except OSError as exc:
+            return f"{name} cannot be read ({exc.strerror or exc})"
+        if stat.S_ISLNK(info.st_mode):
+            return f"{name} is a symbolic link (gradwatch opens only the run folder's own files)"
+        if not stat.S_ISREG(info.st_mode):
+            return f"{name} is not a regular file"
+    return None
+
+
+def typed_records(table: str):
+    """Decorator for a RunReader query that turns the rows of `table` into numbers: a value of the
+    wrong type there (text in a step or value column of a hand-edited folder) becomes the run's
+    RecordError instead of a ValueError deep in numpy or pandas."""
+
+    def wrap(query):
+        @functools.wraps(query)
+        def checked(self, *args, **kwargs):
+            try:
+                return query(self, *args, **kwargs)
+            except RunLogError:
+                raise
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise RecordError(f"run {self.run_id!r}: a {table} record holds a value of the wrong type "
+                                  f"({_short(str(exc), 120)})") from None
+
+        return checked
+
+    return wrap

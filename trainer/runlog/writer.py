@@ -44,6 +44,10 @@ ON_ERROR_CHOICES = ("raise", "warn")
 # Space held in the run folder and released when a write fails, so the final status fits on a full disk.
 RESERVE_FILENAME = ".reserve"
 RESERVE_BYTES = 256 * 1024
+# A flush, final status or close waits for the writer however long the disk takes; past this many
+# seconds it warns once that the disk is slow (it never gives up: the writer thread owns the data).
+SLOW_WRITER_WARN_S = 60.0
+WAIT_POLL_S = 0.5
 
 
 class RunWriteError(RuntimeError):
@@ -153,6 +157,15 @@ class LayerRecord:
     drop_histograms: bool = False
 
 
+@dataclass
+class _Final:
+    """The run's final metadata on its way to the writer thread, and what came of it."""
+
+    items: dict
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
 class RunWriter:
     """Owns the SQLite database of one run folder; all writes go through its thread."""
 
@@ -178,7 +191,8 @@ class RunWriter:
         self.owner = owner
         conn = connect(self.db_path)
         if create:
-            conn.executescript(schema.DDL)
+            # One transaction for the whole schema: on a slow disk each commit costs a write and a sync.
+            conn.executescript("BEGIN;\n" + schema.DDL + "\nCOMMIT;")
             conn.execute(
                 "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
                 (json.dumps(schema.SCHEMA_VERSION),),
@@ -187,6 +201,7 @@ class RunWriter:
         self._conn = conn
         self.lost_records = 0
         self._warned = False
+        self._slow_warned = False
         self._reserve = self.run_dir / RESERVE_FILENAME
         if owner:
             _hold_reserve(self._reserve)
@@ -226,10 +241,11 @@ class RunWriter:
         self._queue.put(("meta", items))
 
     def set_meta_now(self, **items: Any) -> None:
-        """Write metadata synchronously (run start and end, where ordering matters)."""
+        """Write metadata and wait until it is committed (run start and end, where ordering matters).
+        The writer thread commits it, like every other write: one connection, one thread."""
+        self._check()
+        self._queue.put(("meta", items))
         self.flush()
-        self._write_meta(self._conn, items)
-        self._conn.commit()
 
     def add_tensors(self, tensors: list[dict]) -> None:
         self._check()
@@ -261,50 +277,64 @@ class RunWriter:
             self._pending_records += 1
         self._queue.put(("layers", record))
 
-    def flush(self, timeout: float = 60.0) -> None:
-        """Block until everything queued so far is committed."""
+    def flush(self) -> None:
+        """Block until everything queued so far is committed. A slow disk makes this wait, never fail:
+        the writer thread owns the transaction, so giving up here could only lose what it holds."""
         done = threading.Event()
         self._queue.put(("flush", done))
         self._wake.set()
-        if not done.wait(timeout):
-            raise TimeoutError(f"run writer did not flush within {timeout}s ({self.db_path})")
+        self._wait_for_writer(done, "flush")
         if self._error is not None and self.on_error == "raise":
             raise RunWriteError(self.error) from self._error
 
+    def _wait_for_writer(self, done: threading.Event, what: str) -> None:
+        """Wait for the writer thread to set `done`, however slow the disk; warn once when it is slow,
+        and stop waiting only if the thread is gone (then nothing would ever set it)."""
+        waited = 0.0
+        while not done.wait(WAIT_POLL_S):
+            waited += WAIT_POLL_S
+            if not self._thread.is_alive():
+                if done.is_set():
+                    return
+                raise RunWriteError(f"cannot write run folder {str(self.run_dir)!r}: the writer thread has stopped")
+            if waited >= SLOW_WRITER_WARN_S and not self._slow_warned:
+                self._slow_warned = True
+                warnings.warn(f"gradwatch: the disk of {self.run_dir.name} is slow: the {what} has waited "
+                              f"{waited:.0f} s for the writer; still waiting (nothing is lost)",
+                              RuntimeWarning, stacklevel=3)
+
     def write_final_meta(self, items: dict) -> None:
-        """The run's last metadata (status, end, error), even after a failed write: the reserve is
-        freed and a fresh connection retries once, so a full disk still ends with status "failed"."""
-        try:
-            self.flush()
-            self._write_meta(self._conn, dict(items, lost_records=self.lost_records))
-            self._conn.commit()
-            return
-        except (sqlite3.Error, OSError, RunWriteError):
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.rollback()
-        _release_reserve(self._reserve)
-        try:
-            conn = connect(self.db_path)
-            try:
-                self._write_meta(conn, dict(items, lost_records=self.lost_records))
-                conn.commit()
-            finally:
-                conn.close()
-        except (sqlite3.Error, OSError) as exc:
-            raise RunWriteError(f"{describe_write_error(exc, self.run_dir)}; the final status "
-                                f"{items.get('status')!r} could not be written") from exc
+        """The run's last metadata (status, end, error, and the lost and dropped counts), committed by
+        the writer thread after everything queued before it. After a failed write the writer rolls
+        back its own transaction, frees the reserve and retries the final status alone, so a full disk
+        still ends with status "failed"."""
+        final = _Final(dict(items))
+        self._queue.put(("final", final))
+        self._wake.set()
+        self._wait_for_writer(final.done, "final status write")
+        if final.error is not None:
+            raise RunWriteError(f"{describe_write_error(final.error, self.run_dir)}; the final status "
+                                f"{items.get('status')!r} could not be written") from final.error
 
     def close(self) -> None:
+        """Stop the writer thread once it has committed what is queued (waiting for a slow disk), then
+        let it close its connection."""
         if self._thread.is_alive():
-            self._queue.put(("stop", None))
+            done = threading.Event()
+            self._queue.put(("stop", done))
             self._wake.set()
-            self._thread.join(timeout=120)
-        self._conn.close()
+            self._wait_for_writer(done, "close")
+            self._thread.join()
         if self.owner:
             _release_reserve(self._reserve)
         if self.lost_records and self.on_error == "warn":
             warnings.warn(f"gradwatch: {self.lost_records} records of {self.run_dir.name} were lost "
                           f"({self.error or 'write failures'})", RuntimeWarning, stacklevel=2)
+
+    def _counters(self) -> dict:
+        """What the run has lost or dropped so far: kept in meta so every view of the run shows it."""
+        return {"dropped_histograms": self.dropped_histograms, "dropped_records": self.dropped_records,
+                "lost_records": self.lost_records}
 
     # ---- the writer thread --------------------------------------------------------------
     def _loop(self) -> None:
@@ -324,7 +354,8 @@ class RunWriter:
                     break
             # Waiters are collected first: one failing item must not leave a flush() waiting for
             # its timeout (the error is raised to it instead).
-            waiters = [payload for kind, payload in items if kind == "flush"]
+            waiters = [payload for kind, payload in items if kind in ("flush", "stop")]
+            finals = [payload for kind, payload in items if kind == "final"]
             stop = any(kind == "stop" for kind, _ in items)
             saved_blocks = {key: block.copy() for key, block in self._blocks.items()}
             saved_dirty = set(self._dirty_blocks)
@@ -335,27 +366,22 @@ class RunWriter:
                         with self._pending_lock:
                             self._pending_records -= 1
                     self.lost_records += _lost_by(kind, payload)
+                self._write_finals(conn, finals)
                 for waiter in waiters:
                     waiter.set()
                 if stop:
+                    conn.close()
                     return
                 continue
             try:
                 for kind, payload in items:
-                    if kind not in ("flush", "stop"):
+                    if kind not in ("flush", "stop", "final"):
                         self._apply(conn, kind, payload)
                 if stop:
                     self._step_norms.close(conn)
                 now = time.time()
                 if self.owner and (now - last_heartbeat > 1.0 or stop):
-                    self._write_meta(
-                        conn,
-                        {
-                            "heartbeat": now,
-                            "dropped_histograms": self.dropped_histograms,
-                            "dropped_records": self.dropped_records,
-                        },
-                    )
+                    self._write_meta(conn, {"heartbeat": now, **self._counters()})
                     last_heartbeat = now
                 self._write_dirty_blocks(conn)
                 self._layer_rollup.write_pending(conn)
@@ -370,10 +396,33 @@ class RunWriter:
                 # The roll-up must not count records the rollback discarded.
                 self._blocks, self._dirty_blocks = saved_blocks, saved_dirty
                 self._layer_rollup.rolled_back()
+            self._write_finals(conn, finals)
             for waiter in waiters:
                 waiter.set()
             if stop:
+                conn.close()
                 return
+
+    def _write_finals(self, conn: sqlite3.Connection, finals: list) -> None:
+        """Commit each final status (writer thread). On failure: roll back, free the reserve (space
+        for the status on a full disk) and retry once; what still fails is handed to the waiter."""
+        for final in finals:
+            for attempt in (1, 2):
+                try:
+                    if self.owner:
+                        self._write_meta(conn, dict(final.items, **self._counters()))
+                    else:
+                        self._write_meta(conn, final.items)
+                    conn.commit()
+                    final.error = None
+                    break
+                except BaseException as exc:
+                    final.error = exc
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.rollback()
+                    if attempt == 1:
+                        _release_reserve(self._reserve)
+            final.done.set()
 
     def _apply(self, conn: sqlite3.Connection, kind: str, payload: Any) -> None:
         if kind == "meta":
