@@ -109,8 +109,10 @@ def median_paint(runs: list[dict]) -> dict:
 
 def poll_payloads(tmp: Path) -> list[dict]:
     """Poll payload bytes vs new records per tick, for a short and a long live history."""
+    from gradwatch.dashboard import ids
     from gradwatch.dashboard.data import RunStore
     from gradwatch.dashboard.views import run as logic
+    from gradwatch.dashboard.views import run_charts
     from gradwatch.testing import LiveRun
 
     out = []
@@ -122,23 +124,25 @@ def poll_payloads(tmp: Path) -> list[dict]:
                 live.writer.flush()
         live.writer.flush()
         store = RunStore(tmp / "live", tmp / "cache")
-        scalars = logic.scalars_impl(store, live.run_id, None, [], None)["live"]
-        layers = logic.layers_impl(store, live.run_id, None, None, [], None)["live"]
+        # The loss chart (scalars channel) and the per-layer lines (layers channel), as the page draws them.
+        charts = (ids.FIG_LOSS, ids.FIG_GRAD_TIME)
+        states = {chart_id: run_charts.render(run_charts.BY_ID[chart_id], store,
+                                              run_charts.ChartArgs(run_id=live.run_id))["live"] for chart_id in charts}
         for new in (1, 10, 100):
             for _ in range(new):
                 live.write_step()
             live.writer.flush()
             start = time.perf_counter()
-            result = logic.poll_impl(store, live.run_id, scalars, layers, None, {})
+            result = logic.poll_impl(store, live.run_id, states, None)
             seconds = time.perf_counter() - start
-            payload = len(json.dumps(result["delta"]))
+            payload = len(json.dumps(result["delta"], default=str))
             out.append({"history_steps": history, "new_steps": new, "poll_ms": round(seconds * 1000, 1),
                         "payload_bytes": payload, "bytes_per_new_step": round(payload / new),
-                        "redraw": sorted(result["refresh"] & {"scalars", "layers"})})
-            # Like the page: advance each channel's cursor (a redraw would rebuild it).
-            for name, state in (("scalars", scalars), ("layers", layers)):
-                if name in result["delta"]:
-                    state["cursor"] = result["delta"][name]["to"]
+                        "redraw": sorted(result["refresh"] & set(charts))})
+            # Like the page: advance each chart's cursor (a redraw would rebuild it).
+            for chart_id, state in states.items():
+                if chart_id in result["delta"]:
+                    state["cursor"] = result["delta"][chart_id]["to"]
         live.stop()
     return out
 
