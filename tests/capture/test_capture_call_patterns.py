@@ -245,3 +245,32 @@ def test_two_optimizers_one_record_per_step_with_both_parts(tmp_path):
         assert_norms(grads, step, reference)
         # The record waits for the second optimizer: its update is in the recorded weights.
         assert weights[(step, "2.weight")]["norm"] == pytest.approx(after[step].norm().item(), rel=1e-6)
+
+
+def test_a_hand_updated_model_saves_and_loads_with_weights_only_at_logged_and_unlogged_steps(tmp_path):
+    """run.step() loops too: the watched model, saved whole before and after logged and unlogged
+    steps, loads with torch.load's default weights_only=True once its own classes are allowed."""
+    model = make_model()
+
+    def save_and_load():
+        buffer = io.BytesIO()
+        torch.save(model, buffer)
+        assert b"gradwatch" not in buffer.getvalue()
+        buffer.seek(0)
+        with torch.serialization.safe_globals([nn.Sequential, nn.Linear, nn.ReLU]):
+            loaded = torch.load(buffer)
+        assert all_hooks(loaded) == 0
+        assert torch.equal(loaded[0].weight, model[0].weight)
+
+    with Run(tmp_path, name="by-hand") as run:
+        run.watch(model, every=2)
+        for x, y in batches(5):
+            model.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            save_and_load()  # gradients taken, activation hooks of a logged step attached
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(p.grad, alpha=-0.1)
+            run.step()
+            save_and_load()
+    assert sorted({s for s, _ in stats(run.path, "grad")}) == [0, 2, 4]
