@@ -132,20 +132,26 @@ def test_manual_update_without_run_step_warns_once_and_detaches_forward_hooks(tm
 
 
 @on_both_paths
+def saved_and_loaded_with_weights_only(model):
+    """The model torch.save()d whole and loaded back with torch.load's default since torch 2.6
+    (weights_only=True), which refuses any class it was not told of: the user allows their model's
+    classes, and nothing of gradwatch is in the pickle."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    assert b"gradwatch" not in buffer.getvalue()
+    buffer.seek(0)
+    with torch.serialization.safe_globals([nn.Sequential, nn.Linear, nn.ReLU]):
+        loaded = torch.load(buffer)
+    assert all_hooks(loaded) == 0
+    return loaded
+
+
 def test_a_watched_model_saves_at_every_point_of_a_step(tmp_path):
     model = make_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
 
     def save_and_load():
-        # torch.load's default since torch 2.6 (weights_only=True) refuses any class it was not
-        # told of: the user allows their model's classes, and nothing of gradwatch is in the pickle.
-        buffer = io.BytesIO()
-        torch.save(model, buffer)
-        assert b"gradwatch" not in buffer.getvalue()
-        buffer.seek(0)
-        with torch.serialization.safe_globals([nn.Sequential, nn.Linear, nn.ReLU]):
-            copy_ = torch.load(buffer)
-        assert all_hooks(copy_) == 0
+        copy_ = saved_and_loaded_with_weights_only(model)
         copy_(torch.randn(2, 6))
         twin = copy.deepcopy(model)
         assert all_hooks(twin) == 0
@@ -253,13 +259,7 @@ def test_a_hand_updated_model_saves_and_loads_with_weights_only_at_logged_and_un
     model = make_model()
 
     def save_and_load():
-        buffer = io.BytesIO()
-        torch.save(model, buffer)
-        assert b"gradwatch" not in buffer.getvalue()
-        buffer.seek(0)
-        with torch.serialization.safe_globals([nn.Sequential, nn.Linear, nn.ReLU]):
-            loaded = torch.load(buffer)
-        assert all_hooks(loaded) == 0
+        loaded = saved_and_loaded_with_weights_only(model)
         assert torch.equal(loaded[0].weight, model[0].weight)
 
     with Run(tmp_path, name="by-hand") as run:
