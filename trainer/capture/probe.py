@@ -194,17 +194,17 @@ class Probe:
         # DDP, whose all-reduce after backward moves no version counter, and for sharded layouts,
         # whose local pieces are measured at the step and combined by one all-reduce.
         tensors = [p.tensor for p in self.params]
+        rank, world_size = _rank_and_world_size()
         if self._layout is None:
             on_cpu = all(t.device.type == "cpu" for t in tensors)
-            self._grad_norms = GradNormRecorder(tensors, writer,
-                                                in_backward=on_cpu and not _replicated_across_processes())
+            self._grad_norms = GradNormRecorder(tensors, writer, in_backward=on_cpu and world_size == 1)
         else:
             layout, params = self._layout, self.params
             combine = None if layout.replicated else sharded.norms_across_shards(layout.group)
             self._grad_norms = GradNormRecorder(tensors, writer, in_backward=False, combine=combine,
                                                 grad_of=lambda i: layout.grad(params[i]),
-                                                records=_process_rank() == 0)
-        if _process_rank() == 0:
+                                                records=rank == 0)
+        if rank == 0:
             writer.set_meta(**step_norm_meta([p.name for p in self.params], [p.layer for p in self.params]))
         self._capture_seconds = 0.0  # every-step capture time already counted by the cadence
         # The part that measures and records: whole tensors or local shards, the same calls.
@@ -612,14 +612,10 @@ def _measurable(params: list[WatchedParam]) -> list[WatchedParam]:
     return kept
 
 
-def _process_rank() -> int:
+def _rank_and_world_size() -> tuple[int, int]:
     import torch.distributed as dist
 
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _replicated_across_processes() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
